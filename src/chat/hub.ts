@@ -1,0 +1,132 @@
+// Per-chat event logs in memory and their subscribers. A subscriber asks for events after a seq
+// and gets the gap filled (durable events from the database, drafts from memory) before live
+// events, with each seq delivered once.
+import type { Bus } from '../bus/bus.js';
+import type { Db } from '../store/db.js';
+import { num } from '../config.js';
+import { type StreamEvent, epochOf, isDraft } from './types.js';
+
+export interface Sink {
+  /** Hands events to the subscriber; must not block. */
+  push(events: StreamEvent[]): void;
+}
+
+interface Sub {
+  sink: Sink;
+  /** Events that arrived while the replay was being read. */
+  held: StreamEvent[] | null;
+}
+
+class ChatLog {
+  events: StreamEvent[] = [];
+  seqs = new Set<number>();
+  subs = new Set<Sub>();
+  /** Epoch of the newest status event: drafts of older epochs are stale (their owner lost the chat). */
+  statusEpoch = 0;
+  lastActive = Date.now();
+}
+
+export class StreamHub {
+  private logs = new Map<string, ChatLog>();
+  private unsub: () => void;
+  private janitor: NodeJS.Timeout;
+  private maxEvents = num('streamLogEvents');
+  private idleMs = num('streamIdleMs');
+
+  constructor(
+    private db: Db,
+    bus: Bus,
+  ) {
+    this.unsub = bus.subscribe('events', (ev: StreamEvent | StreamEvent[]) => {
+      for (const e of Array.isArray(ev) ? ev : [ev]) this.ingest(e);
+    });
+    this.janitor = setInterval(() => this.sweep(), Math.min(this.idleMs, 30_000)).unref();
+  }
+
+  close(): void {
+    this.unsub();
+    clearInterval(this.janitor);
+  }
+
+  private log(chatId: string): ChatLog {
+    let log = this.logs.get(chatId);
+    if (!log) this.logs.set(chatId, (log = new ChatLog()));
+    return log;
+  }
+
+  ingest(e: StreamEvent): void {
+    const log = this.log(e.chat_id);
+    log.lastActive = Date.now();
+    if (e.seq !== undefined) {
+      if (log.seqs.has(e.seq)) return;
+      const epoch = epochOf(e.seq);
+      if (isDraft(e.type) && epoch < log.statusEpoch) return;
+      if (e.type === 'status' && epoch > log.statusEpoch) log.statusEpoch = epoch;
+      log.seqs.add(e.seq);
+      log.events.push(e);
+      // Out-of-order arrival (two commits published in the other order) keeps the log sorted.
+      for (let i = log.events.length - 1; i > 0 && log.events[i - 1]!.seq! > e.seq; i--) {
+        [log.events[i - 1], log.events[i]] = [log.events[i]!, log.events[i - 1]!];
+      }
+      while (log.events.length > this.maxEvents) log.seqs.delete(log.events.shift()!.seq!);
+    }
+    for (const sub of log.subs) {
+      if (sub.held) sub.held.push(e);
+      else sub.sink.push([e]);
+    }
+    if (e.type === 'deleted') {
+      this.logs.delete(e.chat_id);
+    }
+  }
+
+  /**
+   * Subscribes from `after`: replays what the subscriber missed, then streams live events.
+   * `snapshot` runs after the replay to add unsequenced current state (queue, caught_up).
+   */
+  async subscribe(
+    chatId: string,
+    after: number,
+    sink: Sink,
+    snapshot: () => Promise<StreamEvent[]>,
+  ): Promise<() => void> {
+    const log = this.log(chatId);
+    const sub: Sub = { sink, held: [] };
+    log.subs.add(sub); // subscribe first, then read: nothing published meanwhile is lost
+    const unsubscribe = () => {
+      log.subs.delete(sub);
+      log.lastActive = Date.now();
+    };
+    try {
+      const stored = await this.db.query<{ seq: number; type: string; data: Record<string, unknown> }>(
+        'SELECT seq, type, data FROM chat_events WHERE chat_id = $1 AND seq > $2 ORDER BY seq',
+        [chatId, after],
+      );
+      const bySeq = new Map<number, StreamEvent>();
+      for (const r of stored) bySeq.set(Number(r.seq), { ...r.data, chat_id: chatId, seq: Number(r.seq), type: r.type as StreamEvent['type'] });
+      const memory = log.events.filter((e) => e.seq! > after);
+      const statusEpoch = log.statusEpoch;
+      for (const e of memory) bySeq.set(e.seq!, e);
+      const replay = [...bySeq.values()]
+        .filter((e) => !(isDraft(e.type) && epochOf(e.seq!) < statusEpoch))
+        .sort((a, b) => a.seq! - b.seq!);
+      const state = await snapshot();
+      const held = sub.held ?? [];
+      sub.held = null;
+      const sent = new Set(replay.map((e) => e.seq));
+      const live = held.filter((e) => e.seq === undefined || !sent.has(e.seq));
+      const last = replay.length ? replay[replay.length - 1]!.seq! : after;
+      sink.push([...replay, ...state, { chat_id: chatId, type: 'caught_up', last_seq: last }, ...live]);
+    } catch (err) {
+      unsubscribe();
+      throw err;
+    }
+    return unsubscribe;
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    for (const [id, log] of this.logs) {
+      if (!log.subs.size && now - log.lastActive > this.idleMs) this.logs.delete(id);
+    }
+  }
+}

@@ -1,0 +1,62 @@
+// The provider interface the chat loop talks to; one implementation per wire protocol.
+import type { Message } from '../types.js';
+
+export interface ToolSpec {
+  name: string;
+  description: string;
+  parameters: Record<string, unknown>;
+}
+
+export interface LlmRequest {
+  model: string;
+  system?: string | null;
+  messages: Message[];
+  tools: ToolSpec[];
+  signal: AbortSignal;
+  maxTokens?: number;
+}
+
+export type LlmEvent =
+  | { type: 'text'; text: string }
+  | { type: 'reasoning'; text: string }
+  | { type: 'tool_call'; id: string; name: string; args: unknown }
+  | { type: 'usage'; input_tokens: number; output_tokens: number }
+  | { type: 'finish'; reason: string };
+
+export interface Provider {
+  readonly name: string;
+  stream(req: LlmRequest): AsyncIterable<LlmEvent>;
+}
+
+export class ProviderError extends Error {
+  constructor(
+    message: string,
+    readonly retryable: boolean,
+    readonly status?: number,
+    readonly retryAfterMs?: number,
+  ) {
+    super(message);
+  }
+}
+
+/** Maps an HTTP status from a provider to "try again later" (true) or "this will not work" (false). */
+export const retryableStatus = (status: number) => status === 408 || status === 409 || status === 429 || status >= 500;
+
+export function retryAfterMs(headers: Headers | Record<string, string> | undefined): number | undefined {
+  if (!headers) return undefined;
+  const get = (k: string) => (headers instanceof Headers ? headers.get(k) : (headers as Record<string, string>)[k]);
+  const ms = get('retry-after-ms');
+  if (ms && Number.isFinite(Number(ms))) return Number(ms);
+  const s = get('retry-after');
+  if (s && Number.isFinite(Number(s))) return Number(s) * 1000;
+  return undefined;
+}
+
+export function parseArgs(raw: string): unknown {
+  if (!raw.trim()) return {};
+  try {
+    return JSON.parse(raw);
+  } catch {
+    return { _invalid_json: raw };
+  }
+}

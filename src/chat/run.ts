@@ -1,0 +1,377 @@
+// One chat owned by this worker: runs turns (LLM call → tools → repeat) until the chat has no
+// more work, streaming every event as it happens and persisting each completed step in the
+// background, in order, fenced by (worker_id, epoch).
+import type { Bus } from '../bus/bus.js';
+import type { Db, Queryable } from '../store/db.js';
+import { num } from '../config.js';
+import type { Logger } from '../log.js';
+import type { Providers } from './providers/index.js';
+import { ProviderError, type LlmEvent, type ToolSpec } from './providers/types.js';
+import { builtinTools, findTool } from './tools/index.js';
+import {
+  type ChatRow,
+  ev,
+  fencedCommit,
+  insertMessages,
+  loadMessages,
+  loadQueue,
+  newId,
+  popQueueHead,
+  storeEvents,
+  userMessage,
+} from './store.js';
+import { type ChatStatus, type Message, type Part, type PendingAction, type StreamEvent, type Usage, seqOf, EPOCH_SPAN } from './types.js';
+
+export class LostOwnership extends Error {
+  constructor() {
+    super('the chat is no longer owned by this worker');
+  }
+}
+
+export interface RunDeps {
+  db: Db;
+  bus: Bus;
+  providers: Providers;
+  workerId: string;
+  log: Logger;
+  /** Called after the chat is released (title generation etc.). */
+  onFinished?: (chatId: string, status: ChatStatus) => void;
+}
+
+type StopReason = 'interrupt' | 'cancel' | null;
+
+export class ChatRun {
+  readonly chatId: string;
+  private epoch: number;
+  private n = 0;
+  private persist: Promise<void> = Promise.resolve();
+  private persistError: unknown = null;
+  private stop: StopReason = null;
+  private current = new AbortController();
+  private maxSteps = num('maxSteps');
+
+  constructor(
+    private deps: RunDeps,
+    private chat: ChatRow & { prev_status?: string },
+  ) {
+    this.chatId = chat.id;
+    this.epoch = chat.epoch;
+  }
+
+  /** The user asked to stop the current turn; the partial reply is kept. */
+  interrupt(): void {
+    if (this.stop) return;
+    this.stop = 'interrupt';
+    this.current.abort();
+  }
+
+  /** Someone else took the chat (edit, archive, delete, lease lost): stop without writing. */
+  cancel(): void {
+    this.stop = 'cancel';
+    this.current.abort();
+  }
+
+  get cancelled(): boolean {
+    return this.stop === 'cancel';
+  }
+
+  private nextSeq(): number {
+    if (this.n + 1 >= EPOCH_SPAN) throw new Error('event numbering exhausted for this epoch');
+    return seqOf(this.epoch, ++this.n);
+  }
+
+  private emit(type: StreamEvent['type'], data: Record<string, unknown>): StreamEvent {
+    return this.publish(ev(this.chatId, this.nextSeq(), type, data));
+  }
+
+  /** A message's event carries the message's own seq (allocated when the message was made). */
+  private emitMessage(message: Message): StreamEvent {
+    return this.publish(ev(this.chatId, message.seq, 'message', { message }));
+  }
+
+  private publish(e: StreamEvent): StreamEvent {
+    if (!this.cancelled) this.deps.bus.publish('events', e);
+    return e;
+  }
+
+  private get fenceKey() {
+    return { chatId: this.chatId, workerId: this.deps.workerId, epoch: this.epoch };
+  }
+
+  /** Queues a fenced write of a step after the previous ones; the stream never waits for it. */
+  private background(messages: Message[], events: StreamEvent[] = []): void {
+    this.persist = this.persist.then(async () => {
+      if (this.persistError || this.cancelled) return;
+      try {
+        const { fenced } = await fencedCommit(this.deps.db, this.fenceKey, messages, events);
+        if (!fenced) throw new LostOwnership();
+      } catch (err) {
+        this.persistError = err;
+        if (err instanceof LostOwnership) this.cancel();
+        else this.current.abort();
+      }
+    });
+  }
+
+  private async fence(q: Queryable): Promise<void> {
+    const rows = await q.query(
+      `SELECT 1 FROM chats WHERE id = $1 AND worker_id = $2 AND epoch = $3 AND status = 'running' FOR UPDATE`,
+      [this.chatId, this.deps.workerId, this.epoch],
+    );
+    if (!rows[0]) throw new LostOwnership();
+  }
+
+  async run(): Promise<void> {
+    // The acquiring statement stored this chat's `running` status as event 1 of the new epoch.
+    this.n = 1;
+    this.publish(ev(this.chatId, seqOf(this.epoch, 1), 'status', { status: 'running' }));
+    if (this.chat.prev_status === 'running') {
+      // The previous owner died mid-turn: drop whatever it streamed after the last stored message.
+      const rows = await this.deps.db.query<{ seq: number | null }>(
+        'SELECT max(seq) AS seq FROM chat_messages WHERE chat_id = $1 AND NOT deleted',
+        [this.chatId],
+      );
+      this.background([], [this.emit('history_truncated', { after_seq: Number(rows[0]?.seq ?? 0), reason: 'worker_lost' })]);
+    }
+    try {
+      if (this.chat.interrupt_requested) this.stop = 'interrupt';
+      for (;;) {
+        const outcome = await this.turn();
+        const more = await this.finishTurn(outcome);
+        if (!more) break;
+      }
+    } catch (err) {
+      if (err instanceof LostOwnership || this.cancelled) return;
+      this.deps.log.error({ err, chat_id: this.chatId }, 'chat run failed');
+      await this.finishTurn({ status: 'error', error: `internal error: ${(err as Error).message}`, messages: [], events: [] }).catch(() => {});
+    }
+  }
+
+  private async turn(): Promise<TurnOutcome> {
+    const history = await loadMessages(this.deps.db, this.chatId);
+    let resolved;
+    try {
+      resolved = await this.deps.providers.get(this.chat.model);
+    } catch (err) {
+      return this.fail((err as Error).message, 'no_provider');
+    }
+    const clientTools = this.chat.client_tools ?? [];
+    const clientNames = new Set(clientTools.map((t) => t.name));
+    const tools: ToolSpec[] = [
+      ...builtinTools.map(({ name, description, parameters }) => ({ name, description, parameters })),
+      ...clientTools
+        .filter((t) => !findTool(t.name))
+        .map((t) => ({ name: t.name, description: t.description ?? '', parameters: t.parameters ?? { type: 'object' } })),
+    ];
+    const done = (status: ChatStatus, messages: Message[] = [], actions?: PendingAction[]): TurnOutcome => ({ status, messages, events: [], actions });
+    for (let step = 0; step < this.maxSteps; step++) {
+      if (this.stop) return done('waiting');
+      const result = await this.step(resolved.provider, resolved.model, history, tools);
+      if (this.cancelled) throw new LostOwnership();
+      if (result.kind === 'failed') return this.fail(result.error, result.code);
+      const { message } = result;
+      if (!message.parts.length) return done('waiting'); // interrupted before the model said anything
+      history.push(message);
+      this.emitMessage(message);
+      const calls = message.parts.filter((p): p is Extract<Part, { type: 'tool_call' }> => p.type === 'tool_call');
+      // The last step's messages are stored by the statement that ends the turn.
+      if (this.stop || !calls.length) return done('waiting', [message]);
+      const pendingClient = calls.filter((c) => clientNames.has(c.name) && !findTool(c.name));
+      const local = calls.filter((c) => !pendingClient.includes(c));
+      const results = await this.runTools(local);
+      const resultMsgs = results.map((r) => this.toolMessage(r));
+      for (const m of resultMsgs) this.emitMessage(m);
+      history.push(...resultMsgs);
+      const stepMsgs = [message, ...resultMsgs];
+      if (pendingClient.length) {
+        return done('requires_action', stepMsgs, pendingClient.map((c) => ({ tool_call_id: c.id, name: c.name, args: c.args })));
+      }
+      if (this.stop) return done('waiting', stepMsgs);
+      this.background(stepMsgs);
+    }
+    return this.fail(`the turn stopped after ${this.maxSteps} steps (AIRLOCK_MAX_STEPS)`, 'max_steps');
+  }
+
+  private fail(error: string, code: string): TurnOutcome {
+    return { status: 'error', error, messages: [], events: [this.emit('error', { code, message: error })] };
+  }
+
+  private toolMessage(r: Extract<Part, { type: 'tool_result' }>): Message {
+    return { id: newId(), seq: this.nextSeq(), role: 'tool', parts: [r] };
+  }
+
+  /** One LLM call, retried on transient errors. Returns the assistant message (partial if stopped). */
+  private async step(
+    provider: { stream(r: any): AsyncIterable<LlmEvent> },
+    model: string,
+    history: Message[],
+    tools: ToolSpec[],
+  ): Promise<{ kind: 'ok'; message: Message } | { kind: 'failed'; error: string; code: string }> {
+    const maxRetries = num('llmMaxRetries');
+    for (let attempt = 0; ; attempt++) {
+      const draft = newId();
+      const parts: Part[] = [];
+      let usage: Usage | null = null;
+      let text = '';
+      let reasoning = '';
+      this.current = new AbortController();
+      if (this.stop) this.current.abort();
+      try {
+        for await (const e of provider.stream({ model, system: this.chat.system_prompt, messages: history, tools, signal: this.current.signal })) {
+          if (this.stop) break;
+          if (e.type === 'text') {
+            text += e.text;
+            this.emit('delta', { draft, kind: 'text', text: e.text });
+          } else if (e.type === 'reasoning') {
+            reasoning += e.text;
+            this.emit('delta', { draft, kind: 'reasoning', text: e.text });
+          } else if (e.type === 'tool_call') {
+            const call: Part = { type: 'tool_call', id: e.id, name: e.name, args: e.args };
+            parts.push(call);
+            this.emit('tool_call', { draft, call });
+          } else if (e.type === 'usage') usage = { input_tokens: e.input_tokens, output_tokens: e.output_tokens };
+        }
+      } catch (err) {
+        if (this.stop) {
+          /* interrupted or cancelled: keep what we have */
+        } else if (this.persistError) {
+          throw this.persistError;
+        } else if (err instanceof ProviderError && err.retryable && attempt < maxRetries) {
+          const delay = backoff(attempt, err.retryAfterMs);
+          this.emit('retry', { draft, attempt: attempt + 1, max_retries: maxRetries, delay_ms: delay, error: err.message, status_code: err.status ?? null });
+          await sleep(delay, this.current.signal);
+          if (this.stop) return { kind: 'ok', message: this.assistant([], '', '', null, true) };
+          continue;
+        } else {
+          const msg = err instanceof ProviderError ? err.message : `provider call failed: ${(err as Error).message}`;
+          return { kind: 'failed', error: msg, code: err instanceof ProviderError && err.status ? `provider_${err.status}` : 'provider_error' };
+        }
+      }
+      const stopped = this.stop === 'interrupt';
+      // A call the model was still writing when interrupted cannot be run; keep only the text.
+      return { kind: 'ok', message: this.assistant(stopped ? [] : parts, text, reasoning, usage, stopped) };
+    }
+  }
+
+  private assistant(calls: Part[], text: string, reasoning: string, usage: Usage | null, interrupted: boolean): Message {
+    const parts: Part[] = [];
+    if (reasoning) parts.push({ type: 'reasoning', text: reasoning });
+    if (text || (!calls.length && !interrupted)) parts.push({ type: 'text', text });
+    parts.push(...calls);
+    return { id: newId(), seq: this.nextSeq(), role: 'assistant', parts, interrupted: interrupted || undefined, model: this.chat.model, usage };
+  }
+
+  /** Runs built-in tools in parallel; each result is streamed as soon as it is ready. */
+  private async runTools(calls: Extract<Part, { type: 'tool_call' }>[]): Promise<Extract<Part, { type: 'tool_result' }>[]> {
+    const timeout = num('toolTimeoutMs');
+    const signal = this.current.signal;
+    return Promise.all(
+      calls.map(async (c) => {
+        const tool = findTool(c.name);
+        let output: string;
+        let isError = false;
+        if (!tool) {
+          output = `unknown tool "${c.name}"`;
+          isError = true;
+        } else {
+          try {
+            output = await withTimeout(tool.run(c.args, signal), timeout, signal, c.name);
+          } catch (err) {
+            output = (err as Error).message;
+            isError = true;
+          }
+        }
+        const result = { type: 'tool_result' as const, tool_call_id: c.id, name: c.name, output, ...(isError ? { is_error: true } : {}) };
+        this.emit('tool_result', { result });
+        return result;
+      }),
+    );
+  }
+
+  /**
+   * Ends a turn in one statement: stores the last step and releases the chat. When messages wait
+   * in the queue, the head is promoted instead and the next turn runs at once (returns true).
+   */
+  private async finishTurn(outcome: TurnOutcome): Promise<boolean> {
+    await this.persist;
+    if (this.persistError) throw this.persistError;
+    if (this.cancelled) throw new LostOwnership();
+    const releaseEvents: StreamEvent[] = [];
+    if (outcome.actions) releaseEvents.push(ev(this.chatId, this.nextSeq(), 'action_required', { calls: outcome.actions }));
+    releaseEvents.push(ev(this.chatId, this.nextSeq(), 'status', { status: outcome.status, ...(outcome.error ? { error: outcome.error } : {}) }));
+    const { fenced, released } = await fencedCommit(this.deps.db, this.fenceKey, outcome.messages, outcome.events, {
+      status: outcome.status,
+      error: outcome.error ?? null,
+      actions: outcome.actions ?? null,
+      actionTimeoutMs: num('actionTimeoutMs'),
+      events: releaseEvents,
+    });
+    if (!fenced) throw new LostOwnership();
+    if (released) {
+      for (const e of releaseEvents) this.publish(e);
+      this.deps.onFinished?.(this.chatId, outcome.status);
+      return false;
+    }
+    // Not released: the queue has messages. Promote the head and keep the lease.
+    const next = await this.deps.db.tx(async (q) => {
+      await this.fence(q);
+      const content = await popQueueHead(q, this.chatId);
+      if (content === null) return null;
+      const msg = userMessage(content, this.nextSeq());
+      await insertMessages(q, this.chatId, [msg]);
+      await q.query('UPDATE chats SET interrupt_requested = false, updated_at = now() WHERE id = $1', [this.chatId]);
+      const events = [ev(this.chatId, msg.seq, 'message', { message: msg })];
+      await storeEvents(q, events);
+      return { events, queue: await loadQueue(q, this.chatId) };
+    });
+    if (!next) return this.finishTurn({ ...outcome, messages: [], events: [] }); // the queue emptied meanwhile
+    this.stop = null;
+    for (const e of next.events) this.publish(e);
+    this.publish(ev(this.chatId, undefined, 'queue', { queue: next.queue }));
+    return true;
+  }
+}
+
+interface TurnOutcome {
+  status: ChatStatus;
+  error?: string;
+  actions?: PendingAction[];
+  /** Messages of the last step, not stored yet. */
+  messages: Message[];
+  /** Durable events not stored yet (an error). */
+  events: StreamEvent[];
+}
+
+export function backoff(attempt: number, retryAfter?: number): number {
+  const base = num('llmRetryBaseMs');
+  const max = num('llmRetryMaxMs');
+  const exp = Math.min(max, base * 2 ** attempt);
+  const jittered = exp / 2 + Math.random() * (exp / 2);
+  return Math.round(Math.min(max, Math.max(jittered, retryAfter ?? 0)));
+}
+
+/** Waits ms, or less when the signal aborts (an interrupt during a retry back-off). */
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const done = () => {
+      clearTimeout(t);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const t = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, signal: AbortSignal, name: string): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`tool "${name}" did not finish within ${ms} ms`)), ms);
+    const onAbort = () => reject(new Error(`tool "${name}" was interrupted`));
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(resolve, reject).finally(() => {
+      clearTimeout(t);
+      signal.removeEventListener('abort', onAbort);
+    });
+  });
+}

@@ -1,0 +1,182 @@
+// The chat worker: claims runnable chats under a lease, keeps the leases alive, and runs each
+// claimed chat. Acquisition happens on a wake signal sent after every commit that makes a chat
+// pending; the timer is only the safety net for expired leases and lost signals.
+import crypto from 'node:crypto';
+import type { Bus } from '../bus/bus.js';
+import type { Db } from '../store/db.js';
+import { num } from '../config.js';
+import type { Logger } from '../log.js';
+import type { Providers } from './providers/index.js';
+import { ChatRun } from './run.js';
+import type { ChatRow } from './store.js';
+import { type ChatStatus, EPOCH_SPAN } from './types.js';
+
+export interface RunnerOptions {
+  workerId?: string;
+  concurrency?: number;
+  leaseMs?: number;
+  heartbeatMs?: number;
+  sweepMs?: number;
+  /** false: ignore wake signals and rely on the sweep timer (the polling baseline). */
+  wake?: boolean;
+  onFinished?: (chatId: string, status: ChatStatus) => void;
+  /** Runs on the sweep timer too (e.g. expiring requires_action deadlines). */
+  onSweep?: () => Promise<void>;
+}
+
+export class Runner {
+  readonly workerId: string;
+  private active = new Map<string, ChatRun>();
+  private done = new Map<string, Promise<void>>();
+  private acquiring = false;
+  private again = false;
+  private stopped = false;
+  private timers: NodeJS.Timeout[] = [];
+  private unsubs: (() => void)[] = [];
+  private concurrency: number;
+  private leaseMs: number;
+
+  constructor(
+    private db: Db,
+    private bus: Bus,
+    private providers: Providers,
+    private log: Logger,
+    private opts: RunnerOptions = {},
+  ) {
+    this.workerId = opts.workerId ?? `w-${crypto.randomUUID()}`;
+    this.concurrency = opts.concurrency ?? num('chatConcurrency');
+    this.leaseMs = opts.leaseMs ?? num('leaseMs');
+  }
+
+  start(): void {
+    if (this.opts.wake ?? num('wake') !== 0) this.unsubs.push(this.bus.subscribe('wake', () => this.kick()));
+    this.unsubs.push(
+      this.bus.subscribe('control', (m: { chat_id: string; action: 'interrupt' | 'cancel' }) => {
+        const run = this.active.get(m.chat_id);
+        if (!run) return;
+        if (m.action === 'interrupt') run.interrupt();
+        else run.cancel();
+      }),
+    );
+    this.timers.push(setInterval(() => void this.heartbeat(), this.opts.heartbeatMs ?? num('heartbeatMs')));
+    this.timers.push(
+      setInterval(() => {
+        this.kick();
+        this.opts.onSweep?.().catch((err) => this.log.warn({ err }, 'sweep failed'));
+      }, this.opts.sweepMs ?? num('sweepMs')),
+    );
+    this.kick();
+  }
+
+  get activeCount(): number {
+    return this.active.size;
+  }
+
+  /** Claims runnable chats up to the concurrency limit. Coalesces concurrent calls. */
+  kick(): void {
+    if (this.stopped) return;
+    if (this.acquiring) {
+      this.again = true;
+      return;
+    }
+    this.acquiring = true;
+    void this.acquireLoop().finally(() => {
+      this.acquiring = false;
+      if (this.again && !this.stopped) {
+        this.again = false;
+        this.kick();
+      }
+    });
+  }
+
+  private async acquireLoop(): Promise<void> {
+    for (;;) {
+      this.again = false;
+      const free = this.concurrency - this.active.size;
+      if (free <= 0 || this.stopped) return;
+      let rows: (ChatRow & { prev_status: string })[];
+      try {
+        rows = await this.db.query(
+          `WITH p AS (SELECT id, status AS prev_status FROM chats
+                      WHERE NOT archived AND (status = 'pending' OR (status = 'running' AND lease_until < now()))
+                      ORDER BY updated_at FOR UPDATE SKIP LOCKED LIMIT $2),
+                c AS (UPDATE chats SET status = 'running', worker_id = $1, lease_until = now() + $3 * interval '1 millisecond',
+                        epoch = chats.epoch + 1, updated_at = now()
+                      FROM p WHERE chats.id = p.id
+                      RETURNING chats.*, p.prev_status),
+                e AS (INSERT INTO chat_events (chat_id, seq, type, data)
+                      SELECT id, epoch * ${EPOCH_SPAN} + 1, 'status', '{"status":"running"}'::jsonb FROM c)
+           SELECT * FROM c`,
+          [this.workerId, free, this.leaseMs],
+        );
+      } catch (err) {
+        if (!this.stopped) this.log.error({ err }, 'acquire failed');
+        return;
+      }
+      for (const row of rows) this.launch(row);
+      if (rows.length < free && !this.again) return;
+    }
+  }
+
+  private launch(row: ChatRow & { prev_status: string }): void {
+    const run = new ChatRun(
+      { db: this.db, bus: this.bus, providers: this.providers, workerId: this.workerId, log: this.log, onFinished: this.opts.onFinished },
+      row,
+    );
+    this.active.set(row.id, run);
+    this.log.debug({ chat_id: row.id, recovered: row.prev_status === 'running' }, 'chat acquired');
+    const p = run
+      .run()
+      .catch((err) => this.log.error({ err, chat_id: row.id }, 'chat run crashed'))
+      .finally(() => {
+        this.active.delete(row.id);
+        this.done.delete(row.id);
+        this.kick(); // a slot is free
+      });
+    this.done.set(row.id, p);
+  }
+
+  private async heartbeat(): Promise<void> {
+    if (!this.active.size || this.stopped) return;
+    const ids = [...this.active.keys()];
+    try {
+      const rows = await this.db.query<{ id: string; interrupt_requested: boolean }>(
+        `UPDATE chats SET lease_until = now() + $3 * interval '1 millisecond'
+         WHERE id = ANY($1::uuid[]) AND worker_id = $2 AND status = 'running' RETURNING id, interrupt_requested`,
+        [ids, this.workerId, this.leaseMs],
+      );
+      const alive = new Map(rows.map((r) => [r.id, r.interrupt_requested]));
+      for (const id of ids) {
+        const run = this.active.get(id);
+        if (!run) continue;
+        if (!alive.has(id)) run.cancel();
+        else if (alive.get(id)) run.interrupt(); // safety net for a lost interrupt signal
+      }
+    } catch (err) {
+      this.log.warn({ err }, 'heartbeat failed');
+    }
+  }
+
+  /** Stops taking work and waits for running chats to finish (at most graceMs, then stops them;
+   * their leases expire and another worker resumes them). */
+  async stop(graceMs = 10_000): Promise<void> {
+    this.stopped = true;
+    for (const t of this.timers) clearInterval(t);
+    const all = Promise.all(this.done.values());
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), graceMs)));
+    if ((await Promise.race([all, expired])) === 'late') {
+      for (const run of this.active.values()) run.cancel();
+    }
+    clearTimeout(timer);
+    for (const u of this.unsubs) u();
+  }
+
+  /** Test hook: behave like a process that died (no more writes, no heartbeats, no hand-back). */
+  crash(): void {
+    this.stopped = true;
+    for (const t of this.timers) clearInterval(t);
+    for (const u of this.unsubs) u();
+    for (const run of this.active.values()) run.cancel();
+  }
+}

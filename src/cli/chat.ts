@@ -1,0 +1,265 @@
+// `airlock chat`: new chats, send, live streaming output (Ctrl-C interrupts the turn), list, show.
+import readline from 'node:readline';
+import { parseArgs } from 'node:util';
+import { ApiClient } from '../client/api.js';
+import { num } from '../config.js';
+import type { Message, StreamEvent } from '../chat/types.js';
+import { CliError, resolveClient } from './config.js';
+
+const HELP = `Usage:
+  airlock chat [MESSAGE]              new chat; with MESSAGE, ask once and print the reply,
+                                      without it, an interactive session (Ctrl-D ends it)
+  airlock chat --chat ID [MESSAGE]    continue a chat
+  airlock chat list [--archived]      your chats, newest first
+  airlock chat show ID                a chat's messages
+  airlock chat archive ID | delete ID
+
+Options:
+  --model M            model for a new chat (e.g. gpt-4o-mini, anthropic:claude-sonnet-4-5)
+  --system TEXT        system prompt for a new chat
+  --reasoning          also print the model's reasoning (to stderr)
+  --json               machine-readable output (list, show)
+  --server URL, --token T   override the saved login
+
+While a reply streams, Ctrl-C interrupts the turn (the partial reply is kept); a second
+Ctrl-C exits.`;
+
+export async function chatCommand(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      chat: { type: 'string' },
+      model: { type: 'string' },
+      system: { type: 'string' },
+      archived: { type: 'boolean' },
+      reasoning: { type: 'boolean' },
+      json: { type: 'boolean' },
+      server: { type: 'string' },
+      token: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    console.log(HELP);
+    return 0;
+  }
+  const { server, token } = resolveClient(values);
+  const api = new ApiClient(server, token, num('requestTimeoutMs'));
+  const [sub, ...args] = positionals;
+  const out = new Printer(Boolean(values.reasoning));
+
+  if (sub === 'list' && !values.chat) {
+    const { chats } = await api.get(`/api/chats?archived=${values.archived ? 'true' : 'false'}`);
+    if (values.json) console.log(JSON.stringify(chats));
+    else if (!chats.length) console.log('No chats yet. Start one with `airlock chat "hello"`.');
+    else for (const c of chats) console.log(`${c.id}  ${c.status.padEnd(15)}  ${c.updated_at.slice(0, 16).replace('T', ' ')}  ${c.title || '(untitled)'}`);
+    return 0;
+  }
+  if ((sub === 'show' || sub === 'archive' || sub === 'delete') && !values.chat) {
+    const id = args[0];
+    if (!id) throw new CliError(`airlock chat ${sub} ID`, 2);
+    if (sub === 'archive') {
+      await api.post(`/api/chats/${encodeURIComponent(id)}/archive`);
+      console.log(`Archived ${id}`);
+      return 0;
+    }
+    if (sub === 'delete') {
+      await api.delete(`/api/chats/${encodeURIComponent(id)}`);
+      console.log(`Deleted ${id}`);
+      return 0;
+    }
+    const chat = await api.get(`/api/chats/${encodeURIComponent(id)}`);
+    if (values.json) console.log(JSON.stringify(chat));
+    else out.transcript(chat);
+    return 0;
+  }
+
+  const message = positionals.join(' ');
+  let chatId = values.chat;
+  if (chatId) await api.get(`/api/chats/${encodeURIComponent(chatId)}`); // fail fast on an unknown id
+  const session = new TurnRunner(api, out);
+  if (message) {
+    if (!chatId) {
+      const chat = await api.post('/api/chats', { message, model: values.model, system_prompt: values.system });
+      process.stderr.write(`chat ${chat.id}\n`);
+      return session.follow(chat.id, 0);
+    }
+    return session.send(chatId, message);
+  }
+  if (!process.stdin.isTTY) {
+    const piped = (await readAll(process.stdin)).trim();
+    if (!piped) throw new CliError('nothing to send: give a MESSAGE or pipe one in', 2);
+    if (!chatId) {
+      const chat = await api.post('/api/chats', { message: piped, model: values.model, system_prompt: values.system });
+      return session.follow(chat.id, 0);
+    }
+    return session.send(chatId, piped);
+  }
+  // Interactive session.
+  const rl = readline.createInterface({ input: process.stdin, output: process.stdout, prompt: 'you> ' });
+  process.stderr.write(chatId ? `continuing chat ${chatId}; Ctrl-D to quit\n` : 'new chat; Ctrl-D to quit\n');
+  rl.prompt();
+  let code = 0;
+  for await (const line of rl) {
+    const text = line.trim();
+    if (text) {
+      rl.pause();
+      if (!chatId) {
+        const chat = await api.post('/api/chats', { message: text, model: values.model, system_prompt: values.system });
+        chatId = chat.id;
+        process.stderr.write(`chat ${chat.id}\n`);
+        code = await session.follow(chat.id, 0);
+      } else code = await session.send(chatId, text);
+      rl.resume();
+    }
+    rl.prompt();
+  }
+  return code;
+}
+
+async function readAll(stream: NodeJS.ReadableStream): Promise<string> {
+  let s = '';
+  for await (const c of stream) s += c;
+  return s;
+}
+
+/** Streams one turn to the terminal and returns the exit code (0 ok, 1 error, 130 interrupted). */
+class TurnRunner {
+  constructor(
+    private api: ApiClient,
+    private out: Printer,
+  ) {}
+
+  async send(chatId: string, content: string): Promise<number> {
+    const chat = await this.api.get(`/api/chats/${encodeURIComponent(chatId)}`);
+    // Subscribe from the chat's current position first, so nothing of the new turn is missed.
+    return this.follow(chatId, chat.last_seq, () => this.api.post(`/api/chats/${chatId}/messages`, { content }));
+  }
+
+  follow(chatId: string, after: number, start?: () => Promise<unknown>): Promise<number> {
+    return new Promise<number>((resolve, reject) => {
+      let interrupted = false;
+      let turnStarted = !start;
+      let queueEmpty = true;
+      let finished = false;
+      const finish = (code: number) => {
+        if (finished) return;
+        finished = true;
+        process.off('SIGINT', onSigint);
+        ws?.close();
+        this.out.endLine();
+        resolve(code);
+      };
+      const onSigint = () => {
+        if (interrupted) return finish(130);
+        interrupted = true;
+        process.stderr.write('\n^C interrupting… (Ctrl-C again to quit)\n');
+        this.api.post(`/api/chats/${chatId}/interrupt`).catch((err) => process.stderr.write(`interrupt failed: ${err.message}\n`));
+      };
+      process.on('SIGINT', onSigint);
+      let ws: import('ws').WebSocket | undefined;
+      const onEvents = (events: StreamEvent[]) => {
+        for (const e of events) {
+          if (e.type === 'queue') queueEmpty = (e.queue as unknown[]).length === 0;
+          else if (e.type === 'status' && e.status === 'running') turnStarted = true;
+          else if (e.type === 'resync') {
+            process.stderr.write('\n[stream fell behind; reconnecting]\n');
+          }
+          if (!turnStarted) continue;
+          this.out.event(e);
+          if (e.type === 'status' && ['waiting', 'error', 'requires_action'].includes(e.status as string) && queueEmpty) {
+            finish(e.status === 'error' ? 1 : interrupted ? 130 : 0);
+          }
+        }
+      };
+      this.api
+        .openStream(chatId, after, onEvents)
+        .then(async (socket) => {
+          ws = socket;
+          if (finished) return socket.close(); // the whole turn arrived with the replay
+          socket.on('close', (code) => {
+            if (!finished) reject(new CliError(`the stream closed unexpectedly (${code})`));
+          });
+          if (start) await start();
+        })
+        .catch((err) => {
+          process.off('SIGINT', onSigint);
+          ws?.close();
+          reject(err);
+        });
+    });
+  }
+}
+
+class Printer {
+  private midLine = false;
+  private lastKind = '';
+
+  constructor(private reasoning: boolean) {}
+
+  event(e: StreamEvent): void {
+    switch (e.type) {
+      case 'delta':
+        if (e.kind === 'reasoning') {
+          if (this.reasoning) process.stderr.write(`\x1b[2m${e.text}\x1b[0m`);
+          return;
+        }
+        if (this.lastKind !== 'text' && this.midLine) this.endLine();
+        process.stdout.write(e.text as string);
+        this.midLine = !(e.text as string).endsWith('\n');
+        this.lastKind = 'text';
+        return;
+      case 'tool_call': {
+        const c = e.call as { name: string; args: unknown };
+        this.endLine();
+        process.stderr.write(`⚙ ${c.name}(${JSON.stringify(c.args)})\n`);
+        this.lastKind = 'tool';
+        return;
+      }
+      case 'tool_result': {
+        const r = e.result as { output: string; is_error?: boolean };
+        process.stderr.write(`  → ${r.is_error ? 'error: ' : ''}${r.output.slice(0, 500)}\n`);
+        return;
+      }
+      case 'retry':
+        this.endLine();
+        process.stderr.write(`[provider error, retry ${e.attempt}/${e.max_retries} in ${e.delay_ms} ms: ${e.error}]\n`);
+        return;
+      case 'error':
+        this.endLine();
+        process.stderr.write(`error: ${e.message}\n`);
+        return;
+      case 'message': {
+        const m = e.message as Message;
+        if (m.role === 'assistant' && m.interrupted) {
+          this.endLine();
+          process.stderr.write('[interrupted]\n');
+        }
+        return;
+      }
+      case 'action_required':
+        this.endLine();
+        process.stderr.write(`[the model called client-side tools: ${(e.calls as { name: string }[]).map((c) => c.name).join(', ')}; answer with POST /api/chats/${e.chat_id}/tool-results]\n`);
+        return;
+    }
+  }
+
+  endLine(): void {
+    if (this.midLine) process.stdout.write('\n');
+    this.midLine = false;
+    this.lastKind = '';
+  }
+
+  transcript(chat: { id: string; title: string; status: string; model: string; messages: Message[]; queue: { content: string }[] }): void {
+    console.log(`# ${chat.title || '(untitled)'}  [${chat.status}, ${chat.model}]  ${chat.id}`);
+    for (const m of chat.messages) {
+      for (const p of m.parts) {
+        if (p.type === 'text' && p.text) console.log(`\n${m.role === 'user' ? 'you' : 'assistant'}> ${p.text}${m.interrupted ? ' [interrupted]' : ''}`);
+        else if (p.type === 'tool_call') console.log(`⚙ ${p.name}(${JSON.stringify(p.args)})`);
+        else if (p.type === 'tool_result') console.log(`  → ${p.is_error ? 'error: ' : ''}${p.output.slice(0, 500)}`);
+      }
+    }
+    for (const q of chat.queue) console.log(`\n(queued) you> ${q.content}`);
+  }
+}

@@ -1,0 +1,22 @@
+// `airlock login`: checks the token against the server, then saves both for later commands.
+import { parseArgs } from 'node:util';
+import { ApiClient } from '../client/api.js';
+import { CliError, configPath, readConfig, writeConfig } from './config.js';
+
+export async function loginCommand(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: { server: { type: 'string' }, token: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+  });
+  if (values.help) {
+    console.log('Usage: airlock login --server URL --token TOKEN\n\nChecks the token and saves both in ' + configPath() + '.\nAIRLOCK_TOKEN can stand in for --token.');
+    return 0;
+  }
+  const server = (values.server ?? readConfig().server ?? 'http://127.0.0.1:7070').replace(/\/+$/, '');
+  const token = values.token ?? process.env.AIRLOCK_TOKEN;
+  if (!token) throw new CliError('--token is required (or set AIRLOCK_TOKEN)', 2);
+  const me = await new ApiClient(server, token).get('/api/me');
+  writeConfig({ server, token });
+  console.log(`Logged in to ${server} as ${me.user.name}${me.user.is_admin ? ' (admin)' : ''}; saved in ${configPath()}`);
+  return 0;
+}

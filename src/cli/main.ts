@@ -1,0 +1,72 @@
+// `airlock` command-line entry: dispatches to subcommands, loading each one lazily so that
+// start-up stays small.
+import { CliError } from './config.js';
+
+const HELP = `airlock — self-hosted access plane for people and AI agents
+
+Usage: airlock <command> [options]
+
+Commands:
+  server           run the control plane (API, chat workers) — embedded database by default
+  dev              same as server; the README's quick start
+  login            save the server URL and API token for the CLI
+  chat             talk to the AI agent: new chats, send, stream replies, list, show
+  user             manage users (admin): create, list
+  token            create an API token for yourself
+  env              list every AIRLOCK_* setting with its default
+
+Run \`airlock <command> --help\` for a command's options.`;
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  switch (cmd) {
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      console.log(HELP);
+      return 0;
+    case '--version':
+    case 'version':
+      console.log('airlock 0.1.0');
+      return 0;
+    case 'server':
+    case 'dev':
+      return (await import('./server.js')).serverCommand(rest);
+    case 'login':
+      return (await import('./login.js')).loginCommand(rest);
+    case 'chat':
+      return (await import('./chat.js')).chatCommand(rest);
+    case 'user':
+    case 'token':
+      return (await import('./users.js')).usersCommand(cmd, rest);
+    case 'env': {
+      const { knobTable } = await import('../config.js');
+      console.log(knobTable());
+      return 0;
+    }
+    default:
+      throw new CliError(`unknown command "${cmd}"; run \`airlock help\``, 2);
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err) => {
+    if (err instanceof CliError) {
+      process.stderr.write(`airlock: ${err.message}\n`);
+      process.exitCode = err.code;
+    } else if (err?.name === 'ApiClientError' || err?.constructor?.name === 'ApiClientError') {
+      process.stderr.write(`airlock: ${err.message}${err.code ? ` (${err.code})` : ''}\n`);
+      process.exitCode = 1;
+    } else if (err?.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || err?.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' || err?.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') {
+      process.stderr.write(`airlock: ${err.message}\n`);
+      process.exitCode = 2;
+    } else {
+      process.stderr.write(`airlock: unexpected error: ${err?.stack ?? err}\n`);
+      process.exitCode = 1;
+    }
+  },
+);

@@ -1,0 +1,53 @@
+// `airlock user create|list` (admin) and `airlock token create`.
+import { parseArgs } from 'node:util';
+import { ApiClient } from '../client/api.js';
+import { CliError, resolveClient } from './config.js';
+import { num } from '../config.js';
+
+export async function usersCommand(cmd: 'user' | 'token', argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      admin: { type: 'boolean' },
+      name: { type: 'string' },
+      'expires-in': { type: 'string' },
+      server: { type: 'string' },
+      token: { type: 'string' },
+      json: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help || !positionals.length) {
+    console.log(
+      cmd === 'user'
+        ? 'Usage:\n  airlock user create NAME [--admin]   create a user; prints its API token\n  airlock user list'
+        : 'Usage:\n  airlock token create [--name N] [--expires-in SECONDS]   a new API token for yourself',
+    );
+    return values.help ? 0 : 2;
+  }
+  const { server, token } = resolveClient(values);
+  const api = new ApiClient(server, token, num('requestTimeoutMs'));
+  const [sub, arg] = positionals;
+  if (cmd === 'user' && sub === 'create') {
+    if (!arg) throw new CliError('airlock user create NAME', 2);
+    const out = await api.post('/api/users', { name: arg, admin: Boolean(values.admin) });
+    if (values.json) console.log(JSON.stringify(out));
+    else console.log(`Created user ${out.user.name}${out.user.is_admin ? ' (admin)' : ''}. API token (shown once):\n${out.token}`);
+    return 0;
+  }
+  if (cmd === 'user' && sub === 'list') {
+    const { users } = await api.get('/api/users');
+    if (values.json) console.log(JSON.stringify(users));
+    else for (const u of users) console.log(`${u.id}  ${u.name}${u.is_admin ? '  admin' : ''}`);
+    return 0;
+  }
+  if (cmd === 'token' && sub === 'create') {
+    const expires = values['expires-in'] !== undefined ? Number(values['expires-in']) : undefined;
+    if (expires !== undefined && (!Number.isInteger(expires) || expires < 1)) throw new CliError('--expires-in must be a positive number of seconds', 2);
+    const out = await api.post('/api/tokens', { name: values.name, expires_in: expires });
+    console.log(values.json ? JSON.stringify(out) : out.token);
+    return 0;
+  }
+  throw new CliError(`unknown subcommand "${cmd} ${sub}"; run \`airlock ${cmd} --help\``, 2);
+}

@@ -1,0 +1,59 @@
+// Every tunable delay, timeout and limit lives here, with its AIRLOCK_* variable and default.
+// README's "Configuration" table is generated from this list (`airlock help env`).
+
+export interface Knob {
+  env: string;
+  default: number | string;
+  help: string;
+}
+
+export const knobs = {
+  port: { env: 'AIRLOCK_PORT', default: 7070, help: 'HTTP/WebSocket port of `airlock server`' },
+  host: { env: 'AIRLOCK_HOST', default: '127.0.0.1', help: 'address the server binds to' },
+  dataDir: { env: 'AIRLOCK_DATA_DIR', default: '.airlock', help: 'folder of the embedded database, keys and admin token' },
+  authCacheMs: { env: 'AIRLOCK_AUTH_CACHE_MS', default: 5_000, help: 'how long a verified API token is trusted without a database lookup' },
+  maxBodyBytes: { env: 'AIRLOCK_MAX_BODY_BYTES', default: 1_048_576, help: 'largest accepted HTTP request body' },
+  maxMessageChars: { env: 'AIRLOCK_MAX_MESSAGE_CHARS', default: 100_000, help: 'largest chat message accepted' },
+  maxQueue: { env: 'AIRLOCK_MAX_QUEUE', default: 20, help: 'queued messages per chat' },
+  chatConcurrency: { env: 'AIRLOCK_CHAT_CONCURRENCY', default: 100, help: 'turns one server runs at once' },
+  leaseMs: { env: 'AIRLOCK_LEASE_MS', default: 15_000, help: 'chat lease; a worker that stops heartbeating loses its chats after this' },
+  heartbeatMs: { env: 'AIRLOCK_HEARTBEAT_MS', default: 5_000, help: 'lease renewal interval' },
+  sweepMs: { env: 'AIRLOCK_SWEEP_MS', default: 5_000, help: 'safety-net acquisition timer (work is normally picked up on a wake signal)' },
+  wake: { env: 'AIRLOCK_CHAT_WAKE', default: 1, help: 'set 0 to disable wake signals (acquire only on the sweep timer; for comparison)' },
+  llmMaxRetries: { env: 'AIRLOCK_LLM_MAX_RETRIES', default: 4, help: 'retries of a transient provider error (429, 5xx, reset)' },
+  llmRetryBaseMs: { env: 'AIRLOCK_LLM_RETRY_BASE_MS', default: 500, help: 'first retry delay; doubles each attempt' },
+  llmRetryMaxMs: { env: 'AIRLOCK_LLM_RETRY_MAX_MS', default: 15_000, help: 'largest retry delay' },
+  llmTimeoutMs: { env: 'AIRLOCK_LLM_TIMEOUT_MS', default: 120_000, help: 'provider request timeout (no byte for this long)' },
+  maxSteps: { env: 'AIRLOCK_MAX_STEPS', default: 50, help: 'LLM steps (tool rounds) in one turn' },
+  toolTimeoutMs: { env: 'AIRLOCK_TOOL_TIMEOUT_MS', default: 30_000, help: 'built-in tool run time limit' },
+  actionTimeoutMs: { env: 'AIRLOCK_ACTION_TIMEOUT_MS', default: 600_000, help: 'time a client has to answer client-side tool calls (requires_action)' },
+  titles: { env: 'AIRLOCK_TITLES', default: 1, help: 'set 0 to disable generated chat titles' },
+  wsQueueBytes: { env: 'AIRLOCK_WS_QUEUE_BYTES', default: 4_194_304, help: 'bytes queued for one WebSocket before the client is told to resync' },
+  wsWriteTimeoutMs: { env: 'AIRLOCK_WS_WRITE_TIMEOUT_MS', default: 10_000, help: 'a WebSocket that accepts no data for this long is told to resync' },
+  wsMaxFrameBytes: { env: 'AIRLOCK_WS_MAX_FRAME_BYTES', default: 65_536, help: 'largest frame a client may send' },
+  streamLogEvents: { env: 'AIRLOCK_STREAM_LOG_EVENTS', default: 50_000, help: 'events kept in memory per chat for catch-up' },
+  streamIdleMs: { env: 'AIRLOCK_STREAM_IDLE_MS', default: 120_000, help: 'an idle chat log without subscribers is dropped after this' },
+  requestTimeoutMs: { env: 'AIRLOCK_REQUEST_TIMEOUT_MS', default: 30_000, help: 'CLI HTTP request timeout' },
+} satisfies Record<string, Knob>;
+
+export type KnobName = keyof typeof knobs;
+
+export function num(name: KnobName, env: NodeJS.ProcessEnv = process.env): number {
+  const k = knobs[name];
+  const raw = env[k.env];
+  if (raw === undefined || raw === '') return Number(k.default);
+  const v = Number(raw);
+  if (!Number.isFinite(v) || v < 0) throw new Error(`${k.env} must be a non-negative number, got ${JSON.stringify(raw)}`);
+  return v;
+}
+
+export function str(name: KnobName, env: NodeJS.ProcessEnv = process.env): string {
+  const k = knobs[name];
+  const raw = env[k.env];
+  return raw === undefined || raw === '' ? String(k.default) : raw;
+}
+
+export function knobTable(): string {
+  const rows = Object.values(knobs as Record<string, Knob>).map((k) => `| \`${k.env}\` | ${k.default} | ${k.help} |`);
+  return ['| variable | default | meaning |', '|---|---|---|', ...rows].join('\n');
+}

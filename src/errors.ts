@@ -1,0 +1,19 @@
+// Errors that reach a client as HTTP 4xx/5xx with a JSON body {error:{code,message}}.
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly details?: Record<string, unknown>,
+  ) {
+    super(message);
+  }
+}
+
+export const badRequest = (message: string, code = 'invalid_request') => new ApiError(400, code, message);
+export const unauthorized = (message = 'a valid API token is required (Authorization: Bearer <token>)') =>
+  new ApiError(401, 'unauthorized', message);
+export const forbidden = (message = 'this action needs an admin token') => new ApiError(403, 'forbidden', message);
+export const notFound = (what: string) => new ApiError(404, 'not_found', `${what} not found`);
+export const conflict = (message: string, code = 'conflict') => new ApiError(409, code, message);

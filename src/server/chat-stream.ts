@@ -1,0 +1,101 @@
+// One chat stream WebSocket: batches the events handed to it within a tick into one frame,
+// bounds what it holds for a slow client, and tells a client that falls behind to resync
+// (then closes) instead of stalling the producer or skipping events.
+import type { WebSocket } from 'ws';
+import { num } from '../config.js';
+import type { Sink } from '../chat/hub.js';
+import type { StreamEvent } from '../chat/types.js';
+
+export const RESYNC_CLOSE_CODE = 4001;
+
+export class ChatStreamSocket implements Sink {
+  private pending: StreamEvent[] = [];
+  private scheduled = false;
+  private closed = false;
+  private unacked = 0;
+  private lastProgress = Date.now();
+  private watchdog: NodeJS.Timeout | null = null;
+  private maxBytes = num('wsQueueBytes');
+  private writeTimeoutMs = num('wsWriteTimeoutMs');
+  lastSeq = 0;
+  onClose: (() => void) | null = null;
+
+  constructor(private ws: WebSocket) {
+    ws.on('close', () => this.shutdown());
+    ws.on('error', () => this.shutdown());
+  }
+
+  push(events: StreamEvent[]): void {
+    if (this.closed) return;
+    for (const e of events) this.pending.push(e);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => this.flush());
+    }
+  }
+
+  private flush(): void {
+    this.scheduled = false;
+    if (this.closed || !this.pending.length) return;
+    const batch = this.pending;
+    this.pending = [];
+    // Bytes still waiting from earlier frames mean the client reads slower than we produce.
+    if (this.ws.bufferedAmount > this.maxBytes) {
+      this.resync(`the client fell more than ${this.maxBytes} bytes behind`);
+      return;
+    }
+    const frame = JSON.stringify(batch);
+    for (const e of batch) if (e.seq !== undefined && e.seq > this.lastSeq) this.lastSeq = e.seq;
+    this.unacked++;
+    this.ws.send(frame, (err) => {
+      if (err) return this.shutdown();
+      this.unacked--;
+      this.lastProgress = Date.now();
+    });
+    if (this.ws.bufferedAmount > 0 && !this.watchdog) {
+      // Only armed while bytes wait in user space; a healthy client never sees it fire.
+      this.watchdog = setInterval(() => this.checkProgress(), Math.max(50, this.writeTimeoutMs / 4));
+    }
+  }
+
+  private checkProgress(): void {
+    if (this.closed) return;
+    if (this.unacked === 0 && this.ws.bufferedAmount === 0) {
+      clearInterval(this.watchdog!);
+      this.watchdog = null;
+      return;
+    }
+    if (Date.now() - this.lastProgress > this.writeTimeoutMs) {
+      this.resync(`the client accepted no data for ${this.writeTimeoutMs} ms`);
+    }
+  }
+
+  /** Drops what is queued, tells the client where to resume, and closes. */
+  resync(reason: string): void {
+    if (this.closed) return;
+    const last = this.lastSeq;
+    this.shutdown();
+    const msg = JSON.stringify([{ type: 'resync', reason, last_seq: last }]);
+    try {
+      this.ws.send(msg, () => this.ws.close(RESYNC_CLOSE_CODE, 'resync'));
+    } catch {
+      /* socket already gone */
+    }
+    // The notice waits behind what the client has not read yet; give it the write timeout to
+    // get there, then cut a client that reads nothing at all.
+    setTimeout(() => this.ws.terminate(), this.writeTimeoutMs).unref();
+  }
+
+  close(code: number, reason: string): void {
+    this.shutdown();
+    this.ws.close(code, reason);
+  }
+
+  private shutdown(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.pending = [];
+    if (this.watchdog) clearInterval(this.watchdog);
+    this.onClose?.();
+  }
+}

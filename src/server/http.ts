@@ -1,0 +1,109 @@
+// A small router over node:http: JSON in, JSON out, errors as {error:{code,message}}.
+import type http from 'node:http';
+import { ApiError, badRequest, notFound } from '../errors.js';
+import type { User } from '../auth/tokens.js';
+
+export interface Ctx {
+  req: http.IncomingMessage;
+  res: http.ServerResponse;
+  params: Record<string, string>;
+  query: URLSearchParams;
+  user: User;
+  /** The parsed JSON body ({} when empty). */
+  body: () => Promise<any>;
+}
+
+export type RouteHandler = (ctx: Ctx) => Promise<unknown>;
+
+/** A handler may return Reply to set the status; anything else is sent as 200 JSON. */
+export class Reply {
+  constructor(readonly status: number, readonly body: unknown) {}
+}
+
+interface Route {
+  method: string;
+  parts: string[];
+  handler: RouteHandler;
+}
+
+export class Router {
+  private routes: Route[] = [];
+
+  add(method: string, pattern: string, handler: RouteHandler): this {
+    this.routes.push({ method, parts: pattern.split('/').filter(Boolean), handler });
+    return this;
+  }
+
+  /** Finds a route; throws 404/405 ApiErrors for unknown paths and methods. */
+  match(method: string, pathname: string): { handler: RouteHandler; params: Record<string, string> } {
+    const segs = pathname.split('/').filter(Boolean);
+    let pathMatched = false;
+    for (const r of this.routes) {
+      const params = matchParts(r.parts, segs);
+      if (!params) continue;
+      pathMatched = true;
+      if (r.method === method) return { handler: r.handler, params };
+    }
+    if (pathMatched) throw new ApiError(405, 'method_not_allowed', `${method} is not allowed on ${pathname}`);
+    throw notFound(`route ${method} ${pathname}`);
+  }
+}
+
+function matchParts(parts: string[], segs: string[]): Record<string, string> | null {
+  if (parts.length !== segs.length) return null;
+  const params: Record<string, string> = {};
+  for (let i = 0; i < parts.length; i++) {
+    const p = parts[i]!;
+    if (p.startsWith(':')) {
+      try {
+        params[p.slice(1)] = decodeURIComponent(segs[i]!);
+      } catch {
+        return null;
+      }
+    } else if (p !== segs[i]) return null;
+  }
+  return params;
+}
+
+export async function readJsonBody(req: http.IncomingMessage, maxBytes: number): Promise<any> {
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (declared > maxBytes) {
+    req.resume();
+    throw new ApiError(413, 'payload_too_large', `request body is larger than ${maxBytes} bytes`);
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > maxBytes) {
+      req.resume();
+      throw new ApiError(413, 'payload_too_large', `request body is larger than ${maxBytes} bytes`);
+    }
+    chunks.push(chunk as Buffer);
+  }
+  if (size === 0) return {};
+  const type = String(req.headers['content-type'] ?? 'application/json');
+  if (!type.includes('json')) throw new ApiError(415, 'unsupported_media_type', 'send the body as application/json');
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  } catch (err) {
+    throw badRequest(`the body is not valid JSON: ${(err as Error).message}`, 'invalid_json');
+  }
+}
+
+export function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
+  if (res.headersSent) {
+    res.end();
+    return;
+  }
+  const text = body === undefined ? '' : JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+export function errorBody(err: unknown): { status: number; body: { error: { code: string; message: string } } } {
+  if (err instanceof ApiError) {
+    return { status: err.status, body: { error: { code: err.code, message: err.message, ...(err.details ?? {}) } } };
+  }
+  return { status: 500, body: { error: { code: 'internal', message: 'internal server error' } } };
+}

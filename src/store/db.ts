@@ -1,0 +1,177 @@
+// One query API over the embedded database (PGlite in a data folder) and PostgreSQL (`pg`).
+import fs from 'node:fs';
+import path from 'node:path';
+import { migrate } from './migrations.js';
+import { acquireDataDirLock } from './lockfile.js';
+
+export type Row = Record<string, any>;
+
+export interface Queryable {
+  query<T extends Row = Row>(sql: string, params?: unknown[]): Promise<T[]>;
+}
+
+export interface Db extends Queryable {
+  readonly kind: 'pglite' | 'postgres';
+  /** Runs fn in one transaction; commits when it resolves, rolls back when it throws. */
+  tx<T>(fn: (q: Queryable) => Promise<T>): Promise<T>;
+  /** LISTEN on a channel (namespaced); returns an unlisten function. */
+  listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>>;
+  notify(channel: string, payload: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface OpenDbOptions {
+  /** postgres://… for PostgreSQL; otherwise the embedded database in dataDir. */
+  url?: string;
+  dataDir?: string;
+  /** PostgreSQL schema to use (created if missing); tests give each file its own. */
+  schema?: string;
+  /** Embedded only: keep everything in memory (tests). */
+  memory?: boolean;
+}
+
+const INT8 = 20;
+
+export async function openDb(opts: OpenDbOptions): Promise<Db> {
+  const db = opts.url ? await openPostgres(opts.url, opts.schema) : await openPglite(opts);
+  try {
+    await migrate(db);
+  } catch (err) {
+    await db.close();
+    throw err;
+  }
+  return db;
+}
+
+async function openPglite(opts: OpenDbOptions): Promise<Db> {
+  const { PGlite, types } = await import('@electric-sql/pglite');
+  let release: (() => void) | undefined;
+  let dir: string | undefined;
+  if (!opts.memory) {
+    dir = path.resolve(opts.dataDir ?? '.airlock');
+    fs.mkdirSync(dir, { recursive: true });
+    release = acquireDataDirLock(dir);
+  }
+  let pg;
+  try {
+    pg = await PGlite.create(dir ? path.join(dir, 'pgdata') : undefined, {
+      parsers: { [types.INT8]: (v: string) => Number(v) },
+    });
+  } catch (err) {
+    release?.();
+    throw err;
+  }
+  const unlisteners = new Set<() => Promise<void>>();
+  const wrap = (q: { query: (s: string, p?: unknown[]) => Promise<{ rows: unknown[] }> }): Queryable => ({
+    async query<T extends Row>(sql: string, params?: unknown[]) {
+      return (await q.query(sql, params)).rows as T[];
+    },
+  });
+  const base = wrap(pg);
+  return {
+    kind: 'pglite',
+    query: base.query,
+    tx: (fn) => pg.transaction((t) => fn(wrap(t))),
+    async listen(channel, cb) {
+      const un = await pg.listen(channel, cb);
+      unlisteners.add(un);
+      return async () => {
+        unlisteners.delete(un);
+        await un();
+      };
+    },
+    async notify(channel, payload) {
+      await pg.query('SELECT pg_notify($1, $2)', [channel, payload]);
+    },
+    async close() {
+      try {
+        await pg.close();
+      } finally {
+        release?.();
+      }
+    },
+  };
+}
+
+async function openPostgres(url: string, schema?: string): Promise<Db> {
+  const { default: pgmod } = await import('pg');
+  const typeParser = (oid: number, format?: any) =>
+    oid === INT8 ? (v: string) => Number(v) : pgmod.types.getTypeParser(oid, format);
+  const options = schema ? `-c search_path=${schema}` : undefined;
+  if (schema) {
+    if (!/^[a-z_][a-z0-9_]*$/.test(schema)) throw new Error(`invalid schema name ${schema}`);
+    const c = new pgmod.Client({ connectionString: url });
+    await c.connect();
+    try {
+      await c.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
+    } finally {
+      await c.end();
+    }
+  }
+  const pool = new pgmod.Pool({ connectionString: url, options, max: 20, types: { getTypeParser: typeParser } as any });
+  pool.on('error', () => {
+    /* an idle client died; the pool replaces it on next use */
+  });
+  // One dedicated connection for LISTEN, opened on first use.
+  let listener: import('pg').Client | undefined;
+  const handlers = new Map<string, Set<(p: string) => void>>();
+  const prefix = schema ? `${schema}_` : '';
+  const getListener = async () => {
+    if (listener) return listener;
+    const c = new pgmod.Client({ connectionString: url });
+    c.on('notification', (n) => {
+      for (const h of handlers.get(n.channel) ?? []) h(n.payload ?? '');
+    });
+    c.on('error', () => {});
+    await c.connect();
+    listener = c;
+    return c;
+  };
+  const ident = (ch: string) => `"${(prefix + ch).replace(/"/g, '')}"`;
+  return {
+    kind: 'postgres',
+    async query<T extends Row>(sql: string, params?: unknown[]) {
+      return (await pool.query(sql, params as any[])).rows as T[];
+    },
+    async tx(fn) {
+      const client = await pool.connect();
+      try {
+        await client.query('BEGIN');
+        const q: Queryable = {
+          async query<T extends Row>(sql: string, params?: unknown[]) {
+            return (await client.query(sql, params as any[])).rows as T[];
+          },
+        };
+        const out = await fn(q);
+        await client.query('COMMIT');
+        return out;
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => {});
+        throw err;
+      } finally {
+        client.release();
+      }
+    },
+    async listen(channel, cb) {
+      const c = await getListener();
+      const name = prefix + channel;
+      let set = handlers.get(name);
+      if (!set) {
+        set = new Set();
+        handlers.set(name, set);
+        await c.query(`LISTEN ${ident(channel)}`);
+      }
+      set.add(cb);
+      return async () => {
+        set!.delete(cb);
+      };
+    },
+    async notify(channel, payload) {
+      await pool.query('SELECT pg_notify($1, $2)', [prefix + channel, payload]);
+    },
+    async close() {
+      await listener?.end().catch(() => {});
+      await pool.end();
+    },
+  };
+}

@@ -1,0 +1,94 @@
+// SQL migrations, applied in order at start-up. Append only; never edit one that has shipped.
+import type { Db } from './db.js';
+
+export const migrations: string[] = [
+  `
+  CREATE TABLE users (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    name text NOT NULL UNIQUE,
+    is_admin boolean NOT NULL DEFAULT false,
+    created_at timestamptz NOT NULL DEFAULT now()
+  );
+  CREATE TABLE api_tokens (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    user_id uuid NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    name text NOT NULL DEFAULT '',
+    token_hash text NOT NULL UNIQUE,
+    prefix text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    expires_at timestamptz,
+    last_used_at timestamptz
+  );
+  CREATE TABLE chats (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    owner_id uuid NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    title text NOT NULL DEFAULT '',
+    title_source text NOT NULL DEFAULT 'fallback',
+    model text NOT NULL,
+    system_prompt text,
+    client_tools jsonb NOT NULL DEFAULT '[]',
+    status text NOT NULL DEFAULT 'waiting'
+      CHECK (status IN ('waiting','pending','running','requires_action','error')),
+    archived boolean NOT NULL DEFAULT false,
+    worker_id text,
+    lease_until timestamptz,
+    epoch bigint NOT NULL DEFAULT 0,
+    last_error text,
+    interrupt_requested boolean NOT NULL DEFAULT false,
+    pending_actions jsonb,
+    action_deadline timestamptz,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now()
+  );
+  CREATE INDEX chats_runnable ON chats (updated_at) WHERE status IN ('pending', 'running');
+  CREATE INDEX chats_owner ON chats (owner_id, updated_at DESC);
+  CREATE TABLE chat_messages (
+    id uuid PRIMARY KEY,
+    chat_id uuid NOT NULL REFERENCES chats(id) ON DELETE CASCADE,
+    seq bigint NOT NULL,
+    role text NOT NULL CHECK (role IN ('user','assistant','tool')),
+    parts jsonb NOT NULL,
+    interrupted boolean NOT NULL DEFAULT false,
+    deleted boolean NOT NULL DEFAULT false,
+    model text,
+    usage jsonb,
+    created_at timestamptz NOT NULL DEFAULT now()
+  );
+  CREATE INDEX chat_messages_chat ON chat_messages (chat_id, seq);
+  CREATE TABLE chat_queue (
+    id bigserial PRIMARY KEY,
+    chat_id uuid NOT NULL REFERENCES chats(id) ON DELETE CASCADE,
+    content text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+  );
+  CREATE INDEX chat_queue_chat ON chat_queue (chat_id, id);
+  CREATE TABLE chat_events (
+    chat_id uuid NOT NULL REFERENCES chats(id) ON DELETE CASCADE,
+    seq bigint NOT NULL,
+    type text NOT NULL,
+    data jsonb NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (chat_id, seq)
+  );
+  `,
+];
+
+export async function migrate(db: Db): Promise<void> {
+  await db.tx(async (q) => {
+    if (db.kind === 'postgres') await q.query('SELECT pg_advisory_xact_lock(7070707)');
+    await q.query('CREATE TABLE IF NOT EXISTS schema_migrations (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())');
+    const rows = await q.query<{ v: number | null }>('SELECT max(version) AS v FROM schema_migrations');
+    const done = Number(rows[0]?.v ?? 0);
+    for (let i = done; i < migrations.length; i++) {
+      for (const stmt of splitStatements(migrations[i]!)) await q.query(stmt);
+      await q.query('INSERT INTO schema_migrations (version) VALUES ($1)', [i + 1]);
+    }
+  });
+}
+
+function splitStatements(sql: string): string[] {
+  return sql
+    .split(/;\s*\n/)
+    .map((s) => s.trim())
+    .filter(Boolean);
+}

@@ -1,0 +1,177 @@
+// Bad input gets a clear 4xx with {error:{code,message}}; users only see their own chats.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import WebSocket from 'ws';
+import { startFakeLlm, text, type FakeLlm } from './helpers/fake-llm.js';
+import { startTestServer, StreamRecorder, providerConfig, type TestServer } from './helpers/server.js';
+import { ApiClient } from '../src/client/api.js';
+
+let llm: FakeLlm;
+let t: TestServer;
+
+before(async () => {
+  llm = await startFakeLlm('openai', () => text('ok'));
+  t = await startTestServer(providerConfig(llm));
+});
+after(async () => {
+  await t.close();
+  await llm.close();
+});
+
+async function raw(method: string, path: string, opts: { token?: string | null; body?: string; headers?: Record<string, string> } = {}) {
+  const headers: Record<string, string> = { ...(opts.headers ?? {}) };
+  const token = opts.token === undefined ? t.admin.token : opts.token;
+  if (token) headers.authorization = `Bearer ${token}`;
+  if (opts.body !== undefined && !headers['content-type']) headers['content-type'] = 'application/json';
+  const res = await fetch(t.url + path, { method, headers, body: opts.body });
+  const json = await res.json().catch(() => null);
+  return { status: res.status, json };
+}
+
+function assertError(r: { status: number; json: any }, status: number, code?: string) {
+  assert.equal(r.status, status, JSON.stringify(r.json));
+  assert.equal(typeof r.json?.error?.message, 'string');
+  assert.ok(r.json.error.message.length > 0);
+  if (code) assert.equal(r.json.error.code, code);
+}
+
+test('every endpoint needs a valid token', async () => {
+  assertError(await raw('GET', '/api/chats', { token: null }), 401, 'unauthorized');
+  assertError(await raw('GET', '/api/chats', { token: 'al_notarealtoken' }), 401, 'unauthorized');
+  assertError(await raw('GET', '/api/chats', { token: 'garbage' }), 401);
+  assertError(await raw('GET', '/api/chats', { headers: { authorization: 'Basic abc' }, token: null }), 401);
+  assertError(await raw('POST', '/api/chats', { token: null, body: '{}' }), 401);
+  assert.equal((await raw('GET', '/healthz', { token: null })).status, 200);
+});
+
+test('expired tokens are refused', async () => {
+  const u = await t.user();
+  const tok = await u.post('/api/tokens', { name: 'short', expires_in: 1 });
+  assert.equal((await raw('GET', '/api/me', { token: tok.token })).status, 200);
+  // Verified tokens are cached for a moment, but never past their expiry.
+  await new Promise((r) => setTimeout(r, 1100));
+  assertError(await raw('GET', '/api/me', { token: tok.token }), 401);
+});
+
+test('malformed bodies: invalid JSON, wrong types, unknown fields, oversized', async () => {
+  assertError(await raw('POST', '/api/chats', { body: '{"message": ' }), 400, 'invalid_json');
+  assertError(await raw('POST', '/api/chats', { body: '[1,2]' }), 400);
+  assertError(await raw('POST', '/api/chats', { body: '"x"' }), 400);
+  assertError(await raw('POST', '/api/chats', { body: JSON.stringify({ message: 42 }) }), 400, 'invalid_field');
+  assertError(await raw('POST', '/api/chats', { body: JSON.stringify({ message: '' }) }), 400, 'invalid_field');
+  assertError(await raw('POST', '/api/chats', { body: JSON.stringify({ mesage: 'typo' }) }), 400, 'unknown_field');
+  assertError(await raw('POST', '/api/chats', { body: JSON.stringify({ tools: 'x' }) }), 400);
+  assertError(await raw('POST', '/api/chats', { body: JSON.stringify({ tools: [{ name: 'calculator' }] }) }), 400);
+  assertError(await raw('POST', '/api/chats', { body: JSON.stringify({ tools: [{ name: 'bad name!' }] }) }), 400);
+  assertError(await raw('POST', '/api/chats', { body: 'x=1', headers: { 'content-type': 'text/plain' } }), 415);
+  assertError(await raw('POST', '/api/chats', { body: JSON.stringify({ message: 'a'.repeat(100_001) }) }), 400, 'too_long');
+  assertError(await raw('POST', '/api/chats', { body: JSON.stringify({ message: 'a'.repeat(2_000_000) }) }), 413, 'payload_too_large');
+  const chat = await t.admin.post('/api/chats', { title: 'x' });
+  assertError(await raw('POST', `/api/chats/${chat.id}/messages`, { body: JSON.stringify({ content: ['x'] }) }), 400);
+  assertError(await raw('POST', `/api/chats/${chat.id}/messages`, { body: JSON.stringify({ content: 'x', busy: 'later' }) }), 400);
+  assertError(await raw('POST', `/api/chats/${chat.id}/messages`, { body: JSON.stringify({}) }), 400, 'missing_field');
+  assertError(await raw('GET', '/api/chats?limit=0'), 400);
+  assertError(await raw('GET', '/api/chats?archived=maybe'), 400);
+  assertError(await raw('PATCH', `/api/chats/${chat.id}`, { body: JSON.stringify({ archived: 'yes' }) }), 400);
+  assertError(await raw('POST', '/api/tokens', { body: JSON.stringify({ expires_in: -5 }) }), 400);
+});
+
+test('unknown routes, methods and ids', async () => {
+  assertError(await raw('GET', '/api/nothing'), 404, 'not_found');
+  assertError(await raw('PUT', '/api/chats'), 405, 'method_not_allowed');
+  assertError(await raw('GET', '/api/chats/not-a-uuid'), 404);
+  assertError(await raw('GET', `/api/chats/${crypto.randomUUID()}`), 404);
+  assertError(await raw('DELETE', `/api/chats/${crypto.randomUUID()}/queue/1`), 404);
+  const chat = await t.admin.post('/api/chats', { title: 'x' });
+  assertError(await raw('DELETE', `/api/chats/${chat.id}/queue/99999`), 404);
+  assertError(await raw('DELETE', `/api/chats/${chat.id}/queue/abc`), 404);
+  assertError(await raw('PATCH', `/api/chats/${chat.id}/messages/zzz`, { body: '{"content":"x"}' }), 404);
+});
+
+test("a user never sees another user's chats: 404, exactly like an unknown id", async () => {
+  const alice = await t.user();
+  const bob = await t.user();
+  const chat = await alice.post('/api/chats', { message: 'secret' });
+  const paths: [string, string, unknown?][] = [
+    ['GET', `/api/chats/${chat.id}`],
+    ['PATCH', `/api/chats/${chat.id}`, { title: 'mine' }],
+    ['POST', `/api/chats/${chat.id}/messages`, { content: 'hi' }],
+    ['POST', `/api/chats/${chat.id}/interrupt`],
+    ['POST', `/api/chats/${chat.id}/archive`],
+    ['POST', `/api/chats/${chat.id}/tool-results`, { results: [{ tool_call_id: 'a', output: 'b' }] }],
+    ['DELETE', `/api/chats/${chat.id}`],
+  ];
+  for (const [method, path, body] of paths) {
+    const r = await raw(method, path, { token: bob.token, body: body === undefined ? undefined : JSON.stringify(body) });
+    const unknown = await raw(method, path.replace(chat.id, crypto.randomUUID()), { token: bob.token, body: body === undefined ? undefined : JSON.stringify(body) });
+    assertError(r, 404, 'not_found');
+    assert.deepEqual(r.json, unknown.json, `${method} ${path} tells nothing an unknown id would not`);
+  }
+  const list = await bob.get('/api/chats');
+  assert.ok(!list.chats.some((c: any) => c.id === chat.id));
+  await assert.rejects(StreamRecorder.open(bob, chat.id), { status: 404 });
+  // Alice still has it.
+  assert.equal((await alice.get(`/api/chats/${chat.id}`)).id, chat.id);
+});
+
+test('only admins manage users', async () => {
+  const u = await t.user();
+  await assert.rejects(u.post('/api/users', { name: 'eve' }), { status: 403, code: 'forbidden' });
+  await assert.rejects(u.get('/api/users'), { status: 403 });
+  const name = `dup-${Date.now()}`;
+  await t.admin.post('/api/users', { name });
+  await assert.rejects(t.admin.post('/api/users', { name }), { status: 409, code: 'user_exists' });
+});
+
+test('stream endpoint: bad token, bad after, unknown chat, and client frames are refused', async () => {
+  const u = await t.user();
+  const chat = await u.post('/api/chats', { title: 'x' });
+  await assert.rejects(new ApiClient(t.url, 'al_wrong').openStream(chat.id, 0, () => {}), { status: 401 });
+  await assert.rejects(u.openStream(chat.id, -1, () => {}), { status: 400, code: 'invalid_after' });
+  await assert.rejects(u.openStream(chat.id, 'abc' as any, () => {}), { status: 400 });
+  await assert.rejects(u.openStream(crypto.randomUUID(), 0, () => {}), { status: 404 });
+  const ws = new WebSocket(u.wsUrl('/api/other'), { headers: { authorization: `Bearer ${u.token}` } });
+  const status = await new Promise((r) => ws.once('unexpected-response', (_q, res) => r(res.statusCode)));
+  assert.equal(status, 404);
+  // The stream is one-way: a client frame closes it with a reason; a huge frame too.
+  for (const payload of ['hello', 'x'.repeat(200_000)]) {
+    const s = await StreamRecorder.open(u, chat.id);
+    s.ws.send(payload);
+    const code = await new Promise<number>((r) => s.ws.once('close', (c) => r(c)));
+    assert.ok(code === 1008 || code === 1009, `closed with ${code}`);
+  }
+  // And the server keeps serving.
+  assert.equal((await u.get(`/api/chats/${chat.id}`)).id, chat.id);
+});
+
+test('archive and delete', async () => {
+  const u = await t.user();
+  const chat = await u.post('/api/chats', { message: 'hi' });
+  const s = await StreamRecorder.open(u, chat.id);
+  await s.waitStatus('waiting');
+  await u.post(`/api/chats/${chat.id}/archive`);
+  assert.ok(!(await u.get('/api/chats')).chats.some((c: any) => c.id === chat.id));
+  assert.ok((await u.get('/api/chats?archived=true')).chats.some((c: any) => c.id === chat.id));
+  await assert.rejects(u.post(`/api/chats/${chat.id}/messages`, { content: 'x' }), { status: 409, code: 'archived' });
+  await u.post(`/api/chats/${chat.id}/unarchive`);
+  await u.delete(`/api/chats/${chat.id}`);
+  await s.waitFor((e) => e.type === 'deleted');
+  await assert.rejects(u.get(`/api/chats/${chat.id}`), { status: 404 });
+  s.close();
+});
+
+test('chat settings: model and system prompt per chat', async () => {
+  const u = await t.user();
+  const chat = await u.post('/api/chats', { title: 't', model: 'gpt-special', system_prompt: 'You are terse.' });
+  assert.equal(chat.model, 'gpt-special');
+  const upd = await u.patch(`/api/chats/${chat.id}`, { system_prompt: 'You are verbose.', title: 'renamed' });
+  assert.equal(upd.system_prompt, 'You are verbose.');
+  assert.equal(upd.title, 'renamed');
+  const s = await StreamRecorder.open(u, chat.id);
+  await u.post(`/api/chats/${chat.id}/messages`, { content: 'hi' });
+  await s.waitStatus('waiting');
+  const req = llm.requests.at(-1);
+  assert.equal(req.model, 'gpt-special');
+  assert.equal(req.messages[0].content, 'You are verbose.');
+  s.close();
+});

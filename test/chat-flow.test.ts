@@ -1,0 +1,89 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startFakeLlm, text, gate, type FakeLlm } from './helpers/fake-llm.js';
+import { startTestServer, StreamRecorder, providerConfig, type TestServer } from './helpers/server.js';
+
+let llm: FakeLlm;
+let t: TestServer;
+
+before(async () => {
+  llm = await startFakeLlm('openai');
+  t = await startTestServer(providerConfig(llm));
+});
+after(async () => {
+  await t.close();
+  await llm.close();
+});
+
+test('a message is answered and streamed: pending → running → waiting', async () => {
+  llm.script = () => text('Hel', 'lo', ' there');
+  const u = await t.user();
+  const chat = await u.post('/api/chats', { message: 'hi there', system_prompt: 'be brief' });
+  assert.equal(chat.status, 'pending');
+  assert.equal(chat.title, 'hi there');
+  const s = await StreamRecorder.open(u, chat.id, 0);
+  await s.waitStatus('waiting');
+  const types = s.events.filter((e) => e.seq !== undefined).map((e) => (e.type === 'status' ? `status:${e.status}` : e.type));
+  assert.deepEqual(types, ['message', 'status:pending', 'status:running', 'delta', 'delta', 'delta', 'message', 'status:waiting']);
+  assert.equal(s.draftText(), 'Hello there');
+  const seqs = s.seqs;
+  assert.deepEqual([...seqs].sort((a, b) => a - b), seqs, 'seqs ascend');
+  const full = await u.get(`/api/chats/${chat.id}`);
+  assert.equal(full.status, 'waiting');
+  assert.deepEqual(full.messages.map((m: any) => m.role), ['user', 'assistant']);
+  assert.equal(full.messages[1].parts[0].text, 'Hello there');
+  assert.equal(full.last_seq, seqs[seqs.length - 1]);
+  const req = llm.requests[llm.requests.length - 1];
+  assert.equal(req.messages[0].role, 'system');
+  assert.equal(req.messages[0].content, 'be brief');
+  assert.ok(req.tools.some((x: any) => x.function.name === 'calculator'));
+  s.close();
+});
+
+test('tool loop: the model calls the calculator, gets the result, answers', async () => {
+  llm.script = (req) => {
+    const last = req.messages[req.messages.length - 1];
+    if (last.role === 'tool') return text(`The answer is ${last.content}`);
+    return { steps: [{ text: 'Let me compute. ' }, { tool: { id: 'call_1', name: 'calculator', args: { expression: '(2+3)*4' } } }] };
+  };
+  const u = await t.user();
+  const chat = await u.post('/api/chats', { message: 'what is (2+3)*4?' });
+  const s = await StreamRecorder.open(u, chat.id, 0);
+  await s.waitStatus('waiting');
+  const call = s.events.find((e) => e.type === 'tool_call') as any;
+  assert.equal(call.call.name, 'calculator');
+  assert.deepEqual(call.call.args, { expression: '(2+3)*4' });
+  const result = s.events.find((e) => e.type === 'tool_result') as any;
+  assert.equal(result.result.output, '20');
+  const full = await u.get(`/api/chats/${chat.id}`);
+  assert.deepEqual(full.messages.map((m: any) => m.role), ['user', 'assistant', 'tool', 'assistant']);
+  assert.equal(full.messages[3].parts[0].text, 'The answer is 20');
+  s.close();
+});
+
+test('sending while a turn runs queues the message; the queue is promoted in order', async () => {
+  const g = gate();
+  llm.script = (req, n) => {
+    const last = req.messages[req.messages.length - 1].content;
+    if (last === 'first') return { steps: [{ text: 'one' }, { wait: g.promise }, { text: '!' }] };
+    return text(`reply to ${last}`);
+  };
+  const u = await t.user();
+  const chat = await u.post('/api/chats', { message: 'first' });
+  const s = await StreamRecorder.open(u, chat.id, 0);
+  await s.waitFor((e) => e.type === 'delta');
+  const q1 = await u.post(`/api/chats/${chat.id}/messages`, { content: 'second' });
+  const q2 = await u.post(`/api/chats/${chat.id}/messages`, { content: 'third' });
+  assert.ok(q1.queued && q2.queued);
+  const mid = await u.get(`/api/chats/${chat.id}`);
+  assert.equal(mid.status, 'running');
+  assert.deepEqual(mid.queue.map((x: any) => x.content), ['second', 'third']);
+  await s.waitFor((e) => e.type === 'queue' && (e.queue as any[]).length === 2);
+  g.open();
+  await s.waitStatus('waiting');
+  const full = await u.get(`/api/chats/${chat.id}`);
+  const texts = full.messages.map((m: any) => `${m.role}:${m.parts.find((p: any) => p.type === 'text')?.text}`);
+  assert.deepEqual(texts, ['user:first', 'assistant:one!', 'user:second', 'assistant:reply to second', 'user:third', 'assistant:reply to third']);
+  assert.deepEqual(full.queue, []);
+  s.close();
+});

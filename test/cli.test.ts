@@ -1,0 +1,157 @@
+// The `airlock` binary as a user runs it: server on the embedded database, login, chat with live
+// streaming and Ctrl-C, list/show, the data-folder lock, and CLI errors.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { startFakeLlm, gate, type FakeLlm } from './helpers/fake-llm.js';
+
+const BIN = path.resolve('bin/airlock.js');
+let llm: FakeLlm;
+let dir: string;
+let server: ChildProcess;
+let serverUrl: string;
+let env: NodeJS.ProcessEnv;
+let firstStart = '';
+
+function run(args: string[], opts: { env?: NodeJS.ProcessEnv; input?: string } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(process.execPath, [BIN, ...args], { env: opts.env ?? env });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d) => (stdout += d));
+    p.stderr.on('data', (d) => (stderr += d));
+    if (opts.input !== undefined) p.stdin.end(opts.input);
+    p.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+  });
+}
+
+before(async () => {
+  llm = await startFakeLlm('openai');
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-cli-'));
+  env = {
+    ...process.env,
+    AIRLOCK_CLI_CONFIG: path.join(dir, 'cli.json'),
+    AIRLOCK_OPENAI_BASE_URL: llm.baseUrl,
+    AIRLOCK_OPENAI_API_KEY: 'k',
+    AIRLOCK_MODEL: 'gpt-test',
+    AIRLOCK_LOG_LEVEL: process.env.DBG_LEVEL ?? 'warn',
+  };
+  delete env.AIRLOCK_TOKEN;
+  delete env.AIRLOCK_SERVER;
+  server = spawn(process.execPath, [BIN, 'server', '--data-dir', path.join(dir, 'data'), '--port', '0'], { env });
+  serverUrl = await new Promise<string>((resolve, reject) => {
+    server.stderr!.on('data', (d) => {
+      if (process.env.DBG_FILE) fs.appendFileSync(process.env.DBG_FILE, d);
+      firstStart += d;
+      const m = /listening on (http:\/\/\S+)/.exec(firstStart);
+      if (m && /logged in as admin/.test(firstStart)) resolve(m[1]!);
+    });
+    server.on('exit', (c) => reject(new Error(`server exited ${c}: ${firstStart}`)));
+  });
+});
+
+after(async () => {
+  server.kill('SIGTERM');
+  await new Promise((r) => server.once('exit', r));
+  await llm.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+test('first start creates the admin, prints its token and logs the CLI in', async () => {
+  const token = /^\s+(al_\S+)$/m.exec(firstStart)![1];
+  assert.equal(fs.readFileSync(path.join(dir, 'data', 'admin-token'), 'utf8').trim(), token);
+  assert.deepEqual(JSON.parse(fs.readFileSync(env.AIRLOCK_CLI_CONFIG!, 'utf8')), { server: serverUrl, token });
+});
+
+test('a second server on the same data folder exits with a clear message', async () => {
+  const r = await run(['server', '--data-dir', path.join(dir, 'data'), '--port', '0']);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /data folder .* is in use by another Airlock process \(pid \d+\)/);
+});
+
+test('airlock chat MESSAGE streams the reply and exits 0; list and show', async () => {
+  llm.script = () => ({ steps: [{ text: 'Hello' }, { text: ', CLI' }] });
+  const r = await run(['chat', 'hi from the cli']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, 'Hello, CLI\n');
+  const chatId = /chat (\S+)/.exec(r.stderr)![1]!;
+  const list = await run(['chat', 'list']);
+  assert.match(list.stdout, new RegExp(`${chatId}\\s+waiting`));
+  const show = await run(['chat', 'show', chatId]);
+  assert.match(show.stdout, /you> hi from the cli/);
+  assert.match(show.stdout, /assistant> Hello, CLI/);
+  llm.script = () => ({ steps: [{ text: 'second answer' }] });
+  const cont = await run(['chat', '--chat', chatId, 'and again']);
+  assert.equal(cont.code, 0, cont.stderr);
+  assert.equal(cont.stdout, 'second answer\n');
+  const piped = await run(['chat', '--chat', chatId], { input: 'from stdin\n' });
+  assert.equal(piped.code, 0, piped.stderr);
+  const json = JSON.parse((await run(['chat', 'show', chatId, '--json'])).stdout);
+  assert.deepEqual(json.messages.filter((m: any) => m.role === 'user').map((m: any) => m.parts[0].text), ['hi from the cli', 'and again', 'from stdin']);
+});
+
+test('Ctrl-C during a reply interrupts the turn: partial reply kept, exit 130', async () => {
+  const g = gate();
+  llm.script = () => ({ steps: [{ text: 'partial words' }, { wait: g.promise }, { text: ' never shown' }] });
+  const p = spawn(process.execPath, [BIN, 'chat', 'tell me a long story'], { env });
+  let stdout = '';
+  let stderr = '';
+  p.stderr.on('data', (d) => (stderr += d));
+  await new Promise<void>((resolve) =>
+    p.stdout.on('data', (d) => {
+      stdout += d;
+      if (stdout.includes('partial words')) resolve();
+    }),
+  );
+  p.kill('SIGINT');
+  const code = await new Promise<number>((r) => p.on('close', (c) => r(c ?? -1)));
+  g.open();
+  assert.equal(code, 130, stderr);
+  assert.match(stderr, /interrupt/);
+  const chatId = /chat (\S+)/.exec(stderr)![1]!;
+  const json = JSON.parse((await run(['chat', 'show', chatId, '--json'])).stdout);
+  const reply = json.messages[1];
+  assert.equal(reply.interrupted, true);
+  assert.equal(reply.parts[0].text, 'partial words');
+});
+
+test('titles are generated after the first turn', async () => {
+  llm.script = () => ({ steps: [{ text: 'ok' }] });
+  const r = await run(['chat', 'name this chat please']);
+  const chatId = /chat (\S+)/.exec(r.stderr)![1]!;
+  for (;;) {
+    const json = JSON.parse((await run(['chat', 'show', chatId, '--json'])).stdout);
+    if (json.title === 'Generated title') break;
+    await new Promise((res) => setTimeout(res, 50));
+  }
+});
+
+test('CLI errors: unknown chat, unknown command, no token, provider error', async () => {
+  const show = await run(['chat', 'show', crypto.randomUUID()]);
+  assert.equal(show.code, 1);
+  assert.match(show.stderr, /chat not found/);
+  const unknown = await run(['frobnicate']);
+  assert.equal(unknown.code, 2);
+  assert.match(unknown.stderr, /unknown command "frobnicate"/);
+  const badFlag = await run(['chat', '--nope']);
+  assert.equal(badFlag.code, 2);
+  const noToken = await run(['chat', 'list'], { env: { ...env, AIRLOCK_CLI_CONFIG: path.join(dir, 'none.json') } });
+  assert.equal(noToken.code, 1);
+  assert.match(noToken.stderr, /no API token: run `airlock login/);
+  const badLogin = await run(['login', '--server', serverUrl, '--token', 'al_bad'], { env: { ...env, AIRLOCK_CLI_CONFIG: path.join(dir, 'x.json') } });
+  assert.equal(badLogin.code, 1);
+  assert.match(badLogin.stderr, /unknown or has expired/);
+  const down = await run(['chat', 'list', '--server', 'http://127.0.0.1:9']);
+  assert.equal(down.code, 1);
+  assert.match(down.stderr, /cannot reach the Airlock server/);
+  llm.script = () => ({ status: 400, body: { error: { message: 'model does not exist' } } });
+  const failed = await run(['chat', 'hello']);
+  assert.equal(failed.code, 1);
+  assert.match(failed.stderr, /model does not exist/);
+  const help = await run(['chat', '--help']);
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /Ctrl-C interrupts/);
+});
