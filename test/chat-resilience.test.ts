@@ -52,7 +52,10 @@ test('a worker killed mid-turn: the lease expires, another worker completes the 
 
 test('a slow client is told to resync; a fast client beside it gets every event', async () => {
   process.env.AIRLOCK_WS_QUEUE_BYTES = '4194304';
-  process.env.AIRLOCK_WS_WRITE_TIMEOUT_MS = '20000';
+  // Long enough that the write timeout (which also bounds how long the resync notice may wait
+  // behind unread bytes) cannot fire before the test resumes the paused reader, however slow
+  // the machine: this test is about the byte bound.
+  process.env.AIRLOCK_WS_WRITE_TIMEOUT_MS = '240000';
   const llm = await startFakeLlm('openai');
   const t = await startTestServer(providerConfig(llm));
   const release = gate();
