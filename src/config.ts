@@ -33,6 +33,18 @@ export const knobs = {
   wsMaxFrameBytes: { env: 'AIRLOCK_WS_MAX_FRAME_BYTES', default: 65_536, help: 'largest frame a client may send' },
   streamLogEvents: { env: 'AIRLOCK_STREAM_LOG_EVENTS', default: 50_000, help: 'events kept in memory per chat for catch-up' },
   streamIdleMs: { env: 'AIRLOCK_STREAM_IDLE_MS', default: 120_000, help: 'an idle chat log without subscribers is dropped after this' },
+  secretKey: { env: 'AIRLOCK_SECRET_KEY', default: '', help: 'server key sealing target credentials (32 bytes, hex or base64); default: generated into <data dir>/secret.key' },
+  webrtc: { env: 'AIRLOCK_WEBRTC', default: 1, help: 'set 0 (on the client or the gateway) to skip the direct WebRTC path and use the relay only' },
+  iceServers: { env: 'AIRLOCK_ICE_SERVERS', default: '', help: 'comma-separated STUN/TURN servers, e.g. stun:stun.example.org:3478,turn:user:pass@turn.example.org:3478' },
+  iceBindAddress: { env: 'AIRLOCK_ICE_BIND_ADDRESS', default: '', help: 'gather WebRTC host candidates on this address only (e.g. 127.0.0.1)' },
+  tubeWindowBytes: { env: 'AIRLOCK_TUBE_WINDOW_BYTES', default: 1_048_576, help: 'bytes one tube connection may have in flight before the sender waits for the receiver' },
+  launchTimeoutMs: { env: 'AIRLOCK_LAUNCH_TIMEOUT_MS', default: 10_000, help: 'time one launch attempt may take to bring a path (direct or relay) up' },
+  launchAttempts: { env: 'AIRLOCK_LAUNCH_ATTEMPTS', default: 4, help: 'launch attempts on transient failures (gateway offline, timeout, 502/503/504)' },
+  launchRetryBaseMs: { env: 'AIRLOCK_LAUNCH_RETRY_BASE_MS', default: 250, help: 'first launch retry delay; doubles each attempt' },
+  launchRetryMaxMs: { env: 'AIRLOCK_LAUNCH_RETRY_MAX_MS', default: 3_000, help: 'largest launch retry delay' },
+  targetConnectTimeoutMs: { env: 'AIRLOCK_TARGET_CONNECT_TIMEOUT_MS', default: 10_000, help: 'gateway: time to connect (and, for ssh, authenticate) to a target' },
+  gatewayReconnectMinMs: { env: 'AIRLOCK_GATEWAY_RECONNECT_MIN_MS', default: 100, help: 'gateway: first reconnect delay after losing the server' },
+  gatewayReconnectMaxMs: { env: 'AIRLOCK_GATEWAY_RECONNECT_MAX_MS', default: 5_000, help: 'gateway: largest reconnect delay' },
   requestTimeoutMs: { env: 'AIRLOCK_REQUEST_TIMEOUT_MS', default: 30_000, help: 'CLI HTTP request timeout' },
 } satisfies Record<string, Knob>;
 

@@ -11,6 +11,10 @@ Commands:
   dev              same as server; the README's quick start
   login            save the server URL and API token for the CLI
   chat             talk to the AI agent: new chats, send, stream replies, list, show
+  launch           open a session to a resource: a local port (tcp) or a terminal (ssh, shell)
+  gateway          run a gateway next to your targets; or create/list/delete gateways (admin)
+  resource         resources and grants: list, create, delete, grant, revoke (admin)
+  session          the session audit trail: list
   user             manage users (admin): create, list
   token            create an API token for yourself
   env              list every AIRLOCK_* setting with its default
@@ -37,6 +41,13 @@ async function main(argv: string[]): Promise<number> {
       return (await import('./login.js')).loginCommand(rest);
     case 'chat':
       return (await import('./chat.js')).chatCommand(rest);
+    case 'launch':
+      return (await import('./launch.js')).launchCommand(rest);
+    case 'gateway':
+      return (await import('./gateway.js')).gatewayCommand(rest);
+    case 'resource':
+    case 'session':
+      return (await import('./resources.js')).resourceCommand(cmd, rest);
     case 'user':
     case 'token':
       return (await import('./users.js')).usersCommand(cmd, rest);

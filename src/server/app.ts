@@ -19,6 +19,10 @@ import { ChatStreamSocket } from './chat-stream.js';
 import { chatRoutes } from './routes/chats.js';
 import { authRoutes } from './routes/auth.js';
 import { isUuid } from './validate.js';
+import { accessRoutes } from './routes/access.js';
+import { SecretBox } from '../access/secretbox.js';
+import { SignalRouter } from '../access/signal.js';
+import { str } from '../config.js';
 
 export interface ServerOptions {
   db: Db;
@@ -29,6 +33,8 @@ export interface ServerOptions {
   log?: Logger;
   runner?: RunnerOptions | false;
   titles?: boolean;
+  /** Seals target credentials; default: AIRLOCK_SECRET_KEY or the key file in the data folder. */
+  secrets?: SecretBox;
 }
 
 export interface AirlockServer {
@@ -69,6 +75,8 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
   const router = new Router();
   authRoutes(router, db);
   chatRoutes(router, service);
+  const secrets = opts.secrets ?? SecretBox.load(str('dataDir'));
+  accessRoutes(router, db, secrets);
 
   const maxBody = num('maxBodyBytes');
   // Tokens seen recently skip the database; never longer than the token has left to live.
@@ -114,6 +122,7 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
   });
   server.keepAliveTimeout = 65_000;
 
+  const signal = new SignalRouter(db, secrets, log, auth);
   const wss = new WebSocketServer({ noServer: true, maxPayload: num('wsMaxFrameBytes') });
   const sockets = new Set<WebSocket>();
   server.on('upgrade', async (req, socket, head) => {
@@ -127,6 +136,7 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
     socket.on('error', () => {});
     try {
       const url = new URL(req.url ?? '/', 'http://x');
+      if (await signal.upgrade(req, socket, head, url)) return;
       const m = /^\/api\/chats\/([^/]+)\/stream$/.exec(url.pathname);
       if (!m) throw new ApiError(404, 'not_found', `no WebSocket endpoint at ${url.pathname}`);
       const user = await auth(req);
@@ -188,6 +198,7 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
     async close() {
       await runner?.stop();
       hub.close();
+      signal.close();
       for (const ws of sockets) ws.close(1001, 'server shutting down');
       server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));

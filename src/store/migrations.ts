@@ -71,6 +71,47 @@ export const migrations: string[] = [
     PRIMARY KEY (chat_id, seq)
   );
   `,
+  `
+  CREATE TABLE gateways (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    name text NOT NULL UNIQUE,
+    grp text NOT NULL,
+    token_hash text NOT NULL UNIQUE,
+    online boolean NOT NULL DEFAULT false,
+    last_seen_at timestamptz,
+    created_at timestamptz NOT NULL DEFAULT now()
+  );
+  CREATE TABLE resources (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    name text NOT NULL UNIQUE,
+    kind text NOT NULL,
+    target text NOT NULL DEFAULT '',
+    gateway text NOT NULL,
+    credential_enc text,
+    created_at timestamptz NOT NULL DEFAULT now()
+  );
+  CREATE TABLE grants (
+    user_id uuid NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    resource_id uuid NOT NULL REFERENCES resources(id) ON DELETE CASCADE,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (user_id, resource_id)
+  );
+  CREATE TABLE launch_sessions (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    user_id uuid NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    resource_id uuid REFERENCES resources(id) ON DELETE SET NULL,
+    resource_name text NOT NULL,
+    gateway_id uuid REFERENCES gateways(id) ON DELETE SET NULL,
+    path text,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    ended_at timestamptz,
+    bytes_up bigint NOT NULL DEFAULT 0,
+    bytes_down bigint NOT NULL DEFAULT 0,
+    exit_status int,
+    error text
+  );
+  CREATE INDEX launch_sessions_started ON launch_sessions (started_at DESC);
+  `,
 ];
 
 export async function migrate(db: Db): Promise<void> {

@@ -5,6 +5,7 @@ import type WebSocket from 'ws';
 import { openDb, type Db } from '../../src/store/db.js';
 import { startServer, type AirlockServer, type ServerOptions } from '../../src/server/app.js';
 import { ApiClient } from '../../src/client/api.js';
+import { SecretBox } from '../../src/access/secretbox.js';
 import type { StreamEvent } from '../../src/chat/types.js';
 import type { ProvidersConfig } from '../../src/chat/providers/index.js';
 
@@ -40,7 +41,8 @@ export interface TestServer {
 export async function startTestServer(providers: ProvidersConfig, opts: Partial<ServerOptions> & { db?: Db } = {}): Promise<TestServer> {
   const own = opts.db ? null : await openTestDb();
   const db = opts.db ?? own!.db;
-  const server = await startServer({ db, providers, titles: false, ...opts });
+  const secrets = opts.secrets ?? SecretBox.fromKey(crypto.randomBytes(32).toString('hex'));
+  const server = await startServer({ db, providers, titles: false, secrets, ...opts });
   let token = server.adminToken;
   if (!token) {
     // The database was shared with an earlier server: mint a token for the existing admin.

@@ -1,0 +1,52 @@
+// Target credentials at rest: AES-256-GCM under the server key. The key comes from
+// AIRLOCK_SECRET_KEY (32 bytes, base64 or hex) or from a key file generated on first start.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+
+export class SecretBox {
+  private constructor(private key: Buffer) {}
+
+  static fromKey(raw: string): SecretBox {
+    const key = /^[0-9a-fA-F]{64}$/.test(raw) ? Buffer.from(raw, 'hex') : Buffer.from(raw, 'base64');
+    if (key.length !== 32) throw new Error('AIRLOCK_SECRET_KEY must be 32 bytes, as 64 hex digits or base64');
+    return new SecretBox(key);
+  }
+
+  /** The key from the environment, else from `<dataDir>/secret.key` (created 0600 when missing). */
+  static load(dataDir: string, env: NodeJS.ProcessEnv = process.env): SecretBox {
+    if (env.AIRLOCK_SECRET_KEY) return SecretBox.fromKey(env.AIRLOCK_SECRET_KEY);
+    const file = path.join(dataDir, 'secret.key');
+    try {
+      return SecretBox.fromKey(fs.readFileSync(file, 'utf8').trim());
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    fs.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+    const key = crypto.randomBytes(32).toString('base64');
+    try {
+      fs.writeFileSync(file, key + '\n', { mode: 0o600, flag: 'wx' });
+    } catch (err) {
+      // Another process created it first: use theirs.
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') return SecretBox.fromKey(fs.readFileSync(file, 'utf8').trim());
+      throw err;
+    }
+    return SecretBox.fromKey(key);
+  }
+
+  seal(value: unknown): string {
+    const iv = crypto.randomBytes(12);
+    const c = crypto.createCipheriv('aes-256-gcm', this.key, iv);
+    const ct = Buffer.concat([c.update(JSON.stringify(value), 'utf8'), c.final()]);
+    return `v1.${iv.toString('base64')}.${c.getAuthTag().toString('base64')}.${ct.toString('base64')}`;
+  }
+
+  open<T = unknown>(sealed: string): T {
+    const [v, iv, tag, ct] = sealed.split('.');
+    if (v !== 'v1' || !iv || !tag || ct === undefined) throw new Error('unknown credential format');
+    const d = crypto.createDecipheriv('aes-256-gcm', this.key, Buffer.from(iv, 'base64'));
+    d.setAuthTag(Buffer.from(tag, 'base64'));
+    const pt = Buffer.concat([d.update(Buffer.from(ct, 'base64')), d.final()]);
+    return JSON.parse(pt.toString('utf8')) as T;
+  }
+}

@@ -1,0 +1,230 @@
+// The signalling router: gateways dial in and stay connected; a client's launch socket is paired
+// with an online gateway serving the resource. Offers, answers and ICE candidates are relayed as
+// JSON text frames; binary frames on the same sockets are the relay path of the tube.
+import type http from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer, type WebSocket } from 'ws';
+import type { Db } from '../store/db.js';
+import type { Logger } from '../log.js';
+import type { User } from '../auth/tokens.js';
+import { ApiError, notFound, unauthorized } from '../errors.js';
+import type { SecretBox } from './secretbox.js';
+import * as store from './store.js';
+
+const RELAY_HIGH_WATER = 8 << 20;
+
+interface GatewayLink {
+  gateway: store.Gateway;
+  ws: WebSocket;
+  sessions: Set<string>;
+}
+
+interface Session {
+  id: string;
+  user: User;
+  resource: store.Resource;
+  link: GatewayLink;
+  client: WebSocket;
+  relay: WebSocket | null;
+}
+
+export class SignalRouter {
+  private wss = new WebSocketServer({ noServer: true, maxPayload: 1 << 20 });
+  private links = new Map<string, GatewayLink>();
+  private sessions = new Map<string, Session>();
+
+  constructor(
+    private db: Db,
+    private secrets: SecretBox,
+    private log: Logger,
+    private authUser: (req: http.IncomingMessage) => Promise<User>,
+  ) {}
+
+  /** Handles the launch and gateway WebSocket endpoints; false for other paths. */
+  async upgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer, url: URL): Promise<boolean> {
+    if (url.pathname === '/api/launch') {
+      const user = await this.authUser(req);
+      const name = url.searchParams.get('resource') ?? '';
+      const resource = name ? await store.launchableResource(this.db, user, name) : null;
+      if (!resource) throw notFound(`resource "${name}"`);
+      const link = this.pickGateway(resource.gateway);
+      if (!link) throw new ApiError(503, 'gateway_offline', `no gateway of "${resource.gateway}" is online to serve "${name}"`);
+      this.wss.handleUpgrade(req, socket, head, (ws) => void this.openSession(ws, user, resource, link));
+      return true;
+    }
+    if (url.pathname === '/api/gateway/connect') {
+      const gateway = await this.authGateway(req);
+      this.wss.handleUpgrade(req, socket, head, (ws) => this.attachGateway(ws, gateway));
+      return true;
+    }
+    const m = /^\/api\/gateway\/relay\/([^/]+)$/.exec(url.pathname);
+    if (m) {
+      const gateway = await this.authGateway(req);
+      const s = this.sessions.get(m[1]!);
+      if (!s || s.link.gateway.id !== gateway.id) throw notFound('session');
+      this.wss.handleUpgrade(req, socket, head, (ws) => this.attachRelay(ws, s));
+      return true;
+    }
+    return false;
+  }
+
+  onlineGateways(): string[] {
+    return [...this.links.values()].map((l) => l.gateway.name);
+  }
+
+  close(): void {
+    for (const s of this.sessions.values()) s.client.close(1001, 'server shutting down');
+    for (const l of this.links.values()) l.ws.close(1012, 'server restarting');
+  }
+
+  private async authGateway(req: http.IncomingMessage): Promise<store.Gateway> {
+    const h = req.headers.authorization;
+    const m = typeof h === 'string' ? /^Bearer\s+(\S+)$/i.exec(h) : null;
+    const gw = m ? await store.gatewayForToken(this.db, m[1]!) : null;
+    if (!gw) throw unauthorized('a valid gateway token is required');
+    return gw;
+  }
+
+  private pickGateway(group: string): GatewayLink | null {
+    let best: GatewayLink | null = null;
+    for (const l of this.links.values()) {
+      if (l.gateway.group === group && (!best || l.sessions.size < best.sessions.size)) best = l;
+    }
+    return best;
+  }
+
+  private attachGateway(ws: WebSocket, gateway: store.Gateway): void {
+    const old = this.links.get(gateway.id);
+    if (old) old.ws.close(4000, 'replaced by a newer connection of this gateway');
+    const link: GatewayLink = { gateway, ws, sessions: new Set() };
+    this.links.set(gateway.id, link);
+    void store.setGatewayOnline(this.db, gateway.id, true).catch((err) => this.log.warn({ err }, 'gateway status update failed'));
+    this.log.info({ gateway: gateway.name }, 'gateway online');
+    ws.on('message', (data, isBinary) => {
+      if (isBinary) return;
+      let msg: any;
+      try {
+        msg = JSON.parse(data.toString());
+      } catch {
+        return ws.close(1008, 'invalid JSON');
+      }
+      this.fromGateway(link, msg);
+    });
+    ws.on('close', () => {
+      if (this.links.get(gateway.id) !== link) return;
+      this.links.delete(gateway.id);
+      void store.setGatewayOnline(this.db, gateway.id, false).catch(() => {});
+      this.log.info({ gateway: gateway.name }, 'gateway offline');
+      for (const id of link.sessions) {
+        const s = this.sessions.get(id);
+        if (s) send(s.client, { type: 'gateway_lost', message: `gateway "${gateway.name}" disconnected` });
+      }
+    });
+    ws.on('error', () => {});
+    send(ws, { type: 'welcome', gateway: gateway.name });
+  }
+
+  private fromGateway(link: GatewayLink, msg: any): void {
+    const s = typeof msg?.session === 'string' ? this.sessions.get(msg.session) : undefined;
+    switch (msg?.type) {
+      case 'answer':
+      case 'candidate':
+      case 'error':
+        if (s && s.link === link) send(s.client, msg);
+        return;
+      case 'ended':
+        if (typeof msg.session === 'string' && link.sessions.has(msg.session)) {
+          link.sessions.delete(msg.session);
+          void store.endSession(this.db, msg.session, report(msg)).catch((err) => this.log.warn({ err }, 'session report failed'));
+        }
+        return;
+      default:
+        return;
+    }
+  }
+
+  private async openSession(client: WebSocket, user: User, resource: store.Resource & { credential_enc: string | null }, link: GatewayLink) {
+    client.on('error', () => {});
+    let s: Session;
+    try {
+      const id = await store.startSession(this.db, { user_id: user.id, resource, gateway_id: link.gateway.id });
+      s = { id, user, resource, link, client, relay: null };
+    } catch (err) {
+      this.log.error({ err }, 'session start failed');
+      return client.close(1011, 'internal error');
+    }
+    if (client.readyState !== client.OPEN) return void store.endSession(this.db, s.id, { error: 'client left' }).catch(() => {});
+    if (link.ws.readyState !== link.ws.OPEN) {
+      send(client, { type: 'gateway_lost', message: `gateway "${link.gateway.name}" disconnected` });
+      void store.endSession(this.db, s.id, { error: 'gateway lost before the session started' }).catch(() => {});
+      return client.close(1013, 'gateway lost');
+    }
+    this.sessions.set(s.id, s);
+    link.sessions.add(s.id);
+    const credential = resource.credential_enc ? this.secrets.open(resource.credential_enc) : null;
+    send(link.ws, {
+      type: 'session',
+      session: s.id,
+      user: user.name,
+      resource: { name: resource.name, kind: resource.kind, target: resource.target },
+      credential,
+    });
+    send(client, { type: 'session', session: s.id, kind: resource.kind, gateway: link.gateway.name });
+    this.log.info({ session: s.id, user: user.name, resource: resource.name, gateway: link.gateway.name }, 'session started');
+
+    client.on('message', (data, isBinary) => {
+      if (isBinary) return this.pipe(client, s.relay, data as Buffer);
+      let msg: any;
+      try {
+        msg = JSON.parse(data.toString());
+      } catch {
+        return client.close(1008, 'invalid JSON');
+      }
+      if (msg?.type === 'offer' || msg?.type === 'candidate') send(s.link.ws, { ...msg, session: s.id });
+      else if (msg?.type === 'bye') void store.endSession(this.db, s.id, report(msg)).catch(() => {});
+    });
+    client.on('close', () => {
+      this.sessions.delete(s.id);
+      send(s.link.ws, { type: 'close', session: s.id });
+      s.relay?.close(1000, 'client left');
+      void store.endSession(this.db, s.id, {}).catch(() => {});
+    });
+  }
+
+  private attachRelay(ws: WebSocket, s: Session): void {
+    s.relay?.close(4000, 'replaced');
+    s.relay = ws;
+    ws.on('error', () => {});
+    ws.on('message', (data, isBinary) => {
+      if (isBinary) this.pipe(ws, s.client, data as Buffer);
+    });
+    ws.on('close', () => {
+      if (s.relay === ws) s.relay = null;
+    });
+    send(s.client, { type: 'relay_ready' });
+  }
+
+  /** Forwards one relay frame; pauses the sender while the receiver has too much queued. */
+  private pipe(from: WebSocket, to: WebSocket | null, data: Buffer): void {
+    if (!to || to.readyState !== to.OPEN) return;
+    to.send(data, { binary: true }, () => {
+      if (from.isPaused && to.bufferedAmount < RELAY_HIGH_WATER / 2) from.resume();
+    });
+    if (to.bufferedAmount > RELAY_HIGH_WATER && !from.isPaused) from.pause();
+  }
+}
+
+function send(ws: WebSocket, msg: unknown): void {
+  if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(msg));
+}
+
+function report(msg: any): store.SessionReport {
+  const n = (x: unknown) => (typeof x === 'number' && Number.isFinite(x) && x >= 0 ? Math.floor(x) : undefined);
+  return {
+    path: msg.path === 'direct' || msg.path === 'relay' ? msg.path : null,
+    bytes_up: n(msg.bytes_up),
+    bytes_down: n(msg.bytes_down),
+    exit_status: typeof msg.exit_status === 'number' && Number.isInteger(msg.exit_status) ? msg.exit_status : null,
+    error: typeof msg.error === 'string' ? msg.error.slice(0, 500) : null,
+  };
+}

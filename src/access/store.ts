@@ -1,0 +1,120 @@
+// Resources, grants, gateways and the session audit trail in the database.
+import crypto from 'node:crypto';
+import type { Queryable } from '../store/db.js';
+import { hashToken } from '../auth/tokens.js';
+
+export const RESOURCE_KINDS = ['tcp', 'ssh', 'shell'] as const;
+export type ResourceKind = (typeof RESOURCE_KINDS)[number];
+
+export interface Resource {
+  id: string;
+  name: string;
+  kind: ResourceKind;
+  target: string;
+  gateway: string;
+  has_credential: boolean;
+}
+
+export interface Credential {
+  username: string;
+  password?: string;
+  private_key?: string;
+  passphrase?: string;
+}
+
+export interface Gateway {
+  id: string;
+  name: string;
+  group: string;
+  online: boolean;
+  last_seen_at: string | null;
+}
+
+const GATEWAY_TOKEN_PREFIX = 'algw_';
+
+const RESOURCE_COLS = `id, name, kind, target, gateway, credential_enc IS NOT NULL AS has_credential`;
+
+export async function listResources(q: Queryable, user: { id: string; is_admin: boolean }): Promise<Resource[]> {
+  if (user.is_admin) return q.query<Resource>(`SELECT ${RESOURCE_COLS} FROM resources ORDER BY name`);
+  return q.query<Resource>(
+    `SELECT ${RESOURCE_COLS} FROM resources r WHERE EXISTS (SELECT 1 FROM grants g WHERE g.resource_id = r.id AND g.user_id = $1) ORDER BY name`,
+    [user.id],
+  );
+}
+
+/** A resource the user may launch (admins may launch all), with its sealed credential. */
+export async function launchableResource(
+  q: Queryable,
+  user: { id: string; is_admin: boolean },
+  name: string,
+): Promise<(Resource & { credential_enc: string | null }) | null> {
+  const rows = await q.query<Resource & { credential_enc: string | null }>(
+    `SELECT ${RESOURCE_COLS}, credential_enc FROM resources r
+     WHERE name = $1 AND ($2 OR EXISTS (SELECT 1 FROM grants g WHERE g.resource_id = r.id AND g.user_id = $3))`,
+    [name, user.is_admin, user.id],
+  );
+  return rows[0] ?? null;
+}
+
+export async function findResource(q: Queryable, name: string): Promise<Resource | null> {
+  const rows = await q.query<Resource>(`SELECT ${RESOURCE_COLS} FROM resources WHERE name = $1`, [name]);
+  return rows[0] ?? null;
+}
+
+export async function createGateway(q: Queryable, name: string, group: string): Promise<{ gateway: Gateway; token: string }> {
+  const token = GATEWAY_TOKEN_PREFIX + crypto.randomBytes(32).toString('base64url');
+  const rows = await q.query<Gateway>(
+    `INSERT INTO gateways (name, grp, token_hash) VALUES ($1, $2, $3)
+     RETURNING id, name, grp AS "group", online, last_seen_at`,
+    [name, group, hashToken(token)],
+  );
+  return { gateway: rows[0]!, token };
+}
+
+export async function gatewayForToken(q: Queryable, token: string): Promise<Gateway | null> {
+  if (!token.startsWith(GATEWAY_TOKEN_PREFIX) || token.length > 200) return null;
+  const rows = await q.query<Gateway>(
+    `SELECT id, name, grp AS "group", online, last_seen_at FROM gateways WHERE token_hash = $1`,
+    [hashToken(token)],
+  );
+  return rows[0] ?? null;
+}
+
+export async function listGateways(q: Queryable): Promise<Gateway[]> {
+  return q.query<Gateway>(`SELECT id, name, grp AS "group", online, last_seen_at FROM gateways ORDER BY name`);
+}
+
+export async function setGatewayOnline(q: Queryable, id: string, online: boolean): Promise<void> {
+  await q.query('UPDATE gateways SET online = $2, last_seen_at = now() WHERE id = $1', [id, online]);
+}
+
+export async function startSession(q: Queryable, s: { user_id: string; resource: Resource; gateway_id: string }): Promise<string> {
+  const rows = await q.query<{ id: string }>(
+    `INSERT INTO launch_sessions (user_id, resource_id, resource_name, gateway_id) VALUES ($1, $2, $3, $4) RETURNING id`,
+    [s.user_id, s.resource.id, s.resource.name, s.gateway_id],
+  );
+  return rows[0]!.id;
+}
+
+export interface SessionReport {
+  path?: string | null;
+  bytes_up?: number;
+  bytes_down?: number;
+  exit_status?: number | null;
+  error?: string | null;
+}
+
+/** Records what a session did; the first end wins for ended_at, later reports fill gaps. */
+export async function endSession(q: Queryable, id: string, r: SessionReport): Promise<void> {
+  await q.query(
+    `UPDATE launch_sessions SET
+       ended_at = COALESCE(ended_at, now()),
+       path = COALESCE($2, path),
+       bytes_up = GREATEST(bytes_up, $3),
+       bytes_down = GREATEST(bytes_down, $4),
+       exit_status = COALESCE($5, exit_status),
+       error = COALESCE(error, $6)
+     WHERE id = $1`,
+    [id, r.path ?? null, r.bytes_up ?? 0, r.bytes_down ?? 0, r.exit_status ?? null, r.error ?? null],
+  );
+}

@@ -1,0 +1,167 @@
+// What a gateway connects a tube connection to: a TCP target, an SSH login with the injected
+// credential, or a PTY on the gateway host. Each gives back a Node stream plus terminal controls.
+import net from 'node:net';
+import os from 'node:os';
+import { spawn } from 'node:child_process';
+import { Duplex, type Readable } from 'node:stream';
+import { Client as SshClient, type ClientChannel } from 'ssh2';
+import type { Credential, ResourceKind } from '../access/store.js';
+import type { OpenRequest } from '../tube/frame.js';
+
+export interface TargetSpec {
+  name: string;
+  kind: ResourceKind;
+  target: string;
+}
+
+export interface Target {
+  stream: Duplex;
+  /** A second output stream (stderr) that shares the connection. */
+  stderr?: Readable;
+  resize?(cols: number, rows: number): void;
+  /** Called once with the exit status of the remote process (ssh, shell). */
+  onExit?(cb: (code: number) => void): void;
+}
+
+/** A failure the user should read as is (bad credential, refused connection). */
+export class TargetError extends Error {
+  constructor(
+    message: string,
+    readonly code: 'auth_failed' | 'unreachable' | 'failed',
+  ) {
+    super(message);
+  }
+}
+
+export function splitHostPort(target: string): { host: string; port: number } {
+  const i = target.lastIndexOf(':');
+  return { host: target.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(target.slice(i + 1)) };
+}
+
+export async function connectTarget(spec: TargetSpec, cred: Credential | null, req: OpenRequest, timeoutMs: number): Promise<Target> {
+  switch (spec.kind) {
+    case 'tcp':
+      return { stream: await dialTcp(spec.target, timeoutMs) };
+    case 'ssh':
+      if (!cred) throw new TargetError(`resource "${spec.name}" has no credential`, 'failed');
+      return sshSession(spec.target, cred, req, timeoutMs);
+    case 'shell':
+      return req.pty ? ptyShell(req) : pipedShell(req);
+  }
+}
+
+function dialTcp(target: string, timeoutMs: number): Promise<net.Socket> {
+  const { host, port } = splitHostPort(target);
+  return new Promise((resolve, reject) => {
+    const sock = net.connect({ host, port, allowHalfOpen: true });
+    const timer = setTimeout(() => {
+      sock.destroy();
+      reject(new TargetError(`connecting to ${target} timed out after ${timeoutMs} ms`, 'unreachable'));
+    }, timeoutMs);
+    sock.once('connect', () => {
+      clearTimeout(timer);
+      sock.setNoDelay(true);
+      resolve(sock);
+    });
+    sock.once('error', (err: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      reject(new TargetError(`cannot connect to ${target}: ${err.code ?? err.message}`, 'unreachable'));
+    });
+  });
+}
+
+async function sshSession(target: string, cred: Credential, req: OpenRequest, timeoutMs: number): Promise<Target> {
+  const { host, port } = splitHostPort(target);
+  const client = new SshClient();
+  await new Promise<void>((resolve, reject) => {
+    client.once('ready', () => resolve());
+    client.once('error', (err: Error & { level?: string }) => {
+      if (err.level === 'client-authentication') {
+        reject(new TargetError(`authentication failed at ${target} for user "${cred.username}" (check the resource's credential)`, 'auth_failed'));
+      } else if (err.level === 'client-timeout') {
+        reject(new TargetError(`ssh to ${target} timed out after ${timeoutMs} ms`, 'unreachable'));
+      } else reject(new TargetError(`ssh to ${target} failed: ${(err as NodeJS.ErrnoException).code ?? err.message}`, 'unreachable'));
+    });
+    client.connect({
+      host,
+      port,
+      username: cred.username,
+      ...(cred.password ? { password: cred.password } : {}),
+      ...(cred.private_key ? { privateKey: cred.private_key } : {}),
+      ...(cred.passphrase ? { passphrase: cred.passphrase } : {}),
+      readyTimeout: timeoutMs,
+      keepaliveInterval: 15_000,
+    });
+  });
+  client.on('error', () => {});
+  const pty = req.pty ? { term: req.pty.term, cols: req.pty.cols, rows: req.pty.rows } : undefined;
+  const channel = await new Promise<ClientChannel>((resolve, reject) => {
+    const done = (err: Error | undefined, ch: ClientChannel) => (err ? reject(new TargetError(`ssh session failed: ${err.message}`, 'failed')) : resolve(ch));
+    if (req.exec !== undefined) client.exec(req.exec, pty ? { pty } : {}, done);
+    else client.shell(pty ?? { term: 'dumb' }, done);
+  }).catch((err) => {
+    client.end();
+    throw err;
+  });
+  channel.on('close', () => client.end());
+  return {
+    stream: channel,
+    stderr: channel.stderr,
+    resize: (cols, rows) => channel.setWindow(rows, cols, 0, 0),
+    onExit: (cb) =>
+      channel.once('exit', (code: number | null, signal?: string) => cb(code ?? (signal ? 128 + (os.constants.signals as any)[`SIG${signal}`] || 255 : 255))),
+  };
+}
+
+async function ptyShell(req: OpenRequest): Promise<Target> {
+  const pty = await import('node-pty');
+  const shell = process.env.SHELL || 'bash';
+  const p = pty.spawn(shell, req.exec !== undefined ? ['-c', req.exec] : [], {
+    name: req.pty!.term,
+    cols: req.pty!.cols,
+    rows: req.pty!.rows,
+    cwd: os.homedir(),
+    env: process.env as Record<string, string>,
+  });
+  let exited: number | null = null;
+  const exitCbs: ((code: number) => void)[] = [];
+  const stream = new Duplex({
+    read: () => p.resume(),
+    write: (chunk: Buffer, _enc, cb) => {
+      p.write(chunk);
+      cb();
+    },
+    final: (cb) => cb(),
+    destroy: (_err, cb) => {
+      if (exited === null) p.kill();
+      cb(null);
+    },
+  });
+  p.onData((d) => {
+    if (!stream.push(Buffer.from(d, 'utf8'))) p.pause();
+  });
+  p.onExit(({ exitCode, signal }) => {
+    exited = signal ? 128 + signal : exitCode;
+    for (const cb of exitCbs) cb(exited);
+    stream.push(null);
+  });
+  return {
+    stream,
+    resize: (cols, rows) => {
+      if (exited === null) p.resize(cols, rows);
+    },
+    onExit: (cb) => (exited !== null ? cb(exited) : exitCbs.push(cb)),
+  };
+}
+
+function pipedShell(req: OpenRequest): Target {
+  const shell = process.env.SHELL || 'bash';
+  const child = spawn(shell, req.exec !== undefined ? ['-c', req.exec] : [], { cwd: os.homedir(), stdio: ['pipe', 'pipe', 'pipe'] });
+  const stream = Duplex.from({ readable: child.stdout, writable: child.stdin });
+  child.on('error', () => stream.destroy());
+  return {
+    stream,
+    stderr: child.stderr,
+    onExit: (cb) => child.once('close', (code, signal) => cb(code ?? (signal ? 128 + ((os.constants.signals as any)[signal] ?? 0) : 255))),
+  };
+}

@@ -1,0 +1,126 @@
+// `airlock gateway`: dials out to the control plane, stays connected (reconnecting with backoff)
+// and serves launch sessions for the resources of its group.
+import WebSocket from 'ws';
+import type { Logger } from '../log.js';
+import { num } from '../config.js';
+import { GatewaySession, type SessionOffer } from './session.js';
+
+export interface GatewayOptions {
+  server: string;
+  token: string;
+  log: Logger;
+}
+
+export class GatewayDaemon {
+  private ws: WebSocket | null = null;
+  private sessions = new Map<string, GatewaySession>();
+  private attempt = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private stopped = false;
+  private wsUrl: string;
+  name: string | null = null;
+  /** Resolves on the first successful connection; rejects when the token is refused. */
+  readonly ready: Promise<void>;
+  private settle!: { resolve: () => void; reject: (err: Error) => void };
+
+  constructor(private opts: GatewayOptions) {
+    this.wsUrl = opts.server.replace(/\/+$/, '').replace(/^http/, 'ws');
+    this.ready = new Promise((resolve, reject) => (this.settle = { resolve, reject }));
+    this.ready.catch(() => {});
+  }
+
+  start(): void {
+    this.connect();
+  }
+
+  private connect(): void {
+    if (this.stopped) return;
+    const ws = new WebSocket(`${this.wsUrl}/api/gateway/connect`, {
+      headers: { authorization: `Bearer ${this.opts.token}` },
+      perMessageDeflate: false,
+    });
+    this.ws = ws;
+    ws.on('unexpected-response', (_req, res) => {
+      let body = '';
+      res.on('data', (c) => (body += c));
+      res.on('end', () => {
+        const msg = safeJson(body)?.error?.message ?? `HTTP ${res.statusCode}`;
+        if (res.statusCode === 401) {
+          this.opts.log.error(`the server refused the gateway token: ${msg}`);
+          this.stop();
+          this.settle.reject(new Error(`the server refused the gateway token: ${msg}`));
+        } else this.retry(`HTTP ${res.statusCode}: ${msg}`);
+      });
+    });
+    ws.on('error', (err) => {
+      if (ws.readyState !== ws.OPEN) this.retry((err as NodeJS.ErrnoException).code ?? err.message);
+    });
+    ws.on('message', (data, isBinary) => {
+      if (isBinary) return;
+      const msg = safeJson(data.toString());
+      if (msg) this.message(msg);
+    });
+    ws.on('close', (code, reason) => {
+      if (this.ws !== ws || this.stopped) return;
+      this.opts.log.warn({ code, reason: reason.toString() }, 'lost the server; reconnecting');
+      this.retry(`closed ${code}`);
+    });
+  }
+
+  private retry(why: string): void {
+    if (this.stopped || this.timer) return;
+    this.ws?.removeAllListeners('close');
+    this.ws?.terminate();
+    const base = num('gatewayReconnectMinMs');
+    const delay = Math.min(num('gatewayReconnectMaxMs'), base * 2 ** Math.min(this.attempt++, 16)) * (0.75 + Math.random() * 0.5);
+    this.opts.log.info({ why, retry_in_ms: Math.round(delay) }, 'cannot reach the server');
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.connect();
+    }, delay);
+  }
+
+  private send = (msg: unknown): void => {
+    if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(msg));
+  };
+
+  private message(msg: any): void {
+    switch (msg.type) {
+      case 'welcome':
+        this.attempt = 0;
+        this.name = msg.gateway;
+        this.opts.log.info({ gateway: msg.gateway, server: this.opts.server }, 'gateway connected');
+        this.settle.resolve();
+        return;
+      case 'session': {
+        const s = new GatewaySession(msg as SessionOffer, this.wsUrl, this.opts.token, this.send, this.opts.log, () => this.sessions.delete(s.id));
+        this.sessions.set(s.id, s);
+        this.opts.log.info({ session: s.id, user: msg.user, resource: msg.resource?.name }, 'session');
+        s.start();
+        return;
+      }
+      case 'offer':
+      case 'candidate':
+        this.sessions.get(msg.session)?.signal(msg);
+        return;
+      case 'close':
+        this.sessions.get(msg.session)?.end('client left');
+        return;
+    }
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    for (const s of this.sessions.values()) s.end('gateway stopping');
+    this.ws?.close(1001, 'gateway stopping');
+  }
+}
+
+function safeJson(s: string): any {
+  try {
+    return JSON.parse(s);
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,149 @@
+// One launch session on the gateway: answers the client's WebRTC offer, opens the relay socket in
+// parallel, and serves the tube's connections by dialling the target.
+import WebSocket from 'ws';
+import type { DataChannel } from 'node-datachannel';
+import type { Credential } from '../access/store.js';
+import type { Logger } from '../log.js';
+import { num } from '../config.js';
+import { F, i32, type OpenRequest } from '../tube/frame.js';
+import { Tube } from '../tube/tube.js';
+import { TubeConn } from '../tube/conn.js';
+import { DataChannelTransport, WsTransport, guard } from '../tube/transport.js';
+import { Peer, webrtcEnabled, type Signal } from '../tube/peer.js';
+import { connectTarget, TargetError, type Target, type TargetSpec } from './connectors.js';
+
+export interface SessionOffer {
+  session: string;
+  user: string;
+  resource: TargetSpec;
+  credential: Credential | null;
+}
+
+export class GatewaySession {
+  readonly id: string;
+  private tube = new Tube();
+  private peer: Peer | null = null;
+  private conns = new Map<number, { conn: TubeConn; target: Target | null }>();
+  private exitStatus: number | null = null;
+  private error: string | null = null;
+  private usedDirect = false;
+  private ended = false;
+
+  constructor(
+    private offer: SessionOffer,
+    private serverWsUrl: string,
+    private token: string,
+    private control: (msg: unknown) => void,
+    private log: Logger,
+    private onEnd: () => void,
+  ) {
+    this.id = offer.session;
+    this.tube.on('frame', (f) => this.frame(f.type, f.conn, f.payload));
+    this.tube.on('path', (p) => {
+      if (p === 'direct') this.usedDirect = true;
+      this.log.debug({ session: this.id, path: p }, 'tube path');
+    });
+    this.tube.on('closed', (reason) => this.end(reason));
+  }
+
+  start(): void {
+    const ws = new WebSocket(`${this.serverWsUrl}/api/gateway/relay/${this.id}`, {
+      headers: { authorization: `Bearer ${this.token}` },
+      perMessageDeflate: false,
+    });
+    ws.on('error', (err) => this.log.debug({ err, session: this.id }, 'relay socket error'));
+    ws.once('open', () => this.tube.add(new WsTransport(ws)));
+  }
+
+  signal(msg: Signal): void {
+    if (this.ended) return;
+    if (msg.type === 'offer') {
+      if (!webrtcEnabled() || this.peer) return;
+      this.peer = new Peer(`gw-${this.id}`, (s) => this.control({ ...s, session: this.id }));
+      this.peer.pc.onDataChannel(
+        guard((dc: DataChannel) => {
+          const add = () => this.tube.add(new DataChannelTransport(dc));
+          if (dc.isOpen()) add();
+          else dc.onOpen(guard(add));
+        }),
+      );
+    }
+    this.peer?.remote(msg);
+  }
+
+  private frame(type: number, id: number, payload: Buffer): void {
+    if (id === 0) return;
+    if (type === F.OPEN) return void this.open(id, payload);
+    const entry = this.conns.get(id);
+    if (!entry) return;
+    if (type === F.RESIZE) {
+      if (payload.length >= 4) entry.target?.resize?.(payload.readUInt16BE(0), payload.readUInt16BE(2));
+      return;
+    }
+    entry.conn.handle(type, payload);
+  }
+
+  private async open(id: number, payload: Buffer): Promise<void> {
+    if (this.conns.has(id)) return;
+    let req: OpenRequest;
+    try {
+      req = parseOpen(payload);
+    } catch (err) {
+      return this.tube.send(F.ERROR, id, `bad open request: ${(err as Error).message}`);
+    }
+    const conn = new TubeConn(this.tube, id, { window: num('tubeWindowBytes') });
+    const entry: { conn: TubeConn; target: Target | null } = { conn, target: null };
+    this.conns.set(id, entry);
+    conn.onFinish = () => this.conns.delete(id);
+    try {
+      const target = await connectTarget(this.offer.resource, this.offer.credential, req, num('targetConnectTimeoutMs'));
+      entry.target = target;
+      this.tube.send(F.OPENED, id);
+      target.onExit?.((code) => {
+        this.exitStatus = code;
+        this.tube.send(F.EXIT, id, i32(code));
+      });
+      target.stderr?.on('data', (d: Buffer) => conn.extra(d));
+      conn.attach(target.stream);
+    } catch (err) {
+      const msg = err instanceof TargetError ? err.message : `target failed: ${(err as Error).message}`;
+      if (err instanceof TargetError && err.code === 'auth_failed') this.error = msg;
+      this.log.info({ session: this.id, resource: this.offer.resource.name, err: msg }, 'target connection failed');
+      conn.fail(JSON.stringify({ code: err instanceof TargetError ? err.code : 'failed', message: msg }));
+    }
+  }
+
+  end(reason = 'ended'): void {
+    if (this.ended) return;
+    this.ended = true;
+    for (const { conn } of this.conns.values()) conn.destroy(reason);
+    this.conns.clear();
+    this.tube.close(reason);
+    this.peer?.close();
+    this.control({
+      type: 'ended',
+      session: this.id,
+      path: this.usedDirect ? 'direct' : this.tube.bytesSent + this.tube.bytesReceived > 0 ? 'relay' : null,
+      bytes_up: this.tube.bytesReceived,
+      bytes_down: this.tube.bytesSent,
+      exit_status: this.exitStatus,
+      error: this.error,
+    });
+    this.onEnd();
+  }
+}
+
+function parseOpen(payload: Buffer): OpenRequest {
+  const o = payload.length ? JSON.parse(payload.toString()) : {};
+  const req: OpenRequest = {};
+  if (o.pty) {
+    const { cols, rows, term } = o.pty;
+    if (!Number.isInteger(cols) || !Number.isInteger(rows)) throw new Error('pty needs integer cols and rows');
+    req.pty = { cols: Math.min(Math.max(cols, 1), 1000), rows: Math.min(Math.max(rows, 1), 1000), term: typeof term === 'string' ? term.slice(0, 64) : 'xterm-256color' };
+  }
+  if (o.exec !== undefined) {
+    if (typeof o.exec !== 'string') throw new Error('exec must be a string');
+    req.exec = o.exec;
+  }
+  return req;
+}

@@ -1,0 +1,170 @@
+// Brings a tube up to a resource: in parallel, the signalling socket (which also carries the
+// relay) and the WebRTC peer with its offer. Resolves as soon as either path is ready; the
+// direct path joins later if it comes up. Transient failures are retried with backoff.
+import WebSocket from 'ws';
+import type { DataChannel } from 'node-datachannel';
+import { num } from '../config.js';
+import { Tube } from '../tube/tube.js';
+import { DataChannelTransport, WsTransport, guard } from '../tube/transport.js';
+import { Peer, webrtcEnabled } from '../tube/peer.js';
+import type { Timing } from './timing.js';
+
+export interface LaunchTarget {
+  server: string;
+  token: string;
+  resource: string;
+}
+
+export interface OpenTube {
+  tube: Tube;
+  session: string;
+  kind: 'tcp' | 'ssh' | 'shell';
+  /** Reports the session's outcome to the audit trail and closes everything. */
+  close(report?: { exit_status?: number | null; error?: string }): void;
+}
+
+/** permanent: retrying cannot help (no such resource, no grant, bad token). */
+export class LaunchError extends Error {
+  constructor(
+    message: string,
+    readonly code: string,
+    readonly transient: boolean,
+  ) {
+    super(message);
+  }
+}
+
+export async function openTube(t: LaunchTarget, timing: Timing): Promise<OpenTube> {
+  const attempts = Math.max(1, num('launchAttempts'));
+  for (let i = 1; ; i++) {
+    try {
+      return await attempt(t, timing, i);
+    } catch (err) {
+      const e = err instanceof LaunchError ? err : new LaunchError((err as Error).message, 'failed', true);
+      timing.mark('attempt_failed', `${i}/${attempts} ${e.code}: ${e.message}`);
+      if (!e.transient || i >= attempts) throw e;
+      const delay = Math.min(num('launchRetryMaxMs'), num('launchRetryBaseMs') * 2 ** (i - 1)) * (0.75 + Math.random() * 0.5);
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+}
+
+function attempt(t: LaunchTarget, timing: Timing, n: number): Promise<OpenTube> {
+  return new Promise((resolve, reject) => {
+    const tube = new Tube();
+    let session = '';
+    let kind: OpenTube['kind'] = 'tcp';
+    let settled = false;
+    let peer: Peer | null = null;
+    const outbox: unknown[] = [];
+    const base = t.server.replace(/\/+$/, '').replace(/^http/, 'ws');
+    const ws = new WebSocket(`${base}/api/launch?resource=${encodeURIComponent(t.resource)}`, {
+      headers: { authorization: `Bearer ${t.token}` },
+      perMessageDeflate: false,
+    });
+    const write = (msg: any) => {
+      ws.send(JSON.stringify(msg));
+      if (msg.type === 'offer') timing.mark('offer_sent');
+    };
+    const send = (msg: unknown) => (ws.readyState === WebSocket.OPEN ? write(msg) : outbox.push(msg));
+    const timer = setTimeout(() => fail(new LaunchError(`no path to the gateway within ${num('launchTimeoutMs')} ms`, 'timeout', true)), num('launchTimeoutMs'));
+
+    const closeAll = (report?: { exit_status?: number | null; error?: string }) => {
+      clearTimeout(timer);
+      if (ws.readyState === WebSocket.OPEN) {
+        ws.send(JSON.stringify({ type: 'bye', path: tube.path, bytes_up: tube.bytesSent, bytes_down: tube.bytesReceived, ...report }));
+      }
+      tube.close();
+      peer?.close();
+      ws.close(1000, 'done');
+    };
+    const fail = (err: LaunchError) => {
+      if (settled) return;
+      settled = true;
+      closeAll();
+      ws.terminate();
+      reject(err);
+    };
+    const ready = () => {
+      if (settled || !session) return;
+      settled = true;
+      clearTimeout(timer);
+      timing.mark('tube_ready', tube.path ?? undefined);
+      resolve({ tube, session, kind, close: closeAll });
+    };
+
+    tube.on('path', (p) => {
+      timing.mark(p === 'direct' ? 'channel_open' : 'relay_open');
+      ready();
+    });
+
+    ws.on('unexpected-response', (_req, res) => {
+      let body = '';
+      res.on('data', (c) => (body += c));
+      res.on('end', () => {
+        let e: any = null;
+        try {
+          e = JSON.parse(body)?.error;
+        } catch {
+          /* not JSON */
+        }
+        const status = res.statusCode ?? 0;
+        const msg = e?.message ?? `HTTP ${status}`;
+        const transient = status === 502 || status === 503 || status === 504;
+        fail(new LaunchError(msg, e?.code ?? `http_${status}`, transient));
+      });
+    });
+    ws.on('error', (err: NodeJS.ErrnoException) => {
+      if (!settled && ws.readyState !== WebSocket.OPEN) fail(new LaunchError(`cannot reach the Airlock server at ${t.server} (${err.code ?? err.message})`, 'unreachable', true));
+    });
+    ws.on('open', () => {
+      timing.mark('ws_open', n > 1 ? `attempt ${n}` : undefined);
+      for (const m of outbox.splice(0)) write(m);
+    });
+    ws.on('close', (code, reason) => {
+      if (!settled) fail(new LaunchError(`the server closed the launch (${code} ${reason})`, 'closed', true));
+      else if (!tube.closed) tube.close(`signalling closed (${code})`);
+    });
+    ws.on('message', (data, isBinary) => {
+      if (isBinary) return;
+      let msg: any;
+      try {
+        msg = JSON.parse(data.toString());
+      } catch {
+        return;
+      }
+      switch (msg.type) {
+        case 'session':
+          session = msg.session;
+          kind = msg.kind;
+          timing.mark('session', `${msg.kind} via gateway ${msg.gateway}`);
+          if (tube.path) ready();
+          return;
+        case 'relay_ready':
+          tube.add(new WsTransport(ws));
+          return;
+        case 'answer':
+          timing.mark('answer_received');
+          peer?.remote(msg);
+          return;
+        case 'candidate':
+          peer?.remote(msg);
+          return;
+        case 'gateway_lost':
+          // Before the tube is up this is worth another attempt; afterwards the direct path may live on.
+          if (!settled) fail(new LaunchError(msg.message ?? 'the gateway disconnected', 'gateway_lost', true));
+          return;
+      }
+    });
+
+    if (webrtcEnabled()) {
+      peer = new Peer(`client-${n}`, (s) => {
+        if (s.type === 'offer') timing.mark('offer_created');
+        send(s);
+      });
+      timing.mark('peer_created');
+      const dc: DataChannel = peer.pc.createDataChannel('tube');
+      dc.onOpen(guard(() => tube.add(new DataChannelTransport(dc))));
+    }
+  });
+}

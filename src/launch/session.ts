@@ -1,0 +1,100 @@
+// The client side of a session's connections: opens them in the tube and routes frames to them.
+import type { Duplex } from 'node:stream';
+import { num } from '../config.js';
+import { F, type OpenRequest } from '../tube/frame.js';
+import { TubeConn } from '../tube/conn.js';
+import type { OpenTube } from './connect.js';
+
+export interface ClientConn {
+  conn: TubeConn;
+  /** Resolves when the gateway reached the target; rejects with its reason. */
+  opened: Promise<void>;
+  /** Resolves with the remote exit status (ssh, shell). */
+  exit: Promise<number>;
+}
+
+export class ClientSession {
+  private next = 1;
+  private conns = new Map<number, { conn: TubeConn; opened: Deferred<void>; exit: Deferred<number> }>();
+  onFirstByte: (() => void) | null = null;
+
+  constructor(readonly open: OpenTube) {
+    open.tube.on('frame', (f) => {
+      const c = this.conns.get(f.conn);
+      if (!c) return;
+      if (f.type === F.OPENED) return c.opened.resolve();
+      if (f.type === F.EXIT) return c.exit.resolve(f.payload.readInt32BE(0));
+      if (f.type === F.ERROR) {
+        const err = targetError(f.payload);
+        c.opened.reject(err);
+        c.exit.reject(err);
+      }
+      if (f.type === F.DATA && this.onFirstByte) {
+        this.onFirstByte();
+        this.onFirstByte = null;
+      }
+      c.conn.handle(f.type, f.payload);
+    });
+    open.tube.on('closed', (reason) => {
+      for (const c of this.conns.values()) {
+        const err = new Error(`the tube closed: ${reason}`);
+        c.opened.reject(err);
+        c.exit.reject(err);
+        c.conn.destroy(reason);
+      }
+    });
+  }
+
+  /** Opens a connection to the target and starts moving `stream`'s bytes through it. */
+  connect(stream: Duplex, req: OpenRequest = {}): ClientConn {
+    const id = this.next++;
+    const conn = new TubeConn(this.open.tube, id, { window: num('tubeWindowBytes') });
+    const entry = { conn, opened: deferred<void>(), exit: deferred<number>() };
+    this.conns.set(id, entry);
+    conn.onFinish = () => this.conns.delete(id);
+    this.open.tube.send(F.OPEN, id, JSON.stringify(req));
+    conn.attach(stream);
+    return { conn, opened: entry.opened.promise, exit: entry.exit.promise };
+  }
+
+  get tube() {
+    return this.open.tube;
+  }
+}
+
+export class TargetFailure extends Error {
+  constructor(
+    message: string,
+    readonly code: string,
+  ) {
+    super(message);
+  }
+}
+
+function targetError(payload: Buffer): TargetFailure {
+  const text = payload.toString();
+  try {
+    const o = JSON.parse(text);
+    if (o && typeof o.message === 'string') return new TargetFailure(o.message, String(o.code ?? 'failed'));
+  } catch {
+    /* plain text */
+  }
+  return new TargetFailure(text || 'the connection was closed by the gateway', 'closed');
+}
+
+interface Deferred<T> {
+  promise: Promise<T>;
+  resolve: (v: T) => void;
+  reject: (e: Error) => void;
+}
+
+function deferred<T>(): Deferred<T> {
+  let resolve!: (v: T) => void;
+  let reject!: (e: Error) => void;
+  const promise = new Promise<T>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  promise.catch(() => {});
+  return { promise, resolve, reject };
+}

@@ -1,0 +1,150 @@
+// Resources, grants, gateways (admin) and the session audit trail.
+import type { Db } from '../../store/db.js';
+import type { SecretBox } from '../../access/secretbox.js';
+import * as store from '../../access/store.js';
+import type { Credential } from '../../access/store.js';
+import type { User } from '../../auth/tokens.js';
+import { badRequest, conflict, forbidden, notFound } from '../../errors.js';
+import { Reply, type Router } from '../http.js';
+import * as v from '../validate.js';
+
+const NAME = /^[a-zA-Z0-9_.-]{1,64}$/;
+
+const requireAdmin = (user: User) => {
+  if (!user.is_admin) throw forbidden();
+};
+
+function name(o: Record<string, unknown>, key: string): string {
+  const n = v.reqStr(o, key, { max: 64 });
+  if (!NAME.test(n)) throw badRequest(`"${key}" may hold letters, digits and _ . - only`, 'invalid_field');
+  return n;
+}
+
+function target(kind: store.ResourceKind, raw: string | undefined): string {
+  if (kind === 'shell') return raw ?? '';
+  if (!raw) throw badRequest(`"target" is required for a ${kind} resource (host:port)`, 'missing_field');
+  const m = /^(\[[0-9a-fA-F:]+\]|[a-zA-Z0-9_.-]+)(?::(\d{1,5}))?$/.exec(raw);
+  const port = m?.[2] ? Number(m[2]) : kind === 'ssh' ? 22 : NaN;
+  if (!m || !(port >= 1 && port <= 65535)) throw badRequest(`"target" must be host:port${kind === 'ssh' ? ' (port defaults to 22)' : ''}`, 'invalid_field');
+  return `${m[1]}:${port}`;
+}
+
+function credential(raw: unknown): Credential | undefined {
+  if (raw === undefined || raw === null) return undefined;
+  const c = v.object(raw, ['username', 'password', 'private_key', 'passphrase']);
+  const cred: Credential = { username: v.reqStr(c, 'username', { max: 256 }) };
+  const password = v.str(c, 'password', { max: 4096 });
+  const key = v.str(c, 'private_key', { max: 65536 });
+  const passphrase = v.str(c, 'passphrase', { max: 4096 });
+  if (!password && !key) throw badRequest('a credential needs "password" or "private_key"', 'invalid_field');
+  if (password) cred.password = password;
+  if (key) cred.private_key = key;
+  if (passphrase) cred.passphrase = passphrase;
+  return cred;
+}
+
+export function accessRoutes(router: Router, db: Db, secrets: SecretBox): void {
+  router.add('GET', '/api/resources', async ({ user }) => ({ resources: await store.listResources(db, user) }));
+
+  router.add('GET', '/api/resources/:name', async ({ user, params }) => {
+    const r = await store.launchableResource(db, user, params.name!);
+    if (!r) throw notFound(`resource "${params.name}"`);
+    const { credential_enc: _, ...resource } = r;
+    return { resource };
+  });
+
+  router.add('POST', '/api/resources', async ({ user, body }) => {
+    requireAdmin(user);
+    const b = v.object(await body(), ['name', 'kind', 'target', 'gateway', 'credential']);
+    const n = name(b, 'name');
+    const kind = v.oneOf(b, 'kind', store.RESOURCE_KINDS);
+    if (!kind) throw badRequest(`"kind" is required (${store.RESOURCE_KINDS.join(', ')})`, 'missing_field');
+    const t = target(kind, v.str(b, 'target', { max: 300 }));
+    const gateway = name(b, 'gateway');
+    const cred = credential(b.credential);
+    if (kind === 'ssh' && !cred) throw badRequest('an ssh resource needs a "credential" (username and password or private_key)', 'missing_field');
+    if (kind !== 'ssh' && cred) throw badRequest(`a ${kind} resource takes no credential`, 'invalid_field');
+    if (await store.findResource(db, n)) throw conflict(`a resource named "${n}" exists`, 'resource_exists');
+    const rows = await db.query<store.Resource>(
+      `INSERT INTO resources (name, kind, target, gateway, credential_enc) VALUES ($1, $2, $3, $4, $5)
+       RETURNING id, name, kind, target, gateway, credential_enc IS NOT NULL AS has_credential`,
+      [n, kind, t, gateway, cred ? secrets.seal(cred) : null],
+    );
+    return new Reply(201, { resource: rows[0] });
+  });
+
+  router.add('DELETE', '/api/resources/:name', async ({ user, params }) => {
+    requireAdmin(user);
+    const rows = await db.query('DELETE FROM resources WHERE name = $1 RETURNING id', [params.name]);
+    if (!rows.length) throw notFound(`resource "${params.name}"`);
+    return { deleted: true };
+  });
+
+  router.add('GET', '/api/resources/:name/grants', async ({ user, params }) => {
+    requireAdmin(user);
+    const r = await store.findResource(db, params.name!);
+    if (!r) throw notFound(`resource "${params.name}"`);
+    const users = await db.query(
+      'SELECT u.id, u.name, g.created_at FROM grants g JOIN users u ON u.id = g.user_id WHERE g.resource_id = $1 ORDER BY u.name',
+      [r.id],
+    );
+    return { grants: users };
+  });
+
+  router.add('POST', '/api/resources/:name/grants', async ({ user, params, body }) => {
+    requireAdmin(user);
+    const b = v.object(await body(), ['user']);
+    const userName = v.reqStr(b, 'user', { max: 64 });
+    const r = await store.findResource(db, params.name!);
+    if (!r) throw notFound(`resource "${params.name}"`);
+    const u = await db.query<{ id: string }>('SELECT id FROM users WHERE name = $1', [userName]);
+    if (!u.length) throw notFound(`user "${userName}"`);
+    await db.query('INSERT INTO grants (user_id, resource_id) VALUES ($1, $2) ON CONFLICT DO NOTHING', [u[0]!.id, r.id]);
+    return new Reply(201, { grant: { user: userName, resource: r.name } });
+  });
+
+  router.add('DELETE', '/api/resources/:name/grants/:user', async ({ user, params }) => {
+    requireAdmin(user);
+    const rows = await db.query(
+      `DELETE FROM grants WHERE resource_id = (SELECT id FROM resources WHERE name = $1)
+       AND user_id = (SELECT id FROM users WHERE name = $2) RETURNING user_id`,
+      [params.name, params.user],
+    );
+    if (!rows.length) throw notFound(`grant of "${params.name}" to "${params.user}"`);
+    return { deleted: true };
+  });
+
+  router.add('GET', '/api/gateways', async ({ user }) => {
+    requireAdmin(user);
+    return { gateways: await store.listGateways(db) };
+  });
+
+  router.add('POST', '/api/gateways', async ({ user, body }) => {
+    requireAdmin(user);
+    const b = v.object(await body(), ['name', 'group']);
+    const n = name(b, 'name');
+    const group = b.group === undefined ? n : name(b, 'group');
+    const exists = await db.query('SELECT 1 FROM gateways WHERE name = $1', [n]);
+    if (exists.length) throw conflict(`a gateway named "${n}" exists`, 'gateway_exists');
+    return new Reply(201, await store.createGateway(db, n, group));
+  });
+
+  router.add('DELETE', '/api/gateways/:name', async ({ user, params }) => {
+    requireAdmin(user);
+    const rows = await db.query('DELETE FROM gateways WHERE name = $1 RETURNING id', [params.name]);
+    if (!rows.length) throw notFound(`gateway "${params.name}"`);
+    return { deleted: true };
+  });
+
+  router.add('GET', '/api/sessions', async ({ user, query }) => {
+    const limit = Math.min(Math.max(Number(query.get('limit') ?? 100) || 100, 1), 1000);
+    const rows = await db.query(
+      `SELECT s.id, u.name AS user, s.resource_name AS resource, gw.name AS gateway, s.path, s.started_at, s.ended_at,
+              s.bytes_up, s.bytes_down, s.exit_status, s.error
+       FROM launch_sessions s JOIN users u ON u.id = s.user_id LEFT JOIN gateways gw ON gw.id = s.gateway_id
+       WHERE $1 OR s.user_id = $2 ORDER BY s.started_at DESC LIMIT $3`,
+      [user.is_admin, user.id, limit],
+    );
+    return { sessions: rows };
+  });
+}

@@ -1,0 +1,147 @@
+// One connection inside a tube, bridged to a local Node stream (a socket, an SSH channel, a
+// PTY, the terminal). Credit-based flow control: a side sends at most `window` bytes the other
+// side has not yet written out, so a fast source cannot fill a slow side's memory.
+import type { Duplex } from 'node:stream';
+import { F, u32 } from './frame.js';
+import type { Tube } from './tube.js';
+
+export const MAX_CHUNK = 32 * 1024;
+
+export interface ConnOptions {
+  window: number;
+}
+
+export class TubeConn {
+  private credit: number;
+  private unacked = 0;
+  private stream: Duplex | null = null;
+  private paused = false;
+  private ended = { local: false, remote: false };
+  private finished = false;
+  /** Frames that arrive before the local stream exists (the target is still connecting). */
+  private inbox: Buffer[] = [];
+  private remoteEndedEarly = false;
+  private onDrain = () => this.maybeResume();
+  onFinish: ((err?: string) => void) | null = null;
+
+  constructor(
+    readonly tube: Tube,
+    readonly id: number,
+    private opts: ConnOptions,
+  ) {
+    this.credit = opts.window;
+    tube.on('drain', this.onDrain);
+  }
+
+  /** Starts moving bytes between the stream and the tube. */
+  attach(stream: Duplex): void {
+    if (this.finished) return void stream.destroy();
+    this.stream = stream;
+    for (const b of this.inbox) stream.write(b, () => this.ack(b.length));
+    this.inbox = [];
+    if (this.remoteEndedEarly) stream.end();
+    stream.on('data', (chunk: Buffer) => {
+      for (let i = 0; i < chunk.length; i += MAX_CHUNK) {
+        const piece = chunk.subarray(i, i + MAX_CHUNK);
+        this.credit -= piece.length;
+        this.tube.send(F.DATA, this.id, piece);
+      }
+      if (this.credit <= 0 || this.tube.congested) {
+        this.paused = true;
+        stream.pause();
+      }
+    });
+    stream.on('end', () => {
+      this.ended.local = true;
+      this.tube.send(F.END, this.id);
+      this.maybeFinish();
+    });
+    stream.on('error', (err) => this.fail(err.message));
+    // A stream that is gone cannot take more bytes either: the connection is over.
+    stream.on('close', () => {
+      if (!this.ended.local) {
+        this.ended.local = true;
+        this.tube.send(F.END, this.id);
+      }
+      this.finish();
+    });
+  }
+
+  /** Handles a frame for this connection; returns false for types the owner must handle. */
+  handle(type: number, payload: Buffer): boolean {
+    switch (type) {
+      case F.DATA: {
+        const n = payload.length;
+        if (!this.stream) {
+          this.inbox.push(Buffer.from(payload));
+          return true;
+        }
+        if (this.stream.destroyed) return true;
+        this.stream.write(payload, () => this.ack(n));
+        return true;
+      }
+      case F.WINDOW:
+        this.credit += payload.readUInt32BE(0);
+        this.maybeResume();
+        return true;
+      case F.END:
+        this.ended.remote = true;
+        if (this.stream) this.stream.end();
+        else this.remoteEndedEarly = true;
+        this.maybeFinish();
+        return true;
+      case F.ERROR:
+        this.destroy(payload.toString() || 'closed by the other side');
+        return true;
+      default:
+        return false;
+    }
+  }
+
+  private ack(n: number): void {
+    this.unacked += n;
+    if (this.unacked >= this.opts.window / 4 || (this.stream && this.stream.writableLength === 0)) {
+      this.tube.send(F.WINDOW, this.id, u32(this.unacked));
+      this.unacked = 0;
+    }
+  }
+
+  private maybeResume(): void {
+    if (!this.paused || this.credit <= 0 || this.tube.congested) return;
+    this.paused = false;
+    this.stream?.resume();
+  }
+
+  private maybeFinish(): void {
+    if (this.ended.local && this.ended.remote) this.finish();
+  }
+
+  /** Extra output that shares this connection (a process's stderr); counted against the window. */
+  extra(chunk: Buffer): void {
+    for (let i = 0; i < chunk.length; i += MAX_CHUNK) {
+      const piece = chunk.subarray(i, i + MAX_CHUNK);
+      this.credit -= piece.length;
+      this.tube.send(F.DATA, this.id, piece);
+    }
+  }
+
+  /** Ends the connection with an error sent to the other side. */
+  fail(reason: string): void {
+    if (this.finished) return;
+    this.tube.send(F.ERROR, this.id, reason);
+    this.destroy(reason);
+  }
+
+  destroy(reason?: string): void {
+    if (this.finished) return;
+    this.finish(reason);
+    this.stream?.destroy();
+  }
+
+  private finish(err?: string): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.tube.off('drain', this.onDrain);
+    this.onFinish?.(err);
+  }
+}

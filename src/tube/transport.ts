@@ -1,0 +1,125 @@
+// A path that carries tube frames: the WebRTC data channel (direct) or a WebSocket through the
+// control plane (relay). Both are message based and expose how many bytes wait to be sent.
+import type { WebSocket } from 'ws';
+import type { DataChannel } from 'node-datachannel';
+
+export type PathKind = 'direct' | 'relay';
+
+export interface Transport {
+  readonly kind: PathKind;
+  send(frame: Buffer): void;
+  /** Bytes accepted by send() and not yet handed to the network. */
+  buffered(): number;
+  onMessage(cb: (frame: Buffer) => void): void;
+  /** Called when buffered() drops below the low-water mark. */
+  onDrain(cb: () => void): void;
+  onClose(cb: (reason: string) => void): void;
+  close(): void;
+}
+
+/** Low-water mark: a congested tube resumes its sources below this. */
+export const LOW_WATER = 1 << 20;
+
+export class WsTransport implements Transport {
+  readonly kind = 'relay' as const;
+  private drainCbs: (() => void)[] = [];
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(private ws: WebSocket) {}
+
+  send(frame: Buffer): void {
+    if (this.ws.readyState !== this.ws.OPEN) return;
+    this.ws.send(frame, { binary: true }, () => this.maybeDrain());
+  }
+
+  buffered(): number {
+    return this.ws.bufferedAmount;
+  }
+
+  private maybeDrain(): void {
+    if (this.ws.bufferedAmount < LOW_WATER) for (const cb of this.drainCbs) cb();
+  }
+
+  onMessage(cb: (frame: Buffer) => void): void {
+    this.ws.on('message', (data, isBinary) => {
+      if (isBinary) cb(Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data as ArrayBuffer));
+    });
+  }
+
+  onDrain(cb: () => void): void {
+    this.drainCbs.push(cb);
+  }
+
+  onClose(cb: (reason: string) => void): void {
+    this.ws.on('close', (code, reason) => cb(`relay closed (${code}${reason.length ? ` ${reason}` : ''})`));
+  }
+
+  close(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.ws.close(1000, 'done');
+  }
+}
+
+/** node-datachannel: every native callback is guarded; a throw inside one would abort the process. */
+export class DataChannelTransport implements Transport {
+  readonly kind = 'direct' as const;
+  private closed = false;
+
+  constructor(private dc: DataChannel) {
+    dc.setBufferedAmountLowThreshold(LOW_WATER);
+  }
+
+  send(frame: Buffer): void {
+    if (this.closed) return;
+    try {
+      this.dc.sendMessageBinary(frame);
+    } catch {
+      this.closed = true;
+    }
+  }
+
+  buffered(): number {
+    try {
+      return this.closed ? 0 : this.dc.bufferedAmount();
+    } catch {
+      return 0;
+    }
+  }
+
+  onMessage(cb: (frame: Buffer) => void): void {
+    this.dc.onMessage(guard((msg) => {
+      if (typeof msg !== 'string') cb(Buffer.isBuffer(msg) ? msg : Buffer.from(msg));
+    }));
+  }
+
+  onDrain(cb: () => void): void {
+    this.dc.onBufferedAmountLow(guard(cb));
+  }
+
+  onClose(cb: (reason: string) => void): void {
+    this.dc.onClosed(guard(() => {
+      this.closed = true;
+      cb('data channel closed');
+    }));
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      this.dc.close();
+    } catch {
+      /* already gone */
+    }
+  }
+}
+
+export function guard<A extends unknown[]>(fn: (...a: A) => void): (...a: A) => void {
+  return (...a: A) => {
+    try {
+      fn(...a);
+    } catch (err) {
+      process.emitWarning(`error in a WebRTC callback: ${(err as Error)?.stack ?? err}`);
+    }
+  };
+}
