@@ -121,7 +121,10 @@ async function forwardPort(session: ClientSession, srv: net.Server, resource: st
     );
   });
   return new Promise((resolve) => {
+    let stopping = false;
     const stop = (code: number) => {
+      if (stopping) return;
+      stopping = true;
       srv.close();
       session.open.close();
       resolve(code);

@@ -61,9 +61,13 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
+const argv0 = process.argv[2];
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
+    // The WebRTC library keeps native threads alive after its peers close; once a session command
+    // is done, exit as soon as the terminal has everything we wrote.
+    if (argv0 === 'launch' || argv0 === 'gateway') process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));
   },
   (err) => {
     if (err instanceof CliError) {

@@ -1,0 +1,182 @@
+// Session launch for tcp resources: the airlock CLI, a gateway process and real targets.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { execFile } from 'node:child_process';
+import { Duplex } from 'node:stream';
+import { startTestServer, type TestServer } from './helpers/server.js';
+import { GatewayProcess, waitGatewayOnline, runCli, echoServer, bulkServer } from './helpers/launch.js';
+import { openTube } from '../src/launch/connect.js';
+import { ClientSession } from '../src/launch/session.js';
+import { Timing } from '../src/launch/timing.js';
+
+let t: TestServer;
+let gw: GatewayProcess;
+let echo: Awaited<ReturnType<typeof echoServer>>;
+let env: NodeJS.ProcessEnv;
+
+before(async () => {
+  t = await startTestServer({});
+  echo = await echoServer();
+  const { token } = await t.admin.post('/api/gateways', { name: 'site-a' });
+  gw = new GatewayProcess(t.url, token);
+  gw.start();
+  await waitGatewayOnline(t, 'site-a');
+  await t.admin.post('/api/resources', { name: 'echo', kind: 'tcp', target: `127.0.0.1:${echo.port}`, gateway: 'site-a' });
+  env = { AIRLOCK_SERVER: t.url, AIRLOCK_TOKEN: t.admin.token };
+});
+
+after(async () => {
+  await gw.kill();
+  echo.close();
+  await t.close();
+});
+
+/** Connects to a launched local port, sends `data`, returns what comes back. */
+function roundTrip(port: number, data: Buffer): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, '127.0.0.1');
+    const got: Buffer[] = [];
+    s.on('data', (d) => got.push(d));
+    s.on('end', () => resolve(Buffer.concat(got)));
+    s.on('error', reject);
+    s.end(data);
+  });
+}
+
+async function launchPort(extraEnv: NodeJS.ProcessEnv = {}, args: string[] = []) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-launch-'));
+  const timingFile = path.join(dir, 'timing.json');
+  const run = runCli(['launch', 'echo', '--timing-json', timingFile, ...args], { ...env, ...extraEnv });
+  const m = await run.waitErr(/Forwarding 127\.0\.0\.1:(\d+) → echo \((\w+) path\)/);
+  return { run, port: Number(m[1]), path: m[2], timingFile };
+}
+
+async function lastSession(): Promise<any> {
+  const { sessions } = await t.admin.get('/api/sessions?limit=1');
+  return sessions[0];
+}
+
+test('a tcp resource: a local port forwards to the target; checkpoints; the session is audited', async () => {
+  const { run, port, timingFile } = await launchPort({ AIRLOCK_CONNECT_TIMING: '1' });
+  const data = crypto.randomBytes(100_000);
+  assert.deepEqual(await roundTrip(port, data), data);
+  const again = Buffer.from('second connection');
+  assert.deepEqual(await roundTrip(port, again), again);
+  run.proc.kill('SIGINT');
+  assert.equal(await run.exit, 0);
+  const { checkpoints } = JSON.parse(fs.readFileSync(timingFile, 'utf8'));
+  const names = checkpoints.map((c: any) => c.name);
+  for (const n of ['ws_open', 'peer_created', 'offer_sent', 'session', 'tube_ready', 'listening', 'target_connected', 'first_byte']) assert.ok(names.includes(n), `checkpoint ${n} in ${names}`);
+  for (const c of checkpoints) assert.ok(c.ms >= 0 && c.delta_ms >= 0);
+  assert.match(run.stderr, /\[airlock\] ws_open/);
+  // The gateway's report lands right after the client leaves.
+  let s = await lastSession();
+  for (let i = 0; i < 200 && !(s.ended_at && s.bytes_up >= 100_017); i++) {
+    await new Promise((r) => setTimeout(r, 20));
+    s = await lastSession();
+  }
+  assert.equal(s.resource, 'echo');
+  assert.equal(s.gateway, 'site-a');
+  assert.equal(s.user, 'admin');
+  assert.ok(s.ended_at);
+  assert.ok(['direct', 'relay'].includes(s.path));
+  assert.equal(s.bytes_up, data.length + again.length);
+  assert.equal(s.bytes_down, data.length + again.length);
+});
+
+test('the relay path alone (WebRTC disabled) carries the session', async () => {
+  const { run, port, path: p } = await launchPort({ AIRLOCK_WEBRTC: '0' });
+  assert.equal(p, 'relay');
+  const data = crypto.randomBytes(300_000);
+  assert.deepEqual(await roundTrip(port, data), data);
+  run.proc.kill('SIGINT');
+  assert.equal(await run.exit, 0);
+  assert.doesNotMatch(run.stderr, /moved to the direct path/);
+});
+
+test('psql works through a tcp resource', { skip: !fs.existsSync('/usr/bin/psql') && 'psql is not installed' }, async () => {
+  await t.admin.post('/api/resources', { name: 'pg', kind: 'tcp', target: '127.0.0.1:5432', gateway: 'site-a' });
+  const run = runCli(['launch', 'pg'], env);
+  const m = await run.waitErr(/Forwarding 127\.0\.0\.1:(\d+)/);
+  const out = await new Promise<string>((resolve, reject) =>
+    execFile('psql', ['-h', '127.0.0.1', '-p', m[1]!, '-U', 'postgres', '-d', 'test', '-XAtc', 'select 6 * 7'], (err, stdout, stderr) =>
+      err ? reject(new Error(`${err.message} ${stderr}`)) : resolve(stdout),
+    ),
+  );
+  assert.equal(out.trim(), '42');
+  run.proc.kill('SIGINT');
+  assert.equal(await run.exit, 0);
+});
+
+for (const mode of ['direct', 'relay'] as const) {
+  test(`64 MiB through the tube (${mode} path) arrive intact, with many parallel connections beside them`, async () => {
+    const bulk = await bulkServer(64 << 20);
+    const name = `bulk-${mode}`;
+    await t.admin.post('/api/resources', { name, kind: 'tcp', target: `127.0.0.1:${bulk.port}`, gateway: 'site-a' });
+    await t.admin.post('/api/resources', { name: `${name}-echo`, kind: 'tcp', target: `127.0.0.1:${echo.port}`, gateway: 'site-a' });
+    process.env.AIRLOCK_ICE_BIND_ADDRESS = '127.0.0.1';
+    if (mode === 'relay') process.env.AIRLOCK_WEBRTC = '0';
+    try {
+      const open = await openTube({ server: t.url, token: t.admin.token, resource: name }, new Timing());
+      const session = new ClientSession(open);
+      if (mode === 'direct' && open.tube.path !== 'direct') await new Promise((r) => open.tube.once('path', r));
+      assert.equal(open.tube.path, mode);
+      const hash = crypto.createHash('sha256');
+      let total = 0;
+      const done = new Promise<void>((resolve) => {
+        const sink = new Duplex({
+          read() {},
+          write(chunk: Buffer, _e, cb) {
+            hash.update(chunk);
+            total += chunk.length;
+            cb();
+          },
+          final(cb) {
+            cb();
+            resolve();
+          },
+        });
+        session.connect(sink);
+      });
+      // 40 echo connections at once through a second tube to the echo target.
+      const echoOpen = await openTube({ server: t.url, token: t.admin.token, resource: `${name}-echo` }, new Timing());
+      const echoSession = new ClientSession(echoOpen);
+      const results = await Promise.all(
+        Array.from({ length: 40 }, (_, i) => {
+          const payload = crypto.randomBytes(20_000 + i * 1000);
+          return new Promise<boolean>((resolve) => {
+            const got: Buffer[] = [];
+            const d = new Duplex({
+              read() {},
+              write(c: Buffer, _e, cb) {
+                got.push(c);
+                cb();
+              },
+              final(cb) {
+                cb();
+                resolve(Buffer.concat(got).equals(payload));
+              },
+            });
+            echoSession.connect(d);
+            d.push(payload);
+            d.push(null);
+          });
+        }),
+      );
+      assert.deepEqual(results, Array(40).fill(true));
+      await done;
+      assert.equal(total, 64 << 20);
+      assert.equal(hash.digest('hex'), bulk.sha256);
+      open.close();
+      echoOpen.close();
+    } finally {
+      delete process.env.AIRLOCK_WEBRTC;
+      bulk.close();
+    }
+  });
+}
