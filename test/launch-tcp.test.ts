@@ -9,7 +9,7 @@ import path from 'node:path';
 import { execFile } from 'node:child_process';
 import { Duplex } from 'node:stream';
 import { startTestServer, type TestServer } from './helpers/server.js';
-import { GatewayProcess, waitGatewayOnline, runCli, echoServer, bulkServer } from './helpers/launch.js';
+import { GatewayProcess, waitGatewayOnline, runCli, killChildren, echoServer, bulkServer } from './helpers/launch.js';
 import { openTube } from '../src/launch/connect.js';
 import { ClientSession } from '../src/launch/session.js';
 import { Timing } from '../src/launch/timing.js';
@@ -31,6 +31,7 @@ before(async () => {
 });
 
 after(async () => {
+  killChildren();
   await gw.kill();
   echo.close();
   await t.close();
@@ -68,7 +69,7 @@ test('a tcp resource: a local port forwards to the target; checkpoints; the sess
   const again = Buffer.from('second connection');
   assert.deepEqual(await roundTrip(port, again), again);
   run.proc.kill('SIGINT');
-  assert.equal(await run.exit, 0);
+  assert.equal(await run.exited(), 0);
   const { checkpoints } = JSON.parse(fs.readFileSync(timingFile, 'utf8'));
   const names = checkpoints.map((c: any) => c.name);
   for (const n of ['ws_open', 'peer_created', 'offer_sent', 'session', 'tube_ready', 'listening', 'target_connected', 'first_byte']) assert.ok(names.includes(n), `checkpoint ${n} in ${names}`);
@@ -95,7 +96,7 @@ test('the relay path alone (WebRTC disabled) carries the session', async () => {
   const data = crypto.randomBytes(300_000);
   assert.deepEqual(await roundTrip(port, data), data);
   run.proc.kill('SIGINT');
-  assert.equal(await run.exit, 0);
+  assert.equal(await run.exited(), 0);
   assert.doesNotMatch(run.stderr, /moved to the direct path/);
 });
 
@@ -110,7 +111,7 @@ test('psql works through a tcp resource', { skip: !fs.existsSync('/usr/bin/psql'
   );
   assert.equal(out.trim(), '42');
   run.proc.kill('SIGINT');
-  assert.equal(await run.exit, 0);
+  assert.equal(await run.exited(), 0);
 });
 
 for (const mode of ['direct', 'relay'] as const) {

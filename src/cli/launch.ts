@@ -162,6 +162,7 @@ async function terminal(session: ClientSession, exec: string | undefined, timing
   const c = session.connect(
     stream,
     interactive ? { pty: { cols: stdout.columns, rows: stdout.rows, term: process.env.TERM || 'xterm-256color' }, ...(exec !== undefined ? { exec } : {}) } : exec !== undefined ? { exec } : {},
+    { expectExit: true },
   );
   if (interactive) stdout.on('resize', onResize);
   try {

@@ -162,6 +162,6 @@ function pipedShell(req: OpenRequest): Target {
   return {
     stream,
     stderr: child.stderr,
-    onExit: (cb) => child.once('close', (code, signal) => cb(code ?? (signal ? 128 + ((os.constants.signals as any)[signal] ?? 0) : 255))),
+    onExit: (cb) => child.once('exit', (code, signal) => cb(code ?? (signal ? 128 + ((os.constants.signals as any)[signal] ?? 0) : 255))),
   };
 }

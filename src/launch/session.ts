@@ -16,14 +16,20 @@ export interface ClientConn {
 export class ClientSession {
   private next = 1;
   private conns = new Map<number, { conn: TubeConn; opened: Deferred<void>; exit: Deferred<number> }>();
+  private exits = new Map<number, Deferred<number>>();
   onFirstByte: (() => void) | null = null;
 
   constructor(readonly open: OpenTube) {
     open.tube.on('frame', (f) => {
+      if (f.type === F.EXIT) {
+        // May come after both sides ended the byte stream.
+        this.exits.get(f.conn)?.resolve(f.payload.readInt32BE(0));
+        this.exits.delete(f.conn);
+        return;
+      }
       const c = this.conns.get(f.conn);
       if (!c) return;
       if (f.type === F.OPENED) return c.opened.resolve();
-      if (f.type === F.EXIT) return c.exit.resolve(f.payload.readInt32BE(0));
       if (f.type === F.ERROR) {
         const err = targetError(f.payload);
         c.opened.reject(err);
@@ -36,6 +42,7 @@ export class ClientSession {
       c.conn.handle(f.type, f.payload);
     });
     open.tube.on('closed', (reason) => {
+      for (const e of this.exits.values()) e.reject(new Error(`the tube closed: ${reason}`));
       for (const c of this.conns.values()) {
         const err = new Error(`the tube closed: ${reason}`);
         c.opened.reject(err);
@@ -46,11 +53,12 @@ export class ClientSession {
   }
 
   /** Opens a connection to the target and starts moving `stream`'s bytes through it. */
-  connect(stream: Duplex, req: OpenRequest = {}): ClientConn {
+  connect(stream: Duplex, req: OpenRequest = {}, opts: { expectExit?: boolean } = {}): ClientConn {
     const id = this.next++;
     const conn = new TubeConn(this.open.tube, id, { window: num('tubeWindowBytes') });
     const entry = { conn, opened: deferred<void>(), exit: deferred<number>() };
     this.conns.set(id, entry);
+    if (opts.expectExit) this.exits.set(id, entry.exit);
     conn.onFinish = () => this.conns.delete(id);
     this.open.tube.send(F.OPEN, id, JSON.stringify(req));
     conn.attach(stream);

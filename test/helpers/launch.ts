@@ -62,22 +62,53 @@ export interface Run {
   stdout: string;
   stderr: string;
   exit: Promise<number>;
-  /** Resolves with the first stderr match of `re`. */
+  /** Resolves with the first stderr match of `re`; rejects (with the output so far) after 60 s. */
   waitErr(re: RegExp): Promise<RegExpMatchArray>;
+  /** The exit status; rejects with the output so far when the process is still running after 60 s. */
+  exited(): Promise<number>;
+}
+
+type Killable = { kill(signal?: any): unknown };
+const children = new Set<Killable>();
+
+/** Tracks a child process or PTY so that killChildren() ends it even when its test failed. */
+export function track<T extends Killable>(child: T): T {
+  children.add(child);
+  return child;
+}
+
+export function killChildren(): void {
+  for (const c of children) {
+    try {
+      c.kill('SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
+  children.clear();
 }
 
 export function runCli(args: string[], env: NodeJS.ProcessEnv, input?: string): Run {
-  const proc = spawn(process.execPath, [BIN, ...args], { env: childEnv(env), stdio: ['pipe', 'pipe', 'pipe'] });
+  const proc = track(spawn(process.execPath, [BIN, ...args], { env: childEnv(env), stdio: ['pipe', 'pipe', 'pipe'] }));
   const r: Run = {
     proc,
     stdout: '',
     stderr: '',
     exit: new Promise((resolve) => proc.once('exit', (code, sig) => resolve(code ?? (sig ? 128 : 1)))),
+    exited() {
+      let timer: NodeJS.Timeout;
+      const late = new Promise<number>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`airlock ${args.join(' ')} still running after 60 s; stdout: ${r.stdout}\nstderr: ${r.stderr}`)), 60_000);
+      });
+      return Promise.race([r.exit.finally(() => clearTimeout(timer)), late]);
+    },
     waitErr(re) {
       return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no ${re} from airlock ${args.join(' ')} within 60 s; stderr: ${r.stderr}`)), 60_000);
         const check = () => {
           const m = re.exec(r.stderr);
           if (m) {
+            clearTimeout(timer);
             proc.stderr!.off('data', check);
             resolve(m);
           }
