@@ -57,6 +57,12 @@ async function launchPort(extraEnv: NodeJS.ProcessEnv = {}, args: string[] = [])
   return { run, port: Number(m[1]), path: m[2], timingFile };
 }
 
+/** Fails with a description of where things stood instead of hanging the suite. */
+function within<T>(p: Promise<T>, what: () => string, ms = 60_000): Promise<T> {
+  let timer: NodeJS.Timeout;
+  return Promise.race([p.finally(() => clearTimeout(timer)), new Promise<T>((_, reject) => (timer = setTimeout(() => reject(new Error(what())), ms)))]);
+}
+
 async function lastSession(): Promise<any> {
   const { sessions } = await t.admin.get('/api/sessions?limit=1');
   return sessions[0];
@@ -125,7 +131,7 @@ for (const mode of ['direct', 'relay'] as const) {
     try {
       const open = await openTube({ server: t.url, token: t.admin.token, resource: name }, new Timing());
       const session = new ClientSession(open);
-      if (mode === 'direct' && open.tube.path !== 'direct') await new Promise((r) => open.tube.once('path', r));
+      if (mode === 'direct' && open.tube.path !== 'direct') await within(new Promise((r) => open.tube.once('path', r)), () => 'the direct path never came up');
       assert.equal(open.tube.path, mode);
       const hash = crypto.createHash('sha256');
       let total = 0;
@@ -170,7 +176,7 @@ for (const mode of ['direct', 'relay'] as const) {
         }),
       );
       assert.deepEqual(results, Array(40).fill(true));
-      await done;
+      await within(done, () => `the transfer stalled at ${total} bytes on the ${open.tube.path} path`);
       assert.equal(total, 64 << 20);
       assert.equal(hash.digest('hex'), bulk.sha256);
       open.close();

@@ -145,50 +145,62 @@ export class SignalRouter {
 
   private async openSession(client: WebSocket, user: User, resource: store.Resource & { credential_enc: string | null }, link: GatewayLink) {
     client.on('error', () => {});
-    let s: Session;
-    try {
-      const id = await store.startSession(this.db, { user_id: user.id, resource, gateway_id: link.gateway.id });
-      s = { id, user, resource, link, client, relay: null };
-    } catch (err) {
-      this.log.error({ err }, 'session start failed');
-      return client.close(1011, 'internal error');
-    }
-    if (client.readyState !== client.OPEN) return void store.endSession(this.db, s.id, { error: 'client left' }).catch(() => {});
-    if (link.ws.readyState !== link.ws.OPEN) {
-      send(client, { type: 'gateway_lost', message: `gateway "${link.gateway.name}" disconnected` });
-      void store.endSession(this.db, s.id, { error: 'gateway lost before the session started' }).catch(() => {});
-      return client.close(1013, 'gateway lost');
-    }
-    this.sessions.set(s.id, s);
-    link.sessions.add(s.id);
-    const credential = resource.credential_enc ? this.secrets.open(resource.credential_enc) : null;
-    send(link.ws, {
-      type: 'session',
-      session: s.id,
-      user: user.name,
-      resource: { name: resource.name, kind: resource.kind, target: resource.target },
-      credential,
-    });
-    send(client, { type: 'session', session: s.id, kind: resource.kind, gateway: link.gateway.name });
-    this.log.info({ session: s.id, user: user.name, resource: resource.name, gateway: link.gateway.name }, 'session started');
-
+    // The client sends its offer the moment the socket opens: listen before the first await.
+    let s: Session | null = null;
+    const early: { data: Buffer; isBinary: boolean }[] = [];
+    let left = false;
     client.on('message', (data, isBinary) => {
-      if (isBinary) return this.pipe(client, s.relay, data as Buffer);
-      let msg: any;
-      try {
-        msg = JSON.parse(data.toString());
-      } catch {
-        return client.close(1008, 'invalid JSON');
-      }
-      if (msg?.type === 'offer' || msg?.type === 'candidate') send(s.link.ws, { ...msg, session: s.id });
-      else if (msg?.type === 'bye') void store.endSession(this.db, s.id, report(msg)).catch(() => {});
+      if (!s) return void early.push({ data: data as Buffer, isBinary });
+      this.fromClient(s, data as Buffer, isBinary);
     });
     client.on('close', () => {
+      left = true;
+      if (!s) return;
       this.sessions.delete(s.id);
       send(s.link.ws, { type: 'close', session: s.id });
       s.relay?.close(1000, 'client left');
       void store.endSession(this.db, s.id, {}).catch(() => {});
     });
+    let id: string;
+    try {
+      id = await store.startSession(this.db, { user_id: user.id, resource, gateway_id: link.gateway.id });
+    } catch (err) {
+      this.log.error({ err }, 'session start failed');
+      return client.close(1011, 'internal error');
+    }
+    if (left) return void store.endSession(this.db, id, { error: 'client left' }).catch(() => {});
+    if (link.ws.readyState !== link.ws.OPEN) {
+      send(client, { type: 'gateway_lost', message: `gateway "${link.gateway.name}" disconnected` });
+      void store.endSession(this.db, id, { error: 'gateway lost before the session started' }).catch(() => {});
+      return client.close(1013, 'gateway lost');
+    }
+    const session: Session = { id, user, resource, link, client, relay: null };
+    this.sessions.set(id, session);
+    link.sessions.add(id);
+    const credential = resource.credential_enc ? this.secrets.open(resource.credential_enc) : null;
+    send(link.ws, {
+      type: 'session',
+      session: id,
+      user: user.name,
+      resource: { name: resource.name, kind: resource.kind, target: resource.target },
+      credential,
+    });
+    send(client, { type: 'session', session: id, kind: resource.kind, gateway: link.gateway.name });
+    this.log.info({ session: id, user: user.name, resource: resource.name, gateway: link.gateway.name }, 'session started');
+    s = session;
+    for (const m of early.splice(0)) this.fromClient(session, m.data, m.isBinary);
+  }
+
+  private fromClient(s: Session, data: Buffer, isBinary: boolean): void {
+    if (isBinary) return this.pipe(s.client, s.relay, data);
+    let msg: any;
+    try {
+      msg = JSON.parse(data.toString());
+    } catch {
+      return s.client.close(1008, 'invalid JSON');
+    }
+    if (msg?.type === 'offer' || msg?.type === 'candidate') send(s.link.ws, { ...msg, session: s.id });
+    else if (msg?.type === 'bye') void store.endSession(this.db, s.id, report(msg)).catch(() => {});
   }
 
   private attachRelay(ws: WebSocket, s: Session): void {

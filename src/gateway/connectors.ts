@@ -95,8 +95,19 @@ async function sshSession(target: string, cred: Credential, req: OpenRequest, ti
   });
   client.on('error', () => {});
   const pty = req.pty ? { term: req.pty.term, cols: req.pty.cols, rows: req.pty.rows } : undefined;
+  // A quick command's exit status can arrive in the same read as the channel confirmation, before
+  // our caller gets the channel: record it from the first moment.
+  let exited: number | null = null;
+  const exitCbs: ((code: number) => void)[] = [];
   const channel = await new Promise<ClientChannel>((resolve, reject) => {
-    const done = (err: Error | undefined, ch: ClientChannel) => (err ? reject(new TargetError(`ssh session failed: ${err.message}`, 'failed')) : resolve(ch));
+    const done = (err: Error | undefined, ch: ClientChannel) => {
+      if (err) return reject(new TargetError(`ssh session failed: ${err.message}`, 'failed'));
+      ch.once('exit', (code: number | null, signal?: string) => {
+        exited = code ?? (signal ? 128 + ((os.constants.signals as Record<string, number>)[`SIG${signal}`] ?? 127) : 255);
+        for (const cb of exitCbs) cb(exited);
+      });
+      resolve(ch);
+    };
     if (req.exec !== undefined) client.exec(req.exec, pty ? { pty } : {}, done);
     else client.shell(pty ?? { term: 'dumb' }, done);
   }).catch((err) => {
@@ -108,8 +119,7 @@ async function sshSession(target: string, cred: Credential, req: OpenRequest, ti
     stream: channel,
     stderr: channel.stderr,
     resize: (cols, rows) => channel.setWindow(rows, cols, 0, 0),
-    onExit: (cb) =>
-      channel.once('exit', (code: number | null, signal?: string) => cb(code ?? (signal ? 128 + (os.constants.signals as any)[`SIG${signal}`] || 255 : 255))),
+    onExit: (cb) => (exited !== null ? cb(exited) : exitCbs.push(cb)),
   };
 }
 

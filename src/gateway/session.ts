@@ -62,7 +62,8 @@ export class GatewaySession {
       this.peer = new Peer(`gw-${this.id}`, (s) => this.control({ ...s, session: this.id }));
       this.peer.pc.onDataChannel(
         guard((dc: DataChannel) => {
-          const add = () => this.tube.add(new DataChannelTransport(dc));
+          const transport = new DataChannelTransport(dc);
+          const add = () => this.tube.add(transport);
           if (dc.isOpen()) add();
           else dc.onOpen(guard(add));
         }),

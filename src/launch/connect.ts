@@ -164,7 +164,8 @@ function attempt(t: LaunchTarget, timing: Timing, n: number): Promise<OpenTube> 
       });
       timing.mark('peer_created');
       const dc: DataChannel = peer.pc.createDataChannel('tube');
-      dc.onOpen(guard(() => tube.add(new DataChannelTransport(dc))));
+      const direct = new DataChannelTransport(dc);
+      dc.onOpen(guard(() => tube.add(direct)));
     }
   });
 }

@@ -64,9 +64,20 @@ export class WsTransport implements Transport {
 export class DataChannelTransport implements Transport {
   readonly kind = 'direct' as const;
   private closed = false;
+  private early: Buffer[] | null = [];
+  private deliver: ((frame: Buffer) => void) | null = null;
 
+  /** Create it as soon as the channel exists: messages that arrive before the tube takes it are kept. */
   constructor(private dc: DataChannel) {
     dc.setBufferedAmountLowThreshold(LOW_WATER);
+    dc.onMessage(
+      guard((msg) => {
+        if (typeof msg === 'string') return;
+        const buf = Buffer.isBuffer(msg) ? msg : Buffer.from(msg);
+        if (this.deliver) this.deliver(buf);
+        else this.early?.push(buf);
+      }),
+    );
   }
 
   send(frame: Buffer): void {
@@ -87,9 +98,10 @@ export class DataChannelTransport implements Transport {
   }
 
   onMessage(cb: (frame: Buffer) => void): void {
-    this.dc.onMessage(guard((msg) => {
-      if (typeof msg !== 'string') cb(Buffer.isBuffer(msg) ? msg : Buffer.from(msg));
-    }));
+    this.deliver = cb;
+    const early = this.early ?? [];
+    this.early = null;
+    for (const b of early) cb(b);
   }
 
   onDrain(cb: () => void): void {
