@@ -179,7 +179,7 @@ async function pgUrlWithSchema(base: string): Promise<{ url: string; drop: () =>
 }
 
 async function main() {
-  if (!fs.existsSync('dist/cli/main.js')) throw new Error('run `npm run build` first (npm run bench:chat does)');
+  if (!fs.existsSync('dist/main.js')) throw new Error('run `npm run build` first (npm run bench:chat does)');
   const provider = await startProvider();
   const out: Record<string, number | string> = {};
   try {

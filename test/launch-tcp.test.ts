@@ -23,7 +23,7 @@ before(async () => {
   t = await startTestServer({});
   echo = await echoServer();
   const { token } = await t.admin.post('/api/gateways', { name: 'site-a' });
-  gw = new GatewayProcess(t.url, token);
+  gw = new GatewayProcess(t.url, token, { AIRLOCK_LOG_LEVEL: 'debug' });
   gw.start();
   await waitGatewayOnline(t, 'site-a');
   await t.admin.post('/api/resources', { name: 'echo', kind: 'tcp', target: `127.0.0.1:${echo.port}`, gateway: 'site-a' });
@@ -131,7 +131,7 @@ for (const mode of ['direct', 'relay'] as const) {
     try {
       const open = await openTube({ server: t.url, token: t.admin.token, resource: name }, new Timing());
       const session = new ClientSession(open);
-      if (mode === 'direct' && open.tube.path !== 'direct') await within(new Promise((r) => open.tube.once('path', r)), () => 'the direct path never came up');
+      if (mode === 'direct' && open.tube.path !== 'direct') await within(new Promise((r) => open.tube.once('path', r)), () => `the direct path never came up; gateway log:\n${gw.log.slice(-4000)}`);
       assert.equal(open.tube.path, mode);
       const hash = crypto.createHash('sha256');
       let total = 0;

@@ -69,7 +69,8 @@ export async function serverCommand(argv: string[]): Promise<number> {
   }
   let server;
   try {
-    server = await startServer({ db, providers, port, host, log, runner: { concurrency } });
+    const { SecretBox } = await import('../access/secretbox.js');
+    server = await startServer({ db, providers, port, host, log, runner: { concurrency }, secrets: SecretBox.load(dataDir) });
   } catch (err) {
     await db.close();
     if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') throw new CliError(`port ${port} on ${host} is in use; pass --port`);

@@ -59,7 +59,11 @@ export class GatewaySession {
     if (this.ended) return;
     if (msg.type === 'offer') {
       if (!webrtcEnabled() || this.peer) return;
-      this.peer = new Peer(`gw-${this.id}`, (s) => this.control({ ...s, session: this.id }));
+      this.peer = new Peer(
+        `gw-${this.id}`,
+        (s) => this.control({ ...s, session: this.id }),
+        (what) => this.log.debug({ session: this.id, webrtc: what }, 'webrtc state'),
+      );
       this.peer.pc.onDataChannel(
         guard((dc: DataChannel) => {
           const transport = new DataChannelTransport(dc);

@@ -158,10 +158,17 @@ function attempt(t: LaunchTarget, timing: Timing, n: number): Promise<OpenTube> 
     });
 
     if (webrtcEnabled()) {
-      peer = new Peer(`client-${n}`, (s) => {
-        if (s.type === 'offer') timing.mark('offer_created');
-        send(s);
-      });
+      peer = new Peer(
+        `client-${n}`,
+        (s) => {
+          if (s.type === 'offer') timing.mark('offer_created');
+          send(s);
+        },
+        (what) => {
+          if (what === 'peer failed') timing.mark('direct_failed', 'WebRTC could not connect; the relay carries the session');
+          if (process.env.AIRLOCK_DEBUG_WEBRTC) process.stderr.write(`[webrtc client] ${what}\n`);
+        },
+      );
       timing.mark('peer_created');
       const dc: DataChannel = peer.pc.createDataChannel('tube');
       const direct = new DataChannelTransport(dc);

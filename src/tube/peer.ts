@@ -30,8 +30,13 @@ export class Peer {
   private haveRemote = false;
   private early: { candidate: string; mid: string }[] = [];
 
-  constructor(name: string, signal: (s: Signal) => void) {
+  constructor(name: string, signal: (s: Signal) => void, onState?: (what: string) => void) {
     this.pc = new PeerConnection(name, rtcConfig());
+    if (onState) {
+      this.pc.onStateChange(guard((st: string) => onState(`peer ${st}`)));
+      this.pc.onIceStateChange(guard((st: string) => onState(`ice ${st}`)));
+      this.pc.onGatheringStateChange(guard((st: string) => onState(`gathering ${st}`)));
+    }
     this.pc.onLocalDescription(guard((sdp: string, type: DescriptionType) => signal({ type: type === 'offer' ? 'offer' : 'answer', sdp })));
     this.pc.onLocalCandidate(guard((candidate: string, mid: string) => signal({ type: 'candidate', candidate, mid })));
   }

@@ -173,13 +173,19 @@ export const haveSshd = () => fs.existsSync(SSHD) && process.getuid?.() === 0;
  * Debian's OpenSSH on a loopback port with a throwaway user and password, in a scratch folder.
  * Needs root (to create the user) and openssh-server (`.ci/run` installs it).
  */
-export async function startSshd(): Promise<Sshd> {
+export async function startSshd(opts: { authorizedKey?: string } = {}): Promise<Sshd> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-sshd-'));
   const user = `alt${crypto.randomBytes(3).toString('hex')}`;
   const password = crypto.randomBytes(12).toString('base64url');
   execFileSync('useradd', ['-m', '-s', '/bin/bash', user]);
   execFileSync('chpasswd', { input: `${user}:${password}\n` });
   execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', path.join(dir, 'host_key')]);
+  if (opts.authorizedKey) {
+    const home = `/home/${user}`;
+    fs.mkdirSync(`${home}/.ssh`, { recursive: true, mode: 0o700 });
+    fs.writeFileSync(`${home}/.ssh/authorized_keys`, opts.authorizedKey, { mode: 0o600 });
+    execFileSync('chown', ['-R', `${user}:${user}`, `${home}/.ssh`]);
+  }
   fs.mkdirSync('/run/sshd', { recursive: true });
   const port = await freePort();
   fs.writeFileSync(

@@ -1,0 +1,20 @@
+// Receiver half of bench:launch's bare data channel measurement, in its own process (as the
+// gateway is): signalling as JSON lines on stdin/stdout, the rate as a final {"mb_s"} line.
+import readline from 'node:readline';
+import { Peer } from '../src/tube/peer.js';
+
+process.env.AIRLOCK_ICE_BIND_ADDRESS = '127.0.0.1';
+const bytes = Number(process.argv[2]);
+const peer = new Peer('bare-receiver', (s) => process.stdout.write(JSON.stringify(s) + '\n'));
+peer.pc.onDataChannel((dc) => {
+  let n = 0;
+  let t0 = 0;
+  dc.onMessage((m) => {
+    if (!t0) t0 = performance.now();
+    n += (m as Buffer).length;
+    if (n >= bytes) {
+      process.stdout.write(JSON.stringify({ mb_s: bytes / 1e6 / ((performance.now() - t0) / 1000) }) + '\n', () => process.exit(0));
+    }
+  });
+});
+readline.createInterface({ input: process.stdin }).on('line', (l) => peer.remote(JSON.parse(l)));
