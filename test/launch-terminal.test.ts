@@ -39,7 +39,9 @@ before(async () => {
       credential: { username: sshd.user, password: 'not-the-password' },
     });
   }
-  env = { AIRLOCK_SERVER: t.url, AIRLOCK_TOKEN: t.admin.token };
+  // Terminal behaviour does not depend on the path: these run on the relay; the direct path is
+  // covered by the tcp suite.
+  env = { AIRLOCK_SERVER: t.url, AIRLOCK_TOKEN: t.admin.token, AIRLOCK_WEBRTC: '0' };
 });
 
 after(async () => {

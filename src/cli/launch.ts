@@ -8,6 +8,7 @@ import { openTube, LaunchError } from '../launch/connect.js';
 import { ClientSession, TargetFailure } from '../launch/session.js';
 import { Timing } from '../launch/timing.js';
 import { F, size } from '../tube/frame.js';
+import { Peer } from '../tube/peer.js';
 
 const HELP = `Usage: airlock launch <resource> [options]
 
@@ -70,6 +71,7 @@ export async function launchCommand(argv: string[]): Promise<number> {
     open = await openTube({ server, token, resource }, timing);
   } catch (err) {
     (await listener?.catch(() => null))?.close();
+    await Peer.allClosed();
     if (err instanceof LaunchError) {
       process.stderr.write(`airlock: ${err.message}\n`);
       return finish(err.transient ? 4 : err.code === 'not_found' || err.code === 'unauthorized' ? 3 : 1);
@@ -83,10 +85,14 @@ export async function launchCommand(argv: string[]): Promise<number> {
       open.close();
       throw new CliError(`--exec is for ssh and shell resources; "${resource}" is a tcp resource`, 2);
     }
-    return finish(await forwardPort(session, await listener!, resource, timing));
+    const code = await forwardPort(session, await listener!, resource, timing);
+    await open.closed();
+    return finish(code);
   }
   (await listener?.catch(() => null))?.close();
-  return finish(await terminal(session, values.exec, timing));
+  const code = await terminal(session, values.exec, timing);
+  await open.closed();
+  return finish(code);
 }
 
 function listen(host: string, port: number): Promise<net.Server> {

@@ -21,6 +21,8 @@ export interface OpenTube {
   kind: 'tcp' | 'ssh' | 'shell';
   /** Reports the session's outcome to the audit trail and closes everything. */
   close(report?: { exit_status?: number | null; error?: string }): void;
+  /** Resolves when the WebRTC peer has fully closed (exit only after this: see ARCHITECTURE.md). */
+  closed(): Promise<void>;
 }
 
 /** permanent: retrying cannot help (no such resource, no grant, bad token). */
@@ -90,7 +92,7 @@ function attempt(t: LaunchTarget, timing: Timing, n: number): Promise<OpenTube> 
       settled = true;
       clearTimeout(timer);
       timing.mark('tube_ready', tube.path ?? undefined);
-      resolve({ tube, session, kind, close: closeAll });
+      resolve({ tube, session, kind, close: closeAll, closed: () => Peer.allClosed() });
     };
 
     tube.on('path', (p) => {

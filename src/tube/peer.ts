@@ -25,15 +25,35 @@ export interface Signal {
  * A peer connection whose local offer/answer and candidates go to `signal`. Remote candidates that
  * arrive before the remote description are held (adding them early throws inside libdatachannel).
  */
+const live = new Set<Peer>();
+
 export class Peer {
+  /** Waits until every peer this process created has closed (bounded): call before exiting. */
+  static async allClosed(ms = 1000): Promise<void> {
+    await Promise.all([...live].map((p) => p.closed(ms)));
+  }
+
   readonly pc: PeerConnection;
   private haveRemote = false;
   private early: { candidate: string; mid: string }[] = [];
 
+  private closedCbs: (() => void)[] = [];
+  private isClosed = false;
+
   constructor(name: string, signal: (s: Signal) => void, onState?: (what: string) => void) {
     this.pc = new PeerConnection(name, rtcConfig());
+    live.add(this);
+    this.pc.onStateChange(
+      guard((st: string) => {
+        onState?.(`peer ${st}`);
+        if (st === 'closed') {
+          this.isClosed = true;
+          live.delete(this);
+          for (const cb of this.closedCbs.splice(0)) cb();
+        }
+      }),
+    );
     if (onState) {
-      this.pc.onStateChange(guard((st: string) => onState(`peer ${st}`)));
       this.pc.onIceStateChange(guard((st: string) => onState(`ice ${st}`)));
       this.pc.onGatheringStateChange(guard((st: string) => onState(`gathering ${st}`)));
     }
@@ -64,5 +84,17 @@ export class Peer {
     } catch {
       /* already closed */
     }
+  }
+
+  /** Resolves once the native side reports the connection closed (bounded by `ms`). */
+  closed(ms = 1000): Promise<void> {
+    if (this.isClosed) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.closedCbs.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
   }
 }
