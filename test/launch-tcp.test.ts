@@ -129,9 +129,20 @@ for (const mode of ['direct', 'relay'] as const) {
     process.env.AIRLOCK_ICE_BIND_ADDRESS = '127.0.0.1';
     if (mode === 'relay') process.env.AIRLOCK_WEBRTC = '0';
     try {
-      const open = await openTube({ server: t.url, token: t.admin.token, resource: name }, new Timing());
+      // On a loaded machine WebRTC sometimes does not connect (the relay then carries the session,
+      // as for a user); this test is about the direct path, so it asks for a new tube then.
+      let open = await openTube({ server: t.url, token: t.admin.token, resource: name }, new Timing());
+      for (let attempt = 1; mode === 'direct' && open.tube.path !== 'direct'; attempt++) {
+        const up = await within(new Promise((r) => open.tube.once('path', r)), () => 'no direct path', 20_000).then(
+          () => true,
+          () => false,
+        );
+        if (up) break;
+        assert.ok(attempt < 3, `the direct path never came up in 3 tubes; gateway log:\n${gw.log.slice(-4000)}`);
+        open.close();
+        open = await openTube({ server: t.url, token: t.admin.token, resource: name }, new Timing());
+      }
       const session = new ClientSession(open);
-      if (mode === 'direct' && open.tube.path !== 'direct') await within(new Promise((r) => open.tube.once('path', r)), () => `the direct path never came up; gateway log:\n${gw.log.slice(-4000)}`);
       assert.equal(open.tube.path, mode);
       const hash = crypto.createHash('sha256');
       let total = 0;
