@@ -7,12 +7,8 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { execFile } from 'node:child_process';
-import { Duplex } from 'node:stream';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { GatewayProcess, waitGatewayOnline, runCli, killChildren, echoServer, bulkServer } from './helpers/launch.js';
-import { openTube } from '../src/launch/connect.js';
-import { ClientSession } from '../src/launch/session.js';
-import { Timing } from '../src/launch/timing.js';
 
 let t: TestServer;
 let gw: GatewayProcess;
@@ -120,80 +116,60 @@ test('psql works through a tcp resource', { skip: !fs.existsSync('/usr/bin/psql'
   assert.equal(await run.exited(), 0);
 });
 
+/** Reads everything a launched port sends to one connection: sha256 and length. */
+function drain(port: number): Promise<{ sha256: string; bytes: number }> {
+  return new Promise((resolve, reject) => {
+    const hash = crypto.createHash('sha256');
+    let bytes = 0;
+    const s = net.connect(port, '127.0.0.1');
+    s.on('data', (d) => {
+      hash.update(d);
+      bytes += d.length;
+    });
+    s.on('end', () => resolve({ sha256: hash.digest('hex'), bytes }));
+    s.on('error', reject);
+  });
+}
+
 for (const mode of ['direct', 'relay'] as const) {
   test(`64 MiB through the tube (${mode} path) arrive intact, with many parallel connections beside them`, async () => {
     const bulk = await bulkServer(64 << 20);
     const name = `bulk-${mode}`;
     await t.admin.post('/api/resources', { name, kind: 'tcp', target: `127.0.0.1:${bulk.port}`, gateway: 'site-a' });
-    await t.admin.post('/api/resources', { name: `${name}-echo`, kind: 'tcp', target: `127.0.0.1:${echo.port}`, gateway: 'site-a' });
-    process.env.AIRLOCK_ICE_BIND_ADDRESS = '127.0.0.1';
-    if (mode === 'relay') process.env.AIRLOCK_WEBRTC = '0';
+    const extra = mode === 'relay' ? { AIRLOCK_WEBRTC: '0' } : {};
     try {
       // On a loaded machine WebRTC sometimes does not connect (the relay then carries the session,
-      // as for a user); this test is about the direct path, so it asks for a new tube then.
-      let open = await openTube({ server: t.url, token: t.admin.token, resource: name }, new Timing());
-      for (let attempt = 1; mode === 'direct' && open.tube.path !== 'direct'; attempt++) {
-        const up = await within(new Promise((r) => open.tube.once('path', r)), () => 'no direct path', 20_000).then(
-          () => true,
-          () => false,
-        );
-        if (up) break;
-        assert.ok(attempt < 3, `the direct path never came up in 3 tubes; gateway log:\n${gw.log.slice(-4000)}`);
-        open.close();
-        open = await openTube({ server: t.url, token: t.admin.token, resource: name }, new Timing());
+      // as for a user); this test is about the direct path, so it launches again then.
+      let run: ReturnType<typeof runCli> | null = null;
+      let port = 0;
+      for (let attempt = 1; !run; attempt++) {
+        const r = runCli(['launch', name], { ...env, ...extra });
+        const m = await r.waitErr(/Forwarding 127\.0\.0\.1:(\d+) → \S+ \((\w+) path\)/);
+        const direct = mode === 'relay' || m[2] === 'direct' || (await within(r.waitErr(/moved to the direct path/), () => 'no direct path', 20_000).then(() => true, () => false));
+        if (direct) {
+          run = r;
+          port = Number(m[1]);
+        } else {
+          r.proc.kill('SIGKILL');
+          assert.ok(attempt < 3, `the direct path never came up in 3 launches; gateway log:\n${gw.log.slice(-4000)}`);
+        }
       }
-      const session = new ClientSession(open);
-      assert.equal(open.tube.path, mode);
-      const hash = crypto.createHash('sha256');
-      let total = 0;
-      const done = new Promise<void>((resolve) => {
-        const sink = new Duplex({
-          read() {},
-          write(chunk: Buffer, _e, cb) {
-            hash.update(chunk);
-            total += chunk.length;
-            cb();
-          },
-          final(cb) {
-            cb();
-            resolve();
-          },
-        });
-        session.connect(sink);
-      });
-      // 40 echo connections at once through a second tube to the echo target.
-      const echoOpen = await openTube({ server: t.url, token: t.admin.token, resource: `${name}-echo` }, new Timing());
-      const echoSession = new ClientSession(echoOpen);
-      const results = await Promise.all(
-        Array.from({ length: 40 }, (_, i) => {
-          const payload = crypto.randomBytes(20_000 + i * 1000);
-          return new Promise<boolean>((resolve) => {
-            const got: Buffer[] = [];
-            const d = new Duplex({
-              read() {},
-              write(c: Buffer, _e, cb) {
-                got.push(c);
-                cb();
-              },
-              final(cb) {
-                cb();
-                resolve(Buffer.concat(got).equals(payload));
-              },
-            });
-            echoSession.connect(d);
-            d.push(payload);
-            d.push(null);
-          });
-        }),
-      );
-      assert.deepEqual(results, Array(40).fill(true));
-      await within(done, () => `the transfer stalled at ${total} bytes on the ${open.tube.path} path`);
-      assert.equal(total, 64 << 20);
-      assert.equal(hash.digest('hex'), bulk.sha256);
-      open.close();
-      echoOpen.close();
+      const echoRun = runCli(['launch', 'echo'], { ...env, ...extra });
+      const echoPort = Number((await echoRun.waitErr(/Forwarding 127\.0\.0\.1:(\d+)/))[1]);
+      const big = drain(port);
+      // 40 echo connections at once through another tube while the 64 MiB flow.
+      const payloads = Array.from({ length: 40 }, (_, i) => crypto.randomBytes(20_000 + i * 1000));
+      const echoed = await within(Promise.all(payloads.map((p) => roundTrip(echoPort, p))), () => 'the echo connections stalled');
+      echoed.forEach((b, i) => assert.ok(b.equals(payloads[i]!), `echo connection ${i} came back intact`));
+      const got = await within(big, () => `the 64 MiB transfer stalled on the ${mode} path`);
+      assert.equal(got.bytes, 64 << 20);
+      assert.equal(got.sha256, bulk.sha256);
+      if (mode === 'relay') assert.doesNotMatch(run.stderr, /direct path/);
+      run.proc.kill('SIGINT');
+      echoRun.proc.kill('SIGINT');
+      assert.equal(await run.exited(), 0);
+      assert.equal(await echoRun.exited(), 0);
     } finally {
-      delete process.env.AIRLOCK_WEBRTC;
       bulk.close();
     }
   });
