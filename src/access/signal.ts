@@ -6,10 +6,11 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { Db } from '../store/db.js';
 import type { Logger } from '../log.js';
-import type { User } from '../auth/tokens.js';
+import { bearerToken, type User } from '../auth/tokens.js';
 import { ApiError, notFound, unauthorized } from '../errors.js';
 import type { SecretBox } from './secretbox.js';
 import * as store from './store.js';
+import { parseJson } from '../client/wire.js';
 
 const RELAY_HIGH_WATER = 8 << 20;
 
@@ -78,9 +79,8 @@ export class SignalRouter {
   }
 
   private async authGateway(req: http.IncomingMessage): Promise<store.Gateway> {
-    const h = req.headers.authorization;
-    const m = typeof h === 'string' ? /^Bearer\s+(\S+)$/i.exec(h) : null;
-    const gw = m ? await store.gatewayForToken(this.db, m[1]!) : null;
+    const token = bearerToken(req.headers.authorization);
+    const gw = token ? await store.gatewayForToken(this.db, token) : null;
     if (!gw) throw unauthorized('a valid gateway token is required');
     return gw;
   }
@@ -102,12 +102,8 @@ export class SignalRouter {
     this.log.info({ gateway: gateway.name }, 'gateway online');
     ws.on('message', (data, isBinary) => {
       if (isBinary) return;
-      let msg: any;
-      try {
-        msg = JSON.parse(data.toString());
-      } catch {
-        return ws.close(1008, 'invalid JSON');
-      }
+      const msg = parseJson(data.toString());
+      if (msg === undefined) return ws.close(1008, 'invalid JSON');
       this.fromGateway(link, msg);
     });
     ws.on('close', () => {
@@ -193,12 +189,8 @@ export class SignalRouter {
 
   private fromClient(s: Session, data: Buffer, isBinary: boolean): void {
     if (isBinary) return this.pipe(s.client, s.relay, data);
-    let msg: any;
-    try {
-      msg = JSON.parse(data.toString());
-    } catch {
-      return s.client.close(1008, 'invalid JSON');
-    }
+    const msg = parseJson(data.toString());
+    if (msg === undefined) return s.client.close(1008, 'invalid JSON');
     if (msg?.type === 'offer' || msg?.type === 'candidate') send(s.link.ws, { ...msg, session: s.id });
     else if (msg?.type === 'bye') void store.endSession(this.db, s.id, report(msg)).catch(() => {});
   }

@@ -12,6 +12,12 @@ export interface User {
 
 const TOKEN_PREFIX = 'al_';
 
+/** The token of an `Authorization: Bearer <token>` header, or null. */
+export function bearerToken(header: string | string[] | undefined): string | null {
+  const m = typeof header === 'string' ? /^Bearer\s+(\S+)$/i.exec(header) : null;
+  return m ? m[1]! : null;
+}
+
 export function newTokenSecret(): string {
   return TOKEN_PREFIX + crypto.randomBytes(32).toString('base64url');
 }

@@ -58,7 +58,9 @@ export async function launchCommand(argv: string[]): Promise<number> {
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new CliError('--port must be a port number (0-65535)', 2);
   const timing = new Timing();
   const { server, token } = resolveClient(values);
-  const finish = (code: number) => {
+  // Every way out waits for the WebRTC peers to close: exiting mid-teardown can hang the process.
+  const finish = async (code: number) => {
+    await Peer.allClosed();
     if (values['timing-json']) timing.writeJson(values['timing-json']);
     return code;
   };
@@ -71,11 +73,11 @@ export async function launchCommand(argv: string[]): Promise<number> {
     open = await openTube({ server, token, resource }, timing);
   } catch (err) {
     (await listener?.catch(() => null))?.close();
-    await Peer.allClosed();
     if (err instanceof LaunchError) {
       process.stderr.write(`airlock: ${err.message}\n`);
       return finish(err.transient ? 4 : err.code === 'not_found' || err.code === 'unauthorized' ? 3 : 1);
     }
+    await finish(1);
     throw err;
   }
   const session = new ClientSession(open);
@@ -83,16 +85,13 @@ export async function launchCommand(argv: string[]): Promise<number> {
   if (open.kind === 'tcp') {
     if (values.exec !== undefined) {
       open.close();
+      await finish(2);
       throw new CliError(`--exec is for ssh and shell resources; "${resource}" is a tcp resource`, 2);
     }
-    const code = await forwardPort(session, await listener!, resource, timing);
-    await open.closed();
-    return finish(code);
+    return finish(await forwardPort(session, await listener!, resource, timing));
   }
   (await listener?.catch(() => null))?.close();
-  const code = await terminal(session, values.exec, timing);
-  await open.closed();
-  return finish(code);
+  return finish(await terminal(session, values.exec, timing));
 }
 
 function listen(host: string, port: number): Promise<net.Server> {

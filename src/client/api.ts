@@ -1,6 +1,7 @@
 // HTTP and WebSocket client for the Airlock API (used by the CLI, tests and benchmarks).
 import WebSocket from 'ws';
 import type { StreamEvent } from '../chat/types.js';
+import { readUpgradeError } from './wire.js';
 
 export class ApiClientError extends Error {
   constructor(
@@ -67,17 +68,7 @@ export class ApiClient {
     return new Promise((resolve, reject) => {
       ws.once('open', () => resolve(ws));
       ws.once('unexpected-response', (_req, res) => {
-        let body = '';
-        res.on('data', (c) => (body += c));
-        res.on('end', () => {
-          let j: any;
-          try {
-            j = JSON.parse(body);
-          } catch {
-            /* ignore */
-          }
-          reject(new ApiClientError(res.statusCode ?? 0, j?.error?.code ?? 'http_error', j?.error?.message ?? `HTTP ${res.statusCode}`));
-        });
+        void readUpgradeError(res).then((e) => reject(new ApiClientError(e.status, e.code, e.message)));
       });
       ws.once('error', (err) => reject(new ApiClientError(0, 'unreachable', `cannot open the stream: ${err.message}`)));
     });

@@ -33,6 +33,14 @@ export class TargetError extends Error {
   }
 }
 
+/** A process's exit status as a shell reports it: its code, or 128 + the signal number. */
+function exitStatus(code: number | null, signal: string | null | undefined): number {
+  if (code !== null) return code;
+  if (!signal) return 255;
+  const name = signal.startsWith('SIG') ? signal : `SIG${signal}`;
+  return 128 + ((os.constants.signals as Record<string, number>)[name] ?? 127);
+}
+
 export function splitHostPort(target: string): { host: string; port: number } {
   const i = target.lastIndexOf(':');
   return { host: target.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(target.slice(i + 1)) };
@@ -103,7 +111,7 @@ async function sshSession(target: string, cred: Credential, req: OpenRequest, ti
     const done = (err: Error | undefined, ch: ClientChannel) => {
       if (err) return reject(new TargetError(`ssh session failed: ${err.message}`, 'failed'));
       ch.once('exit', (code: number | null, signal?: string) => {
-        exited = code ?? (signal ? 128 + ((os.constants.signals as Record<string, number>)[`SIG${signal}`] ?? 127) : 255);
+        exited = exitStatus(code, signal);
         for (const cb of exitCbs) cb(exited);
       });
       resolve(ch);
@@ -172,6 +180,6 @@ function pipedShell(req: OpenRequest): Target {
   return {
     stream,
     stderr: child.stderr,
-    onExit: (cb) => child.once('exit', (code, signal) => cb(code ?? (signal ? 128 + ((os.constants.signals as any)[signal] ?? 0) : 255))),
+    onExit: (cb) => child.once('exit', (code, signal) => cb(exitStatus(code, signal))),
   };
 }

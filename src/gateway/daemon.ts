@@ -3,6 +3,7 @@
 import WebSocket from 'ws';
 import type { Logger } from '../log.js';
 import { num } from '../config.js';
+import { parseJson, readUpgradeError } from '../client/wire.js';
 import { GatewaySession, type SessionOffer } from './session.js';
 
 export interface GatewayOptions {
@@ -41,15 +42,12 @@ export class GatewayDaemon {
     });
     this.ws = ws;
     ws.on('unexpected-response', (_req, res) => {
-      let body = '';
-      res.on('data', (c) => (body += c));
-      res.on('end', () => {
-        const msg = safeJson(body)?.error?.message ?? `HTTP ${res.statusCode}`;
-        if (res.statusCode === 401) {
-          this.opts.log.error(`the server refused the gateway token: ${msg}`);
+      void readUpgradeError(res).then(({ status, message }) => {
+        if (status === 401) {
+          this.opts.log.error(`the server refused the gateway token: ${message}`);
           this.stop();
-          this.settle.reject(new Error(`the server refused the gateway token: ${msg}`));
-        } else this.retry(`HTTP ${res.statusCode}: ${msg}`);
+          this.settle.reject(new Error(`the server refused the gateway token: ${message}`));
+        } else this.retry(`HTTP ${status}: ${message}`);
       });
     });
     ws.on('error', (err) => {
@@ -57,7 +55,7 @@ export class GatewayDaemon {
     });
     ws.on('message', (data, isBinary) => {
       if (isBinary) return;
-      const msg = safeJson(data.toString());
+      const msg = parseJson(data.toString());
       if (msg) this.message(msg);
     });
     ws.on('close', (code, reason) => {
@@ -114,13 +112,5 @@ export class GatewayDaemon {
     if (this.timer) clearTimeout(this.timer);
     for (const s of this.sessions.values()) s.end('gateway stopping');
     this.ws?.close(1001, 'gateway stopping');
-  }
-}
-
-function safeJson(s: string): any {
-  try {
-    return JSON.parse(s);
-  } catch {
-    return null;
   }
 }

@@ -8,6 +8,7 @@ import { Tube } from '../tube/tube.js';
 import { DataChannelTransport, WsTransport, guard } from '../tube/transport.js';
 import { Peer, webrtcEnabled } from '../tube/peer.js';
 import type { Timing } from './timing.js';
+import { parseJson, readUpgradeError } from '../client/wire.js';
 
 export interface LaunchTarget {
   server: string;
@@ -21,8 +22,6 @@ export interface OpenTube {
   kind: 'tcp' | 'ssh' | 'shell';
   /** Reports the session's outcome to the audit trail and closes everything. */
   close(report?: { exit_status?: number | null; error?: string }): void;
-  /** Resolves when the WebRTC peer has fully closed (exit only after this: see ARCHITECTURE.md). */
-  closed(): Promise<void>;
 }
 
 /** permanent: retrying cannot help (no such resource, no grant, bad token). */
@@ -92,7 +91,7 @@ function attempt(t: LaunchTarget, timing: Timing, n: number): Promise<OpenTube> 
       settled = true;
       clearTimeout(timer);
       timing.mark('tube_ready', tube.path ?? undefined);
-      resolve({ tube, session, kind, close: closeAll, closed: () => Peer.allClosed() });
+      resolve({ tube, session, kind, close: closeAll });
     };
 
     tube.on('path', (p) => {
@@ -101,20 +100,7 @@ function attempt(t: LaunchTarget, timing: Timing, n: number): Promise<OpenTube> 
     });
 
     ws.on('unexpected-response', (_req, res) => {
-      let body = '';
-      res.on('data', (c) => (body += c));
-      res.on('end', () => {
-        let e: any = null;
-        try {
-          e = JSON.parse(body)?.error;
-        } catch {
-          /* not JSON */
-        }
-        const status = res.statusCode ?? 0;
-        const msg = e?.message ?? `HTTP ${status}`;
-        const transient = status === 502 || status === 503 || status === 504;
-        fail(new LaunchError(msg, e?.code ?? `http_${status}`, transient));
-      });
+      void readUpgradeError(res).then(({ status, code, message }) => fail(new LaunchError(message, code, status === 502 || status === 503 || status === 504)));
     });
     ws.on('error', (err: NodeJS.ErrnoException) => {
       if (!settled && ws.readyState !== WebSocket.OPEN) fail(new LaunchError(`cannot reach the Airlock server at ${t.server} (${err.code ?? err.message})`, 'unreachable', true));
@@ -129,13 +115,8 @@ function attempt(t: LaunchTarget, timing: Timing, n: number): Promise<OpenTube> 
     });
     ws.on('message', (data, isBinary) => {
       if (isBinary) return;
-      let msg: any;
-      try {
-        msg = JSON.parse(data.toString());
-      } catch {
-        return;
-      }
-      switch (msg.type) {
+      const msg = parseJson(data.toString());
+      switch (msg?.type) {
         case 'session':
           session = msg.session;
           kind = msg.kind;

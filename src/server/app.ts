@@ -5,7 +5,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import { type Bus, LocalBus } from '../bus/bus.js';
 import { num } from '../config.js';
 import { ApiError, unauthorized } from '../errors.js';
-import { authenticate, bootstrapAdmin, type User } from '../auth/tokens.js';
+import { authenticate, bearerToken, bootstrapAdmin, type User } from '../auth/tokens.js';
 import type { Db } from '../store/db.js';
 import { type Logger, silentLogger } from '../log.js';
 import { StreamHub } from '../chat/hub.js';
@@ -83,10 +83,8 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
   const authCacheMs = num('authCacheMs');
   const authCache = new Map<string, { user: User; until: number }>();
   const auth = async (req: http.IncomingMessage): Promise<User> => {
-    const h = req.headers.authorization;
-    const m = typeof h === 'string' ? /^Bearer\s+(\S+)$/i.exec(h) : null;
-    if (!m) throw unauthorized();
-    const token = m[1]!;
+    const token = bearerToken(req.headers.authorization);
+    if (!token) throw unauthorized();
     const hit = authCache.get(token);
     if (hit && hit.until > Date.now()) return hit.user;
     const user = await authenticate(db, token);

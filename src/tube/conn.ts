@@ -41,11 +41,7 @@ export class TubeConn {
     this.inbox = [];
     if (this.remoteEndedEarly) stream.end();
     stream.on('data', (chunk: Buffer) => {
-      for (let i = 0; i < chunk.length; i += MAX_CHUNK) {
-        const piece = chunk.subarray(i, i + MAX_CHUNK);
-        this.credit -= piece.length;
-        this.tube.send(F.DATA, this.id, piece);
-      }
+      this.sendData(chunk);
       if (this.credit <= 0 || this.tube.congested) {
         this.paused = true;
         stream.pause();
@@ -118,6 +114,10 @@ export class TubeConn {
 
   /** Extra output that shares this connection (a process's stderr); counted against the window. */
   extra(chunk: Buffer): void {
+    this.sendData(chunk);
+  }
+
+  private sendData(chunk: Buffer): void {
     for (let i = 0; i < chunk.length; i += MAX_CHUNK) {
       const piece = chunk.subarray(i, i + MAX_CHUNK);
       this.credit -= piece.length;

@@ -3,16 +3,12 @@ import type { Db } from '../../store/db.js';
 import type { SecretBox } from '../../access/secretbox.js';
 import * as store from '../../access/store.js';
 import type { Credential } from '../../access/store.js';
-import type { User } from '../../auth/tokens.js';
-import { badRequest, conflict, forbidden, notFound } from '../../errors.js';
+import { badRequest, conflict, notFound } from '../../errors.js';
+import { requireAdmin } from './auth.js';
 import { Reply, type Router } from '../http.js';
 import * as v from '../validate.js';
 
 const NAME = /^[a-zA-Z0-9_.-]{1,64}$/;
-
-const requireAdmin = (user: User) => {
-  if (!user.is_admin) throw forbidden();
-};
 
 function name(o: Record<string, unknown>, key: string): string {
   const n = v.reqStr(o, key, { max: 64 });

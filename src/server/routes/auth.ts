@@ -5,7 +5,7 @@ import { conflict, forbidden } from '../../errors.js';
 import { Reply, type Router } from '../http.js';
 import * as v from '../validate.js';
 
-const requireAdmin = (user: User) => {
+export const requireAdmin = (user: User) => {
   if (!user.is_admin) throw forbidden();
 };
 
