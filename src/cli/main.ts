@@ -62,26 +62,31 @@ async function main(argv: string[]): Promise<number> {
 }
 
 const argv0 = process.argv[2];
+
+/** Prints a failure as one line; returns the exit status it calls for. */
+function report(err: any): number {
+  if (err instanceof CliError) {
+    process.stderr.write(`airlock: ${err.message}\n`);
+    return err.code;
+  }
+  if (err?.name === 'ApiClientError' || err?.constructor?.name === 'ApiClientError') {
+    process.stderr.write(`airlock: ${err.message}${err.code ? ` (${err.code})` : ''}\n`);
+    return 1;
+  }
+  if (err?.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || err?.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' || err?.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') {
+    process.stderr.write(`airlock: ${err.message}\n`);
+    return 2;
+  }
+  process.stderr.write(`airlock: unexpected error: ${err?.stack ?? err}\n`);
+  return 1;
+}
+
 main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-    // The WebRTC library keeps native threads alive after its peers close; once a session command
-    // is done, exit as soon as the terminal has everything we wrote.
-    if (argv0 === 'launch' || argv0 === 'gateway') process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));
-  },
-  (err) => {
-    if (err instanceof CliError) {
-      process.stderr.write(`airlock: ${err.message}\n`);
-      process.exitCode = err.code;
-    } else if (err?.name === 'ApiClientError' || err?.constructor?.name === 'ApiClientError') {
-      process.stderr.write(`airlock: ${err.message}${err.code ? ` (${err.code})` : ''}\n`);
-      process.exitCode = 1;
-    } else if (err?.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' || err?.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' || err?.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') {
-      process.stderr.write(`airlock: ${err.message}\n`);
-      process.exitCode = 2;
-    } else {
-      process.stderr.write(`airlock: unexpected error: ${err?.stack ?? err}\n`);
-      process.exitCode = 1;
-    }
-  },
-);
+  (code) => code,
+  (err) => report(err),
+).then((code) => {
+  process.exitCode = code;
+  // The WebRTC library keeps native threads alive after its peers close; once a session command
+  // is done (or failed), exit as soon as the terminal has everything we wrote.
+  if (argv0 === 'launch' || argv0 === 'gateway') process.stdout.write('', () => process.stderr.write('', () => process.exit(code)));
+});
