@@ -174,3 +174,28 @@ for (const mode of ['direct', 'relay'] as const) {
     }
   });
 }
+
+test('CLI mistakes get a clear message and a non-zero exit', async () => {
+  const cases: [string[], NodeJS.ProcessEnv, number, RegExp][] = [
+    [['launch'], env, 2, /usage: airlock launch <resource>/],
+    [['launch', 'echo', '--port', '99999'], env, 2, /--port must be a port number/],
+    [['launch', 'echo', '--exec', 'true'], env, 2, /--exec is for ssh and shell resources; "echo" is a tcp resource/],
+    [['gateway'], {}, 2, /needs --server URL and --token/],
+    [['gateway', '--server', t.url, '--token', 'algw_not-a-real-token'], {}, 1, /refused the gateway token/],
+    [['resource', 'create', 'x', '--kind', 'ssh', '--gateway', 'g', '--target', 'h', '--username', 'u', '--password-env', 'AIRLOCK_NO_SUCH_VAR'], env, 2, /AIRLOCK_NO_SUCH_VAR is empty or unset/],
+    [['resource', 'create', 'y', '--kind', 'ftp', '--gateway', 'g'], env, 1, /"kind" must be one of tcp, ssh, shell/],
+  ];
+  for (const [args, e, code, re] of cases) {
+    const run = runCli(args, e, '');
+    assert.equal(await run.exited(), code, `${args.join(' ')}: ${run.stderr}`);
+    assert.match(run.stderr, re, args.join(' '));
+  }
+  // A local port that is taken.
+  const busy = net.createServer();
+  await new Promise<void>((r) => busy.listen(0, '127.0.0.1', () => r()));
+  const taken = (busy.address() as net.AddressInfo).port;
+  const run = runCli(['launch', 'echo', '--port', String(taken)], env, '');
+  assert.equal(await run.exited(), 1);
+  assert.match(run.stderr, new RegExp(`port ${taken} on 127.0.0.1 is in use`));
+  busy.close();
+});
