@@ -90,7 +90,9 @@ test('ssh: an interactive terminal with the injected credential: typing, resize,
   await s.waitScreen(/sum-42/);
   assert.match(s.screen(), new RegExp(sshd!.user));
   s.p.resize(120, 40);
-  s.type('tput cols; tput lines\r');
+  // The resize travels launch → gateway → sshd beside the typed bytes; the remote shell waits until
+  // it has landed, then reports both dimensions.
+  s.type('until [ "$(tput cols)" = 120 ]; do sleep 0.05; done; tput cols; tput lines\r');
   await s.waitScreen(/^120\s*\n40/m);
   // Ctrl-C reaches the remote side: it stops `sleep`, not the launch.
   s.type('sleep 30; echo after-sleep-$?\r');
