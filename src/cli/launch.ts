@@ -171,10 +171,12 @@ async function terminal(session: ClientSession, exec: string | undefined, timing
   );
   if (interactive) stdout.on('resize', onResize);
   try {
+    // All output is written once the remote side's END has flushed through the stream. Listen now:
+    // a quick command's OPENED, output, EXIT and END can all arrive in one read, and 'finish'
+    // would fire before anything awaited after `opened` could see it.
+    const flushed = new Promise<void>((resolve) => stream.once('finish', resolve).once('close', resolve));
     await c.opened;
     timing.mark('target_connected');
-    // All output is written once the remote side's END has flushed through the stream.
-    const flushed = new Promise<void>((resolve) => stream.once('finish', resolve).once('close', resolve));
     const code = await c.exit;
     await flushed;
     session.open.close({ exit_status: code });
