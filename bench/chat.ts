@@ -47,9 +47,10 @@ async function startAirlock(providerUrl: string, opts: { databaseUrl?: string; p
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-bench-'));
   const args = ['bin/airlock.js', 'server', '--port', '0', '--data-dir', path.join(dir, 'data')];
   if (opts.databaseUrl) args.push('--database-url', opts.databaseUrl);
+  const { DATABASE_URL: _ignored, ...parentEnv } = process.env; // the embedded run must not pick it up
   const proc = spawn(process.execPath, [...(process.env.BENCH_SERVER_NODE_ARGS?.split(' ') ?? []), ...args], {
     env: {
-      ...process.env,
+      ...parentEnv,
       AIRLOCK_CLI_CONFIG: path.join(dir, 'cli.json'),
       AIRLOCK_OPENAI_BASE_URL: providerUrl,
       AIRLOCK_OPENAI_API_KEY: 'bench',
