@@ -73,8 +73,9 @@ export class SignalRouter {
     return [...this.links.values()].map((l) => l.gateway.name);
   }
 
-  close(): void {
-    for (const s of this.sessions.values()) s.client.close(1001, 'server shutting down');
+  /** Tells gateways to reconnect (1012: to another replica) and ends the launch sockets here. */
+  close(code = 1001): void {
+    for (const s of this.sessions.values()) s.client.close(code, code === 1012 ? 'server restarting' : 'server shutting down');
     for (const l of this.links.values()) l.ws.close(1012, 'server restarting');
   }
 

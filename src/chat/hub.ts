@@ -9,6 +9,16 @@ import { type StreamEvent, epochOf, isDraft } from './types.js';
 export interface Sink {
   /** Hands events to the subscriber; must not block. */
   push(events: StreamEvent[]): void;
+  /** Tells the subscriber to resume from its last seq (events may have been missed). */
+  resync(reason: string): void;
+}
+
+interface ReplayRequest {
+  req: string;
+  chat_id: string;
+  after: number;
+  worker_id: string;
+  to: string;
 }
 
 interface Sub {
@@ -32,20 +42,69 @@ export class StreamHub {
   private janitor: NodeJS.Timeout;
   private maxEvents = num('streamLogEvents');
   private idleMs = num('streamIdleMs');
+  private unsubs: (() => void)[] = [];
+  private replies = new Map<string, (events: StreamEvent[]) => void>();
+  private reqs = 0;
 
+  /** localWorkerId: the worker in this process, whose unsaved events other replicas may ask for. */
   constructor(
     private db: Db,
-    bus: Bus,
+    private bus: Bus,
+    private localWorkerId: () => string | undefined = () => undefined,
   ) {
     this.unsub = bus.subscribe('events', (ev: StreamEvent | StreamEvent[]) => {
       for (const e of Array.isArray(ev) ? ev : [ev]) this.ingest(e);
     });
+    if (bus.kind !== 'local') {
+      this.unsubs.push(
+        bus.subscribe('replay', (m: ReplayRequest) => this.answerReplay(m)),
+        bus.subscribe('replay_reply', (m: { req: string; to: string; events: StreamEvent[] }) => {
+          if (m.to === bus.replicaId) this.replies.get(m.req)?.(m.events);
+        }),
+        // Messages from other replicas may be lost: every subscriber resumes from its last seq.
+        bus.onGap(() => {
+          for (const log of this.logs.values()) for (const sub of log.subs) sub.sink.resync('the server lost its connection to the other replicas');
+        }),
+      );
+    }
     this.janitor = setInterval(() => this.sweep(), Math.min(this.idleMs, 30_000)).unref();
   }
 
   close(): void {
     this.unsub();
+    for (const u of this.unsubs) u();
     clearInterval(this.janitor);
+  }
+
+  private answerReplay(m: ReplayRequest): void {
+    if (!m.worker_id || m.worker_id !== this.localWorkerId()) return;
+    const log = this.logs.get(m.chat_id);
+    const events = log ? log.events.filter((e) => e.seq! > m.after) : [];
+    this.bus.publish('replay_reply', { req: m.req, to: m.to, events });
+  }
+
+  /**
+   * The events a turn running on another replica has streamed but not stored yet (drafts), from
+   * that replica's memory; an owner that does not answer in time is presumed dead (its drafts will
+   * be truncated by the next owner anyway).
+   */
+  private async fetchFromOwner(chatId: string, after: number): Promise<StreamEvent[]> {
+    if (this.bus.kind === 'local') return [];
+    const rows = await this.db.query<{ worker_id: string | null }>(`SELECT worker_id FROM chats WHERE id = $1 AND status = 'running'`, [chatId]);
+    const owner = rows[0]?.worker_id;
+    if (!owner || owner === this.localWorkerId()) return [];
+    const req = `${this.bus.replicaId}:${++this.reqs}`;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      return await new Promise<StreamEvent[]>((resolve) => {
+        this.replies.set(req, resolve);
+        timer = setTimeout(() => resolve([]), num('replayTimeoutMs'));
+        this.bus.publish('replay', { req, chat_id: chatId, after, worker_id: owner, to: this.bus.replicaId } satisfies ReplayRequest);
+      });
+    } finally {
+      clearTimeout(timer);
+      this.replies.delete(req);
+    }
   }
 
   private log(chatId: string): ChatLog {
@@ -97,15 +156,20 @@ export class StreamHub {
       log.lastActive = Date.now();
     };
     try {
-      const stored = await this.db.query<{ seq: number; type: string; data: Record<string, unknown> }>(
-        'SELECT seq, type, data FROM chat_events WHERE chat_id = $1 AND seq > $2 ORDER BY seq',
-        [chatId, after],
-      );
+      const [stored, remote] = await Promise.all([
+        this.db.query<{ seq: number; type: string; data: Record<string, unknown> }>(
+          'SELECT seq, type, data FROM chat_events WHERE chat_id = $1 AND seq > $2 ORDER BY seq',
+          [chatId, after],
+        ),
+        this.fetchFromOwner(chatId, after),
+      ]);
       const bySeq = new Map<number, StreamEvent>();
       for (const r of stored) bySeq.set(Number(r.seq), { ...r.data, chat_id: chatId, seq: Number(r.seq), type: r.type as StreamEvent['type'] });
+      for (const e of remote) if (e.seq !== undefined && e.seq > after) bySeq.set(e.seq, e);
       const memory = log.events.filter((e) => e.seq! > after);
-      const statusEpoch = log.statusEpoch;
       for (const e of memory) bySeq.set(e.seq!, e);
+      let statusEpoch = log.statusEpoch;
+      for (const e of bySeq.values()) if (e.type === 'status') statusEpoch = Math.max(statusEpoch, epochOf(e.seq!));
       const replay = [...bySeq.values()]
         .filter((e) => !(isDraft(e.type) && epochOf(e.seq!) < statusEpoch))
         .sort((a, b) => a.seq! - b.seq!);

@@ -10,6 +10,7 @@ import type { Providers } from './providers/index.js';
 import { ChatRun } from './run.js';
 import type { ChatRow } from './store.js';
 import { type ChatStatus, EPOCH_SPAN } from './types.js';
+import { metrics } from '../metrics.js';
 
 export interface RunnerOptions {
   workerId?: string;
@@ -32,6 +33,7 @@ export class Runner {
   private again = false;
   private stopped = false;
   private timers: NodeJS.Timeout[] = [];
+  private expiryTimer: NodeJS.Timeout | undefined;
   private unsubs: (() => void)[] = [];
   private concurrency: number;
   private leaseMs: number;
@@ -58,7 +60,12 @@ export class Runner {
         else run.cancel();
       }),
     );
-    this.timers.push(setInterval(() => void this.heartbeat(), this.opts.heartbeatMs ?? num('heartbeatMs')));
+    this.timers.push(
+      setInterval(() => {
+        void this.heartbeat();
+        void this.armExpiryTimer();
+      }, this.opts.heartbeatMs ?? num('heartbeatMs')),
+    );
     this.timers.push(
       setInterval(() => {
         this.kick();
@@ -94,16 +101,16 @@ export class Runner {
       this.again = false;
       const free = this.concurrency - this.active.size;
       if (free <= 0 || this.stopped) return;
-      let rows: (ChatRow & { prev_status: string })[];
+      let rows: (ChatRow & { prev_status: string; waited_ms: number })[];
       try {
         rows = await this.db.query(
-          `WITH p AS (SELECT id, status AS prev_status FROM chats
+          `WITH p AS (SELECT id, status AS prev_status, updated_at AS prev_updated_at FROM chats
                       WHERE NOT archived AND (status = 'pending' OR (status = 'running' AND lease_until < now()))
                       ORDER BY updated_at FOR UPDATE SKIP LOCKED LIMIT $2),
                 c AS (UPDATE chats SET status = 'running', worker_id = $1, lease_until = now() + $3 * interval '1 millisecond',
                         epoch = chats.epoch + 1, updated_at = now()
                       FROM p WHERE chats.id = p.id
-                      RETURNING chats.*, p.prev_status),
+                      RETURNING chats.*, p.prev_status, (extract(epoch FROM now() - p.prev_updated_at) * 1000)::float8 AS waited_ms),
                 e AS (INSERT INTO chat_events (chat_id, seq, type, data)
                       SELECT id, epoch * ${EPOCH_SPAN} + 1, 'status', '{"status":"running"}'::jsonb FROM c)
            SELECT * FROM c`,
@@ -113,7 +120,10 @@ export class Runner {
         if (!this.stopped) this.log.error({ err }, 'acquire failed');
         return;
       }
-      for (const row of rows) this.launch(row);
+      for (const row of rows) {
+        if (row.prev_status === 'pending') metrics.acquisitionMs.observe(row.waited_ms);
+        this.launch(row);
+      }
       if (rows.length < free && !this.again) return;
     }
   }
@@ -124,12 +134,14 @@ export class Runner {
       row,
     );
     this.active.set(row.id, run);
+    metrics.activeRuns.inc();
     this.log.debug({ chat_id: row.id, recovered: row.prev_status === 'running' }, 'chat acquired');
     const p = run
       .run()
       .catch((err) => this.log.error({ err, chat_id: row.id }, 'chat run crashed'))
       .finally(() => {
         this.active.delete(row.id);
+        metrics.activeRuns.dec();
         this.done.delete(row.id);
         this.kick(); // a slot is free
       });
@@ -157,16 +169,59 @@ export class Runner {
     }
   }
 
-  /** Stops taking work and waits for running chats to finish (at most graceMs, then stops them;
-   * their leases expire and another worker resumes them). */
-  async stop(graceMs = 10_000): Promise<void> {
+  /**
+   * A dead worker's leases run out without any event to say so: wake up when the earliest lease
+   * held by someone else expires (re-armed on every heartbeat), so recovery takes one lease, not
+   * one lease plus a sweep interval.
+   */
+  private async armExpiryTimer(): Promise<void> {
+    if (this.stopped || this.active.size >= this.concurrency) return;
+    try {
+      const rows = await this.db.query<{ ms: number | null }>(
+        `SELECT (extract(epoch FROM min(lease_until) - now()) * 1000)::float8 AS ms FROM chats
+         WHERE status = 'running' AND NOT archived AND worker_id IS DISTINCT FROM $1`,
+        [this.workerId],
+      );
+      const ms = rows[0]?.ms;
+      clearTimeout(this.expiryTimer);
+      if (ms === null || ms === undefined || this.stopped) return;
+      this.expiryTimer = setTimeout(() => this.kick(), Math.max(0, ms) + 20);
+      this.expiryTimer.unref();
+    } catch {
+      /* the sweep timer is the safety net */
+    }
+  }
+
+  /**
+   * Stops taking work and waits for running chats to finish (at most graceMs). Turns still running
+   * then are handed back: their leases are expired at once and a wake signal sent, so another
+   * replica resumes them now rather than after the lease.
+   */
+  async stop(graceMs = num('drainMs')): Promise<void> {
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
+    clearTimeout(this.expiryTimer);
     const all = Promise.all(this.done.values());
     let timer: NodeJS.Timeout | undefined;
     const expired = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), graceMs)));
     if ((await Promise.race([all, expired])) === 'late') {
+      const ids = [...this.active.keys()];
       for (const run of this.active.values()) run.cancel();
+      await Promise.all(this.done.values());
+      const handed = await this.db
+        .query<{ id: string }>(
+          `UPDATE chats SET lease_until = now() - interval '1 millisecond'
+           WHERE id = ANY($1::uuid[]) AND worker_id = $2 AND status = 'running' RETURNING id`,
+          [ids, this.workerId],
+        )
+        .catch((err) => {
+          this.log.warn({ err }, 'could not hand back running chats; their leases will expire');
+          return [];
+        });
+      if (handed.length) {
+        this.log.info({ chats: handed.length }, 'handed running chats back to the other replicas');
+        this.bus.publish('wake', { chat_id: handed[0]!.id });
+      }
     }
     clearTimeout(timer);
     for (const u of this.unsubs) u();
@@ -175,6 +230,7 @@ export class Runner {
   /** Test hook: behave like a process that died (no more writes, no heartbeats, no hand-back). */
   crash(): void {
     this.stopped = true;
+    clearTimeout(this.expiryTimer);
     for (const t of this.timers) clearInterval(t);
     for (const u of this.unsubs) u();
     for (const run of this.active.values()) run.cancel();

@@ -15,8 +15,21 @@ Options:
   --host ADDR           listen address (AIRLOCK_HOST, default ${str('host')})
   --data-dir DIR        embedded database folder (AIRLOCK_DATA_DIR, default ${str('dataDir')})
   --database-url URL    PostgreSQL instead of the embedded database (DATABASE_URL)
-  --concurrency N       chat turns run at once (AIRLOCK_CHAT_CONCURRENCY, default ${num('chatConcurrency')})
+  --concurrency N       chat turns run at once; 0 = API-only replica (AIRLOCK_CHAT_CONCURRENCY, default ${num('chatConcurrency')})
+  --bus SPEC            replica bus: local, postgres or nats://host:4222 (AIRLOCK_BUS; default postgres
+                        with --database-url, else local)
+  --lease-ms N          chat lease: a replica that dies loses its chats to the others after this
+                        (AIRLOCK_LEASE_MS, default ${num('leaseMs')}; heartbeat AIRLOCK_HEARTBEAT_MS, default ${num('heartbeatMs')})
+  --tls-cert FILE       serve HTTPS/WSS with this PEM certificate (AIRLOCK_TLS_CERT)
+  --tls-key FILE        ... and this PEM private key (AIRLOCK_TLS_KEY)
+  --public-url URL      this replica's own address as gateways reach it, for the relay path when
+                        replicas sit behind a balancer (AIRLOCK_PUBLIC_URL, default the listen address)
   -h, --help            this help
+
+Replicas: run several servers on one PostgreSQL (same --database-url and AIRLOCK_SECRET_KEY); they
+share work and streams over the bus. SIGTERM drains: not ready, running turns finish (AIRLOCK_DRAIN_MS)
+or move to another replica, clients and gateways are told to reconnect.
+Endpoints for operators: /healthz, /readyz, /metrics (Prometheus; admin token or AIRLOCK_METRICS_TOKEN).
 
 LLM providers come from the environment (AIRLOCK_OPENAI_API_KEY / AIRLOCK_OPENAI_BASE_URL,
 AIRLOCK_ANTHROPIC_API_KEY / AIRLOCK_ANTHROPIC_BASE_URL, AIRLOCK_MODEL) or the JSON file named by
@@ -31,6 +44,11 @@ export async function serverCommand(argv: string[]): Promise<number> {
       'data-dir': { type: 'string' },
       'database-url': { type: 'string' },
       concurrency: { type: 'string' },
+      bus: { type: 'string' },
+      'lease-ms': { type: 'string' },
+      'tls-cert': { type: 'string' },
+      'tls-key': { type: 'string' },
+      'public-url': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -41,7 +59,29 @@ export async function serverCommand(argv: string[]): Promise<number> {
   const port = values.port !== undefined ? Number(values.port) : num('port');
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new CliError(`--port must be 0-65535, got ${values.port}`, 2);
   const concurrency = values.concurrency !== undefined ? Number(values.concurrency) : undefined;
-  if (concurrency !== undefined && (!Number.isInteger(concurrency) || concurrency < 1)) throw new CliError('--concurrency must be a positive integer', 2);
+  if (concurrency !== undefined && (!Number.isInteger(concurrency) || concurrency < 0)) throw new CliError('--concurrency must be a non-negative integer', 2);
+  if (values.bus !== undefined) process.env.AIRLOCK_BUS = values.bus;
+  if (values['public-url'] !== undefined) {
+    if (!/^https?:\/\/[^/]+/.test(values['public-url'])) throw new CliError('--public-url must be an http:// or https:// URL', 2);
+    process.env.AIRLOCK_PUBLIC_URL = values['public-url'];
+  }
+  if (values['lease-ms'] !== undefined) {
+    const lease = Number(values['lease-ms']);
+    if (!Number.isInteger(lease) || lease < 500) throw new CliError('--lease-ms must be an integer of at least 500', 2);
+    process.env.AIRLOCK_LEASE_MS = String(lease);
+    if (!process.env.AIRLOCK_HEARTBEAT_MS) process.env.AIRLOCK_HEARTBEAT_MS = String(Math.max(100, Math.floor(lease / 3)));
+  }
+  const certFile = values['tls-cert'] ?? (str('tlsCert') || undefined);
+  const keyFile = values['tls-key'] ?? (str('tlsKey') || undefined);
+  if (!!certFile !== !!keyFile) throw new CliError('TLS needs both --tls-cert and --tls-key', 2);
+  let tls: { cert: Buffer; key: Buffer } | undefined;
+  if (certFile && keyFile) {
+    try {
+      tls = { cert: fs.readFileSync(certFile), key: fs.readFileSync(keyFile) };
+    } catch (err) {
+      throw new CliError(`cannot read the TLS certificate or key: ${(err as Error).message}`);
+    }
+  }
   const host = values.host ?? str('host');
   const dataDir = path.resolve(values['data-dir'] ?? str('dataDir'));
   const url = values['database-url'] ?? process.env.DATABASE_URL;
@@ -70,14 +110,16 @@ export async function serverCommand(argv: string[]): Promise<number> {
   let server;
   try {
     const { SecretBox } = await import('../access/secretbox.js');
-    server = await startServer({ db, providers, port, host, log, runner: { concurrency }, secrets: SecretBox.load(dataDir) });
+    server = await startServer({ db, providers, port, host, log, runner: { concurrency }, tls, secrets: SecretBox.load(dataDir) });
   } catch (err) {
     await db.close();
     if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') throw new CliError(`port ${port} on ${host} is in use; pass --port`);
+    if (/TLS|PEM|certificate|key/i.test((err as Error).message)) throw new CliError(`invalid TLS certificate or key: ${(err as Error).message}`);
+    if (/bus|NATS/i.test((err as Error).message)) throw new CliError((err as Error).message);
     throw err;
   }
   const where = url ? `PostgreSQL ${redact(url)}` : `embedded database in ${dataDir}`;
-  process.stderr.write(`Airlock server listening on ${server.url} (${where})\n`);
+  process.stderr.write(`Airlock server listening on ${server.url} (${where}; bus ${server.bus.kind}; ${server.runner ? `worker ${server.runner.workerId}` : 'API only'})\n`);
   if (!providers.openai && !providers.anthropic) {
     process.stderr.write('No LLM provider configured: chats will answer with an error until you set AIRLOCK_OPENAI_API_KEY or AIRLOCK_ANTHROPIC_API_KEY (see `airlock server --help`).\n');
   }
@@ -99,7 +141,7 @@ export async function serverCommand(argv: string[]): Promise<number> {
     const stop = (sig: string) => {
       if (stopping) process.exit(130);
       stopping = true;
-      process.stderr.write(`${sig}: stopping (running turns finish first; press Ctrl-C again to quit now)\n`);
+      process.stderr.write(`${sig}: draining (running turns finish or move to another replica; press Ctrl-C again to quit now)\n`);
       resolve();
     };
     process.once('SIGINT', () => stop('SIGINT'));

@@ -1,8 +1,12 @@
 // `airlock server`: HTTP API, chat stream WebSockets and the chat worker in one process.
 import http from 'node:http';
+import https from 'node:https';
+import crypto from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { type Bus, LocalBus } from '../bus/bus.js';
+import type { Bus } from '../bus/bus.js';
+import { openBus } from '../bus/open.js';
+import { metrics } from '../metrics.js';
 import { num } from '../config.js';
 import { ApiError, unauthorized } from '../errors.js';
 import { authenticate, bearerToken, bootstrapAdmin, type User } from '../auth/tokens.js';
@@ -35,6 +39,8 @@ export interface ServerOptions {
   titles?: boolean;
   /** Seals target credentials; default: AIRLOCK_SECRET_KEY or the key file in the data folder. */
   secrets?: SecretBox;
+  /** Serve HTTPS/WSS with this PEM certificate and key. */
+  tls?: { cert: string | Buffer; key: string | Buffer };
 }
 
 export interface AirlockServer {
@@ -46,21 +52,23 @@ export interface AirlockServer {
   runner: Runner | null;
   /** Set on the very first start: the admin's token. */
   adminToken: string | null;
+  /** Graceful stop (SIGTERM): not ready, no new work, running turns finish or are handed to another
+   * replica, clients and gateways are told to reconnect elsewhere. */
+  drain(): Promise<void>;
   close(): Promise<void>;
 }
 
 export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
   const { db } = opts;
   const log = opts.log ?? silentLogger();
-  const bus = opts.bus ?? new LocalBus();
+  const bus = opts.bus ?? (await openBus(db, log));
   const providers = new Providers(opts.providers);
   const service = new ChatService(db, bus, providers);
-  const hub = new StreamHub(db, bus);
   const adminToken = await bootstrapAdmin(db).catch(() => null);
   const titles = opts.titles ?? num('titles') !== 0;
 
   const runner =
-    opts.runner === false
+    opts.runner === false || (opts.runner?.concurrency ?? num('chatConcurrency')) === 0
       ? null
       : new Runner(db, bus, providers, log, {
           ...opts.runner,
@@ -71,6 +79,9 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
             }
           },
         });
+
+  const hub = new StreamHub(db, bus, () => runner?.workerId);
+  let draining = false;
 
   const router = new Router();
   authRoutes(router, db);
@@ -99,25 +110,57 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
     return user;
   };
 
-  const server = http.createServer(async (req, res) => {
+  const ready = async () => {
+    if (draining) return { ready: false, reason: 'draining' };
+    try {
+      await db.query('SELECT 1');
+    } catch {
+      return { ready: false, reason: 'database unreachable' };
+    }
+    return { ready: true };
+  };
+
+  const handle = async (req: http.IncomingMessage, res: http.ServerResponse) => {
     const started = performance.now();
     const url = new URL(req.url ?? '/', 'http://x');
+    const reqId = (req.headers['x-request-id'] as string | undefined)?.slice(0, 64) || crypto.randomUUID();
+    res.setHeader('x-request-id', reqId);
+    let userId: string | undefined;
     try {
       if (url.pathname === '/healthz') return sendJson(res, 200, { ok: true });
+      if (url.pathname === '/readyz') {
+        const r = await ready();
+        return sendJson(res, r.ready ? 200 : 503, { ...r, replica: bus.replicaId, worker_id: runner?.workerId ?? null, bus: bus.kind });
+      }
+      if (url.pathname === '/metrics') {
+        const metricsToken = process.env.AIRLOCK_METRICS_TOKEN;
+        if (!(metricsToken && bearerToken(req.headers.authorization) === metricsToken)) {
+          const u = await auth(req);
+          if (!u.is_admin) throw new ApiError(403, 'forbidden', 'metrics are for admins (or the AIRLOCK_METRICS_TOKEN bearer token)');
+        }
+        res.writeHead(200, { 'content-type': metrics.registry.contentType });
+        res.end(await metrics.registry.metrics());
+        return;
+      }
       const { handler, params } = router.match(req.method ?? 'GET', url.pathname);
       const user = await auth(req);
+      userId = user.id;
       const out = await handler({ req, res, params, query: url.searchParams, user, body: () => readJsonBody(req, maxBody) });
       if (out instanceof Reply) sendJson(res, out.status, out.body);
       else sendJson(res, 200, out);
     } catch (err) {
       const { status, body } = errorBody(err);
-      if (status >= 500) log.error({ err, method: req.method, path: url.pathname }, 'request failed');
+      if (status >= 500) log.error({ err, req_id: reqId, method: req.method, path: url.pathname }, 'request failed');
       sendJson(res, status, body);
       if (!req.complete) req.resume();
     } finally {
-      log.debug({ method: req.method, path: url.pathname, status: res.statusCode, ms: Math.round(performance.now() - started) }, 'request');
+      metrics.httpRequests.inc({ code: `${Math.floor(res.statusCode / 100)}xx` });
+      if (url.pathname !== '/healthz' && url.pathname !== '/readyz') {
+        log.info({ req_id: reqId, user_id: userId, method: req.method, path: url.pathname, status: res.statusCode, ms: Math.round(performance.now() - started) }, 'request');
+      }
     }
-  });
+  };
+  const server = opts.tls ? https.createServer({ cert: opts.tls.cert, key: opts.tls.key }, handle) : http.createServer(handle);
   server.keepAliveTimeout = 65_000;
 
   const signal = new SignalRouter(db, secrets, log, auth);
@@ -153,6 +196,7 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
 
   async function openStream(ws: WebSocket, chatId: string, after: number) {
     sockets.add(ws);
+    metrics.activeStreams.inc();
     const stream = new ChatStreamSocket(ws);
     let unsubscribe: (() => void) | null = null;
     let alive = true;
@@ -164,7 +208,7 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
     ws.on('pong', () => (alive = true));
     stream.onClose = () => {
       clearInterval(ping);
-      sockets.delete(ws);
+      if (sockets.delete(ws)) metrics.activeStreams.dec();
       unsubscribe?.();
     };
     ws.on('message', () => stream.close(1008, 'this stream is one-way; use the HTTP API to send'));
@@ -185,21 +229,33 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
   runner?.start();
   const port = (server.address() as AddressInfo).port;
   const host = opts.host && opts.host !== '0.0.0.0' && opts.host !== '::' ? opts.host : '127.0.0.1';
+  const scheme = opts.tls ? 'https' : 'http';
+  let drained: Promise<void> | null = null;
+  const drain = () =>
+    (drained ??= (async () => {
+      draining = true;
+      server.close(); // no new connections; requests in flight finish
+      await runner?.stop();
+      // Clients resume with ?after= on another replica; gateways reconnect (to another one behind a balancer).
+      for (const ws of sockets) ws.close(1012, 'server restarting; reconnect');
+      signal.close(1012);
+    })());
   return {
-    url: `http://${host.includes(':') ? `[${host}]` : host}:${port}`,
+    url: `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`,
     port,
     db,
     bus,
     service,
     runner,
     adminToken,
+    drain,
     async close() {
-      await runner?.stop();
+      await drain();
       hub.close();
-      signal.close();
       for (const ws of sockets) ws.close(1001, 'server shutting down');
       server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));
+      if (!opts.bus) await bus.close();
     },
   };
 }

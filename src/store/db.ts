@@ -12,6 +12,8 @@ export interface Queryable {
 
 export interface Db extends Queryable {
   readonly kind: 'pglite' | 'postgres';
+  /** PostgreSQL only: how to open more connections (the replica bus). */
+  readonly pg?: { connectionString: string; options?: string };
   /** Runs fn in one transaction; commits when it resolves, rolls back when it throws. */
   tx<T>(fn: (q: Queryable) => Promise<T>): Promise<T>;
   /** LISTEN on a channel (namespaced); returns an unlisten function. */
@@ -130,6 +132,7 @@ async function openPostgres(url: string, schema?: string): Promise<Db> {
   const ident = (ch: string) => `"${(prefix + ch).replace(/"/g, '')}"`;
   return {
     kind: 'postgres',
+    pg: { connectionString: url, options },
     async query<T extends Row>(sql: string, params?: unknown[]) {
       return (await pool.query(sql, params as any[])).rows as T[];
     },

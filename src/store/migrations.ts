@@ -112,6 +112,14 @@ export const migrations: string[] = [
   );
   CREATE INDEX launch_sessions_started ON launch_sessions (started_at DESC);
   `,
+  `
+  CREATE TABLE bus_payloads (
+    id bigserial PRIMARY KEY,
+    payload text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+  );
+  CREATE INDEX bus_payloads_created ON bus_payloads (created_at);
+  `,
 ];
 
 export async function migrate(db: Db): Promise<void> {

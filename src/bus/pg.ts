@@ -1,0 +1,192 @@
+// Replica bus over PostgreSQL LISTEN/NOTIFY: one listening connection and one sending connection
+// per replica (the sender keeps publish order). A batch over NOTIFY's 8000-byte limit is stored in
+// bus_payloads in the same statement as its NOTIFY and fetched by the receivers, in order.
+import pg from 'pg';
+import { RemoteBus } from './remote.js';
+import { num } from '../config.js';
+import type { Logger } from '../log.js';
+
+export interface PgConn {
+  connectionString: string;
+  options?: string;
+}
+
+const NOTIFY_LIMIT = 7900;
+
+export class PgBus extends RemoteBus {
+  override readonly kind = 'postgres' as const;
+  protected maxBatchBytes = NOTIFY_LIMIT;
+  private listener: pg.Client | null = null;
+  private notifier: pg.Client | null = null;
+  private channel = 'airlock_bus';
+  private inbox: Promise<void> | null = null;
+  private reconnecting = false;
+  private missed = false;
+  private janitor: NodeJS.Timeout;
+
+  private constructor(
+    private conn: PgConn,
+    private log: Logger,
+    replicaId?: string,
+  ) {
+    super(replicaId);
+    this.janitor = setInterval(() => {
+      this.notifier?.query(`DELETE FROM bus_payloads WHERE created_at < now() - interval '10 minutes'`).catch(() => {});
+    }, 60_000).unref();
+  }
+
+  static async open(conn: PgConn, log: Logger, replicaId?: string): Promise<PgBus> {
+    const bus = new PgBus(conn, log, replicaId);
+    await bus.connect();
+    return bus;
+  }
+
+  private client(): pg.Client {
+    const c = new pg.Client({ connectionString: this.conn.connectionString, options: this.conn.options, application_name: `airlock-bus ${this.replicaId}` });
+    c.on('error', () => this.lost());
+    c.on('end', () => this.lost());
+    return c;
+  }
+
+  private async connect(): Promise<void> {
+    const notifier = this.client();
+    const listener = this.client();
+    try {
+      await Promise.all([notifier.connect(), listener.connect()]);
+      const schema = (await notifier.query<{ s: string }>('SELECT current_schema() AS s')).rows[0]?.s ?? 'public';
+      this.channel = schema === 'public' ? 'airlock_bus' : `airlock_bus_${schema}`;
+      listener.on('notification', (n) => this.onNotification(n.payload ?? ''));
+      await listener.query(`LISTEN "${this.channel}"`);
+    } catch (err) {
+      for (const c of [notifier, listener]) {
+        c.removeAllListeners('end');
+        c.removeAllListeners('error');
+        c.on('error', () => {});
+        void c.end().catch(() => {});
+      }
+      throw err;
+    }
+    this.notifier = notifier;
+    this.listener = listener;
+  }
+
+  private outbox: [string, number][] = [];
+  private sending = false;
+
+  protected send(json: string, bytes: number): void {
+    if (!this.notifier) {
+      this.missed = true; // the others will be told to resync when we are back
+      return;
+    }
+    this.outbox.push([json, bytes]);
+    if (!this.sending) void this.drainOutbox();
+  }
+
+  /** One NOTIFY at a time on one connection: the order of publishing is the order of delivery. */
+  private async drainOutbox(): Promise<void> {
+    this.sending = true;
+    try {
+      for (let item = this.outbox.shift(); item; item = this.outbox.shift()) {
+        const c = this.notifier;
+        if (!c) {
+          this.missed = true;
+          this.outbox = [];
+          return;
+        }
+        const [json, bytes] = item;
+        try {
+          if (bytes <= NOTIFY_LIMIT) await c.query('SELECT pg_notify($1, $2)', [this.channel, json]);
+          else
+            await c.query(
+              `WITH p AS (INSERT INTO bus_payloads (payload) VALUES ($2) RETURNING id)
+               SELECT pg_notify($1, '{"ref":' || (SELECT id FROM p) || '}')`,
+              [this.channel, json],
+            );
+        } catch {
+          this.missed = true;
+          this.lost();
+        }
+      }
+    } finally {
+      this.sending = false;
+    }
+  }
+
+  private onNotification(payload: string): void {
+    const ref = payload.startsWith('{"ref":') ? Number(JSON.parse(payload).ref) : null;
+    if (ref === null && !this.inbox) return this.receive(payload);
+    // Keep order: a fetched batch delays the ones behind it.
+    const prev = this.inbox ?? Promise.resolve();
+    const next = prev.then(async () => {
+      if (ref === null) return this.receive(payload);
+      try {
+        const r = await this.listener?.query<{ payload: string }>('SELECT payload FROM bus_payloads WHERE id = $1', [ref]);
+        const body = r?.rows[0]?.payload;
+        if (body) this.receive(body);
+      } catch (err) {
+        this.log.warn({ err }, 'bus: could not fetch a large message');
+      }
+    });
+    this.inbox = next;
+    void next.then(() => {
+      if (this.inbox === next) this.inbox = null;
+    });
+  }
+
+  protected override receive(json: string): void {
+    if (json.startsWith('{"gap":')) {
+      if (!json.includes(JSON.stringify(this.replicaId))) this.gap();
+      return;
+    }
+    super.receive(json);
+  }
+
+  /** A connection broke: reconnect with backoff, then resync (ours and, if we dropped sends, theirs). */
+  private lost(): void {
+    if (this.closed || this.reconnecting) return;
+    this.reconnecting = true;
+    this.missed = true;
+    const old = [this.listener, this.notifier];
+    this.listener = this.notifier = null;
+    for (const c of old) {
+      if (!c) continue;
+      c.removeAllListeners('end');
+      c.removeAllListeners('notification');
+      void c.end().catch(() => {});
+    }
+    this.log.warn('bus: lost the PostgreSQL connection; reconnecting');
+    const min = num('busReconnectMinMs');
+    const max = num('busReconnectMaxMs');
+    const attempt = async (delay: number): Promise<void> => {
+      if (this.closed) return;
+      try {
+        await this.connect();
+      } catch {
+        await new Promise((r) => setTimeout(r, delay * (0.5 + Math.random() / 2)));
+        return attempt(Math.min(max, delay * 2));
+      }
+      this.reconnecting = false;
+      this.log.info('bus: reconnected');
+      if (this.missed) {
+        this.missed = false;
+        void this.notifier?.query('SELECT pg_notify($1, $2)', [this.channel, JSON.stringify({ gap: this.replicaId })]).catch(() => {});
+      }
+      this.gap();
+    };
+    void attempt(min);
+  }
+
+  override async close(): Promise<void> {
+    await super.close();
+    clearInterval(this.janitor);
+    const cs = [this.listener, this.notifier];
+    this.listener = this.notifier = null;
+    await Promise.all(
+      cs.map(async (c) => {
+        if (!c) return;
+        c.removeAllListeners('end');
+        await c.end().catch(() => {});
+      }),
+    );
+  }
+}

@@ -1,0 +1,83 @@
+// The shared half of the replica buses: local delivery stays synchronous; everything published in
+// one tick goes to the other replicas as one batch (keeps per-token traffic to one message per
+// tick), in publish order, through a transport that only has to move strings in order.
+import { LocalBus, type Topic } from './bus.js';
+import { metrics } from '../metrics.js';
+
+export interface Batch {
+  /** origin replica */
+  o: string;
+  /** publish time, ms since the epoch (bus lag) */
+  ts: number;
+  b: [Topic, unknown][];
+}
+
+export abstract class RemoteBus extends LocalBus {
+  private pending: [Topic, unknown][] = [];
+  private scheduled = false;
+  protected closed = false;
+
+  /** Largest batch the transport takes, in bytes of JSON. */
+  protected abstract maxBatchBytes: number;
+  /** Sends one serialized batch; must keep the order of calls. */
+  protected abstract send(json: string, bytes: number): void;
+
+  override publish(topic: Topic, msg: unknown): void {
+    this.deliver(topic, msg);
+    if (this.closed) return;
+    this.pending.push([topic, msg]);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => this.flush());
+    }
+  }
+
+  private flush(): void {
+    this.scheduled = false;
+    const items = this.pending;
+    this.pending = [];
+    if (this.closed || !items.length) return;
+    const ts = Date.now();
+    const head = `{"o":${JSON.stringify(this.replicaId)},"ts":${ts},"b":[`;
+    let parts: string[] = [];
+    let size = head.length + 2;
+    const out = () => {
+      if (!parts.length) return;
+      const json = `${head}${parts.join(',')}]}`;
+      this.send(json, Buffer.byteLength(json));
+      parts = [];
+      size = head.length + 2;
+    };
+    for (const item of items) {
+      const s = JSON.stringify(item);
+      const n = Buffer.byteLength(s) + 1;
+      if (size + n > this.maxBatchBytes) out();
+      parts.push(s);
+      size += n;
+    }
+    out();
+  }
+
+  /** A batch from the transport: our own are skipped (already delivered locally). */
+  protected receive(json: string): void {
+    let batch: Batch;
+    try {
+      batch = JSON.parse(json) as Batch;
+    } catch {
+      return;
+    }
+    if (batch.o === this.replicaId || !Array.isArray(batch.b)) return;
+    metrics.busLagMs.observe({ bus: this.kind }, Math.max(0, Date.now() - batch.ts));
+    for (const [topic, msg] of batch.b) this.deliver(topic, msg);
+  }
+
+  protected override gap(): void {
+    metrics.busGaps.inc();
+    super.gap();
+  }
+
+  override async close(): Promise<void> {
+    this.closed = true;
+    await super.close();
+  }
+}
