@@ -1,6 +1,9 @@
 // The signalling router: gateways dial in and stay connected; a client's launch socket is paired
 // with an online gateway serving the resource. Offers, answers and ICE candidates are relayed as
 // JSON text frames; binary frames on the same sockets are the relay path of the tube.
+// Across replicas: when the gateway's control socket is on another replica, signalling crosses the
+// bus ('signal' messages addressed to a replica) and the gateway opens its relay socket straight to
+// the client's replica (its public URL), so relayed bytes never cross the bus.
 import type http from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -11,6 +14,9 @@ import { ApiError, notFound, unauthorized } from '../errors.js';
 import type { SecretBox } from './secretbox.js';
 import * as store from './store.js';
 import { parseJson } from '../client/wire.js';
+import type { Bus } from '../bus/bus.js';
+import { num } from '../config.js';
+import { metrics } from '../metrics.js';
 
 const RELAY_HIGH_WATER = 8 << 20;
 
@@ -20,26 +26,60 @@ interface GatewayLink {
   sessions: Set<string>;
 }
 
+interface RemoteGateway {
+  id: string;
+  name: string;
+  replica: string;
+}
+
 interface Session {
   id: string;
   user: User;
   resource: store.Resource;
-  link: GatewayLink;
+  /** The gateway's control socket: here, or on another replica. */
+  link: GatewayLink | null;
+  remote: RemoteGateway | null;
+  gatewayId: string;
   client: WebSocket;
   relay: WebSocket | null;
+  startedAt: number;
+  offerAt: number;
+  openTimer?: NodeJS.Timeout;
 }
+
+/** A session whose client is on another replica and whose gateway is connected here. */
+interface Hosted {
+  link: GatewayLink;
+  origin: string;
+}
+
+type BusSignal = { to: string; session: string } & (
+  | { kind: 'open'; from: string; gateway_id: string; user: string; resource: unknown; credential_enc: string | null; relay_url: string }
+  | { kind: 'opened' | 'close' }
+  | { kind: 'to_gateway' | 'to_client'; msg: Record<string, unknown> }
+  | { kind: 'gone'; message: string }
+);
 
 export class SignalRouter {
   private wss = new WebSocketServer({ noServer: true, maxPayload: 1 << 20 });
   private links = new Map<string, GatewayLink>();
   private sessions = new Map<string, Session>();
+  private hosted = new Map<string, Hosted>();
+  private unsubBus: () => void;
 
   constructor(
     private db: Db,
     private secrets: SecretBox,
     private log: Logger,
     private authUser: (req: http.IncomingMessage) => Promise<User>,
-  ) {}
+    private bus: Bus,
+    /** ws(s):// URL of this replica as gateways reach it. */
+    private publicWsUrl: () => string,
+  ) {
+    this.unsubBus = bus.subscribe('signal', (m: BusSignal) => {
+      if (m?.to === bus.replicaId) this.fromBus(m);
+    });
+  }
 
   /** Handles the launch and gateway WebSocket endpoints; false for other paths. */
   async upgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer, url: URL): Promise<boolean> {
@@ -49,8 +89,9 @@ export class SignalRouter {
       const resource = name ? await store.launchableResource(this.db, user, name) : null;
       if (!resource) throw notFound(`resource "${name}"`);
       const link = this.pickGateway(resource.gateway);
-      if (!link) throw new ApiError(503, 'gateway_offline', `no gateway of "${resource.gateway}" is online to serve "${name}"`);
-      this.wss.handleUpgrade(req, socket, head, (ws) => void this.openSession(ws, user, resource, link));
+      const remote = link || this.bus.kind === 'local' ? null : await store.remoteGateway(this.db, resource.gateway, this.bus.replicaId);
+      if (!link && !remote) throw new ApiError(503, 'gateway_offline', `no gateway of "${resource.gateway}" is online to serve "${name}"`);
+      this.wss.handleUpgrade(req, socket, head, (ws) => void this.openSession(ws, user, resource, link, remote));
       return true;
     }
     if (url.pathname === '/api/gateway/connect') {
@@ -62,7 +103,7 @@ export class SignalRouter {
     if (m) {
       const gateway = await this.authGateway(req);
       const s = this.sessions.get(m[1]!);
-      if (!s || s.link.gateway.id !== gateway.id) throw notFound('session');
+      if (!s || s.gatewayId !== gateway.id) throw notFound('session');
       this.wss.handleUpgrade(req, socket, head, (ws) => this.attachRelay(ws, s));
       return true;
     }
@@ -75,6 +116,7 @@ export class SignalRouter {
 
   /** Tells gateways to reconnect (1012: to another replica) and ends the launch sockets here. */
   close(code = 1001): void {
+    this.unsubBus();
     for (const s of this.sessions.values()) s.client.close(code, code === 1012 ? 'server restarting' : 'server shutting down');
     for (const l of this.links.values()) l.ws.close(1012, 'server restarting');
   }
@@ -99,7 +141,7 @@ export class SignalRouter {
     if (old) old.ws.close(4000, 'replaced by a newer connection of this gateway');
     const link: GatewayLink = { gateway, ws, sessions: new Set() };
     this.links.set(gateway.id, link);
-    void store.setGatewayOnline(this.db, gateway.id, true).catch((err) => this.log.warn({ err }, 'gateway status update failed'));
+    void store.setGatewayOnline(this.db, gateway.id, true, this.bus.replicaId).catch((err) => this.log.warn({ err }, 'gateway status update failed'));
     this.log.info({ gateway: gateway.name }, 'gateway online');
     ws.on('message', (data, isBinary) => {
       if (isBinary) return;
@@ -110,11 +152,17 @@ export class SignalRouter {
     ws.on('close', () => {
       if (this.links.get(gateway.id) !== link) return;
       this.links.delete(gateway.id);
-      void store.setGatewayOnline(this.db, gateway.id, false).catch(() => {});
+      void store.setGatewayOnline(this.db, gateway.id, false, this.bus.replicaId).catch(() => {});
       this.log.info({ gateway: gateway.name }, 'gateway offline');
+      const message = `gateway "${gateway.name}" disconnected`;
       for (const id of link.sessions) {
         const s = this.sessions.get(id);
-        if (s) send(s.client, { type: 'gateway_lost', message: `gateway "${gateway.name}" disconnected` });
+        if (s) send(s.client, { type: 'gateway_lost', message });
+        const h = this.hosted.get(id);
+        if (h) {
+          this.hosted.delete(id);
+          this.signal(h.origin, { kind: 'gone', session: id, message });
+        }
       }
     });
     ws.on('error', () => {});
@@ -126,12 +174,16 @@ export class SignalRouter {
     switch (msg?.type) {
       case 'answer':
       case 'candidate':
-      case 'error':
-        if (s && s.link === link) send(s.client, msg);
+      case 'error': {
+        if (s && s.link === link) return this.toClient(s, msg);
+        const h = typeof msg.session === 'string' ? this.hosted.get(msg.session) : undefined;
+        if (h && h.link === link) this.signal(h.origin, { kind: 'to_client', session: msg.session, msg });
         return;
+      }
       case 'ended':
         if (typeof msg.session === 'string' && link.sessions.has(msg.session)) {
           link.sessions.delete(msg.session);
+          this.hosted.delete(msg.session);
           void store.endSession(this.db, msg.session, report(msg)).catch((err) => this.log.warn({ err }, 'session report failed'));
         }
         return;
@@ -140,7 +192,13 @@ export class SignalRouter {
     }
   }
 
-  private async openSession(client: WebSocket, user: User, resource: store.Resource & { credential_enc: string | null }, link: GatewayLink) {
+  private async openSession(
+    client: WebSocket,
+    user: User,
+    resource: store.Resource & { credential_enc: string | null },
+    link: GatewayLink | null,
+    remote: RemoteGateway | null,
+  ) {
     client.on('error', () => {});
     // The client sends its offer the moment the socket opens: listen before the first await.
     let s: Session | null = null;
@@ -154,36 +212,56 @@ export class SignalRouter {
       left = true;
       if (!s) return;
       this.sessions.delete(s.id);
-      send(s.link.ws, { type: 'close', session: s.id });
+      metrics.activeSessions.dec();
+      clearTimeout(s.openTimer);
+      this.toGateway(s, { type: 'close', session: s.id });
       s.relay?.close(1000, 'client left');
       void store.endSession(this.db, s.id, {}).catch(() => {});
     });
+    const gatewayId = link?.gateway.id ?? remote!.id;
+    const gatewayName = link?.gateway.name ?? remote!.name;
     let id: string;
     try {
-      id = await store.startSession(this.db, { user_id: user.id, resource, gateway_id: link.gateway.id });
+      id = await store.startSession(this.db, { user_id: user.id, resource, gateway_id: gatewayId });
     } catch (err) {
       this.log.error({ err }, 'session start failed');
       return client.close(1011, 'internal error');
     }
     if (left) return void store.endSession(this.db, id, { error: 'client left' }).catch(() => {});
-    if (link.ws.readyState !== link.ws.OPEN) {
+    if (link && link.ws.readyState !== link.ws.OPEN) {
       send(client, { type: 'gateway_lost', message: `gateway "${link.gateway.name}" disconnected` });
       void store.endSession(this.db, id, { error: 'gateway lost before the session started' }).catch(() => {});
       return client.close(1013, 'gateway lost');
     }
-    const session: Session = { id, user, resource, link, client, relay: null };
+    const session: Session = { id, user, resource, link, remote, gatewayId, client, relay: null, startedAt: performance.now(), offerAt: 0 };
     this.sessions.set(id, session);
-    link.sessions.add(id);
-    const credential = resource.credential_enc ? this.secrets.open(resource.credential_enc) : null;
-    send(link.ws, {
-      type: 'session',
-      session: id,
+    metrics.activeSessions.inc();
+    const offer = {
       user: user.name,
       resource: { name: resource.name, kind: resource.kind, target: resource.target },
-      credential,
-    });
-    send(client, { type: 'session', session: id, kind: resource.kind, gateway: link.gateway.name });
-    this.log.info({ session: id, user: user.name, resource: resource.name, gateway: link.gateway.name }, 'session started');
+    };
+    if (link) {
+      link.sessions.add(id);
+      const credential = resource.credential_enc ? this.secrets.open(resource.credential_enc) : null;
+      send(link.ws, { type: 'session', session: id, ...offer, credential });
+    } else {
+      // The credential crosses the bus sealed; the gateway's replica opens it.
+      this.signal(remote!.replica, {
+        kind: 'open',
+        session: id,
+        from: this.bus.replicaId,
+        gateway_id: remote!.id,
+        ...offer,
+        credential_enc: resource.credential_enc,
+        relay_url: this.publicWsUrl(),
+      });
+      session.openTimer = setTimeout(() => {
+        // The replica holding the gateway did not answer: it died; the gateway will reconnect elsewhere.
+        this.toClient(session, { type: 'gateway_lost', message: `gateway "${gatewayName}" is not reachable through its server replica` });
+      }, num('replayTimeoutMs'));
+    }
+    send(client, { type: 'session', session: id, kind: resource.kind, gateway: gatewayName });
+    this.log.info({ session: id, user: user.name, resource: resource.name, gateway: gatewayName, via: remote?.replica }, 'session started');
     s = session;
     for (const m of early.splice(0)) this.fromClient(session, m.data, m.isBinary);
   }
@@ -192,8 +270,10 @@ export class SignalRouter {
     if (isBinary) return this.pipe(s.client, s.relay, data);
     const msg = parseJson(data.toString());
     if (msg === undefined) return s.client.close(1008, 'invalid JSON');
-    if (msg?.type === 'offer' || msg?.type === 'candidate') send(s.link.ws, { ...msg, session: s.id });
-    else if (msg?.type === 'bye') void store.endSession(this.db, s.id, report(msg)).catch(() => {});
+    if (msg?.type === 'offer' || msg?.type === 'candidate') {
+      if (msg.type === 'offer') s.offerAt = performance.now();
+      this.toGateway(s, { ...msg, session: s.id });
+    } else if (msg?.type === 'bye') void store.endSession(this.db, s.id, report(msg)).catch(() => {});
   }
 
   private attachRelay(ws: WebSocket, s: Session): void {
@@ -206,7 +286,67 @@ export class SignalRouter {
     ws.on('close', () => {
       if (s.relay === ws) s.relay = null;
     });
+    metrics.launchPhaseMs.observe({ phase: 'session_to_relay' }, performance.now() - s.startedAt);
     send(s.client, { type: 'relay_ready' });
+  }
+
+  private toGateway(s: Session, msg: Record<string, unknown>): void {
+    if (s.link) send(s.link.ws, msg);
+    else if (s.remote) this.signal(s.remote.replica, msg.type === 'close' ? { kind: 'close', session: s.id } : { kind: 'to_gateway', session: s.id, msg });
+  }
+
+  private toClient(s: Session, msg: Record<string, unknown>): void {
+    if (msg.type === 'answer' && s.offerAt) metrics.launchPhaseMs.observe({ phase: 'offer_to_answer' }, performance.now() - s.offerAt);
+    send(s.client, msg);
+  }
+
+  private signal(to: string, m: BusSignal extends infer T ? (T extends unknown ? Omit<T, 'to'> : never) : never): void {
+    this.bus.publish('signal', { ...m, to });
+  }
+
+  private fromBus(m: BusSignal): void {
+    if (typeof m.session !== 'string') return;
+    const s = this.sessions.get(m.session);
+    switch (m.kind) {
+      case 'open': {
+        const link = this.links.get(m.gateway_id);
+        if (!link || link.ws.readyState !== link.ws.OPEN) {
+          return this.signal(m.from, { kind: 'gone', session: m.session, message: 'the gateway is no longer connected to that server replica' });
+        }
+        this.hosted.set(m.session, { link, origin: m.from });
+        link.sessions.add(m.session);
+        let credential = null;
+        try {
+          credential = m.credential_enc ? this.secrets.open(m.credential_enc) : null;
+        } catch {
+          return this.signal(m.from, { kind: 'gone', session: m.session, message: 'this server replica cannot open the credential (replicas need the same AIRLOCK_SECRET_KEY)' });
+        }
+        send(link.ws, { type: 'session', session: m.session, user: m.user, resource: m.resource, credential, relay_url: m.relay_url });
+        return this.signal(m.from, { kind: 'opened', session: m.session });
+      }
+      case 'to_gateway': {
+        const h = this.hosted.get(m.session);
+        if (h) send(h.link.ws, { ...m.msg, session: m.session });
+        return;
+      }
+      case 'close': {
+        const h = this.hosted.get(m.session);
+        if (h) send(h.link.ws, { type: 'close', session: m.session });
+        return;
+      }
+      case 'opened':
+        if (s) clearTimeout(s.openTimer);
+        return;
+      case 'to_client':
+        if (s) this.toClient(s, m.msg);
+        return;
+      case 'gone':
+        if (s) {
+          clearTimeout(s.openTimer);
+          send(s.client, { type: 'gateway_lost', message: m.message });
+        }
+        return;
+    }
   }
 
   /** Forwards one relay frame; pauses the sender while the receiver has too much queued. */

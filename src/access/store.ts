@@ -84,8 +84,21 @@ export async function listGateways(q: Queryable): Promise<Gateway[]> {
   return q.query<Gateway>(`SELECT id, name, grp AS "group", online, last_seen_at FROM gateways ORDER BY name`);
 }
 
-export async function setGatewayOnline(q: Queryable, id: string, online: boolean): Promise<void> {
-  await q.query('UPDATE gateways SET online = $2, last_seen_at = now() WHERE id = $1', [id, online]);
+/** Online: the gateway's control socket is on `replica`. Offline only if it is still ours (it may
+ * already have reconnected to another replica). */
+export async function setGatewayOnline(q: Queryable, id: string, online: boolean, replica: string): Promise<void> {
+  if (online) await q.query('UPDATE gateways SET online = true, replica = $2, last_seen_at = now() WHERE id = $1', [id, replica]);
+  else await q.query('UPDATE gateways SET online = false, replica = NULL, last_seen_at = now() WHERE id = $1 AND replica = $2', [id, replica]);
+}
+
+/** An online gateway of the group whose control socket is on another replica. */
+export async function remoteGateway(q: Queryable, group: string, notReplica: string): Promise<(Gateway & { replica: string }) | null> {
+  const rows = await q.query<Gateway & { replica: string }>(
+    `SELECT id, name, grp AS "group", online, last_seen_at, replica FROM gateways
+     WHERE grp = $1 AND online AND replica IS NOT NULL AND replica <> $2 ORDER BY random() LIMIT 1`,
+    [group, notReplica],
+  );
+  return rows[0] ?? null;
 }
 
 export async function startSession(q: Queryable, s: { user_id: string; resource: Resource; gateway_id: string }): Promise<string> {

@@ -91,7 +91,9 @@ export class GatewayDaemon {
         this.settle.resolve();
         return;
       case 'session': {
-        const s = new GatewaySession(msg as SessionOffer, this.wsUrl, this.opts.token, this.send, this.opts.log, () => this.sessions.delete(s.id));
+        // A session whose client is on another server replica: relay straight to that replica.
+        const relayBase = typeof msg.relay_url === 'string' && /^wss?:\/\/[^/]+$/.test(msg.relay_url) ? msg.relay_url : this.wsUrl;
+        const s = new GatewaySession(msg as SessionOffer, relayBase, this.opts.token, this.send, this.opts.log, () => this.sessions.delete(s.id));
         this.sessions.set(s.id, s);
         this.opts.log.info({ session: s.id, user: msg.user, resource: msg.resource?.name }, 'session');
         s.start();

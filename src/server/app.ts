@@ -163,7 +163,8 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
   const server = opts.tls ? https.createServer({ cert: opts.tls.cert, key: opts.tls.key }, handle) : http.createServer(handle);
   server.keepAliveTimeout = 65_000;
 
-  const signal = new SignalRouter(db, secrets, log, auth);
+  let publicWsUrl = '';
+  const signal = new SignalRouter(db, secrets, log, auth, bus, () => publicWsUrl);
   const wss = new WebSocketServer({ noServer: true, maxPayload: num('wsMaxFrameBytes') });
   const sockets = new Set<WebSocket>();
   server.on('upgrade', async (req, socket, head) => {
@@ -230,6 +231,8 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
   const port = (server.address() as AddressInfo).port;
   const host = opts.host && opts.host !== '0.0.0.0' && opts.host !== '::' ? opts.host : '127.0.0.1';
   const scheme = opts.tls ? 'https' : 'http';
+  const listenUrl = `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  publicWsUrl = (str('publicUrl') || listenUrl).replace(/^http/, 'ws').replace(/\/+$/, '');
   let drained: Promise<void> | null = null;
   const drain = () =>
     (drained ??= (async () => {
@@ -241,7 +244,7 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
       signal.close(1012);
     })());
   return {
-    url: `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`,
+    url: listenUrl,
     port,
     db,
     bus,

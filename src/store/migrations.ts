@@ -119,6 +119,7 @@ export const migrations: string[] = [
     created_at timestamptz NOT NULL DEFAULT now()
   );
   CREATE INDEX bus_payloads_created ON bus_payloads (created_at);
+  ALTER TABLE gateways ADD COLUMN replica text;
   `,
 ];
 
