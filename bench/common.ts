@@ -1,0 +1,162 @@
+// Shared by the chat benchmarks: the fake provider process, an `airlock server` process, the
+// per-chat load (send → first delta at a WebSocket client), percentiles.
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ApiClient } from '../src/client/api.js';
+import type { StreamEvent } from '../src/chat/types.js';
+
+export const now = () => performance.timeOrigin + performance.now();
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+export const pct = (xs: number[], p: number) => {
+  if (!xs.length) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!;
+};
+export const r2 = (x: number) => Math.round(x * 100) / 100;
+
+export function arg(name: string, def: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : def;
+}
+
+export interface ProviderPacing {
+  ttftMs: number;
+  tokens: number;
+  intervalMs: number;
+  burst: number;
+}
+
+/** The fake provider runs in its own process so that its writes do not compete with the clients. */
+export async function startProvider(p: ProviderPacing): Promise<{ baseUrl: string; close: () => void }> {
+  const proc = spawn(process.execPath, ['--import', 'tsx', 'bench/fake-provider.ts', String(p.ttftMs), String(p.tokens), String(p.intervalMs), String(p.burst)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const baseUrl = await new Promise<string>((resolve, reject) => {
+    proc.stdout!.once('data', (d) => resolve(String(d).trim()));
+    proc.once('exit', (c) => reject(new Error(`fake provider exited ${c}`)));
+  });
+  return { baseUrl, close: () => proc.kill() };
+}
+
+export interface ServerProc {
+  url: string;
+  /** Printed on the very first start of a database only. */
+  token: string | null;
+  workerId: string | null;
+  proc: ChildProcess;
+  dir: string;
+  stop(): Promise<void>;
+}
+
+/** firstStart: a fresh database, whose first server prints the admin token. */
+export async function startAirlock(env: NodeJS.ProcessEnv, args: string[] = [], firstStart = true): Promise<ServerProc> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-bench-'));
+  const { DATABASE_URL: _ignored, ...parentEnv } = process.env; // only an explicit --database-url counts
+  const proc = spawn(process.execPath, [...(process.env.BENCH_SERVER_NODE_ARGS?.split(' ') ?? []), 'bin/airlock.js', 'server', '--port', '0', '--data-dir', path.join(dir, 'data'), ...args], {
+    env: { ...parentEnv, AIRLOCK_CLI_CONFIG: path.join(dir, 'cli.json'), AIRLOCK_LOG_LEVEL: 'warn', AIRLOCK_TITLES: '0', ...env },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let err = '';
+  const found = await new Promise<{ url: string; token: string | null; workerId: string | null }>((resolve, reject) => {
+    proc.stderr!.on('data', (d) => {
+      err += d;
+      const m = /listening on (\S+) \(.*?(?:worker (\S+)\)|API only\))/.exec(err);
+      const token = /^\s+(al_\S+)$/m.exec(err)?.[1] ?? null;
+      if (m && (token || !firstStart)) resolve({ url: m[1]!, token, workerId: m[2] ?? null });
+    });
+    proc.on('exit', (c) => reject(new Error(`server exited ${c}: ${err}`)));
+  });
+  return {
+    ...found,
+    proc,
+    dir,
+    async stop() {
+      if (proc.exitCode === null && proc.signalCode === null) {
+        proc.kill(process.env.BENCH_SERVER_NODE_ARGS ? 'SIGINT' : 'SIGKILL');
+        await new Promise((r) => proc.once('exit', r));
+      }
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface LoadResult {
+  overhead: number[];
+  token: number[];
+  tokens: number;
+  seconds: number;
+}
+
+/**
+ * `chats` chats, each with one WebSocket client on `stream`; each sends `messages` messages
+ * (plus one warm-up) on `send` and waits for the turn to end. Overhead = send start → first delta
+ * at the client − the provider's TTFT; per token = provider write → client receive.
+ */
+export async function runLoad(send: ApiClient, stream: ApiClient, chats: number, messages: number, ttftMs: number): Promise<LoadResult> {
+  const overhead: number[] = [];
+  const tokenLat: number[] = [];
+  let tokens = 0;
+  const ids = await Promise.all(Array.from({ length: chats }, () => send.post('/api/chats', { title: 'bench' })));
+  const started = now();
+  await Promise.all(
+    ids.map(async (chat) => {
+      let resolveTurn: ((t: number) => void) | null = null;
+      let firstDelta = 0;
+      let measuring = false;
+      const ws = await stream.openStream(chat.id, 0, (events: StreamEvent[]) => {
+        const t = now();
+        for (const e of events) {
+          if (e.type === 'delta') {
+            if (!firstDelta) firstDelta = t;
+            if (measuring) {
+              tokens++;
+              const ts = Number(String(e.text).slice(1));
+              if (ts) tokenLat.push(t - ts);
+            }
+          } else if (e.type === 'status' && e.status === 'waiting' && resolveTurn) {
+            const r = resolveTurn;
+            resolveTurn = null;
+            r(t);
+          } else if (e.type === 'status' && e.status === 'error') {
+            throw new Error(`chat failed: ${e.error}`);
+          }
+        }
+      });
+      for (let m = 0; m <= messages; m++) {
+        measuring = m > 0;
+        firstDelta = 0;
+        const done = new Promise<number>((r) => (resolveTurn = r));
+        const turnStart = now();
+        await send.post(`/api/chats/${chat.id}/messages`, { content: `message ${m}` });
+        await done;
+        if (measuring) overhead.push(firstDelta - turnStart - ttftMs);
+      }
+      ws.close();
+    }),
+  );
+  return { overhead, token: tokenLat, tokens, seconds: (now() - started) / 1000 };
+}
+
+/** A fresh schema on the PostgreSQL at `base` (dropped by the returned function). */
+export async function pgUrlWithSchema(base: string): Promise<{ url: string; drop: () => Promise<void> }> {
+  const { default: pg } = await import('pg');
+  const schema = `bench_${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
+  const c = new pg.Client({ connectionString: base });
+  await c.connect();
+  await c.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE; CREATE SCHEMA ${schema}`);
+  await c.end();
+  const u = new URL(base);
+  u.searchParams.set('options', `-c search_path=${schema}`);
+  return {
+    url: u.toString(),
+    drop: async () => {
+      const d = new pg.Client({ connectionString: base });
+      await d.connect();
+      await d.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+      await d.end();
+    },
+  };
+}
+
