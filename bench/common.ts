@@ -61,6 +61,7 @@ export async function startAirlock(env: NodeJS.ProcessEnv, args: string[] = [], 
   let err = '';
   const found = await new Promise<{ url: string; token: string | null; workerId: string | null }>((resolve, reject) => {
     proc.stderr!.on('data', (d) => {
+      if (process.env.BENCH_SERVER_LOG) process.stderr.write(d);
       err += d;
       const m = /listening on (\S+) \(.*?(?:worker (\S+)\)|API only\))/.exec(err);
       const token = /^\s+(al_\S+)$/m.exec(err)?.[1] ?? null;
@@ -100,13 +101,21 @@ export async function runLoad(send: ApiClient, stream: ApiClient, chats: number,
   let tokens = 0;
   const ids = await Promise.all(Array.from({ length: chats }, () => send.post('/api/chats', { title: 'bench' })));
   const started = now();
+  const stuck = new Map<string, () => string>();
+  const watchdog = setInterval(() => {
+    if (process.env.BENCH_DEBUG) for (const [id, f] of stuck) process.stderr.write(`[bench] waiting on ${id}: ${f()}\n`);
+  }, 15_000);
   await Promise.all(
     ids.map(async (chat) => {
       let resolveTurn: ((t: number) => void) | null = null;
       let firstDelta = 0;
       let measuring = false;
+      const seen: string[] = [];
+      let mNow = 0;
+      stuck.set(chat.id, () => `message ${mNow}; ${seen.slice(-12).join(' ')}`);
       const ws = await stream.openStream(chat.id, 0, (events: StreamEvent[]) => {
         const t = now();
+        for (const e of events) seen.push(`${e.type}${e.type === 'status' ? ':' + e.status : ''}@${e.seq ?? '-'}`);
         for (const e of events) {
           if (e.type === 'delta') {
             if (!firstDelta) firstDelta = t;
@@ -124,7 +133,12 @@ export async function runLoad(send: ApiClient, stream: ApiClient, chats: number,
           }
         }
       });
+      let finished = false;
+      ws.on('close', (code, reason) => {
+        if (!finished) process.stderr.write(`[bench] chat ${chat.id}: stream closed early (${code} ${reason}); waiting turn: ${resolveTurn !== null}\n`);
+      });
       for (let m = 0; m <= messages; m++) {
+        mNow = m;
         measuring = m > 0;
         firstDelta = 0;
         const done = new Promise<number>((r) => (resolveTurn = r));
@@ -133,9 +147,12 @@ export async function runLoad(send: ApiClient, stream: ApiClient, chats: number,
         await done;
         if (measuring) overhead.push(firstDelta - turnStart - ttftMs);
       }
+      finished = true;
+      stuck.delete(chat.id);
       ws.close();
     }),
   );
+  clearInterval(watchdog);
   return { overhead, token: tokenLat, tokens, seconds: (now() - started) / 1000 };
 }
 

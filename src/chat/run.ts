@@ -94,6 +94,15 @@ export class ChatRun {
     return e;
   }
 
+  /** Events a commit has stored: clients must get them whatever happens to this run now. */
+  private publishCommitted(events: StreamEvent[]): void {
+    for (const e of events) this.deps.bus.publish('events', e);
+  }
+
+  /** True while the statement that ends a turn is in flight: a heartbeat that no longer finds the
+   * lease must not cancel the run then (the release itself removed it; the fence decides). */
+  finishing = false;
+
   private get fenceKey() {
     return { chatId: this.chatId, workerId: this.deps.workerId, epoch: this.epoch };
   }
@@ -299,16 +308,23 @@ export class ChatRun {
     const releaseEvents: StreamEvent[] = [];
     if (outcome.actions) releaseEvents.push(ev(this.chatId, this.nextSeq(), 'action_required', { calls: outcome.actions }));
     releaseEvents.push(ev(this.chatId, this.nextSeq(), 'status', { status: outcome.status, ...(outcome.error ? { error: outcome.error } : {}) }));
-    const { fenced, released } = await fencedCommit(this.deps.db, this.fenceKey, outcome.messages, outcome.events, {
-      status: outcome.status,
-      error: outcome.error ?? null,
-      actions: outcome.actions ?? null,
-      actionTimeoutMs: num('actionTimeoutMs'),
-      events: releaseEvents,
-    });
+    this.finishing = true;
+    let fenced: boolean;
+    let released: boolean;
+    try {
+      ({ fenced, released } = await fencedCommit(this.deps.db, this.fenceKey, outcome.messages, outcome.events, {
+        status: outcome.status,
+        error: outcome.error ?? null,
+        actions: outcome.actions ?? null,
+        actionTimeoutMs: num('actionTimeoutMs'),
+        events: releaseEvents,
+      }));
+    } finally {
+      this.finishing = false;
+    }
     if (!fenced) throw new LostOwnership();
     if (released) {
-      for (const e of releaseEvents) this.publish(e);
+      this.publishCommitted(releaseEvents);
       this.deps.onFinished?.(this.chatId, outcome.status);
       return false;
     }
@@ -326,7 +342,7 @@ export class ChatRun {
     });
     if (!next) return this.finishTurn({ ...outcome, messages: [], events: [] }); // the queue emptied meanwhile
     this.stop = null;
-    for (const e of next.events) this.publish(e);
+    this.publishCommitted(next.events);
     this.publish(ev(this.chatId, undefined, 'queue', { queue: next.queue }));
     return true;
   }

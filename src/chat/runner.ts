@@ -160,7 +160,7 @@ export class Runner {
       const alive = new Map(rows.map((r) => [r.id, r.interrupt_requested]));
       for (const id of ids) {
         const run = this.active.get(id);
-        if (!run) continue;
+        if (!run || run.finishing) continue;
         if (!alive.has(id)) run.cancel();
         else if (alive.get(id)) run.interrupt(); // safety net for a lost interrupt signal
       }
