@@ -1,0 +1,88 @@
+// Operator-facing surface: /healthz, /readyz, /metrics (auth), request ids, TLS, and the server's
+// option mistakes.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import https from 'node:https';
+import os from 'node:os';
+import path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { startTestServer } from './helpers/server.js';
+import { runCli, killChildren } from './helpers/launch.js';
+
+after(() => killChildren());
+
+test('/healthz and /readyz need no token; /metrics is for admins; every response carries a request id', async () => {
+  const t = await startTestServer({});
+  try {
+    const h = await fetch(`${t.url}/healthz`);
+    assert.equal(h.status, 200);
+    const r = await fetch(`${t.url}/readyz`);
+    assert.equal(r.status, 200);
+    const ready = await r.json();
+    assert.equal(ready.ready, true);
+    assert.equal(typeof ready.replica, 'string');
+    assert.ok(['local', 'postgres', 'nats'].includes(ready.bus));
+    const anon = await fetch(`${t.url}/metrics`);
+    assert.equal(anon.status, 401);
+    assert.equal((await anon.json()).error.code, 'unauthorized');
+    const user = await t.user();
+    const forbidden = await fetch(`${t.url}/metrics`, { headers: { authorization: `Bearer ${user.token}` } });
+    assert.equal(forbidden.status, 403);
+    const m = await fetch(`${t.url}/metrics`, { headers: { authorization: `Bearer ${t.admin.token}`, 'x-request-id': 'trace-42' } });
+    assert.equal(m.status, 200);
+    assert.equal(m.headers.get('x-request-id'), 'trace-42');
+    const text = await m.text();
+    for (const name of ['airlock_chat_acquisition_ms', 'airlock_chat_tokens_streamed_total', 'airlock_chat_active_streams', 'airlock_launch_phase_ms', 'airlock_bus_lag_ms']) {
+      assert.match(text, new RegExp(`^# TYPE ${name} `, 'm'));
+    }
+    const me = await fetch(`${t.url}/api/me`, { headers: { authorization: `Bearer ${t.admin.token}` } });
+    assert.match(me.headers.get('x-request-id') ?? '', /^[0-9a-f-]{36}$/);
+  } finally {
+    await t.close();
+  }
+});
+
+test('airlock server --tls-cert/--tls-key serves HTTPS; option mistakes exit 2 with a message', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-tls-'));
+  try {
+    const cert = path.join(dir, 'cert.pem');
+    const key = path.join(dir, 'key.pem');
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-subj', '/CN=localhost', '-days', '1', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+    const env = { AIRLOCK_CLI_CONFIG: path.join(dir, 'cli.json') };
+    const srv = runCli(['server', '--port', '0', '--data-dir', path.join(dir, 'data'), '--tls-cert', cert, '--tls-key', key], env);
+    const [, url] = await srv.waitErr(/listening on (https:\/\/\S+)/);
+    const body = await new Promise<string>((resolve, reject) => {
+      https
+        .get(`${url}/healthz`, { ca: fs.readFileSync(cert) }, (res) => {
+          let b = '';
+          res.on('data', (d) => (b += d));
+          res.on('end', () => resolve(b));
+        })
+        .on('error', reject);
+    });
+    assert.deepEqual(JSON.parse(body), { ok: true });
+    srv.proc.kill('SIGTERM');
+    assert.equal(await srv.exited(), 0);
+
+    const onlyCert = runCli(['server', '--port', '0', '--data-dir', path.join(dir, 'd2'), '--tls-cert', cert], env);
+    assert.equal(await onlyCert.exited(), 2);
+    assert.match(onlyCert.stderr, /TLS needs both --tls-cert and --tls-key/);
+    const missing = runCli(['server', '--port', '0', '--data-dir', path.join(dir, 'd3'), '--tls-cert', cert, '--tls-key', path.join(dir, 'nope.pem')], env);
+    assert.equal(await missing.exited(), 1);
+    assert.match(missing.stderr, /cannot read the TLS certificate or key/);
+    const badBus = runCli(['server', '--port', '0', '--data-dir', path.join(dir, 'd4'), '--bus', 'carrier-pigeon'], env);
+    assert.equal(await badBus.exited(), 1);
+    assert.match(badBus.stderr, /AIRLOCK_BUS must be local, postgres or nats/);
+    const pgBusOnLite = runCli(['server', '--port', '0', '--data-dir', path.join(dir, 'd5'), '--bus', 'postgres'], env);
+    assert.equal(await pgBusOnLite.exited(), 1);
+    assert.match(pgBusOnLite.stderr, /needs a PostgreSQL database/);
+    const badLease = runCli(['server', '--lease-ms', '10'], env);
+    assert.equal(await badLease.exited(), 2);
+    assert.match(badLease.stderr, /--lease-ms must be an integer of at least 500/);
+    const badConc = runCli(['server', '--concurrency', '-1'], env);
+    assert.equal(await badConc.exited(), 2);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
