@@ -184,6 +184,7 @@ export class SignalRouter {
         if (typeof msg.session === 'string' && link.sessions.has(msg.session)) {
           link.sessions.delete(msg.session);
           this.hosted.delete(msg.session);
+          this.log.info({ session: msg.session, gateway: link.gateway.name, ...report(msg) }, 'session ended');
           void store.endSession(this.db, msg.session, report(msg)).catch((err) => this.log.warn({ err }, 'session report failed'));
         }
         return;

@@ -8,6 +8,7 @@ import type { Logger } from '../log.js';
 import type { Providers } from './providers/index.js';
 import { ProviderError, type LlmEvent, type ToolSpec } from './providers/types.js';
 import { builtinTools, findTool } from './tools/index.js';
+import { metrics } from '../metrics.js';
 import {
   type ChatRow,
   ev,
@@ -156,7 +157,12 @@ export class ChatRun {
     }
   }
 
+  private turnStartedAt = 0;
+  private firstToken = false;
+
   private async turn(): Promise<TurnOutcome> {
+    this.turnStartedAt = performance.now();
+    this.firstToken = false;
     const history = await loadMessages(this.deps.db, this.chatId);
     let resolved;
     try {
@@ -228,10 +234,16 @@ export class ChatRun {
       try {
         for await (const e of provider.stream({ model, system: this.chat.system_prompt, messages: history, tools, signal: this.current.signal })) {
           if (this.stop) break;
+          if ((e.type === 'text' || e.type === 'reasoning') && !this.firstToken) {
+            this.firstToken = true;
+            metrics.firstTokenMs.observe(performance.now() - this.turnStartedAt);
+          }
           if (e.type === 'text') {
+            metrics.tokens.inc();
             text += e.text;
             this.emit('delta', { draft, kind: 'text', text: e.text });
           } else if (e.type === 'reasoning') {
+            metrics.tokens.inc();
             reasoning += e.text;
             this.emit('delta', { draft, kind: 'reasoning', text: e.text });
           } else if (e.type === 'tool_call') {
@@ -323,6 +335,11 @@ export class ChatRun {
       this.finishing = false;
     }
     if (!fenced) throw new LostOwnership();
+    metrics.turns.inc({ status: outcome.status });
+    this.deps.log.info(
+      { chat_id: this.chatId, worker_id: this.deps.workerId, epoch: this.epoch, status: outcome.status, ms: Math.round(performance.now() - this.turnStartedAt), error: outcome.error },
+      'turn',
+    );
     if (released) {
       this.publishCommitted(releaseEvents);
       this.deps.onFinished?.(this.chatId, outcome.status);
