@@ -43,7 +43,7 @@ test('/healthz and /readyz need no token; /metrics is for admins; every response
   }
 });
 
-test('airlock server --tls-cert/--tls-key serves HTTPS; option mistakes exit 2 with a message', async () => {
+test('airlock server --tls-cert/--tls-key serves HTTPS; option mistakes exit non-zero with a clear message', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-tls-'));
   try {
     const cert = path.join(dir, 'cert.pem');
@@ -71,6 +71,15 @@ test('airlock server --tls-cert/--tls-key serves HTTPS; option mistakes exit 2 w
     const missing = runCli(['server', '--port', '0', '--data-dir', path.join(dir, 'd3'), '--tls-cert', cert, '--tls-key', path.join(dir, 'nope.pem')], env);
     assert.equal(await missing.exited(), 1);
     assert.match(missing.stderr, /cannot read the TLS certificate or key/);
+    const notPem = runCli(['server', '--port', '0', '--data-dir', path.join(dir, 'd6'), '--tls-cert', key, '--tls-key', key], env);
+    assert.equal(await notPem.exited(), 1);
+    assert.match(notPem.stderr, /invalid TLS certificate or key/);
+    const badPublic = runCli(['server', '--public-url', 'gateway.example'], env);
+    assert.equal(await badPublic.exited(), 2);
+    assert.match(badPublic.stderr, /--public-url must be an http:\/\/ or https:\/\/ URL/);
+    const noNats = runCli(['server', '--port', '0', '--data-dir', path.join(dir, 'd7'), '--bus', 'nats://127.0.0.1:1'], env);
+    assert.equal(await noNats.exited(), 1);
+    assert.match(noNats.stderr, /cannot connect to NATS at nats:\/\/127\.0\.0\.1:1/);
     const badBus = runCli(['server', '--port', '0', '--data-dir', path.join(dir, 'd4'), '--bus', 'carrier-pigeon'], env);
     assert.equal(await badBus.exited(), 1);
     assert.match(badBus.stderr, /AIRLOCK_BUS must be local, postgres or nats/);

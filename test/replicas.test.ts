@@ -8,11 +8,13 @@ import net from 'node:net';
 import { StreamRecorder } from './helpers/server.js';
 import { startFakeLlm, gate, type FakeLlm, type Reply } from './helpers/fake-llm.js';
 import { cluster, PG_URL, type Cluster, type Replica } from './helpers/replicas.js';
-import { GatewayProcess, runCli, killChildren, echoServer } from './helpers/launch.js';
+import { GatewayProcess, runCli, killChildren, echoServer, waitGatewayOnline } from './helpers/launch.js';
 import type { StreamEvent } from '../src/chat/types.js';
 
 const skip = PG_URL ? false : 'needs PostgreSQL (npm run test:pg)';
 const words = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}${i} `);
+/** The fake provider's steps that stream `words(prefix, n)`. */
+const says = (prefix: string, n: number) => words(prefix, n).map((t) => ({ text: t }));
 
 let llm: FakeLlm;
 let script: (n: number) => Reply = () => ({ steps: [{ text: 'ok' }] });
@@ -129,7 +131,7 @@ test('a message sent on one replica is run on another and streamed on a third; a
     const w = await c.start();
     const b = await c.start({ AIRLOCK_CHAT_CONCURRENCY: '0' });
     const g = gate();
-    script = () => ({ steps: [...words('x', 20).map((t) => ({ text: t })), { wait: g.promise }, ...words('y', 20).map((t) => ({ text: t }))] });
+    script = () => ({ steps: [...says('x', 20), { wait: g.promise }, ...says('y', 20)] });
     const chat = await a.api.post('/api/chats', { title: 'replicas' });
     const ref = new ResumingClient(chat.id, () => [w]);
     const onB = new ResumingClient(chat.id, () => [b]);
@@ -176,7 +178,7 @@ test('kill -9 of the replica running a turn: another replica completes it within
     const api = await c.start({ AIRLOCK_CHAT_CONCURRENCY: '0' });
     const w1 = await c.start();
     const w2 = await c.start();
-    script = (n) => (n === 1 ? { steps: [...words('lost', 5).map((t) => ({ text: t })), { wait: new Promise(() => {}) }] } : { steps: [{ text: 'recovered' }] });
+    script = (n) => (n === 1 ? { steps: [...says('lost', 5), { wait: new Promise(() => {}) }] } : { steps: [{ text: 'recovered' }] });
     const chat = await api.api.post('/api/chats', { title: 'kill' });
     const cl = new ResumingClient(chat.id, () => [api]);
     await cl.open();
@@ -206,7 +208,7 @@ test('the bus connections of a replica are terminated mid-stream: its clients re
     const a = await c.start({ AIRLOCK_CHAT_CONCURRENCY: '0' });
     const w = await c.start();
     const g = gate();
-    script = () => ({ steps: [...words('p', 10).map((t) => ({ text: t })), { wait: g.promise }, ...words('q', 10).map((t) => ({ text: t }))] });
+    script = () => ({ steps: [...says('p', 10), { wait: g.promise }, ...says('q', 10)] });
     const chat = await a.api.post('/api/chats', { title: 'bus drop' });
     const ref = new ResumingClient(chat.id, () => [w]);
     const cl = new ResumingClient(chat.id, () => [a]);
@@ -275,11 +277,7 @@ for (const relayOnly of [true, false]) {
       const webrtc = relayOnly ? { AIRLOCK_WEBRTC: '0' } : {};
       gw = new GatewayProcess(home.url, token, webrtc);
       gw.start();
-      for (;;) {
-        const { gateways } = await away.api.get('/api/gateways');
-        if (gateways.some((x: any) => x.name === 'site-x' && x.online)) break;
-        await new Promise((r) => setTimeout(r, 20));
-      }
+      await waitGatewayOnline({ admin: away.api }, 'site-x');
       const run = runCli(['launch', 'echo-x'], { AIRLOCK_SERVER: away.url, AIRLOCK_TOKEN: c.token, ...webrtc });
       const m = await run.waitErr(/Forwarding 127\.0\.0\.1:(\d+) → echo-x \((\w+) path\)/);
       const payload = Buffer.from('across replicas '.repeat(1000));

@@ -55,7 +55,7 @@ interface Hosted {
 
 type BusSignal = { to: string; session: string } & (
   | { kind: 'open'; from: string; gateway_id: string; user: string; resource: unknown; credential_enc: string | null; relay_url: string }
-  | { kind: 'opened' | 'close' }
+  | { kind: 'opened' }
   | { kind: 'to_gateway' | 'to_client'; msg: Record<string, unknown> }
   | { kind: 'gone'; message: string }
 );
@@ -242,9 +242,7 @@ export class SignalRouter {
       resource: { name: resource.name, kind: resource.kind, target: resource.target },
     };
     if (link) {
-      link.sessions.add(id);
-      const credential = resource.credential_enc ? this.secrets.open(resource.credential_enc) : null;
-      send(link.ws, { type: 'session', session: id, ...offer, credential });
+      this.handToGateway(link, { session: id, ...offer, credential_enc: resource.credential_enc });
     } else {
       // The credential crosses the bus sealed; the gateway's replica opens it.
       this.signal(remote!.replica, {
@@ -291,9 +289,19 @@ export class SignalRouter {
     send(s.client, { type: 'relay_ready' });
   }
 
+  /** Gives the gateway its session: the credential is opened here, on the gateway's replica. */
+  private handToGateway(
+    link: GatewayLink,
+    o: { session: string; user: string; resource: unknown; credential_enc: string | null; relay_url?: string },
+  ): void {
+    const credential = o.credential_enc ? this.secrets.open(o.credential_enc) : null;
+    link.sessions.add(o.session);
+    send(link.ws, { type: 'session', session: o.session, user: o.user, resource: o.resource, credential, relay_url: o.relay_url });
+  }
+
   private toGateway(s: Session, msg: Record<string, unknown>): void {
     if (s.link) send(s.link.ws, msg);
-    else if (s.remote) this.signal(s.remote.replica, msg.type === 'close' ? { kind: 'close', session: s.id } : { kind: 'to_gateway', session: s.id, msg });
+    else if (s.remote) this.signal(s.remote.replica, { kind: 'to_gateway', session: s.id, msg });
   }
 
   private toClient(s: Session, msg: Record<string, unknown>): void {
@@ -314,25 +322,17 @@ export class SignalRouter {
         if (!link || link.ws.readyState !== link.ws.OPEN) {
           return this.signal(m.from, { kind: 'gone', session: m.session, message: 'the gateway is no longer connected to that server replica' });
         }
-        this.hosted.set(m.session, { link, origin: m.from });
-        link.sessions.add(m.session);
-        let credential = null;
         try {
-          credential = m.credential_enc ? this.secrets.open(m.credential_enc) : null;
+          this.handToGateway(link, m);
         } catch {
           return this.signal(m.from, { kind: 'gone', session: m.session, message: 'this server replica cannot open the credential (replicas need the same AIRLOCK_SECRET_KEY)' });
         }
-        send(link.ws, { type: 'session', session: m.session, user: m.user, resource: m.resource, credential, relay_url: m.relay_url });
+        this.hosted.set(m.session, { link, origin: m.from });
         return this.signal(m.from, { kind: 'opened', session: m.session });
       }
       case 'to_gateway': {
         const h = this.hosted.get(m.session);
         if (h) send(h.link.ws, { ...m.msg, session: m.session });
-        return;
-      }
-      case 'close': {
-        const h = this.hosted.get(m.session);
-        if (h) send(h.link.ws, { type: 'close', session: m.session });
         return;
       }
       case 'opened':

@@ -24,29 +24,19 @@ export class NatsBus extends RemoteBus {
     const nc = await connect({ servers: `${u.hostname}:${u.port || 4222}`, maxReconnectAttempts: -1, reconnectTimeWait: 250, name: 'airlock' });
     const bus = new NatsBus(nc, `airlock.bus.${namespace}`, replicaId);
     nc.subscribe(bus.subject, { callback: (err, m) => {
-        if (!err) bus.receiveRaw(m.data);
+        if (!err) bus.receive(bus.dec.decode(m.data));
       } });
     void (async () => {
       for await (const s of nc.status()) {
         if (s.type === 'disconnect') log.warn('bus: lost the NATS connection; reconnecting');
         if (s.type === 'reconnect') {
           log.info('bus: reconnected to NATS');
-          bus.nc.publish(bus.subject, bus.enc.encode(JSON.stringify({ gap: bus.replicaId })));
-          bus.gap();
+          bus.reconnected();
         }
       }
     })().catch(() => {});
     await nc.flush();
     return bus;
-  }
-
-  private receiveRaw(data: Uint8Array): void {
-    const json = this.dec.decode(data);
-    if (json.startsWith('{"gap":')) {
-      if (!json.includes(JSON.stringify(this.replicaId))) this.gap();
-      return;
-    }
-    this.receive(json);
   }
 
   protected send(json: string): void {

@@ -4,12 +4,13 @@ import { type Bus, LocalBus } from './bus.js';
 import type { Db } from '../store/db.js';
 import type { Logger } from '../log.js';
 import { str } from '../config.js';
+import { ConfigError } from '../errors.js';
 
 export async function openBus(db: Db, log: Logger, spec = str('bus')): Promise<Bus> {
   const kind = spec || (db.kind === 'postgres' ? 'postgres' : 'local');
   if (kind === 'local') return new LocalBus();
   if (kind === 'postgres') {
-    if (!db.pg) throw new Error('AIRLOCK_BUS=postgres needs a PostgreSQL database (--database-url)');
+    if (!db.pg) throw new ConfigError('AIRLOCK_BUS=postgres needs a PostgreSQL database (--database-url)');
     const { PgBus } = await import('./pg.js');
     return PgBus.open(db.pg, log);
   }
@@ -19,8 +20,8 @@ export async function openBus(db: Db, log: Logger, spec = str('bus')): Promise<B
     try {
       return await NatsBus.open(kind, schema, log);
     } catch (err) {
-      throw new Error(`cannot connect to NATS at ${kind}: ${(err as Error).message}`);
+      throw new ConfigError(`cannot connect to NATS at ${kind}: ${(err as Error).message}`);
     }
   }
-  throw new Error(`AIRLOCK_BUS must be local, postgres or nats://host:port, got ${JSON.stringify(spec)}`);
+  throw new ConfigError(`AIRLOCK_BUS must be local, postgres or nats://host:port, got ${JSON.stringify(spec)}`);
 }

@@ -21,7 +21,6 @@ export class PgBus extends RemoteBus {
   private channel = 'airlock_bus';
   private inbox: Promise<void> | null = null;
   private reconnecting = false;
-  private missed = false;
   private janitor: NodeJS.Timeout;
 
   private constructor(
@@ -73,11 +72,9 @@ export class PgBus extends RemoteBus {
   private outbox: [string, number][] = [];
   private sending = false;
 
+  /** While reconnecting, sends are dropped: the gap notice after the reconnect covers them. */
   protected send(json: string, bytes: number): void {
-    if (!this.notifier) {
-      this.missed = true; // the others will be told to resync when we are back
-      return;
-    }
+    if (!this.notifier) return;
     this.outbox.push([json, bytes]);
     if (!this.sending) void this.drainOutbox();
   }
@@ -89,7 +86,6 @@ export class PgBus extends RemoteBus {
       for (let item = this.outbox.shift(); item; item = this.outbox.shift()) {
         const c = this.notifier;
         if (!c) {
-          this.missed = true;
           this.outbox = [];
           return;
         }
@@ -103,7 +99,6 @@ export class PgBus extends RemoteBus {
               [this.channel, json],
             );
         } catch {
-          this.missed = true;
           this.lost();
         }
       }
@@ -133,19 +128,10 @@ export class PgBus extends RemoteBus {
     });
   }
 
-  protected override receive(json: string): void {
-    if (json.startsWith('{"gap":')) {
-      if (!json.includes(JSON.stringify(this.replicaId))) this.gap();
-      return;
-    }
-    super.receive(json);
-  }
-
-  /** A connection broke: reconnect with backoff, then resync (ours and, if we dropped sends, theirs). */
+  /** A connection broke: reconnect with backoff, then resync (ours and theirs). */
   private lost(): void {
     if (this.closed || this.reconnecting) return;
     this.reconnecting = true;
-    this.missed = true;
     const old = [this.listener, this.notifier];
     this.listener = this.notifier = null;
     for (const c of old) {
@@ -167,11 +153,7 @@ export class PgBus extends RemoteBus {
       }
       this.reconnecting = false;
       this.log.info('bus: reconnected');
-      if (this.missed) {
-        this.missed = false;
-        void this.notifier?.query('SELECT pg_notify($1, $2)', [this.channel, JSON.stringify({ gap: this.replicaId })]).catch(() => {});
-      }
-      this.gap();
+      this.reconnected();
     };
     void attempt(min);
   }

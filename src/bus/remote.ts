@@ -12,6 +12,11 @@ export interface Batch {
   b: [Topic, unknown][];
 }
 
+/** A replica that was cut off and is back: what it sent meanwhile may be lost. */
+interface GapNotice {
+  gap: string;
+}
+
 export abstract class RemoteBus extends LocalBus {
   private pending: [Topic, unknown][] = [];
   private scheduled = false;
@@ -58,12 +63,16 @@ export abstract class RemoteBus extends LocalBus {
     out();
   }
 
-  /** A batch from the transport: our own are skipped (already delivered locally). */
+  /** A batch (or a gap notice) from the transport: our own are skipped (already delivered locally). */
   protected receive(json: string): void {
-    let batch: Batch;
+    let batch: Batch | GapNotice;
     try {
-      batch = JSON.parse(json) as Batch;
+      batch = JSON.parse(json) as Batch | GapNotice;
     } catch {
+      return;
+    }
+    if ('gap' in batch) {
+      if (batch.gap !== this.replicaId) this.gap();
       return;
     }
     if (batch.o === this.replicaId || !Array.isArray(batch.b)) return;
@@ -74,6 +83,13 @@ export abstract class RemoteBus extends LocalBus {
   protected override gap(): void {
     metrics.busGaps.inc();
     super.gap();
+  }
+
+  /** The transport is connected again after a break: the others resync with us, we with them. */
+  protected reconnected(): void {
+    const notice = JSON.stringify({ gap: this.replicaId } satisfies GapNotice);
+    this.send(notice, Buffer.byteLength(notice));
+    this.gap();
   }
 
   override async close(): Promise<void> {

@@ -158,11 +158,18 @@ export class ChatRun {
   }
 
   private turnStartedAt = 0;
-  private firstToken = false;
+  private firstTokenSeen = false;
+
+  private countToken(): void {
+    metrics.tokens.inc();
+    if (this.firstTokenSeen) return;
+    this.firstTokenSeen = true;
+    metrics.firstTokenMs.observe(performance.now() - this.turnStartedAt);
+  }
 
   private async turn(): Promise<TurnOutcome> {
     this.turnStartedAt = performance.now();
-    this.firstToken = false;
+    this.firstTokenSeen = false;
     const history = await loadMessages(this.deps.db, this.chatId);
     let resolved;
     try {
@@ -234,16 +241,12 @@ export class ChatRun {
       try {
         for await (const e of provider.stream({ model, system: this.chat.system_prompt, messages: history, tools, signal: this.current.signal })) {
           if (this.stop) break;
-          if ((e.type === 'text' || e.type === 'reasoning') && !this.firstToken) {
-            this.firstToken = true;
-            metrics.firstTokenMs.observe(performance.now() - this.turnStartedAt);
-          }
           if (e.type === 'text') {
-            metrics.tokens.inc();
+            this.countToken();
             text += e.text;
             this.emit('delta', { draft, kind: 'text', text: e.text });
           } else if (e.type === 'reasoning') {
-            metrics.tokens.inc();
+            this.countToken();
             reasoning += e.text;
             this.emit('delta', { draft, kind: 'reasoning', text: e.text });
           } else if (e.type === 'tool_call') {

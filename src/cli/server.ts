@@ -2,6 +2,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { createSecureContext } from 'node:tls';
+import { ConfigError } from '../errors.js';
 import { num, str } from '../config.js';
 import { CliError, configPath, readConfig, writeConfig } from './config.js';
 
@@ -81,6 +83,11 @@ export async function serverCommand(argv: string[]): Promise<number> {
     } catch (err) {
       throw new CliError(`cannot read the TLS certificate or key: ${(err as Error).message}`);
     }
+    try {
+      createSecureContext(tls); // a bad PEM or a key that does not match fails here, before any database work
+    } catch (err) {
+      throw new CliError(`invalid TLS certificate or key: ${(err as Error).message}`);
+    }
   }
   const host = values.host ?? str('host');
   const dataDir = path.resolve(values['data-dir'] ?? str('dataDir'));
@@ -114,8 +121,7 @@ export async function serverCommand(argv: string[]): Promise<number> {
   } catch (err) {
     await db.close();
     if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') throw new CliError(`port ${port} on ${host} is in use; pass --port`);
-    if (/TLS|PEM|certificate|key/i.test((err as Error).message)) throw new CliError(`invalid TLS certificate or key: ${(err as Error).message}`);
-    if (/bus|NATS/i.test((err as Error).message)) throw new CliError((err as Error).message);
+    if (err instanceof ConfigError) throw new CliError(err.message);
     throw err;
   }
   const where = url ? `PostgreSQL ${redact(url)}` : `embedded database in ${dataDir}`;

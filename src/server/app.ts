@@ -8,7 +8,7 @@ import type { Bus } from '../bus/bus.js';
 import { openBus } from '../bus/open.js';
 import { metrics } from '../metrics.js';
 import { num } from '../config.js';
-import { ApiError, unauthorized } from '../errors.js';
+import { ApiError, forbidden, unauthorized } from '../errors.js';
 import { authenticate, bearerToken, bootstrapAdmin, type User } from '../auth/tokens.js';
 import type { Db } from '../store/db.js';
 import { type Logger, silentLogger } from '../log.js';
@@ -136,7 +136,7 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
         const metricsToken = process.env.AIRLOCK_METRICS_TOKEN;
         if (!(metricsToken && bearerToken(req.headers.authorization) === metricsToken)) {
           const u = await auth(req);
-          if (!u.is_admin) throw new ApiError(403, 'forbidden', 'metrics are for admins (or the AIRLOCK_METRICS_TOKEN bearer token)');
+          if (!u.is_admin) throw forbidden('metrics are for admins (or the AIRLOCK_METRICS_TOKEN bearer token)');
         }
         res.writeHead(200, { 'content-type': metrics.registry.contentType });
         res.end(await metrics.registry.metrics());
@@ -234,10 +234,11 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
   const listenUrl = `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`;
   publicWsUrl = (str('publicUrl') || listenUrl).replace(/^http/, 'ws').replace(/\/+$/, '');
   let drained: Promise<void> | null = null;
+  let listenerClosed: Promise<void> | null = null;
   const drain = () =>
     (drained ??= (async () => {
       draining = true;
-      server.close(); // no new connections; requests in flight finish
+      listenerClosed = new Promise((r) => server.close(() => r())); // no new connections; requests in flight finish
       await runner?.stop();
       // Clients resume with ?after= on another replica; gateways reconnect (to another one behind a balancer).
       for (const ws of sockets) ws.close(1012, 'server restarting; reconnect');
@@ -255,9 +256,9 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
     async close() {
       await drain();
       hub.close();
-      for (const ws of sockets) ws.close(1001, 'server shutting down');
+      for (const ws of sockets) ws.close(1001, 'server shutting down'); // upgraded after the drain began
       server.closeAllConnections();
-      await new Promise<void>((r) => server.close(() => r()));
+      await listenerClosed;
       if (!opts.bus) await bus.close();
     },
   };

@@ -16,9 +16,6 @@ export interface Db extends Queryable {
   readonly pg?: { connectionString: string; options?: string };
   /** Runs fn in one transaction; commits when it resolves, rolls back when it throws. */
   tx<T>(fn: (q: Queryable) => Promise<T>): Promise<T>;
-  /** LISTEN on a channel (namespaced); returns an unlisten function. */
-  listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>>;
-  notify(channel: string, payload: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -63,7 +60,6 @@ async function openPglite(opts: OpenDbOptions): Promise<Db> {
     release?.();
     throw err;
   }
-  const unlisteners = new Set<() => Promise<void>>();
   const wrap = (q: { query: (s: string, p?: unknown[]) => Promise<{ rows: unknown[] }> }): Queryable => ({
     async query<T extends Row>(sql: string, params?: unknown[]) {
       return (await q.query(sql, params)).rows as T[];
@@ -74,17 +70,6 @@ async function openPglite(opts: OpenDbOptions): Promise<Db> {
     kind: 'pglite',
     query: base.query,
     tx: (fn) => pg.transaction((t) => fn(wrap(t))),
-    async listen(channel, cb) {
-      const un = await pg.listen(channel, cb);
-      unlisteners.add(un);
-      return async () => {
-        unlisteners.delete(un);
-        await un();
-      };
-    },
-    async notify(channel, payload) {
-      await pg.query('SELECT pg_notify($1, $2)', [channel, payload]);
-    },
     async close() {
       try {
         await pg.close();
@@ -114,22 +99,6 @@ async function openPostgres(url: string, schema?: string): Promise<Db> {
   pool.on('error', () => {
     /* an idle client died; the pool replaces it on next use */
   });
-  // One dedicated connection for LISTEN, opened on first use.
-  let listener: import('pg').Client | undefined;
-  const handlers = new Map<string, Set<(p: string) => void>>();
-  const prefix = schema ? `${schema}_` : '';
-  const getListener = async () => {
-    if (listener) return listener;
-    const c = new pgmod.Client({ connectionString: url });
-    c.on('notification', (n) => {
-      for (const h of handlers.get(n.channel) ?? []) h(n.payload ?? '');
-    });
-    c.on('error', () => {});
-    await c.connect();
-    listener = c;
-    return c;
-  };
-  const ident = (ch: string) => `"${(prefix + ch).replace(/"/g, '')}"`;
   return {
     kind: 'postgres',
     pg: { connectionString: url, options },
@@ -155,25 +124,7 @@ async function openPostgres(url: string, schema?: string): Promise<Db> {
         client.release();
       }
     },
-    async listen(channel, cb) {
-      const c = await getListener();
-      const name = prefix + channel;
-      let set = handlers.get(name);
-      if (!set) {
-        set = new Set();
-        handlers.set(name, set);
-        await c.query(`LISTEN ${ident(channel)}`);
-      }
-      set.add(cb);
-      return async () => {
-        set!.delete(cb);
-      };
-    },
-    async notify(channel, payload) {
-      await pool.query('SELECT pg_notify($1, $2)', [prefix + channel, payload]);
-    },
     async close() {
-      await listener?.end().catch(() => {});
       await pool.end();
     },
   };

@@ -48,7 +48,7 @@ export class GatewayProcess {
 }
 
 /** Waits until the server lists the gateway as online (the gateway writes that when it connects). */
-export async function waitGatewayOnline(t: TestServer, name: string, online = true): Promise<void> {
+export async function waitGatewayOnline(t: Pick<TestServer, 'admin'>, name: string, online = true): Promise<void> {
   for (let i = 0; i < 1000; i++) {
     const { gateways } = await t.admin.get('/api/gateways');
     if (gateways.some((g: any) => g.name === name && g.online === online)) return;
