@@ -4,6 +4,7 @@
 import pg from 'pg';
 import { RemoteBus } from './remote.js';
 import { num } from '../config.js';
+import { retryDelay } from '../backoff.js';
 import type { Logger } from '../log.js';
 
 export interface PgConn {
@@ -141,21 +142,19 @@ export class PgBus extends RemoteBus {
       void c.end().catch(() => {});
     }
     this.log.warn('bus: lost the PostgreSQL connection; reconnecting');
-    const min = num('busReconnectMinMs');
-    const max = num('busReconnectMaxMs');
-    const attempt = async (delay: number): Promise<void> => {
+    const attempt = async (n: number): Promise<void> => {
       if (this.closed) return;
       try {
         await this.connect();
       } catch {
-        await new Promise((r) => setTimeout(r, delay * (0.5 + Math.random() / 2)));
-        return attempt(Math.min(max, delay * 2));
+        await new Promise((r) => setTimeout(r, retryDelay(n, num('busReconnectMinMs'), num('busReconnectMaxMs'))));
+        return attempt(n + 1);
       }
       this.reconnecting = false;
       this.log.info('bus: reconnected');
       this.reconnected();
     };
-    void attempt(min);
+    void attempt(0);
   }
 
   override async close(): Promise<void> {

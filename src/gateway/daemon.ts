@@ -2,6 +2,7 @@
 // and serves launch sessions for the resources of its group.
 import WebSocket from 'ws';
 import type { Logger } from '../log.js';
+import { retryDelay } from '../backoff.js';
 import { num } from '../config.js';
 import { parseJson, readUpgradeError } from '../client/wire.js';
 import { GatewaySession, type SessionOffer } from './session.js';
@@ -69,8 +70,7 @@ export class GatewayDaemon {
     if (this.stopped || this.timer) return;
     this.ws?.removeAllListeners('close');
     this.ws?.terminate();
-    const base = num('gatewayReconnectMinMs');
-    const delay = Math.min(num('gatewayReconnectMaxMs'), base * 2 ** Math.min(this.attempt++, 16)) * (0.75 + Math.random() * 0.5);
+    const delay = retryDelay(this.attempt++, num('gatewayReconnectMinMs'), num('gatewayReconnectMaxMs'));
     this.opts.log.info({ why, retry_in_ms: Math.round(delay) }, 'cannot reach the server');
     this.timer = setTimeout(() => {
       this.timer = null;

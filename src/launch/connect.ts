@@ -3,6 +3,7 @@
 // direct path joins later if it comes up. Transient failures are retried with backoff.
 import WebSocket from 'ws';
 import type { DataChannel } from 'node-datachannel';
+import { retryDelay } from '../backoff.js';
 import { num } from '../config.js';
 import { Tube } from '../tube/tube.js';
 import { DataChannelTransport, WsTransport, guard } from '../tube/transport.js';
@@ -44,7 +45,7 @@ export async function openTube(t: LaunchTarget, timing: Timing): Promise<OpenTub
       const e = err instanceof LaunchError ? err : new LaunchError((err as Error).message, 'failed', true);
       timing.mark('attempt_failed', `${i}/${attempts} ${e.code}: ${e.message}`);
       if (!e.transient || i >= attempts) throw e;
-      const delay = Math.min(num('launchRetryMaxMs'), num('launchRetryBaseMs') * 2 ** (i - 1)) * (0.75 + Math.random() * 0.5);
+      const delay = retryDelay(i - 1, num('launchRetryBaseMs'), num('launchRetryMaxMs'));
       await new Promise((r) => setTimeout(r, delay));
     }
   }
