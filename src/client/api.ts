@@ -1,7 +1,7 @@
 // HTTP and WebSocket client for the Airlock API (used by the CLI, tests and benchmarks).
 import WebSocket from 'ws';
 import type { StreamEvent } from '../chat/types.js';
-import { readUpgradeError } from './wire.js';
+import { readUpgradeError, wsBase } from './wire.js';
 
 export class ApiClientError extends Error {
   constructor(
@@ -52,7 +52,7 @@ export class ApiClient {
   delete = <T = any>(path: string) => this.request<T>('DELETE', path);
 
   wsUrl(path: string): string {
-    return this.baseUrl.replace(/^http/, 'ws') + path;
+    return wsBase(this.baseUrl) + path;
   }
 
   /** Opens a chat stream; `onEvents` gets each frame's events in order. Resolves once open. */

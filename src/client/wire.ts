@@ -1,6 +1,11 @@
-// Small pieces every WebSocket speaker here needs: JSON text frames that may be malformed, and the
-// JSON error body of a refused upgrade ({error:{code,message}}).
+// Small pieces every WebSocket speaker here needs: the ws(s):// form of a server URL, JSON text
+// frames that may be malformed, and the JSON error body of a refused upgrade ({error:{code,message}}).
 import type { IncomingMessage } from 'node:http';
+
+/** http://host:port/ → ws://host:port (https → wss), without a trailing slash. */
+export function wsBase(url: string): string {
+  return url.replace(/\/+$/, '').replace(/^http/, 'ws');
+}
 
 /** The parsed JSON value, or undefined (which JSON cannot produce) when the text is not JSON. */
 export function parseJson(text: string): any {

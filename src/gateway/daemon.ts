@@ -4,7 +4,7 @@ import WebSocket from 'ws';
 import type { Logger } from '../log.js';
 import { retryDelay } from '../backoff.js';
 import { num } from '../config.js';
-import { parseJson, readUpgradeError } from '../client/wire.js';
+import { parseJson, readUpgradeError, wsBase } from '../client/wire.js';
 import { GatewaySession, type SessionOffer } from './session.js';
 
 export interface GatewayOptions {
@@ -26,7 +26,7 @@ export class GatewayDaemon {
   private settle!: { resolve: () => void; reject: (err: Error) => void };
 
   constructor(private opts: GatewayOptions) {
-    this.wsUrl = opts.server.replace(/\/+$/, '').replace(/^http/, 'ws');
+    this.wsUrl = wsBase(opts.server);
     this.ready = new Promise((resolve, reject) => (this.settle = { resolve, reject }));
     this.ready.catch(() => {});
   }

@@ -9,7 +9,7 @@ import { Tube } from '../tube/tube.js';
 import { DataChannelTransport, WsTransport, guard } from '../tube/transport.js';
 import { Peer, webrtcEnabled } from '../tube/peer.js';
 import type { Timing } from './timing.js';
-import { parseJson, readUpgradeError } from '../client/wire.js';
+import { parseJson, readUpgradeError, wsBase } from '../client/wire.js';
 
 export interface LaunchTarget {
   server: string;
@@ -59,7 +59,7 @@ function attempt(t: LaunchTarget, timing: Timing, n: number): Promise<OpenTube> 
     let settled = false;
     let peer: Peer | null = null;
     const outbox: unknown[] = [];
-    const base = t.server.replace(/\/+$/, '').replace(/^http/, 'ws');
+    const base = wsBase(t.server);
     const ws = new WebSocket(`${base}/api/launch?resource=${encodeURIComponent(t.resource)}`, {
       headers: { authorization: `Bearer ${t.token}` },
       perMessageDeflate: false,

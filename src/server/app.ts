@@ -20,6 +20,7 @@ import { generateTitle } from '../chat/title.js';
 import { ev } from '../chat/store.js';
 import { Router, Reply, errorBody, readJsonBody, sendJson } from './http.js';
 import { ChatStreamSocket } from './chat-stream.js';
+import { wsBase } from '../client/wire.js';
 import { chatRoutes } from './routes/chats.js';
 import { authRoutes } from './routes/auth.js';
 import { isUuid } from './validate.js';
@@ -232,7 +233,7 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
   const host = opts.host && opts.host !== '0.0.0.0' && opts.host !== '::' ? opts.host : '127.0.0.1';
   const scheme = opts.tls ? 'https' : 'http';
   const listenUrl = `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`;
-  publicWsUrl = (str('publicUrl') || listenUrl).replace(/^http/, 'ws').replace(/\/+$/, '');
+  publicWsUrl = wsBase(str('publicUrl') || listenUrl);
   let drained: Promise<void> | null = null;
   let listenerClosed: Promise<void> | null = null;
   const drain = () =>
