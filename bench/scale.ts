@@ -83,7 +83,14 @@ async function main() {
     );
     await Promise.all(chats.map((c) => onApi.post(`/api/chats/${c.id}/messages`, { content: 'long reply please' })));
     await new Promise((r) => setTimeout(r, 1000));
-    const victim = victims[0]!;
+    // Kill the worker that runs the most of them (one worker often claims them all at once).
+    const owners = new pg.Client({ connectionString: db.url });
+    await owners.connect();
+    const counts = (await owners.query<{ worker_id: string; n: number }>(`SELECT worker_id, count(*)::int AS n FROM chats WHERE status = 'running' GROUP BY 1 ORDER BY 2 DESC`)).rows;
+    await owners.end();
+    const victim = victims.find((v) => v.workerId === counts[0]?.worker_id);
+    if (!victim) throw new Error(`no running turns to interrupt (owners: ${JSON.stringify(counts)}); raise --kill-chats or the reply length`);
+    log(`killing the worker running ${counts[0]!.n} of ${KILL_CHATS} turns`);
     victim.proc.kill('SIGKILL');
     killedAt = now();
     log('killed one worker');
