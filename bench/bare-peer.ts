@@ -11,7 +11,11 @@ peer.pc.onDataChannel((dc) => {
   let t0 = 0;
   dc.onMessage((m) => {
     if (!t0) t0 = performance.now();
+    const before = n;
     n += (m as Buffer).length;
+    // A one-byte note back every MiB, as the tube's window updates are: with traffic in one
+    // direction only, node-datachannel stalls after ~32 MiB.
+    if (n >> 20 !== before >> 20 && dc.isOpen()) dc.sendMessageBinary(Buffer.alloc(1));
     if (n >= bytes) {
       process.stdout.write(JSON.stringify({ mb_s: bytes / 1e6 / ((performance.now() - t0) / 1000) }) + '\n', () => process.exit(0));
     }

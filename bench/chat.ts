@@ -15,6 +15,7 @@ const TOKENS = arg('tokens', quick ? 150 : 300);
 const TTFT_MS = arg('ttft', 50);
 const TOKEN_INTERVAL_MS = arg('interval', 10);
 const BURST = arg('burst', 4);
+const THINK_MS = arg('think', 0);
 const POLL_MESSAGES = arg('poll-messages', quick ? 1 : 3);
 
 function log(msg: string) {
@@ -36,7 +37,7 @@ async function scenario(name: string, providerUrl: string, opts: { databaseUrl?:
   try {
     log(`${name}: ${CHATS} chats × ${messages} messages × ${TOKENS} tokens (TTFT ${TTFT_MS} ms, ${BURST} tokens every ${TOKEN_INTERVAL_MS} ms per chat)`);
     const api = new ApiClient(srv.url, srv.token!, 120_000);
-    const r = await runLoad(api, api, CHATS, messages, TTFT_MS);
+    const r = await runLoad(api, api, CHATS, messages, TTFT_MS, THINK_MS);
     const summary = {
       overhead_p50_ms: r2(pct(r.overhead, 50)),
       overhead_p99_ms: r2(pct(r.overhead, 99)),

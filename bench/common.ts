@@ -92,10 +92,11 @@ export interface LoadResult {
 
 /**
  * `chats` chats, each with one WebSocket client on `stream`; each sends `messages` messages
- * (plus one warm-up) on `send` and waits for the turn to end. Overhead = send start → first delta
+ * (plus one warm-up) on `send` and waits for the turn to end, then waits a random think time of up to
+ * `thinkMs` (0: sends at once, so the chats move in lockstep bursts). Overhead = send start → first delta
  * at the client − the provider's TTFT; per token = provider write → client receive.
  */
-export async function runLoad(send: ApiClient, stream: ApiClient, chats: number, messages: number, ttftMs: number): Promise<LoadResult> {
+export async function runLoad(send: ApiClient, stream: ApiClient, chats: number, messages: number, ttftMs: number, thinkMs = 0): Promise<LoadResult> {
   const overhead: number[] = [];
   const tokenLat: number[] = [];
   let tokens = 0;
@@ -119,8 +120,8 @@ export async function runLoad(send: ApiClient, stream: ApiClient, chats: number,
         for (const e of events) {
           if (e.type === 'delta') {
             if (!firstDelta) firstDelta = t;
+            tokens++; // every token streamed counts: the clock runs from before the warm-up turns
             if (measuring) {
-              tokens++;
               const ts = Number(String(e.text).slice(1));
               if (ts) tokenLat.push(t - ts);
             }
@@ -138,6 +139,8 @@ export async function runLoad(send: ApiClient, stream: ApiClient, chats: number,
         if (!finished) process.stderr.write(`[bench] chat ${chat.id}: stream closed early (${code} ${reason}); waiting turn: ${resolveTurn !== null}\n`);
       });
       for (let m = 0; m <= messages; m++) {
+        // A user reads the reply before writing the next message (0 = every chat sends the moment its turn ends).
+        if (thinkMs) await sleep(Math.random() * thinkMs);
         mNow = m;
         measuring = m > 0;
         firstDelta = 0;

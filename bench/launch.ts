@@ -12,6 +12,8 @@ import { parseArgs } from 'node:util';
 import readline from 'node:readline';
 import type { DataChannel } from 'node-datachannel';
 import { Peer } from '../src/tube/peer.js';
+import { LOW_WATER } from '../src/tube/transport.js';
+import { HIGH_WATER } from '../src/tube/tube.js';
 import { ApiClient } from '../src/client/api.js';
 import { BIN, GatewayProcess, bulkServer, childEnv, freePort, haveSshd, startSshd } from '../test/helpers/launch.js';
 
@@ -45,11 +47,13 @@ await new Promise<void>((resolve, reject) => {
 });
 const url = `http://127.0.0.1:${port}`;
 const tokenFile = path.join(dir, 'data', 'admin-token');
-for (let i = 0; !fs.existsSync(tokenFile); i++) {
+const readToken = () => (fs.existsSync(tokenFile) ? fs.readFileSync(tokenFile, 'utf8').trim() : '');
+// The file can exist a moment before its content does.
+for (let i = 0; !/^al_/.test(readToken()); i++) {
   if (i > 500) throw new Error('the server wrote no admin token');
   await new Promise((r) => setTimeout(r, 10));
 }
-const token = fs.readFileSync(tokenFile, 'utf8').trim();
+const token = readToken();
 const api = new ApiClient(url, token);
 const { token: gwToken } = await api.post('/api/gateways', { name: 'bench' });
 const gw = new GatewayProcess(url, gwToken);
@@ -109,8 +113,9 @@ interface Forward {
   detail(): string;
 }
 
-function airlockForward(resource: string, env: NodeJS.ProcessEnv = {}): Forward {
-  const lport = 20000 + Math.floor(Math.random() * 30000);
+// Local ports come from the OS (a random one collided with ephemeral ports in use), before the clock starts.
+async function airlockForward(resource: string, env: NodeJS.ProcessEnv = {}): Promise<Forward> {
+  const lport = await freePort();
   const startedAt = performance.now();
   const proc = spawn(process.execPath, [BIN, 'launch', resource, '--port', String(lport)], {
     env: childEnv({ AIRLOCK_SERVER: url, AIRLOCK_TOKEN: token, AIRLOCK_LOG_LEVEL: 'warn', ...env }),
@@ -139,8 +144,8 @@ function airlockForward(resource: string, env: NodeJS.ProcessEnv = {}): Forward 
   };
 }
 
-function sshForward(targetPort: number): Forward {
-  const lport = 20000 + Math.floor(Math.random() * 30000);
+async function sshForward(targetPort: number): Promise<Forward> {
+  const lport = await freePort();
   const startedAt = performance.now();
   // -f: ssh backgrounds itself once connected, authenticated and forwarding: its exit is "ready".
   const proc = spawn('ssh', ['-f', '-N', '-o', 'ExitOnForwardFailure=yes', '-L', `${lport}:127.0.0.1:${targetPort}`, ...sshArgs], { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -162,10 +167,10 @@ function sshForward(targetPort: number): Forward {
   };
 }
 
-async function launchToFirstByte(make: () => Forward, n: number): Promise<number[]> {
+async function launchToFirstByte(make: () => Promise<Forward>, n: number): Promise<number[]> {
   const out: number[] = [];
   for (let i = 0; i < n; i++) {
-    const f = make();
+    const f = await make();
     const guard = setTimeout(() => log(`  (launch ${i + 1} is taking long: ${f.detail()})`), 10_000);
     await f.ready;
     const s = await firstByte(f.port);
@@ -190,7 +195,7 @@ async function throughput(f: Forward, waitDirect = false): Promise<number> {
   return mbs;
 }
 
-/** A node-datachannel channel to a peer in another process, 32 KiB messages, no framing: the ceiling. */
+/** A node-datachannel channel to a peer in another process, same flow-control levels as the tube, no framing: the ceiling. */
 async function bareDataChannel(bytes: number): Promise<number> {
   process.env.AIRLOCK_ICE_BIND_ADDRESS = '127.0.0.1';
   const child = spawn(process.execPath, ['--import', 'tsx', 'bench/bare-peer.ts', String(bytes)], { stdio: ['pipe', 'pipe', 'inherit'] });
@@ -206,12 +211,19 @@ async function bareDataChannel(bytes: number): Promise<number> {
   const dc: DataChannel = a.pc.createDataChannel('bench');
   await new Promise<void>((r) => dc.onOpen(() => r()));
   const chunk = crypto.randomBytes(32 * 1024);
-  dc.setBufferedAmountLowThreshold(256 << 10);
+  dc.setBufferedAmountLowThreshold(LOW_WATER); // the tube's own flow-control levels
   let sent = 0;
   const pump = () => {
     while (sent < bytes) {
-      if (dc.bufferedAmount() > 1 << 20) return;
-      dc.sendMessageBinary(chunk);
+      if (dc.bufferedAmount() > HIGH_WATER) return;
+      // The receiver leaves once it has every byte: a late low-buffer callback must not send then
+      // (node-datachannel aborts the process on a send to a closed channel).
+      if (!dc.isOpen()) return;
+      try {
+        dc.sendMessageBinary(chunk);
+      } catch {
+        return;
+      }
       sent += chunk.length;
     }
   };
@@ -240,13 +252,13 @@ try {
   log(`  ssh -N -L            p50 ${r1(pct(ssh, 50))} ms  p99 ${r1(pct(ssh, 99))} ms`);
 
   log(`throughput, ${mib} MiB`);
-  const tube = await throughput(airlockForward('bulk'), true);
+  const tube = await throughput(await airlockForward('bulk'), true);
   log(`  tube (direct)        ${r1(tube)} MB/s`);
-  const relayMbs = await throughput(airlockForward('bulk', { AIRLOCK_WEBRTC: '0' }));
+  const relayMbs = await throughput(await airlockForward('bulk', { AIRLOCK_WEBRTC: '0' }));
   log(`  tube (relay)         ${r1(relayMbs)} MB/s`);
   const bare = await bareDataChannel(mib << 20);
   log(`  bare datachannel     ${r1(bare)} MB/s`);
-  const sshMbs = await throughput(sshForward(bulk.port));
+  const sshMbs = await throughput(await sshForward(bulk.port));
   log(`  ssh -L               ${r1(sshMbs)} MB/s`);
   const direct = await readAll(bulk.port, mib << 20);
   log(`  direct TCP           ${r1(direct)} MB/s`);

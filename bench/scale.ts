@@ -18,6 +18,8 @@ const MESSAGES = arg('messages', quick ? 1 : 3);
 const TOKENS = arg('tokens', quick ? 20 : 50);
 const TTFT_MS = arg('ttft', 50);
 const KILL_CHATS = arg('kill-chats', quick ? 40 : 100);
+/** Each chat's user waits up to this long (uniformly random) before each message; 0 = all at once. */
+const THINK_MS = arg('think', 0);
 const DB = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 
 const log = (m: string) => process.stderr.write(`[bench:scale] ${m}\n`);
@@ -49,13 +51,13 @@ async function main() {
     const w1 = await start(fast.baseUrl, {}, true);
     const token = w1.token!;
     const onW1 = new ApiClient(w1.url, token, 120_000);
-    const local = await runLoad(onW1, onW1, CHATS, MESSAGES, TTFT_MS);
+    const local = await runLoad(onW1, onW1, CHATS, MESSAGES, TTFT_MS, THINK_MS);
     log(`local: overhead p50 ${r2(pct(local.overhead, 50))} ms, p99 ${r2(pct(local.overhead, 99))} ms`);
 
     log(`cross-replica: sent and streamed on an API-only replica, run on the worker`);
     const api = await start(fast.baseUrl, { AIRLOCK_CHAT_CONCURRENCY: '0' });
     const onApi = new ApiClient(api.url, token, 120_000);
-    const cross = await runLoad(onApi, onApi, CHATS, MESSAGES, TTFT_MS);
+    const cross = await runLoad(onApi, onApi, CHATS, MESSAGES, TTFT_MS, THINK_MS);
     log(`cross-replica: overhead p50 ${r2(pct(cross.overhead, 50))} ms, p99 ${r2(pct(cross.overhead, 99))} ms, ${Math.round(cross.tokens / cross.seconds)} tokens/s`);
 
     log(`kill -9: a second worker joins; ${KILL_CHATS} long replies; one worker is killed mid-run`);

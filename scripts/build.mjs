@@ -6,7 +6,8 @@ import { rmSync } from 'node:fs';
 
 rmSync(new URL('../dist', import.meta.url), { recursive: true, force: true });
 await build({
-  entryPoints: ['src/cli/main.ts'],
+  // The embedded database runs in its own thread (src/store/pglite-thread.ts), from its own file.
+  entryPoints: { main: 'src/cli/main.ts', 'pglite-worker': 'src/store/pglite-worker.ts' },
   outdir: 'dist',
   bundle: true,
   splitting: true,

@@ -23,6 +23,12 @@ export const metrics = {
   }),
   tokens: new client.Counter({ name: 'airlock_chat_tokens_streamed_total', help: 'text and reasoning deltas streamed', registers: [registry] }),
   turns: new client.Counter({ name: 'airlock_chat_turns_total', help: 'turns ended, by final status', labelNames: ['status'], registers: [registry] }),
+  toolsInterrupted: new client.Counter({
+    name: 'airlock_chat_tools_interrupted_total',
+    help: 'tool calls not safe to re-run that a lost worker left without a result (reported to the model, not re-run)',
+    labelNames: ['tool'],
+    registers: [registry],
+  }),
   activeRuns: new client.Gauge({ name: 'airlock_chat_active_runs', help: 'chats this replica is running', registers: [registry] }),
   activeStreams: new client.Gauge({ name: 'airlock_chat_active_streams', help: 'open chat stream WebSockets', registers: [registry] }),
   activeSessions: new client.Gauge({ name: 'airlock_launch_active_sessions', help: 'launch sessions being signalled or relayed by this replica', registers: [registry] }),

@@ -30,6 +30,8 @@ test('edit truncates the history after the edited message and re-runs', async ()
   await s.waitStatus('waiting', 2);
   let full = await u.get(`/api/chats/${chat.id}`);
   assert.deepEqual(full.messages.map(textOf), ['one', 'echo: one', 'two', 'echo: two']);
+  // The second turn's history: the worker's cached first turn plus the stored new message.
+  assert.deepEqual(llm.requests.at(-1).messages.map((m: any) => m.content), ['one', 'echo: one', 'two']);
   const first = full.messages[0];
   await u.patch(`/api/chats/${chat.id}/messages/${first.id}`, { content: 'uno' });
   await s.waitStatus('waiting', 3);

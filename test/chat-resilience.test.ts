@@ -2,9 +2,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startFakeLlm, text, gate } from './helpers/fake-llm.js';
-import { startTestServer, StreamRecorder, providerConfig } from './helpers/server.js';
+import { startTestServer, StreamRecorder, providerConfig, PG_URL } from './helpers/server.js';
+import pg from 'pg';
 import { startServer } from '../src/server/app.js';
 import { ApiClient } from '../src/client/api.js';
+import type { Tool } from '../src/chat/tools/index.js';
 
 const textOf = (m: any) => m.parts.filter((p: any) => p.type === 'text').map((p: any) => p.text).join('');
 
@@ -46,6 +48,115 @@ test('a worker killed mid-turn: the lease expires, another worker completes the 
   } finally {
     await b?.close();
     await a.close();
+    await llm.close();
+  }
+});
+
+test('a tool that is not safe to re-run, interrupted by a dead worker, is reported to the model and not run again', async () => {
+  const charged: unknown[] = [];
+  const neverReturns = gate();
+  // A real side effect (it records each charge), declared unsafe to repeat.
+  const chargeCard: Tool = {
+    name: 'charge_card',
+    description: 'Charges the card on file',
+    parameters: { type: 'object', properties: { cents: { type: 'number' } } },
+    idempotent: false,
+    async run(args) {
+      charged.push(args);
+      await neverReturns.promise; // the worker dies while the charge is in flight
+      return 'charged';
+    },
+  };
+  const llm = await startFakeLlm('openai');
+  llm.script = (req) => {
+    const last = req.messages.at(-1);
+    if (last.role === 'user') return { steps: [{ text: 'Charging. ' }, { tool: { id: 'pay1', name: 'charge_card', args: { cents: 500 } } }] };
+    return text(last.content.includes('not run again') ? 'I could not confirm the payment; please check before retrying.' : 'Paid.');
+  };
+  const fast = { leaseMs: 400, heartbeatMs: 100, sweepMs: 100 };
+  const a = await startTestServer(providerConfig(llm), { runner: fast, tools: [chargeCard] });
+  let b: Awaited<ReturnType<typeof startServer>> | null = null;
+  try {
+    const u = await a.user();
+    const chat = await u.post('/api/chats', { message: 'pay the invoice' });
+    const s = await StreamRecorder.open(u, chat.id);
+    await waitUntil(async () => charged.length === 1);
+    // The call was stored before the tool ran.
+    const before = await u.get(`/api/chats/${chat.id}`);
+    assert.deepEqual(before.messages.map((m: any) => m.role), ['user', 'assistant']);
+    assert.ok(before.messages[1].parts.some((p: any) => p.type === 'tool_call' && p.id === 'pay1'));
+    a.server.runner!.crash();
+    b = await startServer({ db: a.db, bus: a.server.bus, providers: providerConfig(llm), titles: false, runner: fast, tools: [chargeCard] });
+    await s.waitStatus('waiting');
+    assert.equal(charged.length, 1, 'the charge ran once');
+    const full = await new ApiClient(b.url, u.token).get(`/api/chats/${chat.id}`);
+    assert.deepEqual(full.messages.map((m: any) => m.role), ['user', 'assistant', 'tool', 'assistant']);
+    const result = full.messages[2].parts[0];
+    assert.equal(result.tool_call_id, 'pay1');
+    assert.equal(result.is_error, true);
+    assert.match(result.output, /may or may not have taken effect.*not run again/);
+    assert.equal(textOf(full.messages[3]), 'I could not confirm the payment; please check before retrying.');
+    // Clients saw the report live, marked as an interruption.
+    const live = s.events.find((e) => e.type === 'tool_result' && e.interrupted)!;
+    assert.equal((live.result as any).tool_call_id, 'pay1');
+    assert.equal(s.events.find((e) => e.type === 'history_truncated')?.after_seq, full.messages[1].seq);
+    s.close();
+  } finally {
+    neverReturns.open();
+    await b?.close();
+    await a.close();
+    await llm.close();
+  }
+});
+
+test("a step commit whose PostgreSQL connection is terminated is retried: the turn completes, every message once", { skip: PG_URL ? false : 'needs PostgreSQL (npm run test:pg)' }, async () => {
+  const g = gate();
+  const llm = await startFakeLlm('openai');
+  llm.script = (req, n) => {
+    if (n === 1) return { steps: [{ text: 'Let me compute. ' }, { wait: g.promise }, { tool: { id: 'c1', name: 'calculator', args: { expression: '6*7' } } }] };
+    return text('It is 42.');
+  };
+  const t = await startTestServer(providerConfig(llm));
+  const locker = new pg.Client({ connectionString: PG_URL });
+  const killer = new pg.Client({ connectionString: PG_URL });
+  await locker.connect();
+  await killer.connect();
+  try {
+    const schema = (await t.db.query<{ s: string }>('SELECT current_schema() AS s'))[0]!.s;
+    const u = await t.user();
+    const chat = await u.post('/api/chats', { message: 'what is 6*7?' });
+    const s = await StreamRecorder.open(u, chat.id);
+    await s.waitFor((e) => e.type === 'delta');
+    // Hold the chat's row: the step's commit (it checks the fence with FOR UPDATE) blocks, and the
+    // backend it blocks in is terminated, as a failover or an admin would.
+    await locker.query('BEGIN');
+    await locker.query(`SELECT 1 FROM ${schema}.chats WHERE id = $1 FOR UPDATE`, [chat.id]);
+    g.open();
+    let pid: number | undefined;
+    while (!pid) {
+      const rows = await killer.query(
+        `SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO chat_messages%'`,
+      );
+      pid = rows.rows[0]?.pid;
+      if (!pid) await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal((await killer.query('SELECT pg_terminate_backend($1) AS ok', [pid])).rows[0].ok, true);
+    await locker.query('ROLLBACK');
+    await s.waitStatus('waiting');
+    const full = await u.get(`/api/chats/${chat.id}`);
+    assert.deepEqual(full.messages.map((m: any) => m.role), ['user', 'assistant', 'tool', 'assistant']);
+    assert.equal(full.messages[2].parts[0].output, '42');
+    assert.equal(textOf(full.messages[3]), 'It is 42.');
+    assert.equal(full.status, 'waiting');
+    assert.equal(s.events.filter((e) => e.type === 'error').length, 0);
+    const seqs = s.events.filter((e) => e.seq !== undefined).map((e) => e.seq!);
+    assert.equal(new Set(seqs).size, seqs.length, 'no event twice');
+    s.close();
+  } finally {
+    g.open();
+    await locker.end().catch(() => {});
+    await killer.end().catch(() => {});
+    await t.close();
     await llm.close();
   }
 });

@@ -144,9 +144,9 @@ export class SignalRouter {
     void store.setGatewayOnline(this.db, gateway.id, true, this.bus.replicaId).catch((err) => this.log.warn({ err }, 'gateway status update failed'));
     this.log.info({ gateway: gateway.name }, 'gateway online');
     ws.on('message', (data, isBinary) => {
-      if (isBinary) return;
-      const msg = parseJson(data.toString());
-      if (msg === undefined) return ws.close(1008, 'invalid JSON');
+      if (isBinary) return ws.close(1003, 'the gateway socket takes JSON text frames');
+      const msg = signalMessage(data as Buffer, GATEWAY_MESSAGES);
+      if (typeof msg === 'string') return ws.close(1008, msg);
       this.fromGateway(link, msg);
     });
     ws.on('close', () => {
@@ -267,12 +267,12 @@ export class SignalRouter {
 
   private fromClient(s: Session, data: Buffer, isBinary: boolean): void {
     if (isBinary) return this.pipe(s.client, s.relay, data);
-    const msg = parseJson(data.toString());
-    if (msg === undefined) return s.client.close(1008, 'invalid JSON');
-    if (msg?.type === 'offer' || msg?.type === 'candidate') {
+    const msg = signalMessage(data, CLIENT_MESSAGES);
+    if (typeof msg === 'string') return s.client.close(1008, msg);
+    if (msg.type === 'offer' || msg.type === 'candidate') {
       if (msg.type === 'offer') s.offerAt = performance.now();
       this.toGateway(s, { ...msg, session: s.id });
-    } else if (msg?.type === 'bye') void store.endSession(this.db, s.id, report(msg)).catch(() => {});
+    } else if (msg.type === 'bye') void store.endSession(this.db, s.id, report(msg)).catch(() => {});
   }
 
   private attachRelay(ws: WebSocket, s: Session): void {
@@ -281,6 +281,7 @@ export class SignalRouter {
     ws.on('error', () => {});
     ws.on('message', (data, isBinary) => {
       if (isBinary) this.pipe(ws, s.client, data as Buffer);
+      else ws.close(1003, 'the relay socket takes binary frames');
     });
     ws.on('close', () => {
       if (s.relay === ws) s.relay = null;
@@ -373,4 +374,17 @@ function report(msg: any): store.SessionReport {
     exit_status: typeof msg.exit_status === 'number' && Number.isInteger(msg.exit_status) ? msg.exit_status : null,
     error: typeof msg.error === 'string' ? msg.error.slice(0, 500) : null,
   };
+}
+
+const GATEWAY_MESSAGES = new Set(['answer', 'candidate', 'error', 'ended']);
+const CLIENT_MESSAGES = new Set(['offer', 'candidate', 'bye']);
+
+/** A signalling message, or why it is refused (the close reason: at most 123 bytes). */
+function signalMessage(data: Buffer, types: Set<string>): { type: string; [k: string]: unknown } | string {
+  const msg = parseJson(data.toString());
+  if (msg === undefined) return 'invalid JSON';
+  if (!msg || typeof msg !== 'object' || Array.isArray(msg) || typeof msg.type !== 'string') return 'expected a JSON object with a "type"';
+  if (!types.has(msg.type)) return `unknown message type "${msg.type.slice(0, 40)}"; expected ${[...types].join(', ')}`;
+  if (msg.session !== undefined && typeof msg.session !== 'string') return '"session" must be a string';
+  return msg;
 }

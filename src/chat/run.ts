@@ -7,14 +7,18 @@ import { num } from '../config.js';
 import type { Logger } from '../log.js';
 import type { Providers } from './providers/index.js';
 import { ProviderError, type LlmEvent, type ToolSpec } from './providers/types.js';
-import { builtinTools, findTool } from './tools/index.js';
+import type { ToolBox } from './tools/index.js';
+import type { HistoryCache } from './history-cache.js';
 import { metrics } from '../metrics.js';
+import { retryOnConnectionError } from '../store/retry.js';
 import {
   type ChatRow,
   ev,
+  eventStored,
   fencedCommit,
   insertMessages,
   loadMessages,
+  loadMessagesAfter,
   loadQueue,
   newId,
   popQueueHead,
@@ -33,6 +37,8 @@ export interface RunDeps {
   db: Db;
   bus: Bus;
   providers: Providers;
+  tools: ToolBox;
+  history: HistoryCache;
   workerId: string;
   log: Logger;
   /** Called after the chat is released (title generation etc.). */
@@ -50,6 +56,9 @@ export class ChatRun {
   private stop: StopReason = null;
   private current = new AbortController();
   private maxSteps = num('maxSteps');
+
+  /** The current turn's history: what is stored, plus the steps of this turn. */
+  private history: Message[] = [];
 
   constructor(
     private deps: RunDeps,
@@ -113,7 +122,8 @@ export class ChatRun {
     this.persist = this.persist.then(async () => {
       if (this.persistError || this.cancelled) return;
       try {
-        const { fenced } = await fencedCommit(this.deps.db, this.fenceKey, messages, events);
+        // Safe to run again: stored rows are skipped, and the fence still holds if it held.
+        const { fenced } = await retryOnConnectionError(() => fencedCommit(this.deps.db, this.fenceKey, messages, events), this.onDbRetry);
         if (!fenced) throw new LostOwnership();
       } catch (err) {
         this.persistError = err;
@@ -121,6 +131,67 @@ export class ChatRun {
         else this.current.abort();
       }
     });
+  }
+
+  /** The stored history: the cached one and what was stored since, or all of it. */
+  private async loadHistory(): Promise<Message[]> {
+    const cached = this.deps.history.get(this.chatId);
+    if (cached) {
+      const { total, messages } = await loadMessagesAfter(this.deps.db, this.chatId, cached.at(-1)?.seq ?? 0);
+      if (cached.length + messages.length === total) return [...cached, ...messages];
+      this.deps.history.delete(this.chatId); // something was deleted (an edit): read it all
+    }
+    return loadMessages(this.deps.db, this.chatId);
+  }
+
+  private onDbRetry = (err: unknown, attempt: number) =>
+    this.deps.log.warn({ err, chat_id: this.chatId, attempt }, 'a step commit lost its database connection; retrying');
+
+  /** Stores messages before going on (after the steps queued before them). */
+  private async commitNow(messages: Message[]): Promise<void> {
+    this.background(messages);
+    await this.persist;
+    if (this.persistError) throw this.persistError;
+  }
+
+  /**
+   * After a worker died mid-turn: tool calls of the last stored step that have no result were
+   * running when it died. Built-in tools that are safe to re-run run again; for any other the
+   * model gets an error result saying it may or may not have run, so nothing runs twice unseen.
+   */
+  private async settleInterruptedTools(): Promise<void> {
+    const history = await loadMessages(this.deps.db, this.chatId);
+    let last = history.length - 1;
+    while (last >= 0 && history[last]!.role !== 'assistant') last--;
+    if (last < 0) return;
+    const answered = new Set(
+      history
+        .slice(last + 1)
+        .flatMap((m) => m.parts)
+        .flatMap((p) => (p.type === 'tool_result' ? [p.tool_call_id] : [])),
+    );
+    const open = history[last]!.parts.filter((p): p is Extract<Part, { type: 'tool_call' }> => p.type === 'tool_call' && !answered.has(p.id));
+    if (!open.length) return;
+    const rerun = open.filter((c) => this.deps.tools.find(c.name)?.idempotent === true);
+    const rerunResults = await this.runTools(rerun);
+    const results = open.map((c) => {
+      const i = rerun.indexOf(c);
+      if (i >= 0) return rerunResults[i]!;
+      this.deps.log.warn({ chat_id: this.chatId, tool: c.name, tool_call_id: c.id }, 'tool interrupted by a lost worker: reported to the model, not run again');
+      metrics.toolsInterrupted.inc({ tool: c.name });
+      const result = {
+        type: 'tool_result' as const,
+        tool_call_id: c.id,
+        name: c.name,
+        output: `the tool "${c.name}" was running when the worker running this chat stopped; it may or may not have taken effect, and it was not run again`,
+        is_error: true,
+      };
+      this.emit('tool_result', { result, interrupted: true });
+      return result;
+    });
+    const msgs = results.map((r) => this.toolMessage(r));
+    for (const m of msgs) this.emitMessage(m);
+    await this.commitNow(msgs);
   }
 
   private async fence(q: Queryable): Promise<void> {
@@ -144,6 +215,7 @@ export class ChatRun {
       this.background([], [this.emit('history_truncated', { after_seq: Number(rows[0]?.seq ?? 0), reason: 'worker_lost' })]);
     }
     try {
+      if (this.chat.prev_status === 'running') await this.settleInterruptedTools();
       if (this.chat.interrupt_requested) this.stop = 'interrupt';
       for (;;) {
         const outcome = await this.turn();
@@ -151,6 +223,8 @@ export class ChatRun {
         if (!more) break;
       }
     } catch (err) {
+      this.history = []; // not known to match what is stored: the next turn reads it all
+      this.deps.history.delete(this.chatId);
       if (err instanceof LostOwnership || this.cancelled) return;
       this.deps.log.error({ err, chat_id: this.chatId }, 'chat run failed');
       await this.finishTurn({ status: 'error', error: `internal error: ${(err as Error).message}`, messages: [], events: [] }).catch(() => {});
@@ -170,7 +244,7 @@ export class ChatRun {
   private async turn(): Promise<TurnOutcome> {
     this.turnStartedAt = performance.now();
     this.firstTokenSeen = false;
-    const history = await loadMessages(this.deps.db, this.chatId);
+    const history = (this.history = await this.loadHistory());
     let resolved;
     try {
       resolved = await this.deps.providers.get(this.chat.model);
@@ -180,9 +254,9 @@ export class ChatRun {
     const clientTools = this.chat.client_tools ?? [];
     const clientNames = new Set(clientTools.map((t) => t.name));
     const tools: ToolSpec[] = [
-      ...builtinTools.map(({ name, description, parameters }) => ({ name, description, parameters })),
+      ...this.deps.tools.tools.map(({ name, description, parameters }) => ({ name, description, parameters })),
       ...clientTools
-        .filter((t) => !findTool(t.name))
+        .filter((t) => !this.deps.tools.find(t.name))
         .map((t) => ({ name: t.name, description: t.description ?? '', parameters: t.parameters ?? { type: 'object' } })),
     ];
     const done = (status: ChatStatus, messages: Message[] = [], actions?: PendingAction[]): TurnOutcome => ({ status, messages, events: [], actions });
@@ -198,13 +272,17 @@ export class ChatRun {
       const calls = message.parts.filter((p): p is Extract<Part, { type: 'tool_call' }> => p.type === 'tool_call');
       // The last step's messages are stored by the statement that ends the turn.
       if (this.stop || !calls.length) return done('waiting', [message]);
-      const pendingClient = calls.filter((c) => clientNames.has(c.name) && !findTool(c.name));
+      const pendingClient = calls.filter((c) => clientNames.has(c.name) && !this.deps.tools.find(c.name));
       const local = calls.filter((c) => !pendingClient.includes(c));
+      // A tool that must not run twice: store the call before running it, so that a worker that
+      // dies meanwhile leaves a call without a result, which recovery reports instead of re-running.
+      const storedFirst = local.some((c) => this.deps.tools.find(c.name)?.idempotent === false);
+      if (storedFirst) await this.commitNow([message]);
       const results = await this.runTools(local);
       const resultMsgs = results.map((r) => this.toolMessage(r));
       for (const m of resultMsgs) this.emitMessage(m);
       history.push(...resultMsgs);
-      const stepMsgs = [message, ...resultMsgs];
+      const stepMsgs = storedFirst ? resultMsgs : [message, ...resultMsgs];
       if (pendingClient.length) {
         return done('requires_action', stepMsgs, pendingClient.map((c) => ({ tool_call_id: c.id, name: c.name, args: c.args })));
       }
@@ -291,7 +369,7 @@ export class ChatRun {
     const signal = this.current.signal;
     return Promise.all(
       calls.map(async (c) => {
-        const tool = findTool(c.name);
+        const tool = this.deps.tools.find(c.name);
         let output: string;
         let isError = false;
         if (!tool) {
@@ -327,17 +405,24 @@ export class ChatRun {
     let fenced: boolean;
     let released: boolean;
     try {
-      ({ fenced, released } = await fencedCommit(this.deps.db, this.fenceKey, outcome.messages, outcome.events, {
-        status: outcome.status,
-        error: outcome.error ?? null,
-        actions: outcome.actions ?? null,
-        actionTimeoutMs: num('actionTimeoutMs'),
-        events: releaseEvents,
-      }));
+      ({ fenced, released } = await retryOnConnectionError(async (attempt) => {
+        const r = await fencedCommit(this.deps.db, this.fenceKey, outcome.messages, outcome.events, {
+          status: outcome.status,
+          error: outcome.error ?? null,
+          actions: outcome.actions ?? null,
+          actionTimeoutMs: num('actionTimeoutMs'),
+          events: releaseEvents,
+        });
+        // The connection broke after an earlier attempt committed: the chat is no longer ours
+        // because we released it.
+        if (!r.fenced && attempt > 0 && (await eventStored(this.deps.db, this.chatId, releaseEvents.at(-1)!.seq!))) return { fenced: true, released: true };
+        return r;
+      }, this.onDbRetry));
     } finally {
       this.finishing = false;
     }
     if (!fenced) throw new LostOwnership();
+    this.deps.history.set(this.chatId, this.history);
     metrics.turns.inc({ status: outcome.status });
     this.deps.log.info(
       { chat_id: this.chatId, worker_id: this.deps.workerId, epoch: this.epoch, status: outcome.status, ms: Math.round(performance.now() - this.turnStartedAt), error: outcome.error },

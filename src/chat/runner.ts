@@ -8,7 +8,9 @@ import { num } from '../config.js';
 import type { Logger } from '../log.js';
 import type { Providers } from './providers/index.js';
 import { ChatRun } from './run.js';
+import { ToolBox } from './tools/index.js';
 import type { ChatRow } from './store.js';
+import { HistoryCache } from './history-cache.js';
 import { type ChatStatus, EPOCH_SPAN } from './types.js';
 import { metrics } from '../metrics.js';
 
@@ -21,6 +23,8 @@ export interface RunnerOptions {
   /** false: ignore wake signals and rely on the sweep timer (the polling baseline). */
   wake?: boolean;
   onFinished?: (chatId: string, status: ChatStatus) => void;
+  /** The tools turns may run (default: the built-ins). */
+  tools?: ToolBox;
   /** Runs on the sweep timer too (e.g. expiring requires_action deadlines). */
   onSweep?: () => Promise<void>;
 }
@@ -31,12 +35,21 @@ export class Runner {
   private done = new Map<string, Promise<void>>();
   private acquiring = false;
   private again = false;
+  /** Slots promised to chats this replica claims itself (see reserve()). */
+  private reserved = 0;
+  /** The last acquisition may have left runnable chats behind (it had no free slot, or filled them all). */
+  private mayHaveMore = true;
   private stopped = false;
   private timers: NodeJS.Timeout[] = [];
   private expiryTimer: NodeJS.Timeout | undefined;
   private unsubs: (() => void)[] = [];
   private concurrency: number;
-  private leaseMs: number;
+  readonly leaseMs: number;
+  /** false: the polling baseline (no wake signals, no claim on send). */
+  private wakeEnabled: boolean;
+  private tools: ToolBox;
+  /** The histories of the chats this worker ran last, so that a turn reads only what is new. */
+  private history = new HistoryCache();
 
   constructor(
     private db: Db,
@@ -48,10 +61,12 @@ export class Runner {
     this.workerId = opts.workerId ?? `w-${crypto.randomUUID()}`;
     this.concurrency = opts.concurrency ?? num('chatConcurrency');
     this.leaseMs = opts.leaseMs ?? num('leaseMs');
+    this.wakeEnabled = opts.wake ?? num('wake') !== 0;
+    this.tools = opts.tools ?? new ToolBox();
   }
 
   start(): void {
-    if (this.opts.wake ?? num('wake') !== 0) this.unsubs.push(this.bus.subscribe('wake', () => this.kick()));
+    if (this.wakeEnabled) this.unsubs.push(this.bus.subscribe('wake', () => this.kick()));
     this.unsubs.push(
       this.bus.subscribe('control', (m: { chat_id: string; action: 'interrupt' | 'cancel' }) => {
         const run = this.active.get(m.chat_id);
@@ -99,7 +114,8 @@ export class Runner {
   private async acquireLoop(): Promise<void> {
     for (;;) {
       this.again = false;
-      const free = this.concurrency - this.active.size;
+      const free = this.concurrency - this.active.size - this.reserved;
+      if (free <= 0) this.mayHaveMore = true;
       if (free <= 0 || this.stopped) return;
       let rows: (ChatRow & { prev_status: string; waited_ms: number })[];
       try {
@@ -117,6 +133,7 @@ export class Runner {
           [this.workerId, free, this.leaseMs],
         );
       } catch (err) {
+        this.mayHaveMore = true;
         if (!this.stopped) this.log.error({ err }, 'acquire failed');
         return;
       }
@@ -124,13 +141,47 @@ export class Runner {
         if (row.prev_status === 'pending') metrics.acquisitionMs.observe(row.waited_ms);
         this.launch(row);
       }
+      this.mayHaveMore = rows.length >= free;
       if (rows.length < free && !this.again) return;
     }
   }
 
+  /**
+   * A slot for a chat that a send on this replica claims in its own statement (no wake signal,
+   * no acquiring statement); false when full, stopping, or on the polling baseline. Every true
+   * must be followed by adopt().
+   */
+  reserve(): boolean {
+    if (this.stopped || !this.wakeEnabled || this.active.size + this.reserved >= this.concurrency) return false;
+    this.reserved++;
+    return true;
+  }
+
+  /** Runs a chat claimed with a reservation; null gives the reservation back. */
+  adopt(row: (ChatRow & { prev_status: string }) | null): void {
+    this.reserved--;
+    if (!row) return;
+    if (this.stopped) {
+      // Claimed while the replica began to stop: hand it on at once (its lease is ours only in name).
+      void this.handBack([row.id]);
+      return;
+    }
+    metrics.acquisitionMs.observe(0);
+    this.launch(row);
+  }
+
   private launch(row: ChatRow & { prev_status: string }): void {
     const run = new ChatRun(
-      { db: this.db, bus: this.bus, providers: this.providers, workerId: this.workerId, log: this.log, onFinished: this.opts.onFinished },
+      {
+        db: this.db,
+        bus: this.bus,
+        providers: this.providers,
+        tools: this.tools,
+        history: this.history,
+        workerId: this.workerId,
+        log: this.log,
+        onFinished: this.opts.onFinished,
+      },
       row,
     );
     this.active.set(row.id, run);
@@ -143,7 +194,8 @@ export class Runner {
         this.active.delete(row.id);
         metrics.activeRuns.dec();
         this.done.delete(row.id);
-        this.kick(); // a slot is free
+        // A freed slot matters only if work was left behind; new work comes with a wake signal.
+        if (this.mayHaveMore) this.kick();
       });
     this.done.set(row.id, p);
   }
@@ -208,23 +260,28 @@ export class Runner {
       const ids = [...this.active.keys()];
       for (const run of this.active.values()) run.cancel();
       await Promise.all(this.done.values());
-      const handed = await this.db
-        .query<{ id: string }>(
-          `UPDATE chats SET lease_until = now() - interval '1 millisecond'
-           WHERE id = ANY($1::uuid[]) AND worker_id = $2 AND status = 'running' RETURNING id`,
-          [ids, this.workerId],
-        )
-        .catch((err) => {
-          this.log.warn({ err }, 'could not hand back running chats; their leases will expire');
-          return [];
-        });
-      if (handed.length) {
-        this.log.info({ chats: handed.length }, 'handed running chats back to the other replicas');
-        this.bus.publish('wake', { chat_id: handed[0]!.id });
-      }
+      await this.handBack(ids);
     }
     clearTimeout(timer);
     for (const u of this.unsubs) u();
+  }
+
+  /** Expires this worker's leases on these chats and wakes the other replicas, which resume them now. */
+  private async handBack(ids: string[]): Promise<void> {
+    const handed = await this.db
+      .query<{ id: string }>(
+        `UPDATE chats SET lease_until = now() - interval '1 millisecond'
+         WHERE id = ANY($1::uuid[]) AND worker_id = $2 AND status = 'running' RETURNING id`,
+        [ids, this.workerId],
+      )
+      .catch((err) => {
+        this.log.warn({ err }, 'could not hand back running chats; their leases will expire');
+        return [];
+      });
+    if (handed.length) {
+      this.log.info({ chats: handed.length }, 'handed running chats back to the other replicas');
+      this.bus.publish('wake', { chat_id: handed[0]!.id });
+    }
   }
 
   /** Test hook: behave like a process that died (no more writes, no heartbeats, no hand-back). */

@@ -5,7 +5,8 @@ import type { Db, Queryable } from '../store/db.js';
 import { num } from '../config.js';
 import { ApiError, conflict, notFound, badRequest } from '../errors.js';
 import type { Providers } from './providers/index.js';
-import { findTool } from './tools/index.js';
+import { ToolBox } from './tools/index.js';
+import type { Runner } from './runner.js';
 import {
   type ChatRow,
   chatOut,
@@ -46,7 +47,15 @@ export class ChatService {
     private db: Db,
     private bus: Bus,
     private providers: Providers,
+    private tools: ToolBox = new ToolBox(),
   ) {}
+
+  /** This replica's worker: a send it can serve is claimed for it in the send's own statement. */
+  private runner: Runner | null = null;
+
+  attachRunner(runner: Runner | null): void {
+    this.runner = runner;
+  }
 
   private publish(chatId: string, fx: Effects): void {
     for (const e of fx.events) this.bus.publish('events', e);
@@ -69,7 +78,7 @@ export class ChatService {
   async create(userId: string, input: CreateChatInput) {
     const model = input.model ?? this.providers.defaultModel();
     if (input.message !== undefined) this.providers.check(model);
-    validateClientTools(input.tools ?? []);
+    validateClientTools(input.tools ?? [], this.tools);
     const fx: Effects = { events: [] };
     const chat = await this.db.tx(async (q) => {
       const title = input.title ?? (input.message ? fallbackTitle(input.message) : '');
@@ -199,32 +208,50 @@ export class ChatService {
     const unservable = this.providers.unservablePrefixes();
     if (unservable === null) return null; // no provider at all: the general path explains
     const msg = userMessage(content, 0);
-    const rows = await this.db.query<{ epoch: number; prev: string }>(
-      `WITH p AS (SELECT id, status AS prev FROM chats
-                  WHERE id = $1 AND owner_id = $2 AND NOT archived AND status IN ('waiting', 'error', 'pending')
-                    AND NOT (model LIKE ANY ($5::text[]))
-                    AND NOT EXISTS (SELECT 1 FROM chat_queue WHERE chat_id = $1)
-                  FOR UPDATE),
-            c AS (UPDATE chats SET epoch = chats.epoch + 1, status = 'pending', last_error = NULL, worker_id = NULL,
-                    lease_until = NULL, updated_at = now()
-                  FROM p WHERE chats.id = p.id RETURNING chats.epoch, p.prev),
-            m AS (INSERT INTO chat_messages (id, chat_id, seq, role, parts)
-                  SELECT $3, $1, c.epoch * ${EPOCH_SPAN} + 1, 'user', $4::jsonb FROM c),
-            e AS (INSERT INTO chat_events (chat_id, seq, type, data)
-                  SELECT $1, c.epoch * ${EPOCH_SPAN} + 1, 'message',
-                         jsonb_build_object('message', jsonb_build_object('id', $3::text, 'seq', c.epoch * ${EPOCH_SPAN} + 1, 'role', 'user', 'parts', $4::jsonb))
-                  FROM c
-                  UNION ALL
-                  SELECT $1, c.epoch * ${EPOCH_SPAN} + 2, 'status', '{"status":"pending"}'::jsonb FROM c WHERE c.prev <> 'pending')
-       SELECT epoch, prev FROM c`,
-      [chatId, userId, msg.id, JSON.stringify(msg.parts), unservable],
-    );
+    // With a free slot here, the chat goes straight to this replica's worker: it skips `pending`
+    // in the database (two epochs in one statement: the message's and the run's), the wake
+    // signal and the acquiring statement; clients still see message, pending, running.
+    const runner = this.runner?.reserve() ? this.runner : null;
+    let rows: (ChatRow & { prev: string; msg_epoch: number })[];
+    try {
+      rows = await this.db.query(
+        `WITH p AS (SELECT id, status AS prev FROM chats
+                    WHERE id = $1 AND owner_id = $2 AND NOT archived AND status IN ('waiting', 'error', 'pending')
+                      AND NOT (model LIKE ANY ($5::text[]))
+                      AND NOT EXISTS (SELECT 1 FROM chat_queue WHERE chat_id = $1)
+                    FOR UPDATE),
+              c AS (UPDATE chats SET epoch = chats.epoch + (CASE WHEN $6::text IS NULL THEN 1 ELSE 2 END),
+                      status = (CASE WHEN $6::text IS NULL THEN 'pending' ELSE 'running' END), last_error = NULL, worker_id = $6::text,
+                      lease_until = (CASE WHEN $6::text IS NULL THEN NULL ELSE now() + $7::int * interval '1 millisecond' END), updated_at = now()
+                    FROM p WHERE chats.id = p.id
+                    RETURNING chats.*, p.prev, chats.epoch - (CASE WHEN $6::text IS NULL THEN 0 ELSE 1 END) AS msg_epoch),
+              m AS (INSERT INTO chat_messages (id, chat_id, seq, role, parts)
+                    SELECT $3, $1, c.msg_epoch * ${EPOCH_SPAN} + 1, 'user', $4::jsonb FROM c),
+              e AS (INSERT INTO chat_events (chat_id, seq, type, data)
+                    SELECT $1, c.msg_epoch * ${EPOCH_SPAN} + 1, 'message',
+                           jsonb_build_object('message', jsonb_build_object('id', $3::text, 'seq', c.msg_epoch * ${EPOCH_SPAN} + 1, 'role', 'user', 'parts', $4::jsonb))
+                    FROM c
+                    UNION ALL
+                    SELECT $1, c.msg_epoch * ${EPOCH_SPAN} + 2, 'status', '{"status":"pending"}'::jsonb FROM c WHERE c.prev <> 'pending'
+                    UNION ALL
+                    SELECT $1, c.epoch * ${EPOCH_SPAN} + 1, 'status', '{"status":"running"}'::jsonb FROM c WHERE $6::text IS NOT NULL)
+         SELECT c.* FROM c`,
+        [chatId, userId, msg.id, JSON.stringify(msg.parts), unservable, runner?.workerId ?? null, runner?.leaseMs ?? 0],
+      );
+    } catch (err) {
+      runner?.adopt(null);
+      throw err;
+    }
     const row = rows[0];
-    if (!row) return null;
-    msg.seq = seqOf(row.epoch, 1);
-    const fx: Effects = { events: [ev(chatId, msg.seq, 'message', { message: msg })], wake: true };
-    if (row.prev !== 'pending') fx.events.push(ev(chatId, seqOf(row.epoch, 2), 'status', { status: 'pending' }));
+    if (!row) {
+      runner?.adopt(null);
+      return null;
+    }
+    msg.seq = seqOf(row.msg_epoch, 1);
+    const fx: Effects = { events: [ev(chatId, msg.seq, 'message', { message: msg })], wake: !runner };
+    if (row.prev !== 'pending') fx.events.push(ev(chatId, seqOf(row.msg_epoch, 2), 'status', { status: 'pending' }));
     this.publish(chatId, fx);
+    runner?.adopt({ ...row, prev_status: 'pending' });
     return { queued: null, message: msg };
   }
 
@@ -422,7 +449,7 @@ function cancelActions(chat: ChatRow, why: string, nextSeq: () => number): Messa
   }));
 }
 
-export function validateClientTools(tools: unknown[]): asserts tools is ClientTool[] {
+export function validateClientTools(tools: unknown[], toolbox: ToolBox): asserts tools is ClientTool[] {
   const names = new Set<string>();
   for (const [i, t] of tools.entries()) {
     const tool = t as ClientTool;
@@ -430,7 +457,7 @@ export function validateClientTools(tools: unknown[]): asserts tools is ClientTo
     if (typeof tool.name !== 'string' || !/^[a-zA-Z0-9_-]{1,64}$/.test(tool.name)) {
       throw badRequest(`tools[${i}].name must be 1-64 letters, digits, _ or -`, 'invalid_field');
     }
-    if (findTool(tool.name)) throw badRequest(`tools[${i}].name "${tool.name}" is a built-in tool`, 'invalid_field');
+    if (toolbox.find(tool.name)) throw badRequest(`tools[${i}].name "${tool.name}" is a built-in tool`, 'invalid_field');
     if (names.has(tool.name)) throw badRequest(`tools[${i}].name "${tool.name}" is declared twice`, 'invalid_field');
     names.add(tool.name);
     if (tool.description !== undefined && typeof tool.description !== 'string') throw badRequest(`tools[${i}].description must be a string`, 'invalid_field');

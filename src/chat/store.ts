@@ -104,6 +104,23 @@ export async function loadMessages(q: Queryable, chatId: string): Promise<Messag
   return rows.map(messageOut);
 }
 
+/**
+ * The messages stored after `afterSeq`, and how many the chat has in all: a history cached up to
+ * `afterSeq` is still right when its length plus the new ones is that total (messages are never
+ * changed, only marked deleted, and new ones always get a higher seq).
+ */
+export async function loadMessagesAfter(q: Queryable, chatId: string, afterSeq: number): Promise<{ total: number; messages: Message[] }> {
+  const rows = await q.query(
+    `SELECT (SELECT count(*)::int FROM chat_messages WHERE chat_id = $1 AND NOT deleted) AS total,
+            d.id, d.seq, d.role, d.parts, d.interrupted, d.model, d.usage, d.created_at
+     FROM (SELECT 1) one
+     LEFT JOIN chat_messages d ON d.chat_id = $1 AND NOT d.deleted AND d.seq > $2
+     ORDER BY d.seq`,
+    [chatId, afterSeq],
+  );
+  return { total: Number(rows[0]?.total ?? 0), messages: rows.filter((r) => r.id !== null).map(messageOut) };
+}
+
 export function messageOut(r: any): Message {
   return {
     id: r.id,
@@ -200,7 +217,8 @@ export async function fencedCommit(
         ${p(messages.map((m) => JSON.stringify(m.parts)))}::jsonb[], ${p(messages.map((m) => Boolean(m.interrupted)))}::boolean[],
         ${p(messages.map((m) => m.model ?? null))}::text[], ${p(messages.map((m) => (m.usage ? JSON.stringify(m.usage) : null)))}::jsonb[])
         AS x(id, seq, role, parts, interrupted, model, usage)
-      WHERE EXISTS (SELECT 1 FROM f))`);
+      WHERE EXISTS (SELECT 1 FROM f)
+      ON CONFLICT (id) DO NOTHING)`);
   }
   if (events.length) parts.push(`e AS (${eventInsert(events, p, 'EXISTS (SELECT 1 FROM f)')})`);
   let select = `SELECT (SELECT count(*) FROM f)::int AS fenced, 0 AS released`;
@@ -221,9 +239,16 @@ export async function fencedCommit(
   return { fenced: rows[0]!.fenced > 0, released: rows[0]!.released > 0 };
 }
 
+/** Whether an event is stored: a release whose reply was lost with its connection had committed
+ * if its last event is there. */
+export async function eventStored(q: Queryable, chatId: string, seq: number): Promise<boolean> {
+  return (await q.query('SELECT 1 FROM chat_events WHERE chat_id = $1 AND seq = $2', [chatId, seq])).length > 0;
+}
+
 function eventInsert(events: StreamEvent[], p: (v: unknown) => string, cond: string): string {
   return `INSERT INTO chat_events (chat_id, seq, type, data)
     SELECT $1, x.seq, x.type, x.data FROM unnest(${p(events.map((e) => e.seq))}::bigint[], ${p(events.map((e) => e.type))}::text[],
       ${p(events.map((e) => JSON.stringify(strip(e))))}::jsonb[]) AS x(seq, type, data)
-    WHERE ${cond}`;
+    WHERE ${cond}
+    ON CONFLICT (chat_id, seq) DO NOTHING`;
 }

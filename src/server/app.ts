@@ -15,6 +15,7 @@ import { type Logger, silentLogger } from '../log.js';
 import { StreamHub } from '../chat/hub.js';
 import { ChatService } from '../chat/service.js';
 import { Runner, type RunnerOptions } from '../chat/runner.js';
+import { ToolBox, type Tool } from '../chat/tools/index.js';
 import { Providers, type ProvidersConfig } from '../chat/providers/index.js';
 import { generateTitle } from '../chat/title.js';
 import { ev } from '../chat/store.js';
@@ -37,6 +38,8 @@ export interface ServerOptions {
   host?: string;
   log?: Logger;
   runner?: RunnerOptions | false;
+  /** Tools for the agent besides the built-ins (a program embedding Airlock, the tests). */
+  tools?: Tool[];
   titles?: boolean;
   /** Seals target credentials; default: AIRLOCK_SECRET_KEY or the key file in the data folder. */
   secrets?: SecretBox;
@@ -51,6 +54,9 @@ export interface AirlockServer {
   bus: Bus;
   service: ChatService;
   runner: Runner | null;
+  /** The HTTP API's routes (the WebSocket endpoints are /api/chats/:id/stream, /api/launch,
+   * /api/gateway/connect and /api/gateway/relay/:session). */
+  routes: { method: string; pattern: string }[];
   /** Set on the very first start: the admin's token. */
   adminToken: string | null;
   /** Graceful stop (SIGTERM): not ready, no new work, running turns finish or are handed to another
@@ -64,7 +70,8 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
   const log = opts.log ?? silentLogger();
   const bus = opts.bus ?? (await openBus(db, log));
   const providers = new Providers(opts.providers);
-  const service = new ChatService(db, bus, providers);
+  const tools = ToolBox.withExtra(opts.tools);
+  const service = new ChatService(db, bus, providers, tools);
   const adminToken = await bootstrapAdmin(db).catch(() => null);
   const titles = opts.titles ?? num('titles') !== 0;
 
@@ -72,6 +79,7 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
     opts.runner === false || (opts.runner?.concurrency ?? num('chatConcurrency')) === 0
       ? null
       : new Runner(db, bus, providers, log, {
+          tools,
           ...opts.runner,
           onSweep: () => service.expireActions(),
           onFinished: (chatId, status) => {
@@ -81,6 +89,7 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
           },
         });
 
+  service.attachRunner(runner);
   const hub = new StreamHub(db, bus, () => runner?.workerId);
   let draining = false;
 
@@ -252,6 +261,7 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
     bus,
     service,
     runner,
+    routes: router.list(),
     adminToken,
     drain,
     async close() {

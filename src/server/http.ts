@@ -34,6 +34,11 @@ export class Router {
     return this;
   }
 
+  /** Every route as `METHOD /pattern/:param` (the bad-input tests sweep them all). */
+  list(): { method: string; pattern: string }[] {
+    return this.routes.map((r) => ({ method: r.method, pattern: '/' + r.parts.join('/') }));
+  }
+
   /** Finds a route; throws 404/405 ApiErrors for unknown paths and methods. */
   match(method: string, pathname: string): { handler: RouteHandler; params: Record<string, string> } {
     const segs = pathname.split('/').filter(Boolean);

@@ -43,7 +43,7 @@ export async function openDb(opts: OpenDbOptions): Promise<Db> {
 }
 
 async function openPglite(opts: OpenDbOptions): Promise<Db> {
-  const { PGlite, types } = await import('@electric-sql/pglite');
+  const { PgliteThread } = await import('./pglite-thread.js');
   let release: (() => void) | undefined;
   let dir: string | undefined;
   if (!opts.memory) {
@@ -51,28 +51,20 @@ async function openPglite(opts: OpenDbOptions): Promise<Db> {
     fs.mkdirSync(dir, { recursive: true });
     release = acquireDataDirLock(dir);
   }
-  let pg;
+  let thread;
   try {
-    pg = await PGlite.create(dir ? path.join(dir, 'pgdata') : undefined, {
-      parsers: { [types.INT8]: (v: string) => Number(v) },
-    });
+    thread = await PgliteThread.start({ dataDir: dir ? path.join(dir, 'pgdata') : undefined });
   } catch (err) {
     release?.();
     throw err;
   }
-  const wrap = (q: { query: (s: string, p?: unknown[]) => Promise<{ rows: unknown[] }> }): Queryable => ({
-    async query<T extends Row>(sql: string, params?: unknown[]) {
-      return (await q.query(sql, params)).rows as T[];
-    },
-  });
-  const base = wrap(pg);
   return {
     kind: 'pglite',
-    query: base.query,
-    tx: (fn) => pg.transaction((t) => fn(wrap(t))),
+    query: (sql, params) => thread.query(sql, params),
+    tx: (fn) => thread.tx(fn),
     async close() {
       try {
-        await pg.close();
+        await thread.close();
       } finally {
         release?.();
       }

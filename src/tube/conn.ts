@@ -96,7 +96,9 @@ export class TubeConn {
 
   private ack(n: number): void {
     this.unacked += n;
-    if (this.unacked >= this.opts.window / 4 || (this.stream && this.stream.writableLength === 0)) {
+    // Credit returns in quarters of the window: the sender always has room to keep sending, and a
+    // bulk transfer costs one WINDOW frame per quarter window, not one per DATA frame.
+    if (this.unacked >= this.opts.window / 4) {
       this.tube.send(F.WINDOW, this.id, u32(this.unacked));
       this.unacked = 0;
     }

@@ -13,6 +13,23 @@ export class ToolError extends Error {}
 
 export const builtinTools: Tool[] = [currentTime, calculator];
 
-export function findTool(name: string): Tool | undefined {
-  return builtinTools.find((t) => t.name === name);
+/** The tools the server's agent can run: the built-ins plus any the embedding program adds. */
+export class ToolBox {
+  private byName: Map<string, Tool>;
+
+  constructor(readonly tools: Tool[] = builtinTools) {
+    this.byName = new Map();
+    for (const t of tools) {
+      if (this.byName.has(t.name)) throw new Error(`two tools have the same name "${t.name}"`);
+      this.byName.set(t.name, t);
+    }
+  }
+
+  find(name: string): Tool | undefined {
+    return this.byName.get(name);
+  }
+
+  static withExtra(extra: Tool[] = []): ToolBox {
+    return new ToolBox([...builtinTools, ...extra]);
+  }
 }

@@ -1,0 +1,33 @@
+// The histories of the chats a worker ran last. A turn starts by reading the chat's history; with
+// this, it reads only the messages stored since its previous turn here (usually the one user
+// message), checked against the stored count (see loadMessagesAfter), instead of every message:
+// the read grew with the chat and was the largest statement of a turn.
+import type { Message } from './types.js';
+
+export class HistoryCache {
+  private chats = new Map<string, Message[]>();
+
+  constructor(
+    private maxChats = 1_000,
+    private maxMessages = 5_000,
+  ) {}
+
+  get(chatId: string): Message[] | undefined {
+    const h = this.chats.get(chatId);
+    if (!h) return undefined;
+    this.chats.delete(chatId); // most recently used last
+    this.chats.set(chatId, h);
+    return h;
+  }
+
+  set(chatId: string, history: Message[]): void {
+    this.chats.delete(chatId);
+    if (history.length > this.maxMessages) return;
+    this.chats.set(chatId, [...history]);
+    if (this.chats.size > this.maxChats) this.chats.delete(this.chats.keys().next().value!);
+  }
+
+  delete(chatId: string): void {
+    this.chats.delete(chatId);
+  }
+}

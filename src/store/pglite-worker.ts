@@ -1,0 +1,96 @@
+// The embedded database's own thread. PGlite runs PostgreSQL compiled to WebAssembly, and every
+// statement runs synchronously on the thread that owns it; on the server's main thread that
+// blocked token streaming for as long as each statement took. Here it runs beside the main thread,
+// which only exchanges messages with it (see pglite-thread.ts for the other side).
+import { parentPort, workerData } from 'node:worker_threads';
+import type { Transaction } from '@electric-sql/pglite';
+import type { ThreadReply, ThreadRequest, ThreadInit } from './pglite-thread.js';
+
+const port = parentPort!;
+const init = workerData as ThreadInit;
+
+function errorFields(err: unknown): ThreadReply['error'] {
+  const e = err as Record<string, unknown> & Error;
+  const out: NonNullable<ThreadReply['error']> = { message: e?.message ?? String(err) };
+  for (const k of ['code', 'detail', 'hint', 'constraint', 'table', 'column', 'severity'] as const) {
+    if (typeof e?.[k] === 'string') out[k] = e[k] as string;
+  }
+  return out;
+}
+
+async function main() {
+  const { PGlite, types } = await import('@electric-sql/pglite');
+  let pg: InstanceType<typeof PGlite>;
+  try {
+    pg = await PGlite.create(init.dataDir, { parsers: { [types.INT8]: (v: string) => Number(v) } });
+  } catch (err) {
+    port.postMessage({ id: 0, error: errorFields(err) } satisfies ThreadReply);
+    return;
+  }
+  port.postMessage({ id: 0, rows: [] } satisfies ThreadReply);
+
+  /** Open transactions by id: the handle, and how to end them (commit or roll back). */
+  const txs = new Map<number, { t: Transaction; end: (commit: boolean) => void }>();
+
+  const reply = (id: number, run: () => Promise<unknown[]>) =>
+    run().then(
+      (rows) => port.postMessage({ id, rows } satisfies ThreadReply),
+      (err) => port.postMessage({ id, error: errorFields(err) } satisfies ThreadReply),
+    );
+
+  port.on('message', (m: ThreadRequest) => {
+    switch (m.op) {
+      case 'query': {
+        const q = m.tx === undefined ? pg : txs.get(m.tx)?.t;
+        if (!q) {
+          port.postMessage({ id: m.id, error: { message: `transaction ${m.tx} is not open` } } satisfies ThreadReply);
+          return;
+        }
+        void reply(m.id, async () => (await q.query(m.sql, m.params)).rows);
+        return;
+      }
+      case 'begin': {
+        // The transaction stays open (holding PGlite's connection) until 'end' arrives; PGlite
+        // queues every other statement behind it, as a single connection does.
+        const done = pg.transaction(
+          (t) =>
+            new Promise<void>((resolve, reject) => {
+              txs.set(m.id, { t, end: (commit) => (commit ? resolve() : reject(new RollbackRequested())) });
+              port.postMessage({ id: m.id, rows: [] } satisfies ThreadReply);
+            }),
+        );
+        done.then(
+          () => {
+            txs.delete(m.id);
+            port.postMessage({ id: -m.id, rows: [] } satisfies ThreadReply);
+          },
+          (err) => {
+            const began = txs.delete(m.id);
+            port.postMessage({ id: began ? -m.id : m.id, error: errorFields(err), rolledBack: err instanceof RollbackRequested } satisfies ThreadReply);
+          },
+        );
+        return;
+      }
+      case 'end': {
+        const tx = txs.get(m.tx);
+        if (!tx) port.postMessage({ id: -m.tx, error: { message: `transaction ${m.tx} is not open` } } satisfies ThreadReply);
+        else tx.end(m.commit);
+        return;
+      }
+      case 'close':
+        void pg.close().then(
+          () => port.postMessage({ id: m.id, rows: [] } satisfies ThreadReply),
+          (err) => port.postMessage({ id: m.id, error: errorFields(err) } satisfies ThreadReply),
+        );
+        return;
+    }
+  });
+}
+
+class RollbackRequested extends Error {
+  constructor() {
+    super('rolled back');
+  }
+}
+
+void main();

@@ -1,0 +1,28 @@
+// Statements that failed because the connection broke (a restarted or failed-over PostgreSQL, a
+// terminated backend, a reset): a new connection from the pool may well succeed. Callers retry
+// only statements that are safe to run again (see fencedCommit).
+import { num } from '../config.js';
+import { retryDelay } from '../backoff.js';
+
+export function isConnectionError(err: unknown): boolean {
+  const e = err as { code?: unknown; message?: unknown } | null;
+  const code = typeof e?.code === 'string' ? e.code : '';
+  // 08: connection exception; 57P01-03: admin shutdown, crash shutdown, cannot connect now.
+  if (code.startsWith('08') || code === '57P01' || code === '57P02' || code === '57P03') return true;
+  if (['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT'].includes(code)) return true;
+  return typeof e?.message === 'string' && /Connection terminated|connection ended|Connection is closed/i.test(e.message);
+}
+
+/** Runs fn again on connection errors, with backoff, up to AIRLOCK_DB_RETRIES times. */
+export async function retryOnConnectionError<T>(fn: (attempt: number) => Promise<T>, onRetry?: (err: unknown, attempt: number) => void): Promise<T> {
+  const retries = num('dbRetries');
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await fn(attempt);
+    } catch (err) {
+      if (attempt >= retries || !isConnectionError(err)) throw err;
+      onRetry?.(err, attempt + 1);
+      await new Promise((r) => setTimeout(r, retryDelay(attempt, num('dbRetryBaseMs'), 2_000)));
+    }
+  }
+}

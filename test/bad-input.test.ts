@@ -1,0 +1,54 @@
+// The bad-input sweep over every HTTP route and WebSocket endpoint (test/helpers/bad-input.ts), on
+// one server and, on PostgreSQL, across two replicas (objects made on one, bad input sent to the
+// other). Every answer is a clear 4xx or a socket closed with a reason; the server keeps serving.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startFakeLlm, text, type FakeLlm } from './helpers/fake-llm.js';
+import { startTestServer, providerConfig, type TestServer } from './helpers/server.js';
+import { cluster, PG_URL } from './helpers/replicas.js';
+import { killChildren } from './helpers/launch.js';
+import { fixtures, sweepHttp, sweepWebSockets, type SweepTarget } from './helpers/bad-input.js';
+import { num } from '../src/config.js';
+import type { ApiClient } from '../src/client/api.js';
+
+let llm: FakeLlm;
+let t: TestServer;
+
+before(async () => {
+  llm = await startFakeLlm('openai', () => text('ok'));
+  t = await startTestServer(providerConfig(llm));
+});
+after(async () => {
+  killChildren();
+  await t.close();
+  await llm.close();
+});
+
+async function waitIdle(api: ApiClient, chat: string) {
+  while ((await api.get(`/api/chats/${chat}`)).status !== 'waiting') await new Promise((r) => setTimeout(r, 20));
+}
+
+const limits = { maxBodyBytes: num('maxBodyBytes'), wsMaxFrameBytes: num('wsMaxFrameBytes') };
+
+test('every HTTP route and WebSocket endpoint: bad tokens, ids, bodies and frames get clear refusals', async () => {
+  const target: SweepTarget = { setupUrl: t.url, url: t.url, adminToken: t.admin.token, routes: t.server.routes, ...limits };
+  const f = await fixtures(target, waitIdle);
+  const http = await sweepHttp(target, f);
+  const ws = await sweepWebSockets(target, f);
+  assert.ok(http > 300 && ws > 30, `${http} HTTP and ${ws} WebSocket checks`);
+});
+
+test('the same sweep across replicas: objects made on one replica, bad input sent to another', { skip: PG_URL ? false : 'needs PostgreSQL (npm run test:pg)' }, async () => {
+  const c = await cluster({ AIRLOCK_OPENAI_BASE_URL: llm.baseUrl, AIRLOCK_OPENAI_API_KEY: 'k', AIRLOCK_MODEL: 'gpt-test' });
+  try {
+    const a = await c.start();
+    const b = await c.start();
+    const target: SweepTarget = { setupUrl: a.url, url: b.url, adminToken: c.token, routes: t.server.routes, ...limits };
+    const f = await fixtures(target, waitIdle);
+    await sweepHttp(target, f);
+    await sweepWebSockets(target, f);
+    assert.equal((await fetch(`${a.url}/readyz`)).status, 200);
+  } finally {
+    await c.close();
+  }
+});
