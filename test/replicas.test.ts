@@ -98,11 +98,20 @@ class ResumingClient {
     }
     return out;
   }
-  async waitFor(pred: (e: StreamEvent) => boolean): Promise<StreamEvent> {
+  /** A hang guard, not a speed check: a lost signal fails the test with what arrived instead of timing the file out. */
+  async waitFor(pred: (e: StreamEvent) => boolean, what = pred.toString(), ms = 60_000): Promise<StreamEvent> {
+    const deadline = Date.now() + ms;
     for (;;) {
       const hit = this.events.find(pred);
       if (hit) return hit;
-      await new Promise<void>((r) => this.waiters.push(r));
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`no event for ${what} in ${ms} ms; got ${JSON.stringify(this.events.map((e) => e.type === 'status' ? e.status : e.type))}`);
+      let timer: NodeJS.Timeout | undefined;
+      await new Promise<void>((r) => {
+        this.waiters.push(r);
+        timer = setTimeout(r, left);
+      });
+      clearTimeout(timer);
     }
   }
   /** Stops reconnecting (its replica is about to die). */

@@ -13,6 +13,8 @@ export interface PgConn {
 }
 
 const NOTIFY_LIMIT = 7900;
+/** How long close() waits for NOTIFYs in flight (the last wake signals of a drain). */
+const SETTLE_MS = 2000;
 
 export class PgBus extends RemoteBus {
   override readonly kind = 'postgres' as const;
@@ -106,6 +108,25 @@ export class PgBus extends RemoteBus {
     } finally {
       this.sending = false;
     }
+    this.transportIdle();
+    if (!this.sending) for (const w of this.idleWaiters.splice(0)) w();
+  }
+
+  private idleWaiters: (() => void)[] = [];
+
+  protected override async settle(): Promise<void> {
+    if (!this.sending) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      new Promise<void>((r) => this.idleWaiters.push(r)),
+      new Promise<void>((r) => (timer = setTimeout(r, SETTLE_MS))),
+    ]);
+    clearTimeout(timer);
+  }
+
+  /** One NOTIFY is a round trip: while one is in flight, publishes gather into the next. */
+  protected override transportBusy(): boolean {
+    return this.sending;
   }
 
   private onNotification(payload: string): void {

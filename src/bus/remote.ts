@@ -27,6 +27,17 @@ export abstract class RemoteBus extends LocalBus {
   /** Sends one serialized batch; must keep the order of calls. */
   protected abstract send(json: string, bytes: number): void;
 
+  /** True while a send is in flight and publishes should gather into the next batch (a transport
+   * whose sends each cost a round trip calls transportIdle() when it is done). */
+  protected transportBusy(): boolean {
+    return false;
+  }
+
+  /** The transport finished its sends: what was published meanwhile goes now, as one batch. */
+  protected transportIdle(): void {
+    if (this.pending.length && !this.scheduled) this.flush();
+  }
+
   override publish(topic: Topic, msg: unknown): void {
     this.deliver(topic, msg);
     if (this.closed) return;
@@ -39,6 +50,7 @@ export abstract class RemoteBus extends LocalBus {
 
   private flush(): void {
     this.scheduled = false;
+    if (this.transportBusy()) return; // transportIdle() sends what gathers
     const items = this.pending;
     this.pending = [];
     if (this.closed || !items.length) return;
@@ -92,7 +104,17 @@ export abstract class RemoteBus extends LocalBus {
     this.gap();
   }
 
+  /** Resolves once what was handed to send() has left (bounded); a transport that queues says so. */
+  protected async settle(): Promise<void> {}
+
+  /**
+   * What was published before close still goes out: a draining replica's last wake signal (its
+   * hand-back) must reach the others, or its turns wait for the lease to run out.
+   */
   override async close(): Promise<void> {
+    if (this.closed) return;
+    this.flush();
+    await this.settle();
     this.closed = true;
     await super.close();
   }
