@@ -212,6 +212,11 @@ test('a slow client is told to resync; a fast client beside it gets every event'
   }
 });
 
+/** Polls a condition (test-only; 60 s hang guard so a lost event fails instead of timing the file out). */
 async function waitUntil(cond: () => Promise<boolean>): Promise<void> {
-  while (!(await cond())) await new Promise((r) => setTimeout(r, 20));
+  const deadline = Date.now() + 60_000;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`condition not met in 60 s: ${cond.toString()}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }

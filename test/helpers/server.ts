@@ -69,14 +69,19 @@ export async function startTestServer(providers: ProvidersConfig, opts: Partial<
 }
 
 /** Collects a chat stream's events and lets a test wait for the one it expects. */
+/** How long a test waits for a stream event before it fails (a hang guard, far above any real wait). */
+const WAIT_GUARD_MS = 60_000;
+
 export class StreamRecorder {
   events: StreamEvent[] = [];
   ws!: WebSocket;
   closed: { code: number; reason: string } | null = null;
+  chatId = '';
   private waiters: { pred: (e: StreamEvent) => boolean; resolve: (e: StreamEvent) => void; reject: (e: Error) => void; from: number }[] = [];
 
   static async open(client: ApiClient, chatId: string, after = 0): Promise<StreamRecorder> {
     const r = new StreamRecorder();
+    r.chatId = chatId;
     r.ws = await client.openStream(chatId, after, (evs) => r.add(evs));
     r.ws.on('close', (code, reason) => {
       r.closed = { code, reason: reason.toString() };
@@ -104,7 +109,23 @@ export class StreamRecorder {
       const found = this.events.find(pred);
       if (found) return Promise.resolve(found);
     }
-    return new Promise((resolve, reject) => this.waiters.push({ pred, resolve, reject, from: opts.fresh ? this.events.length : 0 }));
+    return new Promise<StreamEvent>((resolve, reject) => {
+      const w: (typeof this.waiters)[number] = { pred, resolve, reject, from: opts.fresh ? this.events.length : 0 };
+      this.waiters.push(w);
+      // A hang guard, not a speed check: a lost event fails the test with what did arrive.
+      const timer = setTimeout(() => {
+        const i = this.waiters.indexOf(w);
+        if (i < 0) return;
+        this.waiters.splice(i, 1);
+        const seen = this.events.map((e) => (e.type === 'status' ? `status:${e.status}` : e.type));
+        reject(new Error(`stream of chat ${this.chatId}: no matching event in ${WAIT_GUARD_MS} ms; got ${JSON.stringify(seen.slice(-40))}`));
+      }, WAIT_GUARD_MS);
+      timer.unref();
+      w.resolve = (e: StreamEvent) => {
+        clearTimeout(timer);
+        resolve(e);
+      };
+    });
   }
 
   /** Waits for the n-th status event with the given status. */
