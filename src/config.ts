@@ -52,6 +52,7 @@ export const knobs = {
   busReconnectMaxMs: { env: 'AIRLOCK_BUS_RECONNECT_MAX_MS', default: 5_000, help: 'largest bus reconnect delay' },
   replayTimeoutMs: { env: 'AIRLOCK_REPLAY_TIMEOUT_MS', default: 2_000, help: 'a stream opened on another replica than the turn\'s waits this long for the owner\'s unsaved events' },
   drainMs: { env: 'AIRLOCK_DRAIN_MS', default: 10_000, help: 'on SIGTERM, time running turns get to finish before they are handed to another replica' },
+  shutdownGraceMs: { env: 'AIRLOCK_SHUTDOWN_GRACE_MS', default: 10_000, help: 'on SIGTERM, time the rest of the shutdown (closing sockets, bus, database) gets after the drain; then the process exits 1' },
   publicUrl: { env: 'AIRLOCK_PUBLIC_URL', default: '', help: 'this replica\'s own URL as gateways reach it (relay path across replicas); default the listen address' },
   tlsCert: { env: 'AIRLOCK_TLS_CERT', default: '', help: 'PEM certificate file: serve HTTPS/WSS (with AIRLOCK_TLS_KEY)' },
   tlsKey: { env: 'AIRLOCK_TLS_KEY', default: '', help: 'PEM private key file for AIRLOCK_TLS_CERT' },

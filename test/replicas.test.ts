@@ -69,11 +69,16 @@ class ResumingClient {
       }
     }
     const rec = this.rec;
+    const take = (evs: StreamEvent[]) => {
+      for (const e of evs) if (e.type !== 'resync' && e.type !== 'caught_up') this.events.push(e);
+      for (const w of this.waiters.splice(0)) w();
+    };
+    // Frames that came with the upgrade response can be delivered before open() resumes here.
+    take(rec.events);
     const origAdd = (rec as any).add.bind(rec);
     (rec as any).add = (evs: StreamEvent[]) => {
       origAdd(evs);
-      for (const e of evs) if (e.type !== 'resync' && e.type !== 'caught_up') this.events.push(e);
-      for (const w of this.waiters.splice(0)) w();
+      take(evs);
     };
     rec.ws.on('close', () => {
       if (this.stopped) return;
@@ -249,9 +254,10 @@ test('SIGTERM drains a replica: its running turn moves to another replica at onc
     const chat = await w1.api.post('/api/chats', { title: 'drain' });
     await w1.api.post(`/api/chats/${chat.id}/messages`, { content: 'hi' });
     const [{ worker_id }] = await (async () => {
-      for (;;) {
+      for (let i = 0; ; i++) {
         const rows = await c.sql(`SELECT worker_id FROM chats WHERE id = $1 AND status = 'running'`, [chat.id]);
         if (rows.length) return rows;
+        if (i > 3000) throw new Error(`the chat never ran: ${JSON.stringify(await c.sql('SELECT status, worker_id FROM chats WHERE id = $1', [chat.id]))}`);
         await new Promise((r) => setTimeout(r, 20));
       }
     })();
@@ -261,7 +267,7 @@ test('SIGTERM drains a replica: its running turn moves to another replica at onc
     await cl.open();
     await cl.waitFor(hasText('before '));
     // A 60 s lease: only the hand-back can move the turn this soon.
-    assert.equal(await owner.kill('SIGTERM'), 0);
+    assert.equal(await owner.kill('SIGTERM'), 0, `the drained replica's stderr:\n${owner.run.stderr.slice(-3000)}`);
     await cl.waitFor(isWaiting);
     assert.equal(cl.text(), 'after drain');
     assert.ok(cl.reconnects >= 1);

@@ -154,7 +154,16 @@ export async function serverCommand(argv: string[]): Promise<number> {
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.on('SIGINT', () => stop('SIGINT'));
   });
+  // Turns are finished or handed back by the drain; a shutdown step that never ends must not keep
+  // the process (and its port, its lock) alive forever.
+  let stage = 'draining and closing the server';
+  const limitMs = num('drainMs') + num('shutdownGraceMs');
+  setTimeout(() => {
+    process.stderr.write(`shutdown did not finish in ${limitMs} ms (stuck ${stage}); exiting\n`);
+    process.exit(1);
+  }, limitMs).unref();
   await server.close();
+  stage = 'closing the database';
   await db.close();
   return 0;
 }
