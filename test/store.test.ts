@@ -42,3 +42,35 @@ test('the embedded database: a query after close is refused with a clear error',
 test('tools with the same name are refused', () => {
   assert.throws(() => ToolBox.withExtra([{ ...builtinTools[0]!, idempotent: false }]), /two tools have the same name "current_time"/);
 });
+
+test('parameters round-trip exactly (the embedded database runs them as prepared statements with literals)', async () => {
+  const { db, drop } = await openTestDb();
+  try {
+    const nasty = [`it's`, `''; DROP TABLE users; --`, 'back\\slash \\\' mixed', '"quoted"', 'ünïcødé ✓ 🚀', '$1 $$ $tag$', 'line\nbreak\ttab', ''];
+    const sql = 'SELECT $1::text AS t, $2::text[] AS a, $3::jsonb AS j, $4::bigint AS n, $5::boolean AS b, $6::text AS z, $7::uuid[] AS u';
+    const uuids = ['6f1c1c9e-8a3b-4d5e-9f00-123456789abc'];
+    for (const s of nasty) {
+      const json = { s, nested: [s, null, 1.5] };
+      for (let i = 0; i < 2; i++) {
+        // The first run prepares the statement, the second runs the prepared one.
+        const [row] = await db.query<any>(sql, [s, [s, null, 'x'], JSON.stringify(json), 2 ** 40, false, null, uuids]);
+        assert.equal(row.t, s);
+        assert.deepEqual(row.a, [s, null, 'x']);
+        assert.deepEqual(row.j, json);
+        assert.equal(Number(row.n), 2 ** 40);
+        assert.equal(row.b, false);
+        assert.equal(row.z, null);
+        assert.deepEqual(row.u, uuids);
+      }
+    }
+    // Statements that cannot be prepared (several in one text, DDL) still run.
+    assert.deepEqual(await db.query('SELECT $1 AS x', ['a']), [{ x: 'a' }]);
+    await db.query('CREATE TABLE store_p (a text)');
+    await db.query('INSERT INTO store_p VALUES ($1)', ['x']);
+    // Errors keep their codes on the prepared path too.
+    await assert.rejects(db.query('SELECT $1::uuid AS u', ['not-a-uuid']), (err: any) => err.code === '22P02');
+    await assert.rejects(db.query('SELECT $1::uuid AS u', ['not-a-uuid']), (err: any) => err.code === '22P02');
+  } finally {
+    await drop();
+  }
+});

@@ -5,6 +5,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import type { Transaction } from '@electric-sql/pglite';
 import type { ThreadReply, ThreadRequest, ThreadInit } from './pglite-thread.js';
+import { PreparedStatements } from './pglite-prepared.js';
 
 const port = parentPort!;
 const init = workerData as ThreadInit;
@@ -27,6 +28,7 @@ async function main() {
     port.postMessage({ id: 0, error: errorFields(err) } satisfies ThreadReply);
     return;
   }
+  const prepared = await PreparedStatements.create(pg);
   port.postMessage({ id: 0, rows: [] } satisfies ThreadReply);
 
   /** Open transactions by id: the handle, and how to end them (commit or roll back). */
@@ -46,7 +48,7 @@ async function main() {
           port.postMessage({ id: m.id, error: { message: `transaction ${m.tx} is not open` } } satisfies ThreadReply);
           return;
         }
-        void reply(m.id, async () => (await q.query(m.sql, m.params)).rows);
+        void reply(m.id, () => prepared.query(pg, q, m.sql, m.params));
         return;
       }
       case 'begin': {
