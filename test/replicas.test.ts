@@ -186,6 +186,29 @@ test('a message sent on one replica is run on another and streamed on a third; a
   }
 });
 
+test('turns of one chat sent to alternating replicas: each provider request carries the whole history (no stale cache)', { skip }, async () => {
+  const c = await newCluster();
+  try {
+    const a = await c.start();
+    const b = await c.start();
+    script = (n) => ({ steps: [{ text: `reply ${n}` }] });
+    const chat = await a.api.post('/api/chats', { title: 'alternate' });
+    const before = llm.requests.length;
+    for (const [i, r] of [a, b, a, b, a].entries()) {
+      const cl = await StreamRecorder.open(r.api, chat.id);
+      await r.api.post(`/api/chats/${chat.id}/messages`, { content: `question ${i + 1}` });
+      await cl.waitFor((e) => e.type === 'message' && (e as any).message.role === 'assistant' && (e as any).message.parts[0]?.text === `reply ${i + 1}`);
+      await cl.waitStatus('waiting');
+      cl.close();
+    }
+    const last = llm.requests.slice(before).at(-1);
+    const seen = last.messages.map((m: any) => `${m.role}: ${m.content}`);
+    assert.deepEqual(seen, ['question 1', 'reply 1', 'question 2', 'reply 2', 'question 3', 'reply 3', 'question 4', 'reply 4', 'question 5'].map((t, i) => `${i % 2 ? 'assistant' : 'user'}: ${t}`));
+  } finally {
+    await c.close();
+  }
+});
+
 test('kill -9 of the replica running a turn: another replica completes it within the lease, each message once', { skip }, async () => {
   const c = await newCluster();
   try {

@@ -4,15 +4,21 @@
 // the read grew with the chat and was the largest statement of a turn.
 import type { Message } from './types.js';
 
+export interface CachedHistory {
+  messages: Message[];
+  /** The epoch of the run that stored it: a later epoch means someone else changed the chat since. */
+  epoch: number;
+}
+
 export class HistoryCache {
-  private chats = new Map<string, Message[]>();
+  private chats = new Map<string, CachedHistory>();
 
   constructor(
     private maxChats = 1_000,
     private maxMessages = 5_000,
   ) {}
 
-  get(chatId: string): Message[] | undefined {
+  get(chatId: string): CachedHistory | undefined {
     const h = this.chats.get(chatId);
     if (!h) return undefined;
     this.chats.delete(chatId); // most recently used last
@@ -20,10 +26,10 @@ export class HistoryCache {
     return h;
   }
 
-  set(chatId: string, history: Message[]): void {
+  set(chatId: string, history: Message[], epoch: number): void {
     this.chats.delete(chatId);
     if (history.length > this.maxMessages) return;
-    this.chats.set(chatId, [...history]);
+    this.chats.set(chatId, { messages: [...history], epoch });
     if (this.chats.size > this.maxChats) this.chats.delete(this.chats.keys().next().value!);
   }
 

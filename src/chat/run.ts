@@ -12,7 +12,7 @@ import type { HistoryCache } from './history-cache.js';
 import { metrics } from '../metrics.js';
 import { retryOnConnectionError } from '../store/retry.js';
 import {
-  type ChatRow,
+  type ClaimedChat,
   ev,
   eventStored,
   fencedCommit,
@@ -62,7 +62,7 @@ export class ChatRun {
 
   constructor(
     private deps: RunDeps,
-    private chat: ChatRow & { prev_status?: string },
+    private chat: ClaimedChat,
   ) {
     this.chatId = chat.id;
     this.epoch = chat.epoch;
@@ -135,7 +135,14 @@ export class ChatRun {
 
   /** The stored history: the cached one and what was stored since, or all of it. */
   private async loadHistory(): Promise<Message[]> {
-    const cached = this.deps.history.get(this.chatId);
+    const entry = this.deps.history.get(this.chatId);
+    const cached = entry?.messages;
+    const sent = this.chat.sent;
+    this.chat.sent = undefined; // describes the first turn only
+    // Claimed by its send, and nothing else changed the chat since this worker's last run of it
+    // (every change of its messages takes a new epoch): the history is that run's plus the one
+    // message the send stored.
+    if (entry && sent && entry.epoch === sent.epochBefore && entry.messages.length === sent.storedBefore) return [...entry.messages, sent.message];
     if (cached) {
       const { total, messages } = await loadMessagesAfter(this.deps.db, this.chatId, cached.at(-1)?.seq ?? 0);
       if (cached.length + messages.length === total) return [...cached, ...messages];
@@ -422,7 +429,7 @@ export class ChatRun {
       this.finishing = false;
     }
     if (!fenced) throw new LostOwnership();
-    this.deps.history.set(this.chatId, this.history);
+    this.deps.history.set(this.chatId, this.history, this.epoch);
     metrics.turns.inc({ status: outcome.status });
     this.deps.log.info(
       { chat_id: this.chatId, worker_id: this.deps.workerId, epoch: this.epoch, status: outcome.status, ms: Math.round(performance.now() - this.turnStartedAt), error: outcome.error },

@@ -9,7 +9,7 @@ import type { Logger } from '../log.js';
 import type { Providers } from './providers/index.js';
 import { ChatRun } from './run.js';
 import { ToolBox } from './tools/index.js';
-import type { ChatRow } from './store.js';
+import type { ChatRow, ClaimedChat } from './store.js';
 import { HistoryCache } from './history-cache.js';
 import { type ChatStatus, EPOCH_SPAN } from './types.js';
 import { metrics } from '../metrics.js';
@@ -158,7 +158,7 @@ export class Runner {
   }
 
   /** Runs a chat claimed with a reservation; null gives the reservation back. */
-  adopt(row: (ChatRow & { prev_status: string }) | null): void {
+  adopt(row: ClaimedChat | null): void {
     this.reserved--;
     if (!row) return;
     if (this.stopped) {
@@ -170,7 +170,7 @@ export class Runner {
     this.launch(row);
   }
 
-  private launch(row: ChatRow & { prev_status: string }): void {
+  private launch(row: ClaimedChat): void {
     const run = new ChatRun(
       {
         db: this.db,

@@ -212,10 +212,10 @@ export class ChatService {
     // in the database (two epochs in one statement: the message's and the run's), the wake
     // signal and the acquiring statement; clients still see message, pending, running.
     const runner = this.runner?.reserve() ? this.runner : null;
-    let rows: (ChatRow & { prev: string; msg_epoch: number })[];
+    let rows: (ChatRow & { prev: string; msg_epoch: number; epoch_before: number; stored_before: number })[];
     try {
       rows = await this.db.query(
-        `WITH p AS (SELECT id, status AS prev FROM chats
+        `WITH p AS (SELECT id, status AS prev, epoch AS epoch_before FROM chats
                     WHERE id = $1 AND owner_id = $2 AND NOT archived AND status IN ('waiting', 'error', 'pending')
                       AND NOT (model LIKE ANY ($5::text[]))
                       AND NOT EXISTS (SELECT 1 FROM chat_queue WHERE chat_id = $1)
@@ -224,7 +224,8 @@ export class ChatService {
                       status = (CASE WHEN $6::text IS NULL THEN 'pending' ELSE 'running' END), last_error = NULL, worker_id = $6::text,
                       lease_until = (CASE WHEN $6::text IS NULL THEN NULL ELSE now() + $7::int * interval '1 millisecond' END), updated_at = now()
                     FROM p WHERE chats.id = p.id
-                    RETURNING chats.*, p.prev, chats.epoch - (CASE WHEN $6::text IS NULL THEN 0 ELSE 1 END) AS msg_epoch),
+                    RETURNING chats.*, p.prev, p.epoch_before, chats.epoch - (CASE WHEN $6::text IS NULL THEN 0 ELSE 1 END) AS msg_epoch,
+                      (SELECT count(*)::int FROM chat_messages WHERE chat_id = $1 AND NOT deleted) AS stored_before),
               m AS (INSERT INTO chat_messages (id, chat_id, seq, role, parts)
                     SELECT $3, $1, c.msg_epoch * ${EPOCH_SPAN} + 1, 'user', $4::jsonb FROM c),
               e AS (INSERT INTO chat_events (chat_id, seq, type, data)
@@ -251,7 +252,7 @@ export class ChatService {
     const fx: Effects = { events: [ev(chatId, msg.seq, 'message', { message: msg })], wake: !runner };
     if (row.prev !== 'pending') fx.events.push(ev(chatId, seqOf(row.msg_epoch, 2), 'status', { status: 'pending' }));
     this.publish(chatId, fx);
-    runner?.adopt({ ...row, prev_status: 'pending' });
+    runner?.adopt({ ...row, prev_status: 'pending', sent: { message: msg, epochBefore: row.epoch_before, storedBefore: row.stored_before } });
     return { queued: null, message: msg };
   }
 

@@ -121,6 +121,10 @@ export async function loadMessagesAfter(q: Queryable, chatId: string, afterSeq: 
   return { total: Number(rows[0]?.total ?? 0), messages: rows.filter((r) => r.id !== null).map(messageOut) };
 }
 
+/** A chat a worker claimed: its row, the status it had, and, when its send claimed it, the message
+ * that send stored and how many messages the chat had before (the history needs no read then). */
+export type ClaimedChat = ChatRow & { prev_status?: string; sent?: { message: Message; epochBefore: number; storedBefore: number } };
+
 export function messageOut(r: any): Message {
   return {
     id: r.id,
