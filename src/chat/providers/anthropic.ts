@@ -1,7 +1,9 @@
 // Anthropic messages API, streamed.
-import Anthropic from '@anthropic-ai/sdk';
 import type { Message } from '../types.js';
-import { type LlmEvent, type LlmRequest, type Provider, ProviderError, parseArgs, retryAfterMs, retryableStatus } from './types.js';
+import { type LlmEvent, type LlmRequest, type Provider, ProviderError, parseArgs } from './types.js';
+import { ssePost } from './sse-post.js';
+
+const API_VERSION = '2023-06-01';
 
 export interface AnthropicConfig {
   baseUrl?: string;
@@ -11,74 +13,69 @@ export interface AnthropicConfig {
 
 export class AnthropicProvider implements Provider {
   readonly name = 'anthropic';
-  private client: Anthropic;
+  private url: string;
+  private headers: Record<string, string>;
 
-  constructor(cfg: AnthropicConfig) {
-    this.client = new Anthropic({
-      apiKey: cfg.apiKey || 'none',
-      baseURL: cfg.baseUrl || undefined,
-      maxRetries: 0,
-      timeout: cfg.timeoutMs,
-    });
+  constructor(private cfg: AnthropicConfig) {
+    this.url = `${(cfg.baseUrl || 'https://api.anthropic.com').replace(/\/+$/, '')}/v1/messages`;
+    this.headers = { 'x-api-key': cfg.apiKey || 'none', 'anthropic-version': API_VERSION };
   }
 
+  // Not retried here: the chat loop retries, with events the client can see.
   async *stream(req: LlmRequest): AsyncIterable<LlmEvent> {
-    let stream;
-    try {
-      stream = await this.client.messages.create(
-        {
-          model: req.model,
-          max_tokens: req.maxTokens ?? 8192,
-          messages: toAnthropic(req.messages),
-          stream: true,
-          ...(req.system ? { system: req.system } : {}),
-          ...(req.tools.length
-            ? { tools: req.tools.map((t) => ({ name: t.name, description: t.description, input_schema: t.parameters as any })) }
-            : {}),
-        },
-        { signal: req.signal },
-      );
-    } catch (err) {
-      throw mapError(err);
-    }
+    const body = {
+      model: req.model,
+      max_tokens: req.maxTokens ?? 8192,
+      messages: toAnthropic(req.messages),
+      stream: true,
+      ...(req.system ? { system: req.system } : {}),
+      ...(req.tools.length ? { tools: req.tools.map((t) => ({ name: t.name, description: t.description, input_schema: t.parameters })) } : {}),
+    };
     const blocks = new Map<number, { type: string; id?: string; name?: string; json: string }>();
     let input = 0;
     let output = 0;
     let finish = 'end_turn';
-    try {
-      for await (const ev of stream as AsyncIterable<any>) {
-        switch (ev.type) {
-          case 'message_start':
-            input = ev.message?.usage?.input_tokens ?? 0;
-            output = ev.message?.usage?.output_tokens ?? 0;
-            break;
-          case 'content_block_start':
-            blocks.set(ev.index, { type: ev.content_block.type, id: ev.content_block.id, name: ev.content_block.name, json: '' });
-            if (ev.content_block.type === 'text' && ev.content_block.text) yield { type: 'text', text: ev.content_block.text };
-            break;
-          case 'content_block_delta': {
-            const d = ev.delta;
-            if (d.type === 'text_delta') yield { type: 'text', text: d.text };
-            else if (d.type === 'thinking_delta') yield { type: 'reasoning', text: d.thinking };
-            else if (d.type === 'input_json_delta') {
-              const b = blocks.get(ev.index);
-              if (b) b.json += d.partial_json;
-            }
-            break;
-          }
-          case 'content_block_stop': {
+    for await (const sse of ssePost(this.url, body, { headers: this.headers, signal: req.signal, timeoutMs: this.cfg.timeoutMs })) {
+      let ev: any;
+      try {
+        ev = JSON.parse(sse.data);
+      } catch {
+        throw new ProviderError(`provider sent an event that is not JSON: ${sse.data.slice(0, 200)}`, true);
+      }
+      switch (ev?.type) {
+        case 'message_start':
+          input = ev.message?.usage?.input_tokens ?? 0;
+          output = ev.message?.usage?.output_tokens ?? 0;
+          break;
+        case 'content_block_start':
+          blocks.set(ev.index, { type: ev.content_block.type, id: ev.content_block.id, name: ev.content_block.name, json: '' });
+          if (ev.content_block.type === 'text' && ev.content_block.text) yield { type: 'text', text: ev.content_block.text };
+          break;
+        case 'content_block_delta': {
+          const d = ev.delta;
+          if (d.type === 'text_delta') yield { type: 'text', text: d.text };
+          else if (d.type === 'thinking_delta') yield { type: 'reasoning', text: d.thinking };
+          else if (d.type === 'input_json_delta') {
             const b = blocks.get(ev.index);
-            if (b?.type === 'tool_use') yield { type: 'tool_call', id: b.id ?? `toolu_${ev.index}`, name: b.name ?? '', args: parseArgs(b.json) };
-            break;
+            if (b) b.json += d.partial_json;
           }
-          case 'message_delta':
-            if (ev.usage?.output_tokens !== undefined) output = ev.usage.output_tokens;
-            if (ev.delta?.stop_reason) finish = ev.delta.stop_reason;
-            break;
+          break;
+        }
+        case 'content_block_stop': {
+          const b = blocks.get(ev.index);
+          if (b?.type === 'tool_use') yield { type: 'tool_call', id: b.id ?? `toolu_${ev.index}`, name: b.name ?? '', args: parseArgs(b.json) };
+          break;
+        }
+        case 'message_delta':
+          if (ev.usage?.output_tokens !== undefined) output = ev.usage.output_tokens;
+          if (ev.delta?.stop_reason) finish = ev.delta.stop_reason;
+          break;
+        case 'error': {
+          // An error inside the stream (e.g. overloaded_error after the 200).
+          const type = String(ev.error?.type ?? '');
+          throw new ProviderError(`provider stream failed: ${ev.error?.message ?? type ?? 'error'}`, /overloaded|rate_limit|api_error/.test(type));
         }
       }
-    } catch (err) {
-      throw mapError(err);
     }
     yield { type: 'usage', input_tokens: input, output_tokens: output };
     yield { type: 'finish', reason: finish };
@@ -105,19 +102,4 @@ function toAnthropic(messages: Message[]): any[] {
     push(m.role === 'assistant' ? 'assistant' : 'user', blocks);
   }
   return out;
-}
-
-function mapError(err: unknown): Error {
-  if (err instanceof ProviderError) return err;
-  if (err instanceof Anthropic.APIUserAbortError) return err;
-  if (err instanceof Anthropic.APIError && typeof err.status === 'number') {
-    const msg = (err.error as any)?.error?.message ?? err.message;
-    return new ProviderError(`provider returned ${err.status}: ${msg}`, retryableStatus(err.status), err.status, retryAfterMs(err.headers as any));
-  }
-  const e = err as Error;
-  if (e?.name === 'AbortError') return e;
-  // An `error` event inside the SSE stream (e.g. overloaded_error) arrives as an APIError without status.
-  const text = e?.message ?? String(err);
-  const overloaded = /overloaded|rate_limit|api_error/i.test(text);
-  return new ProviderError(`provider stream failed: ${text}`, overloaded || !(err instanceof Anthropic.APIError));
 }

@@ -1,0 +1,104 @@
+// The providers' HTTP client against a real local server: the SSE wire format in awkward pieces,
+// error statuses, a stalled provider, an abort, a cut connection, connection reuse.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { ssePost, type SseEvent } from '../src/chat/providers/sse-post.js';
+import { ProviderError } from '../src/chat/providers/types.js';
+
+type Handler = (req: http.IncomingMessage, res: http.ServerResponse) => void | Promise<void>;
+let handler: Handler = (_req, res) => res.end();
+let connections = 0;
+const server = http.createServer(async (req, res) => {
+  for await (const _ of req);
+  await handler(req, res);
+});
+server.on('connection', () => connections++);
+const url = await new Promise<string>((r) => server.listen(0, '127.0.0.1', () => r(`http://127.0.0.1:${(server.address() as AddressInfo).port}/v1/x`)));
+after(() => {
+  server.closeAllConnections();
+  server.close();
+});
+
+const opts = (signal = new AbortController().signal, timeoutMs = 10_000) => ({ headers: { authorization: 'Bearer k' }, signal, timeoutMs });
+async function collect(it: AsyncIterable<SseEvent>): Promise<SseEvent[]> {
+  const out: SseEvent[] = [];
+  for await (const e of it) out.push(e);
+  return out;
+}
+
+test('events split anywhere, CRLF line ends, multi-line data, comments and named events', async () => {
+  const wire = ': a comment\r\nevent: first\r\ndata: {"a":1}\r\n\r\ndata: line one\r\ndata: line two\r\n\r\ndata:no-space\n\nevent: last\ndata: ü✓\n\n';
+  handler = async (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    // One byte per write, so every boundary (inside CRLF, inside a multi-byte character) is hit.
+    for (const b of Buffer.from(wire)) {
+      res.write(Buffer.from([b]));
+      await new Promise((r) => setImmediate(r));
+    }
+    res.end();
+  };
+  assert.deepEqual(await collect(ssePost(url, { q: 1 }, opts())), [
+    { event: 'first', data: '{"a":1}' },
+    { event: '', data: 'line one\nline two' },
+    { event: '', data: 'no-space' },
+    { event: 'last', data: 'ü✓' },
+  ]);
+});
+
+test('an error status becomes a ProviderError with the body\'s message, retryability and Retry-After', async () => {
+  handler = (_req, res) => res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '2' }).end(JSON.stringify({ error: { message: 'slow down' } }));
+  await assert.rejects(collect(ssePost(url, {}, opts())), (err: any) => err instanceof ProviderError && err.status === 429 && err.retryable && err.retryAfterMs === 2000 && /429: slow down/.test(err.message));
+  handler = (_req, res) => res.writeHead(401).end(JSON.stringify({ type: 'error', error: { type: 'authentication_error', message: 'invalid x-api-key' } }));
+  await assert.rejects(collect(ssePost(url, {}, opts())), (err: any) => err instanceof ProviderError && err.status === 401 && !err.retryable && /invalid x-api-key/.test(err.message));
+  handler = (_req, res) => res.writeHead(502).end('<html>bad gateway</html>');
+  await assert.rejects(collect(ssePost(url, {}, opts())), (err: any) => err.status === 502 && err.retryable && /bad gateway/.test(err.message));
+});
+
+test('a provider that stops sending times out (retryable), before and during the stream', async () => {
+  handler = () => {}; // never answers
+  await assert.rejects(collect(ssePost(url, {}, opts(undefined, 200))), (err: any) => err instanceof ProviderError && err.retryable && /timed out/.test(err.message));
+  handler = (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    res.write('data: one\n\n'); // then nothing
+  };
+  const got: string[] = [];
+  await assert.rejects(
+    (async () => {
+      for await (const e of ssePost(url, {}, opts(undefined, 200))) got.push(e.data);
+    })(),
+    /timed out/,
+  );
+  assert.deepEqual(got, ['one']);
+});
+
+test('an abort ends the call with an AbortError and closes the connection; a cut connection is a retryable error', async () => {
+  let closed!: Promise<void>;
+  handler = (req, res) => {
+    closed = new Promise((r) => res.on('close', () => r()));
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    res.write('data: one\n\n');
+  };
+  const ac = new AbortController();
+  await assert.rejects(
+    (async () => {
+      for await (const _ of ssePost(url, {}, opts(ac.signal))) ac.abort();
+    })(),
+    (err: any) => err.name === 'AbortError',
+  );
+  await closed; // the server saw the connection go
+  handler = (req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    res.write('data: one\n\n', () => req.socket.destroy());
+  };
+  await assert.rejects(collect(ssePost(url, {}, opts())), (err: any) => err instanceof ProviderError && err.retryable && /connection/.test(err.message));
+});
+
+test('calls reuse one connection', async () => {
+  handler = (_req, res) => res.writeHead(200, { 'content-type': 'text/event-stream' }).end('data: ok\n\n');
+  await collect(ssePost(url, {}, opts()));
+  const before = connections;
+  for (let i = 0; i < 5; i++) assert.deepEqual(await collect(ssePost(url, {}, opts())), [{ event: '', data: 'ok' }]);
+  assert.equal(connections, before);
+});
