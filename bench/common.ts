@@ -180,3 +180,31 @@ export async function pgUrlWithSchema(base: string): Promise<{ url: string; drop
   };
 }
 
+
+/** One of a server's own Prometheus histograms, as cumulative [upper bound, count] buckets. */
+export async function serverHistogram(url: string, token: string, metric: string): Promise<[number, number][]> {
+  const text = await (await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${token}` } })).text();
+  const buckets: [number, number][] = [];
+  const re = new RegExp(`^${metric}_bucket\\{[^}]*le="([^"]+)"[^}]*\\} (\\S+)$`, 'gm');
+  for (const m of text.matchAll(re)) buckets.push([m[1] === '+Inf' ? Infinity : Number(m[1]), Number(m[2])]);
+  return buckets;
+}
+
+/**
+ * A quantile of a histogram (linear inside the bucket); with `since`, of what was observed after
+ * that earlier reading. null when nothing was observed.
+ */
+export function histogramQuantile(buckets: [number, number][], q: number, since: [number, number][] = []): number | null {
+  const counts = buckets.map(([le, n], i) => [le, n - (since[i]?.[1] ?? 0)] as [number, number]);
+  const total = counts.at(-1)?.[1] ?? 0;
+  if (!total) return null;
+  const want = q * total;
+  let prevLe = 0;
+  let prevCount = 0;
+  for (const [le, count] of counts) {
+    if (count >= want) return le === Infinity ? prevLe : prevLe + ((want - prevCount) / Math.max(1, count - prevCount)) * (le - prevLe);
+    prevLe = le;
+    prevCount = count;
+  }
+  return prevLe;
+}

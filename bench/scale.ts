@@ -10,7 +10,7 @@
 import pg from 'pg';
 import { ApiClient } from '../src/client/api.js';
 import type { StreamEvent } from '../src/chat/types.js';
-import { arg, now, pct, pgUrlWithSchema, r2, runLoad, startAirlock, startProvider, type ServerProc } from './common.js';
+import { arg, now, pct, pgUrlWithSchema, r2, runLoad, histogramQuantile, serverHistogram, startAirlock, startProvider, type ServerProc } from './common.js';
 
 const quick = process.argv.includes('--quick');
 const CHATS = arg('chats', 200);
@@ -46,6 +46,8 @@ async function main() {
     return p;
   };
   const out: Record<string, number> = {};
+  let busLag: number | null = null;
+  let acquisition: number | null = null;
   try {
     log(`local: 1 worker replica, ${CHATS} chats × ${MESSAGES} messages × ${TOKENS} tokens`);
     const w1 = await start(fast.baseUrl, {}, true);
@@ -56,9 +58,15 @@ async function main() {
 
     log(`cross-replica: sent and streamed on an API-only replica, run on the worker`);
     const api = await start(fast.baseUrl, { AIRLOCK_CHAT_CONCURRENCY: '0' });
+    const acquiredBefore = await serverHistogram(w1.url, token, 'airlock_chat_acquisition_ms');
     const onApi = new ApiClient(api.url, token, 120_000);
     const cross = await runLoad(onApi, onApi, CHATS, MESSAGES, TTFT_MS, THINK_MS);
     log(`cross-replica: overhead p50 ${r2(pct(cross.overhead, 50))} ms, p99 ${r2(pct(cross.overhead, 99))} ms, ${Math.round(cross.tokens / cross.seconds)} tokens/s`);
+    // Where the difference goes, as the replicas measured it: the bus hop, and wake → claimed.
+    busLag = histogramQuantile(await serverHistogram(api.url, token, 'airlock_bus_lag_ms'), 0.5);
+    acquisition = histogramQuantile(await serverHistogram(w1.url, token, 'airlock_chat_acquisition_ms'), 0.5, acquiredBefore);
+    const fmt = (x: number | null) => (x === null ? '-' : `${r2(x)} ms`);
+    log(`cross-replica: bus lag p50 ${fmt(busLag)} (measured by the API replica), committed → claimed p50 ${fmt(acquisition)} (by the worker)`);
 
     log(`kill -9: a second worker joins; ${KILL_CHATS} long replies; one worker is killed mid-run`);
     // Both workers now answer with the slow provider.
@@ -125,6 +133,8 @@ async function main() {
       local_overhead_p50_ms: r2(pct(local.overhead, 50)),
       local_overhead_p99_ms: r2(pct(local.overhead, 99)),
       xreplica_vs_local_x: r2(pct(cross.overhead, 50) / Math.max(0.01, pct(local.overhead, 50))),
+      xreplica_bus_lag_p50_ms: busLag === null ? -1 : r2(busLag),
+      xreplica_claim_p50_ms: acquisition === null ? -1 : r2(acquisition),
       chats: CHATS,
       tokens_per_s: Math.round(cross.tokens / cross.seconds),
       recovery_s: r2(recovery),

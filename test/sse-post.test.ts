@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { ssePost, type SseEvent } from '../src/chat/providers/sse-post.js';
 import { ProviderError } from '../src/chat/providers/types.js';
 
-type Handler = (req: http.IncomingMessage, res: http.ServerResponse) => void | Promise<void>;
+type Handler = (req: http.IncomingMessage, res: http.ServerResponse) => unknown;
 let handler: Handler = (_req, res) => res.end();
 let connections = 0;
 const server = http.createServer(async (req, res) => {
