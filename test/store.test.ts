@@ -74,3 +74,18 @@ test('parameters round-trip exactly (the embedded database runs them as prepared
     await drop();
   }
 });
+
+test('a table that changes under a prepared statement: the statement still runs', async () => {
+  const { db, drop } = await openTestDb();
+  try {
+    await db.query('CREATE TABLE store_s (a int)');
+    await db.query('INSERT INTO store_s VALUES (1)');
+    const q = 'SELECT * FROM store_s WHERE a = $1';
+    for (let i = 0; i < 3; i++) assert.deepEqual(await db.query(q, [1]), [{ a: 1 }]);
+    await db.query('ALTER TABLE store_s ADD COLUMN b text');
+    // Every pooled connection that prepared it runs it again.
+    for (let i = 0; i < 25; i++) assert.deepEqual(await db.query(q, [1]), [{ a: 1, b: null }]);
+  } finally {
+    await drop();
+  }
+});

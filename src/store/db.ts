@@ -1,7 +1,9 @@
 // One query API over the embedded database (PGlite in a data folder) and PostgreSQL (`pg`).
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { migrate } from './migrations.js';
+import { num } from '../config.js';
 import { acquireDataDirLock } from './lockfile.js';
 
 export type Row = Record<string, any>;
@@ -88,6 +90,15 @@ async function openPostgres(url: string, schema?: string): Promise<Db> {
     }
   }
   const pool = new pgmod.Pool({ connectionString: url, options, max: 20, types: { getTypeParser: typeParser } as any });
+  const statements = new NamedStatements(num('dbPrepared') !== 0);
+  const run = async (c: { query: import('pg').Pool['query'] }, sql: string, params?: unknown[]) => {
+    try {
+      return (await c.query(statements.config(sql, params))).rows;
+    } catch (err) {
+      if (!statements.stale(err)) throw err;
+      return (await c.query(sql, params as any[])).rows;
+    }
+  };
   pool.on('error', () => {
     /* an idle client died; the pool replaces it on next use */
   });
@@ -95,7 +106,7 @@ async function openPostgres(url: string, schema?: string): Promise<Db> {
     kind: 'postgres',
     pg: { connectionString: url, options },
     async query<T extends Row>(sql: string, params?: unknown[]) {
-      return (await pool.query(sql, params as any[])).rows as T[];
+      return (await run(pool, sql, params)) as T[];
     },
     async tx(fn) {
       const client = await pool.connect();
@@ -103,7 +114,7 @@ async function openPostgres(url: string, schema?: string): Promise<Db> {
         await client.query('BEGIN');
         const q: Queryable = {
           async query<T extends Row>(sql: string, params?: unknown[]) {
-            return (await client.query(sql, params as any[])).rows as T[];
+            return (await run(client as any, sql, params)) as T[];
           },
         };
         const out = await fn(q);
@@ -121,3 +132,39 @@ async function openPostgres(url: string, schema?: string): Promise<Db> {
     },
   };
 }
+
+/**
+ * Named (prepared) statements on PostgreSQL: each parameterized statement is parsed and planned
+ * once per connection instead of on every call, and its text is not sent again. The send
+ * statement took 1.1-1.7 ms unnamed and 0.8-0.9 ms named (tmp/pgnamed.ts, loopback).
+ */
+class NamedStatements {
+  private names = new Map<string, string>();
+
+  constructor(private enabled: boolean) {}
+
+  config(sql: string, params?: unknown[]): { name?: string; text: string; values?: any[] } {
+    if (!this.enabled || !params?.length) return { text: sql, values: params as any[] };
+    let name = this.names.get(sql);
+    if (!name) {
+      if (this.names.size >= MAX_NAMED) return { text: sql, values: params as any[] };
+      name = `airlock_${crypto.createHash('sha1').update(sql).digest('hex').slice(0, 24)}`;
+      this.names.set(sql, name);
+    }
+    return { name, text: sql, values: params as any[] };
+  }
+
+  /**
+   * A table changed under a prepared statement (a newer replica migrated the schema): PostgreSQL
+   * refuses its old plan's row type. From then on statements go unnamed; the caller runs it again.
+   */
+  stale(err: unknown): boolean {
+    const e = err as { code?: string; message?: string };
+    if (!this.enabled || e?.code !== '0A000' || !/cached plan must not change result type/.test(e.message ?? '')) return false;
+    this.enabled = false;
+    return true;
+  }
+}
+
+/** Distinct statement texts beyond this run unnamed (ours are a fixed set; this is a guard). */
+const MAX_NAMED = 500;

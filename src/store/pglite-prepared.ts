@@ -49,7 +49,16 @@ export class PreparedStatements {
       this.entries.set(sql, entry);
     }
     if (!entry || !(await entry.ready)) return (await q.query(sql, params)).rows;
-    return (await q.query(`EXECUTE ${entry.name}(${params.map(literal).join(', ')})`)).rows;
+    try {
+      return (await q.query(`EXECUTE ${entry.name}(${params.map(literal).join(', ')})`)).rows;
+    } catch (err) {
+      // A table changed under the statement (its row type): forget it, run this one unprepared.
+      const e = err as { code?: string; message?: string };
+      if (e?.code !== '0A000' || !/cached plan must not change result type/.test(e.message ?? '')) throw err;
+      this.entries.delete(sql);
+      if (q === pg) await pg.exec(`DEALLOCATE ${entry.name}`).catch(() => {});
+      return (await q.query(sql, params)).rows;
+    }
   }
 }
 
