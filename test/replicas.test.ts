@@ -209,6 +209,49 @@ test('turns of one chat sent to alternating replicas: each provider request carr
   }
 });
 
+test('sends on an API-only replica are handed to workers elsewhere; a claim for a worker that just died is resumed after its lease', { skip }, async () => {
+  // Workers say every second how many chats they could take; the API replica trusts that for 2.5 s.
+  const c = await newCluster({ AIRLOCK_HEARTBEAT_MS: '1000', AIRLOCK_LEASE_MS: '3000' });
+  try {
+    const api = await c.start({ AIRLOCK_CHAT_CONCURRENCY: '0' });
+    const w1 = await c.start();
+    const w2 = await c.start();
+    script = () => ({ steps: [{ text: 'handed over' }] });
+    // Wait until the API replica has heard both workers say they have free slots.
+    await new Promise((r) => setTimeout(r, 1200));
+    const chats = await Promise.all(Array.from({ length: 6 }, () => api.api.post('/api/chats', { title: 'handed' })));
+    // First, while both live: every send is claimed for one of them in its own statement.
+    for (const chat of chats.slice(0, 2)) {
+      const cl = await StreamRecorder.open(api.api, chat.id);
+      await api.api.post(`/api/chats/${chat.id}/messages`, { content: 'hi' });
+      await cl.waitStatus('waiting');
+      cl.close();
+    }
+    const metricsText = await (await fetch(`${api.url}/metrics`, { headers: { authorization: `Bearer ${c.token}` } })).text();
+    assert.match(metricsText, /^airlock_chat_handoffs_total 2$/m, 'both sends were claimed for a worker elsewhere, not left to a wake signal');
+    // Then w1 dies; its last word (free slots) is still fresh for a moment, so some of these
+    // sends are claimed for it. Nobody will run them there: its lease runs out and w2 resumes them.
+    await w1.kill('SIGKILL');
+    const rest = chats.slice(2);
+    const streams = await Promise.all(rest.map((chat) => StreamRecorder.open(api.api, chat.id)));
+    await Promise.all(rest.map((chat) => api.api.post(`/api/chats/${chat.id}/messages`, { content: 'hi' })));
+    await Promise.all(streams.map((s) => s.waitStatus('waiting')));
+    for (const s of streams) s.close();
+    // Those claimed for the dead worker (about half: picks alternate between equally free
+    // workers) were resumed by the other after the lease, with history_truncated in the stream.
+    assert.ok(
+      streams.some((s) => s.events.some((e) => e.type === 'history_truncated')),
+      `some sends were claimed for the dead worker: ${JSON.stringify(streams.map((s) => s.events.map((e) => (e.type === 'status' ? e.status : e.type))))}`,
+    );
+    for (const chat of chats) {
+      const msgs = await assistantMessages(w2, chat.id);
+      assert.deepEqual(msgs.map(textOf), ['handed over'], `chat ${chat.id}`);
+    }
+  } finally {
+    await c.close();
+  }
+});
+
 test('kill -9 of the replica running a turn: another replica completes it within the lease, each message once', { skip }, async () => {
   const c = await newCluster();
   try {

@@ -11,6 +11,7 @@ import { ChatRun } from './run.js';
 import { ToolBox } from './tools/index.js';
 import type { ChatRow, ClaimedChat } from './store.js';
 import { HistoryCache } from './history-cache.js';
+import type { CapacityNotice, RunNotice } from './workers.js';
 import { type ChatStatus, EPOCH_SPAN } from './types.js';
 import { metrics } from '../metrics.js';
 
@@ -67,6 +68,18 @@ export class Runner {
 
   start(): void {
     if (this.wakeEnabled) this.unsubs.push(this.bus.subscribe('wake', () => this.kick()));
+    if (this.wakeEnabled && this.bus.kind !== 'local') {
+      // Sends on other replicas may claim chats for this worker (see workers.ts).
+      this.unsubs.push(
+        this.bus.subscribe('run', (m: RunNotice) => {
+          if (m?.worker_id !== this.workerId || !m.chat?.id) return;
+          this.log.debug({ chat_id: m.chat.id }, 'chat handed over by a send on another replica');
+          if (this.reserve()) this.adopt(m.chat);
+          else void this.handBack([m.chat.id]); // full or stopping after all: another worker takes it now
+        }),
+      );
+      this.advertise();
+    }
     this.unsubs.push(
       this.bus.subscribe('control', (m: { chat_id: string; action: 'interrupt' | 'cancel' }) => {
         const run = this.active.get(m.chat_id);
@@ -79,6 +92,7 @@ export class Runner {
       setInterval(() => {
         void this.heartbeat();
         void this.armExpiryTimer();
+        this.advertise();
       }, this.opts.heartbeatMs ?? num('heartbeatMs')),
     );
     this.timers.push(
@@ -88,6 +102,13 @@ export class Runner {
       }, this.opts.sweepMs ?? num('sweepMs')),
     );
     this.kick();
+  }
+
+  /** Tells the other replicas how many chats this worker could take now. */
+  private advertise(): void {
+    if (!this.wakeEnabled || this.bus.kind === 'local') return;
+    const free = this.stopped ? 0 : Math.max(0, this.concurrency - this.active.size - this.reserved);
+    this.bus.publish('capacity', { worker_id: this.workerId, free } satisfies CapacityNotice);
   }
 
   get activeCount(): number {
@@ -251,6 +272,7 @@ export class Runner {
    */
   async stop(graceMs = num('drainMs')): Promise<void> {
     this.stopped = true;
+    this.advertise(); // no more claims for this worker
     for (const t of this.timers) clearInterval(t);
     clearTimeout(this.expiryTimer);
     const all = Promise.all(this.done.values());

@@ -3,12 +3,15 @@
 import type { Bus } from '../bus/bus.js';
 import type { Db, Queryable } from '../store/db.js';
 import { num } from '../config.js';
+import { metrics } from '../metrics.js';
 import { ApiError, conflict, notFound, badRequest } from '../errors.js';
 import type { Providers } from './providers/index.js';
 import { ToolBox } from './tools/index.js';
 import type { Runner } from './runner.js';
+import type { WorkerDirectory } from './workers.js';
 import {
   type ChatRow,
+  type ClaimedChat,
   chatOut,
   ev,
   insertMessages,
@@ -52,9 +55,12 @@ export class ChatService {
 
   /** This replica's worker: a send it can serve is claimed for it in the send's own statement. */
   private runner: Runner | null = null;
+  /** Workers on other replicas with free slots: a send this replica's worker cannot take is claimed for one of them. */
+  private workers: WorkerDirectory | null = null;
 
-  attachRunner(runner: Runner | null): void {
+  attachRunner(runner: Runner | null, workers: WorkerDirectory | null = null): void {
     this.runner = runner;
+    this.workers = workers;
   }
 
   private publish(chatId: string, fx: Effects): void {
@@ -210,8 +216,11 @@ export class ChatService {
     const msg = userMessage(content, 0);
     // With a free slot here, the chat goes straight to this replica's worker: it skips `pending`
     // in the database (two epochs in one statement: the message's and the run's), the wake
-    // signal and the acquiring statement; clients still see message, pending, running.
+    // signal and the acquiring statement; clients still see message, pending, running. Else a
+    // worker on another replica that has a free slot gets it, handed over the bus.
     const runner = this.runner?.reserve() ? this.runner : null;
+    const remote = runner ? null : (this.workers?.pick() ?? null);
+    const claimer = runner?.workerId ?? remote;
     let rows: (ChatRow & { prev: string; msg_epoch: number; epoch_before: number; stored_before: number })[];
     try {
       rows = await this.db.query(
@@ -237,7 +246,7 @@ export class ChatService {
                     UNION ALL
                     SELECT $1, c.epoch * ${EPOCH_SPAN} + 1, 'status', '{"status":"running"}'::jsonb FROM c WHERE $6::text IS NOT NULL)
          SELECT c.* FROM c`,
-        [chatId, userId, msg.id, JSON.stringify(msg.parts), unservable, runner?.workerId ?? null, runner?.leaseMs ?? 0],
+        [chatId, userId, msg.id, JSON.stringify(msg.parts), unservable, claimer, runner?.leaseMs ?? num('leaseMs')],
       );
     } catch (err) {
       runner?.adopt(null);
@@ -249,10 +258,15 @@ export class ChatService {
       return null;
     }
     msg.seq = seqOf(row.msg_epoch, 1);
-    const fx: Effects = { events: [ev(chatId, msg.seq, 'message', { message: msg })], wake: !runner };
+    const fx: Effects = { events: [ev(chatId, msg.seq, 'message', { message: msg })], wake: !claimer };
     if (row.prev !== 'pending') fx.events.push(ev(chatId, seqOf(row.msg_epoch, 2), 'status', { status: 'pending' }));
     this.publish(chatId, fx);
-    runner?.adopt({ ...row, prev_status: 'pending', sent: { message: msg, epochBefore: row.epoch_before, storedBefore: row.stored_before } });
+    const claimed: ClaimedChat = { ...row, prev_status: 'pending', sent: { message: msg, epochBefore: row.epoch_before, storedBefore: row.stored_before } };
+    if (runner) runner.adopt(claimed);
+    else if (remote) {
+      metrics.handoffs.inc();
+      this.workers!.hand(remote, claimed);
+    }
     return { queued: null, message: msg };
   }
 

@@ -15,6 +15,7 @@ import { type Logger, silentLogger } from '../log.js';
 import { StreamHub } from '../chat/hub.js';
 import { ChatService } from '../chat/service.js';
 import { Runner, type RunnerOptions } from '../chat/runner.js';
+import { WorkerDirectory } from '../chat/workers.js';
 import { ToolBox, type Tool } from '../chat/tools/index.js';
 import { Providers, type ProvidersConfig } from '../chat/providers/index.js';
 import { generateTitle } from '../chat/title.js';
@@ -89,7 +90,9 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
           },
         });
 
-  service.attachRunner(runner);
+  // Across replicas, a send this replica's worker cannot take goes to a worker with a free slot.
+  const workers = bus.kind === 'local' ? null : new WorkerDirectory(bus, 2.5 * num('heartbeatMs'), () => runner?.workerId);
+  service.attachRunner(runner, workers);
   const hub = new StreamHub(db, bus, () => runner?.workerId);
   let draining = false;
 
@@ -267,6 +270,7 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
     async close() {
       await drain();
       hub.close();
+      workers?.close();
       for (const ws of sockets) ws.close(1001, 'server shutting down'); // upgraded after the drain began
       server.closeAllConnections();
       await listenerClosed;
