@@ -47,7 +47,8 @@ export interface ServerProc {
   workerId: string | null;
   proc: ChildProcess;
   dir: string;
-  stop(): Promise<void>;
+  /** Kills it (SIGKILL unless told otherwise) and removes its folder. */
+  stop(signal?: NodeJS.Signals): Promise<void>;
 }
 
 /** firstStart: a fresh database, whose first server prints the admin token. */
@@ -73,9 +74,9 @@ export async function startAirlock(env: NodeJS.ProcessEnv, args: string[] = [], 
     ...found,
     proc,
     dir,
-    async stop() {
+    async stop(signal?: NodeJS.Signals) {
       if (proc.exitCode === null && proc.signalCode === null) {
-        proc.kill(process.env.BENCH_SERVER_NODE_ARGS ? 'SIGINT' : 'SIGKILL');
+        proc.kill(signal ?? (process.env.BENCH_SERVER_NODE_ARGS ? 'SIGINT' : 'SIGKILL'));
         await new Promise((r) => proc.once('exit', r));
       }
       fs.rmSync(dir, { recursive: true, force: true });

@@ -72,7 +72,7 @@ async function main() {
     // Both workers now answer with the slow provider.
     const w2 = await start(slow.baseUrl);
     const w1b = await start(slow.baseUrl);
-    await w1.stop(); // the fast worker leaves (its turns are done)
+    await w1.stop('SIGTERM'); // the fast worker leaves (its turns are done), telling the others it takes no more
     const victims = [w2, w1b];
     const chats = await Promise.all(Array.from({ length: KILL_CHATS }, () => onApi.post('/api/chats', { title: 'kill' })));
     let killedAt = 0;
@@ -96,7 +96,12 @@ async function main() {
     // Kill the worker that runs the most of them (one worker often claims them all at once).
     const owners = new pg.Client({ connectionString: db.url });
     await owners.connect();
-    const counts = (await owners.query<{ worker_id: string; n: number }>(`SELECT worker_id, count(*)::int AS n FROM chats WHERE status = 'running' GROUP BY 1 ORDER BY 2 DESC`)).rows;
+    const counts = (
+      await owners.query<{ worker_id: string; n: number }>(
+        `SELECT worker_id, count(*)::int AS n FROM chats WHERE status = 'running' AND worker_id = ANY($1) GROUP BY 1 ORDER BY 2 DESC`,
+        [victims.map((v) => v.workerId)],
+      )
+    ).rows;
     await owners.end();
     const victim = victims.find((v) => v.workerId === counts[0]?.worker_id);
     if (!victim) throw new Error(`no running turns to interrupt (owners: ${JSON.stringify(counts)}); raise --kill-chats or the reply length`);
