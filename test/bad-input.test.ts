@@ -25,7 +25,10 @@ after(async () => {
 });
 
 async function waitIdle(api: ApiClient, chat: string) {
-  while ((await api.get(`/api/chats/${chat}`)).status !== 'waiting') await new Promise((r) => setTimeout(r, 20));
+  for (let i = 0; (await api.get(`/api/chats/${chat}`)).status !== 'waiting'; i++) {
+    if (i > 3000) throw new Error(`chat ${chat} never got back to waiting`); // a hang guard
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
 
 const limits = { maxBodyBytes: num('maxBodyBytes'), wsMaxFrameBytes: num('wsMaxFrameBytes') };
