@@ -4,11 +4,10 @@ import net from 'node:net';
 import { Duplex } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { CliError, resolveClient } from './config.js';
-import { openTube, LaunchError } from '../launch/connect.js';
+import { openTube, closePeers, LaunchError } from '../launch/connect.js';
 import { ClientSession, TargetFailure } from '../launch/session.js';
 import { Timing } from '../launch/timing.js';
 import { F, size } from '../tube/frame.js';
-import { Peer } from '../tube/peer.js';
 
 const HELP = `Usage: airlock launch <resource> [options]
 
@@ -60,7 +59,7 @@ export async function launchCommand(argv: string[]): Promise<number> {
   const { server, token } = resolveClient(values);
   // Every way out waits for the WebRTC peers to close: exiting mid-teardown can hang the process.
   const finish = async (code: number) => {
-    await Peer.allClosed();
+    await closePeers();
     if (values['timing-json']) timing.writeJson(values['timing-json']);
     return code;
   };

@@ -6,8 +6,8 @@ import type { DataChannel } from 'node-datachannel';
 import { retryDelay } from '../backoff.js';
 import { num } from '../config.js';
 import { Tube } from '../tube/tube.js';
-import { DataChannelTransport, WsTransport, guard } from '../tube/transport.js';
-import { Peer, webrtcEnabled } from '../tube/peer.js';
+import { DataChannelTransport, WsTransport, guard, webrtcEnabled } from '../tube/transport.js';
+import type { Peer } from '../tube/peer.js';
 import type { Timing } from './timing.js';
 import { parseJson, readUpgradeError, wsBase } from '../client/wire.js';
 
@@ -34,6 +34,16 @@ export class LaunchError extends Error {
   ) {
     super(message);
   }
+}
+
+// The WebRTC stack (node-datachannel) takes ~25 ms of synchronous loading: it is loaded only
+// when a launch wants the direct path, after the signalling request has left.
+let peerModule: Promise<typeof import('../tube/peer.js')> | null = null;
+const loadPeer = () => (peerModule ??= import('../tube/peer.js'));
+
+/** Waits (bounded) for every WebRTC peer of this process to close; call before exiting. */
+export async function closePeers(): Promise<void> {
+  if (peerModule) await (await peerModule).Peer.allClosed();
 }
 
 export async function openTube(t: LaunchTarget, timing: Timing): Promise<OpenTube> {
@@ -142,21 +152,27 @@ function attempt(t: LaunchTarget, timing: Timing, n: number): Promise<OpenTube> 
     });
 
     if (webrtcEnabled()) {
-      peer = new Peer(
-        `client-${n}`,
-        (s) => {
-          if (s.type === 'offer') timing.mark('offer_created');
-          send(s);
-        },
-        (what) => {
-          if (what === 'peer failed') timing.mark('direct_failed', 'WebRTC could not connect; the relay carries the session');
-          if (process.env.AIRLOCK_DEBUG_WEBRTC) process.stderr.write(`[webrtc client] ${what}\n`);
-        },
-      );
-      timing.mark('peer_created');
-      const dc: DataChannel = peer.pc.createDataChannel('tube');
-      const direct = new DataChannelTransport(dc);
-      dc.onOpen(guard(() => tube.add(direct)));
+      // After this turn of the event loop: the signalling connection is on its way first.
+      setImmediate(() => {
+        void loadPeer().then(({ Peer }) => {
+          if (tube.closed || (settled && !tube.path)) return; // failed or closed meanwhile
+          peer = new Peer(
+            `client-${n}`,
+            (s) => {
+              if (s.type === 'offer') timing.mark('offer_created');
+              send(s);
+            },
+            (what) => {
+              if (what === 'peer failed') timing.mark('direct_failed', 'WebRTC could not connect; the relay carries the session');
+              if (process.env.AIRLOCK_DEBUG_WEBRTC) process.stderr.write(`[webrtc client] ${what}\n`);
+            },
+          );
+          timing.mark('peer_created');
+          const dc: DataChannel = peer.pc.createDataChannel('tube');
+          const direct = new DataChannelTransport(dc);
+          dc.onOpen(guard(() => tube.add(direct)));
+        }, (err) => timing.mark('direct_failed', `WebRTC is not available: ${(err as Error).message}`));
+      });
     }
   });
 }

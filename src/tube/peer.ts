@@ -1,9 +1,8 @@
 // WebRTC peer set-up shared by the client and the gateway (node-datachannel).
 import { PeerConnection, type DescriptionType, type RtcConfig } from 'node-datachannel';
-import { num, str } from '../config.js';
+import { str } from '../config.js';
 import { guard } from './transport.js';
 
-export const webrtcEnabled = () => num('webrtc') !== 0;
 
 export function rtcConfig(): RtcConfig {
   const iceServers = str('iceServers')

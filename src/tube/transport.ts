@@ -1,9 +1,13 @@
 // A path that carries tube frames: the WebRTC data channel (direct) or a WebSocket through the
 // control plane (relay). Both are message based and expose how many bytes wait to be sent.
 import type { WebSocket } from 'ws';
+import { num } from '../config.js';
 import type { DataChannel } from 'node-datachannel';
 
 export type PathKind = 'direct' | 'relay';
+
+/** Whether the direct (WebRTC) path is tried at all (AIRLOCK_WEBRTC=0: relay only). */
+export const webrtcEnabled = () => num('webrtc') !== 0;
 
 export interface Transport {
   readonly kind: PathKind;
