@@ -175,6 +175,45 @@ for (const mode of ['direct', 'relay'] as const) {
   });
 }
 
+test('flow control: a local client that reads nothing holds the target back; when it reads, every byte arrives', async () => {
+  const bulk = await bulkServer(64 << 20);
+  await t.admin.post('/api/resources', { name: 'bulk-paused', kind: 'tcp', target: `127.0.0.1:${bulk.port}`, gateway: 'site-a' });
+  const run = runCli(['launch', 'bulk-paused'], env);
+  try {
+    const port = Number((await run.waitErr(/Forwarding 127\.0\.0\.1:(\d+)/))[1]);
+    const s = net.connect(port, '127.0.0.1');
+    s.pause();
+    // Wait until the target is held back (nothing more written for a second; bounded).
+    let last = -1;
+    for (let still = 0, i = 0; still < 5 && i < 100; i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      still = bulk.written() === last ? still + 1 : 0;
+      last = bulk.written();
+    }
+    // Without flow control the gateway would have read all 64 MiB into memory. With it, what the
+    // target got out is the tube window plus the kernels' socket buffers on the way (tens of MiB at most).
+    assert.ok(bulk.written() < 48 << 20, `the target wrote ${bulk.written() >> 20} MiB to a client that read nothing`);
+    const hash = crypto.createHash('sha256');
+    let bytes = 0;
+    const done = new Promise<void>((resolve, reject) => {
+      s.on('data', (d) => {
+        hash.update(d);
+        bytes += d.length;
+      });
+      s.on('end', () => resolve());
+      s.on('error', reject);
+    });
+    s.resume();
+    await within(done, () => `the transfer stalled after the client resumed (${bytes} bytes)`);
+    assert.equal(bytes, 64 << 20);
+    assert.equal(hash.digest('hex'), bulk.sha256);
+    run.proc.kill('SIGINT');
+    assert.equal(await run.exited(), 0);
+  } finally {
+    bulk.close();
+  }
+});
+
 test('CLI mistakes get a clear message and a non-zero exit', async () => {
   const cases: [string[], NodeJS.ProcessEnv, number, RegExp][] = [
     [['launch'], env, 2, /usage: airlock launch <resource>/],

@@ -137,17 +137,19 @@ export async function echoServer(): Promise<{ port: number; close: () => void }>
 }
 
 /** A TCP server that sends `bytes` pseudo-random bytes to each connection, then closes. */
-export async function bulkServer(bytes: number): Promise<{ port: number; sha256: string; close: () => void }> {
+export async function bulkServer(bytes: number): Promise<{ port: number; sha256: string; close: () => void; written: () => number }> {
   const block = crypto.randomBytes(1 << 20);
   const hash = crypto.createHash('sha256');
   for (let sent = 0; sent < bytes; sent += block.length) hash.update(block.subarray(0, Math.min(block.length, bytes - sent)));
   const sha256 = hash.digest('hex');
+  let written = 0;
   const srv = net.createServer({ allowHalfOpen: true }, (s) => {
     let sent = 0;
     const pump = () => {
       while (sent < bytes) {
         const chunk = block.subarray(0, Math.min(block.length, bytes - sent));
         sent += chunk.length;
+        written += chunk.length;
         if (!s.write(chunk)) return void s.once('drain', pump);
       }
       s.end();
@@ -156,7 +158,8 @@ export async function bulkServer(bytes: number): Promise<{ port: number; sha256:
     pump();
   });
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-  return { port: (srv.address() as net.AddressInfo).port, sha256, close: () => srv.close() };
+  // written: bytes handed to the socket so far (at most one block more than the kernel took).
+  return { port: (srv.address() as net.AddressInfo).port, sha256, close: () => srv.close(), written: () => written };
 }
 
 export interface Sshd {
