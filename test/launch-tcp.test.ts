@@ -70,6 +70,9 @@ test('a tcp resource: a local port forwards to the target; checkpoints; the sess
   assert.deepEqual(await roundTrip(port, data), data);
   const again = Buffer.from('second connection');
   assert.deepEqual(await roundTrip(port, again), again);
+  // The WebRTC stack loads after the relay is on its way; on a busy machine this short session can
+  // be over before it has: wait for its offer, so that its checkpoints are there to check.
+  await run.waitErr(/\[airlock\] offer_sent/);
   run.proc.kill('SIGINT');
   assert.equal(await run.exited(), 0);
   const { checkpoints } = JSON.parse(fs.readFileSync(timingFile, 'utf8'));
