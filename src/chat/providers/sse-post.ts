@@ -43,6 +43,7 @@ export async function* ssePost(url: string, body: unknown, opts: SsePostOptions)
     headers: {
       'content-type': 'application/json',
       accept: 'text/event-stream',
+      'user-agent': 'airlock', // some API front ends refuse requests without one
       'content-length': Buffer.byteLength(payload),
       ...opts.headers,
     },
