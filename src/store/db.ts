@@ -5,6 +5,7 @@ import path from 'node:path';
 import { migrate } from './migrations.js';
 import { num } from '../config.js';
 import { acquireDataDirLock } from './lockfile.js';
+import { isStalePlanError } from './retry.js';
 
 export type Row = Record<string, any>;
 
@@ -159,8 +160,7 @@ class NamedStatements {
    * refuses its old plan's row type. From then on statements go unnamed; the caller runs it again.
    */
   stale(err: unknown): boolean {
-    const e = err as { code?: string; message?: string };
-    if (!this.enabled || e?.code !== '0A000' || !/cached plan must not change result type/.test(e.message ?? '')) return false;
+    if (!this.enabled || !isStalePlanError(err)) return false;
     this.enabled = false;
     return true;
   }

@@ -4,6 +4,7 @@
 // so each distinct statement is PREPAREd once in SQL and run as EXECUTE name('literal', ...), its
 // parameters written as quoted literals (safe: standard_conforming_strings is checked to be on).
 import type { PGlite, Transaction } from '@electric-sql/pglite';
+import { isStalePlanError } from './retry.js';
 
 type Runner = Pick<PGlite, 'query'> | Pick<Transaction, 'query'>;
 
@@ -53,8 +54,7 @@ export class PreparedStatements {
       return (await q.query(`EXECUTE ${entry.name}(${params.map(literal).join(', ')})`)).rows;
     } catch (err) {
       // A table changed under the statement (its row type): forget it, run this one unprepared.
-      const e = err as { code?: string; message?: string };
-      if (e?.code !== '0A000' || !/cached plan must not change result type/.test(e.message ?? '')) throw err;
+      if (!isStalePlanError(err)) throw err;
       this.entries.delete(sql);
       if (q === pg) await pg.exec(`DEALLOCATE ${entry.name}`).catch(() => {});
       return (await q.query(sql, params)).rows;

@@ -13,6 +13,15 @@ export function isConnectionError(err: unknown): boolean {
   return typeof e?.message === 'string' && /Connection terminated|connection ended|Connection is closed/i.test(e.message);
 }
 
+/**
+ * A table changed under a prepared statement (a schema migration, perhaps by a newer replica):
+ * PostgreSQL refuses to run the old plan because its row type changed. Run unprepared, it works.
+ */
+export function isStalePlanError(err: unknown): boolean {
+  const e = err as { code?: unknown; message?: unknown } | null;
+  return e?.code === '0A000' && typeof e.message === 'string' && /cached plan must not change result type/.test(e.message);
+}
+
 /** Runs fn again on connection errors, with backoff, up to AIRLOCK_DB_RETRIES times. */
 export async function retryOnConnectionError<T>(fn: (attempt: number) => Promise<T>, onRetry?: (err: unknown, attempt: number) => void): Promise<T> {
   const retries = num('dbRetries');
