@@ -221,7 +221,9 @@ export class ChatService {
     const runner = this.runner?.reserve() ? this.runner : null;
     const remote = runner ? null : (this.workers?.pick() ?? null);
     const claimer = runner?.workerId ?? remote;
-    let rows: (ChatRow & { prev: string; msg_epoch: number; epoch_before: number; stored_before: number })[];
+    let rows: (ChatRow & { prev: string; msg_epoch: number; epoch_before: number; stored_before: number | null })[];
+    // stored_before: the message count a claimed turn checks its cached history against (counted
+    // only for a claim: nothing else uses it).
     try {
       rows = await this.db.query(
         `WITH p AS (SELECT id, status AS prev, epoch AS epoch_before FROM chats
@@ -234,7 +236,7 @@ export class ChatService {
                       lease_until = (CASE WHEN $6::text IS NULL THEN NULL ELSE now() + $7::int * interval '1 millisecond' END), updated_at = now()
                     FROM p WHERE chats.id = p.id
                     RETURNING chats.*, p.prev, p.epoch_before, chats.epoch - (CASE WHEN $6::text IS NULL THEN 0 ELSE 1 END) AS msg_epoch,
-                      (SELECT count(*)::int FROM chat_messages WHERE chat_id = $1 AND NOT deleted) AS stored_before),
+                      (CASE WHEN $6::text IS NULL THEN NULL ELSE (SELECT count(*)::int FROM chat_messages WHERE chat_id = $1 AND NOT deleted) END) AS stored_before),
               m AS (INSERT INTO chat_messages (id, chat_id, seq, role, parts)
                     SELECT $3, $1, c.msg_epoch * ${EPOCH_SPAN} + 1, 'user', $4::jsonb FROM c),
               e AS (INSERT INTO chat_events (chat_id, seq, type, data)
@@ -261,11 +263,13 @@ export class ChatService {
     const fx: Effects = { events: [ev(chatId, msg.seq, 'message', { message: msg })], wake: !claimer };
     if (row.prev !== 'pending') fx.events.push(ev(chatId, seqOf(row.msg_epoch, 2), 'status', { status: 'pending' }));
     this.publish(chatId, fx);
-    const claimed: ClaimedChat = { ...row, prev_status: 'pending', sent: { message: msg, epochBefore: row.epoch_before, storedBefore: row.stored_before } };
-    if (runner) runner.adopt(claimed);
-    else if (remote) {
-      metrics.handoffs.inc();
-      this.workers!.hand(remote, claimed);
+    if (claimer) {
+      const claimed: ClaimedChat = { ...row, prev_status: 'pending', sent: { message: msg, epochBefore: row.epoch_before, storedBefore: row.stored_before! } };
+      if (runner) runner.adopt(claimed);
+      else {
+        metrics.handoffs.inc();
+        this.workers!.hand(claimer, claimed);
+      }
     }
     return { queued: null, message: msg };
   }

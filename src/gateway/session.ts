@@ -8,9 +8,8 @@ import { num } from '../config.js';
 import { F, i32, type OpenRequest } from '../tube/frame.js';
 import { Tube } from '../tube/tube.js';
 import { TubeConn } from '../tube/conn.js';
-import { DataChannelTransport, WsTransport, guard } from '../tube/transport.js';
+import { DataChannelTransport, WsTransport, guard, webrtcEnabled } from '../tube/transport.js';
 import { Peer, type Signal } from '../tube/peer.js';
-import { webrtcEnabled } from '../tube/transport.js';
 import { connectTarget, TargetError, type Target, type TargetSpec } from './connectors.js';
 
 export interface SessionOffer {

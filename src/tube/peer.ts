@@ -3,7 +3,6 @@ import { PeerConnection, type DescriptionType, type RtcConfig } from 'node-datac
 import { str } from '../config.js';
 import { guard } from './transport.js';
 
-
 export function rtcConfig(): RtcConfig {
   const iceServers = str('iceServers')
     .split(',')
