@@ -102,3 +102,28 @@ test('calls reuse one connection', async () => {
   for (let i = 0; i < 5; i++) assert.deepEqual(await collect(ssePost(url, {}, opts())), [{ event: '', data: 'ok' }]);
   assert.equal(connections, before);
 });
+
+test('the providers: an event that is not JSON and an error inside the stream become ProviderErrors with the provider\'s words', async () => {
+  const { OpenAIProvider } = await import('../src/chat/providers/openai.js');
+  const { AnthropicProvider } = await import('../src/chat/providers/anthropic.js');
+  const base = new URL(url).origin;
+  const openai = new OpenAIProvider({ baseUrl: `${base}/v1`, apiKey: 'k', timeoutMs: 10_000 });
+  const anthropic = new AnthropicProvider({ baseUrl: base, apiKey: 'k', timeoutMs: 10_000 });
+  const req = () => ({ model: 'm', messages: [], tools: [], signal: new AbortController().signal });
+  const drainStream = async (it: AsyncIterable<unknown>) => {
+    for await (const _ of it);
+  };
+  const sends = (body: string) => (handler = (_req, res) => res.writeHead(200, { 'content-type': 'text/event-stream' }).end(body));
+
+  sends('data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\ndata: <html>oops</html>\n\n');
+  await assert.rejects(drainStream(openai.stream(req())), (err: any) => err instanceof ProviderError && err.retryable && /not JSON: <html>oops<\/html>/.test(err.message));
+  sends('data: {"error":{"message":"The server is overloaded"}}\n\n');
+  await assert.rejects(drainStream(openai.stream(req())), (err: any) => err instanceof ProviderError && err.retryable && /stream failed: The server is overloaded/.test(err.message));
+
+  sends('event: message_start\ndata: {"type":"message_start","message":{"usage":{"input_tokens":1}}}\n\nevent: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n');
+  await assert.rejects(drainStream(anthropic.stream(req())), (err: any) => err instanceof ProviderError && err.retryable && /stream failed: Overloaded/.test(err.message));
+  sends('event: error\ndata: {"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long"}}\n\n');
+  await assert.rejects(drainStream(anthropic.stream(req())), (err: any) => err instanceof ProviderError && !err.retryable && /prompt is too long/.test(err.message));
+  sends('event: ping\ndata: {not json\n\n');
+  await assert.rejects(drainStream(anthropic.stream(req())), (err: any) => err instanceof ProviderError && /not JSON: \{not json/.test(err.message));
+});

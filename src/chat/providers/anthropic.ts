@@ -1,7 +1,7 @@
 // Anthropic messages API, streamed.
 import type { Message } from '../types.js';
 import { type LlmEvent, type LlmRequest, type Provider, ProviderError, parseArgs } from './types.js';
-import { ssePost } from './sse-post.js';
+import { eventJson, ssePost } from './sse-post.js';
 
 const API_VERSION = '2023-06-01';
 
@@ -36,12 +36,7 @@ export class AnthropicProvider implements Provider {
     let output = 0;
     let finish = 'end_turn';
     for await (const sse of ssePost(this.url, body, { headers: this.headers, signal: req.signal, timeoutMs: this.cfg.timeoutMs })) {
-      let ev: any;
-      try {
-        ev = JSON.parse(sse.data);
-      } catch {
-        throw new ProviderError(`provider sent an event that is not JSON: ${sse.data.slice(0, 200)}`, true);
-      }
+      const ev = eventJson(sse.data);
       switch (ev?.type) {
         case 'message_start':
           input = ev.message?.usage?.input_tokens ?? 0;

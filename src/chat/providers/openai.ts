@@ -2,7 +2,7 @@
 import type { Message } from '../types.js';
 import { textOf } from '../types.js';
 import { type LlmEvent, type LlmRequest, type Provider, ProviderError, parseArgs } from './types.js';
-import { ssePost } from './sse-post.js';
+import { eventJson, ssePost } from './sse-post.js';
 
 export interface OpenAIConfig {
   baseUrl?: string;
@@ -34,12 +34,7 @@ export class OpenAIProvider implements Provider {
     let finish = 'stop';
     for await (const ev of ssePost(this.url, body, { headers: this.headers, signal: req.signal, timeoutMs: this.cfg.timeoutMs })) {
       if (ev.data === '[DONE]') continue; // the stream ends after it; reading on keeps the connection reusable
-      let chunk: any;
-      try {
-        chunk = JSON.parse(ev.data);
-      } catch {
-        throw new ProviderError(`provider sent an event that is not JSON: ${ev.data.slice(0, 200)}`, true);
-      }
+      const chunk = eventJson(ev.data);
       if (chunk?.error) throw new ProviderError(`provider stream failed: ${chunk.error.message ?? JSON.stringify(chunk.error)}`, true);
       const choice = chunk.choices?.[0];
       if (choice) {

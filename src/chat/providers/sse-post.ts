@@ -107,6 +107,15 @@ export async function* ssePost(url: string, body: unknown, opts: SsePostOptions)
   }
 }
 
+/** An event's data as JSON; a provider that sends anything else is failing (retryably). */
+export function eventJson(data: string): any {
+  try {
+    return JSON.parse(data);
+  } catch {
+    throw new ProviderError(`provider sent an event that is not JSON: ${data.slice(0, 200)}`, true);
+  }
+}
+
 /** CRLF or CR line ends as LF; a trailing CR waits for the next chunk (it may be half of a CRLF). */
 function normalizeNewlines(s: string): string {
   const tail = s.endsWith('\r') ? '\r' : '';
