@@ -3,6 +3,8 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import net from 'node:net';
+import { once } from 'node:events';
 import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
@@ -95,3 +97,33 @@ test('airlock server --tls-cert/--tls-key serves HTTPS; option mistakes exit non
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a shutdown that cannot finish in AIRLOCK_SHUTDOWN_GRACE_MS exits 1 and says where it was stuck', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-stuck-'));
+  const env = { AIRLOCK_CLI_CONFIG: path.join(dir, 'cli.json'), AIRLOCK_DRAIN_MS: '0', AIRLOCK_SHUTDOWN_GRACE_MS: '300' };
+  const srv = runCli(['server', '--port', '0', '--data-dir', path.join(dir, 'data')], env);
+  let s: net.Socket | undefined;
+  try {
+    const [, url] = await srv.waitErr(/listening on (http:\/\/\S+)/);
+    const token = (await srv.waitErr(/^\s+(al_\S+)$/m))[1]!;
+    const chat = await (await fetch(`${url}/api/chats`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: '{}' })).json();
+    // A stream client that upgrades and then reads nothing, so it never answers the server's close:
+    // closing the listener waits for it (the WebSocket close timeout is 30 s).
+    const { port } = new URL(url);
+    s = net.connect(Number(port), '127.0.0.1');
+    s.write(
+      `GET /api/chats/${chat.id}/stream?after=0 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+        `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer ${token}\r\n\r\n`,
+    );
+    const [head] = await once(s, 'data');
+    assert.match(String(head), /^HTTP\/1\.1 101/);
+    s.pause();
+    srv.proc.kill('SIGTERM');
+    assert.equal(await srv.exited(), 1);
+    assert.match(srv.stderr, /shutdown did not finish in 300 ms \(stuck draining and closing the server\); exiting/);
+  } finally {
+    s?.destroy();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
