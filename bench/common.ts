@@ -181,7 +181,6 @@ export async function pgUrlWithSchema(base: string): Promise<{ url: string; drop
   };
 }
 
-
 /** One of a server's own Prometheus histograms, as cumulative [upper bound, count] buckets. */
 export async function serverHistogram(url: string, token: string, metric: string): Promise<[number, number][]> {
   const text = await (await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${token}` } })).text();
