@@ -41,6 +41,7 @@ async function scenario(name: string, providerUrl: string, opts: { databaseUrl?:
     const summary = {
       overhead_p50_ms: r2(pct(r.overhead, 50)),
       overhead_p99_ms: r2(pct(r.overhead, 99)),
+      send_p50_ms: r2(pct(r.send, 50)),
       token_p50_ms: r2(pct(r.token, 50)),
       token_p99_ms: r2(pct(r.token, 99)),
       tokens_per_s: Math.round(r.tokens / r.seconds),

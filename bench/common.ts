@@ -86,6 +86,8 @@ export async function startAirlock(env: NodeJS.ProcessEnv, args: string[] = [], 
 
 export interface LoadResult {
   overhead: number[];
+  /** Send request start → its HTTP response. */
+  send: number[];
   token: number[];
   tokens: number;
   seconds: number;
@@ -99,6 +101,7 @@ export interface LoadResult {
  */
 export async function runLoad(send: ApiClient, stream: ApiClient, chats: number, messages: number, ttftMs: number, thinkMs = 0): Promise<LoadResult> {
   const overhead: number[] = [];
+  const sendMs: number[] = [];
   const tokenLat: number[] = [];
   let tokens = 0;
   const ids = await Promise.all(Array.from({ length: chats }, () => send.post('/api/chats', { title: 'bench' })));
@@ -148,8 +151,12 @@ export async function runLoad(send: ApiClient, stream: ApiClient, chats: number,
         const done = new Promise<number>((r) => (resolveTurn = r));
         const turnStart = now();
         await send.post(`/api/chats/${chat.id}/messages`, { content: `message ${m}` });
+        const posted = now();
         await done;
-        if (measuring) overhead.push(firstDelta - turnStart - ttftMs);
+        if (measuring) {
+          overhead.push(firstDelta - turnStart - ttftMs);
+          sendMs.push(posted - turnStart);
+        }
       }
       finished = true;
       stuck.delete(chat.id);
@@ -157,7 +164,7 @@ export async function runLoad(send: ApiClient, stream: ApiClient, chats: number,
     }),
   );
   clearInterval(watchdog);
-  return { overhead, token: tokenLat, tokens, seconds: (now() - started) / 1000 };
+  return { overhead, send: sendMs, token: tokenLat, tokens, seconds: (now() - started) / 1000 };
 }
 
 /** A fresh schema on the PostgreSQL at `base` (dropped by the returned function). */

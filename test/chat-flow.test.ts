@@ -87,3 +87,31 @@ test('sending while a turn runs queues the message; the queue is promoted in ord
   assert.deepEqual(full.queue, []);
   s.close();
 });
+
+test('a burst of sends (one statement for many chats): each chat answers once; a second send in the burst queues', async () => {
+  const g = gate(); // holds the first chat's turn until the burst is answered
+  llm.script = (req) => {
+    const last = req.messages[req.messages.length - 1].content;
+    return last === 'm0' ? { steps: [{ wait: g.promise }, { text: 're: m0' }] } : text(`re: ${last}`);
+  };
+  const u = await t.user();
+  const chats = await Promise.all(Array.from({ length: 12 }, () => u.post('/api/chats', {})));
+  const streams = await Promise.all(chats.map((c) => StreamRecorder.open(u, c.id, 0)));
+  // All at once, and the first chat twice: the two sends to it cannot share a statement.
+  const sends = await Promise.all([
+    ...chats.map((c, i) => u.post(`/api/chats/${c.id}/messages`, { content: `m${i}` })),
+    u.post(`/api/chats/${chats[0].id}/messages`, { content: 'again' }),
+  ]);
+  assert.equal(sends.filter((s) => s.message).length, 12);
+  assert.equal(sends.filter((s) => s.queued).length, 1, 'the second send to a running chat is queued');
+  g.open();
+  // The queued message is promoted in the same run: one `waiting`, after the second reply.
+  await streams[0]!.waitFor((e) => e.type === 'message' && (e as any).message.parts[0]?.text === 're: again');
+  await Promise.all(streams.map((s) => s.waitStatus('waiting')));
+  for (const [i, c] of chats.entries()) {
+    const full = await u.get(`/api/chats/${c.id}`);
+    const texts = full.messages.map((m: any) => `${m.role}:${m.parts[0].text}`);
+    assert.deepEqual(texts, i === 0 ? ['user:m0', 'assistant:re: m0', 'user:again', 'assistant:re: again'] : [`user:m${i}`, `assistant:re: m${i}`]);
+  }
+  for (const s of streams) s.close();
+});

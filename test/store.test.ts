@@ -89,3 +89,49 @@ test('a table that changes under a prepared statement: the statement still runs'
     await drop();
   }
 });
+
+test('step commits that share a statement keep their own fences: a stale one stores nothing, the others commit and release', async () => {
+  const { db, drop } = await openTestDb();
+  try {
+    const { createUser } = await import('../src/auth/tokens.js');
+    const { fencedCommit, userMessage } = await import('../src/chat/store.js');
+    const owner = await createUser(db, `fence-${Date.now()}`, false);
+    const ids: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const [row] = await db.query<{ id: string }>(
+        `INSERT INTO chats (owner_id, model, status, worker_id, epoch) VALUES ($1, 'm', 'running', 'w1', 3) RETURNING id`,
+        [owner.id],
+      );
+      ids.push(row!.id);
+    }
+    await db.query(`INSERT INTO chat_queue (chat_id, content) VALUES ($1, 'queued')`, [ids[3]]);
+    const release = (status: string) => ({ status, error: null, actions: null, actionTimeoutMs: 1000, events: [] });
+    const msg = (i: number) => ({ ...userMessage(`reply ${i}`, 3 * 1_000_000 + 10 + i), role: 'assistant' as const });
+    // Issued together: the first runs alone, the other three share the next statement.
+    const results = await Promise.all([
+      fencedCommit(db, { chatId: ids[0]!, workerId: 'w1', epoch: 3 }, [msg(0)]),
+      fencedCommit(db, { chatId: ids[1]!, workerId: 'w1', epoch: 2 }, [msg(1)], [], release('waiting')), // stale epoch
+      fencedCommit(db, { chatId: ids[2]!, workerId: 'w1', epoch: 3 }, [msg(2)], [], release('error')),
+      fencedCommit(db, { chatId: ids[3]!, workerId: 'w1', epoch: 3 }, [msg(3)], [], release('waiting')), // queue not empty
+    ]);
+    assert.deepEqual(results, [
+      { fenced: true, released: false },
+      { fenced: false, released: false },
+      { fenced: true, released: true },
+      { fenced: true, released: false },
+    ]);
+    const chats = await db.query<{ id: string; status: string; worker_id: string | null; n: number }>(
+      `SELECT c.id, c.status, c.worker_id, (SELECT count(*) FROM chat_messages m WHERE m.chat_id = c.id)::int AS n FROM chats c WHERE c.id = ANY($1::uuid[])`,
+      [ids],
+    );
+    const byId = new Map(chats.map((c) => [c.id, c]));
+    assert.deepEqual(ids.map((id) => [byId.get(id)!.status, byId.get(id)!.worker_id, byId.get(id)!.n]), [
+      ['running', 'w1', 1],
+      ['running', 'w1', 0],
+      ['error', null, 1],
+      ['running', 'w1', 1],
+    ]);
+  } finally {
+    await drop();
+  }
+});

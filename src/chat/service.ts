@@ -5,6 +5,7 @@ import type { Db, Queryable } from '../store/db.js';
 import { num } from '../config.js';
 import { metrics } from '../metrics.js';
 import { ApiError, conflict, notFound, badRequest } from '../errors.js';
+import { GroupCommit } from '../store/group-commit.js';
 import type { Providers } from './providers/index.js';
 import { ToolBox } from './tools/index.js';
 import type { Runner } from './runner.js';
@@ -34,6 +35,20 @@ export interface CreateChatInput {
   tools?: ClientTool[];
 }
 
+/** A send to a chat that is idle (as far as the sender knows), for the batched statement. */
+interface IdleSend {
+  chatId: string;
+  userId: string;
+  msgId: string;
+  /** The message's parts as JSON. */
+  parts: string;
+  /** The worker that takes the turn at once, or null: the chat turns pending. */
+  claimer: string | null;
+  leaseMs: number;
+}
+
+type IdleSendRow = ChatRow & { prev: string; msg_epoch: number; epoch_before: number; stored_before: number | null };
+
 interface Effects {
   events: StreamEvent[];
   wake?: boolean;
@@ -51,12 +66,21 @@ export class ChatService {
     private bus: Bus,
     private providers: Providers,
     private tools: ToolBox = new ToolBox(),
-  ) {}
+  ) {
+    this.idleSends = new GroupCommit((items) => this.sendToIdleBatch(items), {
+      max: 64,
+      key: (s) => s.chatId,
+      concurrency: db.kind === 'pglite' ? 1 : 4,
+    });
+  }
 
   /** This replica's worker: a send it can serve is claimed for it in the send's own statement. */
   private runner: Runner | null = null;
   /** Workers on other replicas with free slots: a send this replica's worker cannot take is claimed for one of them. */
   private workers: WorkerDirectory | null = null;
+
+  /** Sends to idle chats that arrive together run as one statement (store/group-commit.ts). */
+  private idleSends: GroupCommit<IdleSend, IdleSendRow | null>;
 
   attachRunner(runner: Runner | null, workers: WorkerDirectory | null = null): void {
     this.runner = runner;
@@ -211,8 +235,7 @@ export class ChatService {
    * messages, archived, unknown, unservable model) returns null and takes the general path.
    */
   private async sendToIdle(userId: string, chatId: string, content: string) {
-    const unservable = this.providers.unservablePrefixes();
-    if (unservable === null) return null; // no provider at all: the general path explains
+    if (this.providers.unservablePrefixes() === null) return null; // no provider at all: the general path explains
     const msg = userMessage(content, 0);
     // With a free slot here, the chat goes straight to this replica's worker: it skips `pending`
     // in the database (two epochs in one statement: the message's and the run's), the wake
@@ -221,40 +244,20 @@ export class ChatService {
     const runner = this.runner?.reserve() ? this.runner : null;
     const remote = runner ? null : (this.workers?.pick() ?? null);
     const claimer = runner?.workerId ?? remote;
-    let rows: (ChatRow & { prev: string; msg_epoch: number; epoch_before: number; stored_before: number | null })[];
-    // stored_before: the message count a claimed turn checks its cached history against (counted
-    // only for a claim: nothing else uses it).
+    let row: IdleSendRow | null;
     try {
-      rows = await this.db.query(
-        `WITH p AS (SELECT id, status AS prev, epoch AS epoch_before FROM chats
-                    WHERE id = $1 AND owner_id = $2 AND NOT archived AND status IN ('waiting', 'error', 'pending')
-                      AND NOT (model LIKE ANY ($5::text[]))
-                      AND NOT EXISTS (SELECT 1 FROM chat_queue WHERE chat_id = $1)
-                    FOR UPDATE),
-              c AS (UPDATE chats SET epoch = chats.epoch + (CASE WHEN $6::text IS NULL THEN 1 ELSE 2 END),
-                      status = (CASE WHEN $6::text IS NULL THEN 'pending' ELSE 'running' END), last_error = NULL, worker_id = $6::text,
-                      lease_until = (CASE WHEN $6::text IS NULL THEN NULL ELSE now() + $7::int * interval '1 millisecond' END), updated_at = now()
-                    FROM p WHERE chats.id = p.id
-                    RETURNING chats.*, p.prev, p.epoch_before, chats.epoch - (CASE WHEN $6::text IS NULL THEN 0 ELSE 1 END) AS msg_epoch,
-                      (CASE WHEN $6::text IS NULL THEN NULL ELSE (SELECT count(*)::int FROM chat_messages WHERE chat_id = $1 AND NOT deleted) END) AS stored_before),
-              m AS (INSERT INTO chat_messages (id, chat_id, seq, role, parts)
-                    SELECT $3, $1, c.msg_epoch * ${EPOCH_SPAN} + 1, 'user', $4::jsonb FROM c),
-              e AS (INSERT INTO chat_events (chat_id, seq, type, data)
-                    SELECT $1, c.msg_epoch * ${EPOCH_SPAN} + 1, 'message',
-                           jsonb_build_object('message', jsonb_build_object('id', $3::text, 'seq', c.msg_epoch * ${EPOCH_SPAN} + 1, 'role', 'user', 'parts', $4::jsonb))
-                    FROM c
-                    UNION ALL
-                    SELECT $1, c.msg_epoch * ${EPOCH_SPAN} + 2, 'status', '{"status":"pending"}'::jsonb FROM c WHERE c.prev <> 'pending'
-                    UNION ALL
-                    SELECT $1, c.epoch * ${EPOCH_SPAN} + 1, 'status', '{"status":"running"}'::jsonb FROM c WHERE $6::text IS NOT NULL)
-         SELECT c.* FROM c`,
-        [chatId, userId, msg.id, JSON.stringify(msg.parts), unservable, claimer, runner?.leaseMs ?? num('leaseMs')],
-      );
+      row = await this.idleSends.submit({
+        chatId,
+        userId,
+        msgId: msg.id,
+        parts: JSON.stringify(msg.parts),
+        claimer,
+        leaseMs: runner?.leaseMs ?? num('leaseMs'),
+      });
     } catch (err) {
       runner?.adopt(null);
       throw err;
     }
-    const row = rows[0];
     if (!row) {
       runner?.adopt(null);
       return null;
@@ -272,6 +275,53 @@ export class ChatService {
       }
     }
     return { queued: null, message: msg };
+  }
+
+  /**
+   * The statement behind sendToIdle, for a batch of sends to distinct chats. stored_before: the
+   * message count a claimed turn checks its cached history against (counted only for a claim:
+   * nothing else uses it). Rows are locked in id order, so concurrent batches cannot deadlock.
+   */
+  private async sendToIdleBatch(items: IdleSend[]): Promise<(IdleSendRow | null)[]> {
+    const rows = await this.db.query<IdleSendRow & { id: string }>(
+      `WITH i AS (SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::jsonb[], $5::text[], $6::int[])
+                    AS i(chat_id, owner_id, msg_id, parts, claimer, lease_ms)),
+            p AS (SELECT chats.id, chats.status AS prev, chats.epoch AS epoch_before, i.msg_id, i.parts, i.claimer, i.lease_ms
+                  FROM i JOIN chats ON chats.id = i.chat_id AND chats.owner_id = i.owner_id
+                  WHERE NOT chats.archived AND chats.status IN ('waiting', 'error', 'pending')
+                    AND NOT (chats.model LIKE ANY ($7::text[]))
+                    AND NOT EXISTS (SELECT 1 FROM chat_queue WHERE chat_queue.chat_id = chats.id)
+                  ORDER BY chats.id
+                  FOR UPDATE OF chats),
+            c AS (UPDATE chats SET epoch = chats.epoch + (CASE WHEN p.claimer IS NULL THEN 1 ELSE 2 END),
+                    status = (CASE WHEN p.claimer IS NULL THEN 'pending' ELSE 'running' END), last_error = NULL, worker_id = p.claimer,
+                    lease_until = (CASE WHEN p.claimer IS NULL THEN NULL ELSE now() + p.lease_ms * interval '1 millisecond' END), updated_at = now()
+                  FROM p WHERE chats.id = p.id
+                  RETURNING chats.*, p.prev, p.epoch_before, p.msg_id, p.parts, chats.epoch - (CASE WHEN p.claimer IS NULL THEN 0 ELSE 1 END) AS msg_epoch,
+                    (CASE WHEN p.claimer IS NULL THEN NULL ELSE (SELECT count(*)::int FROM chat_messages WHERE chat_messages.chat_id = chats.id AND NOT deleted) END) AS stored_before),
+            m AS (INSERT INTO chat_messages (id, chat_id, seq, role, parts)
+                  SELECT c.msg_id, c.id, c.msg_epoch * ${EPOCH_SPAN} + 1, 'user', c.parts FROM c),
+            e AS (INSERT INTO chat_events (chat_id, seq, type, data)
+                  SELECT c.id, c.msg_epoch * ${EPOCH_SPAN} + 1, 'message',
+                         jsonb_build_object('message', jsonb_build_object('id', c.msg_id::text, 'seq', c.msg_epoch * ${EPOCH_SPAN} + 1, 'role', 'user', 'parts', c.parts))
+                  FROM c
+                  UNION ALL
+                  SELECT c.id, c.msg_epoch * ${EPOCH_SPAN} + 2, 'status', '{"status":"pending"}'::jsonb FROM c WHERE c.prev <> 'pending'
+                  UNION ALL
+                  SELECT c.id, c.epoch * ${EPOCH_SPAN} + 1, 'status', '{"status":"running"}'::jsonb FROM c WHERE c.worker_id IS NOT NULL)
+       SELECT c.* FROM c`,
+      [
+        items.map((s) => s.chatId),
+        items.map((s) => s.userId),
+        items.map((s) => s.msgId),
+        items.map((s) => s.parts),
+        items.map((s) => s.claimer),
+        items.map((s) => s.leaseMs),
+        this.providers.unservablePrefixes() ?? [],
+      ],
+    );
+    const byChat = new Map(rows.map((r) => [r.id, r]));
+    return items.map((s) => byChat.get(s.chatId) ?? null);
   }
 
   /** Replaces a user message, discards everything after it (and the queue), and runs the chat again. */

@@ -1,6 +1,7 @@
 // SQL for chats, messages, the queue and the durable part of the event log.
 import crypto from 'node:crypto';
-import type { Queryable } from '../store/db.js';
+import type { Db, Queryable } from '../store/db.js';
+import { GroupCommit } from '../store/group-commit.js';
 import type { ChatStatus, ClientTool, Message, Part, PendingAction, StreamEvent } from './types.js';
 import { isDurable, seqOf } from './types.js';
 
@@ -63,12 +64,7 @@ export async function storeEvents(q: Queryable, events: StreamEvent[]): Promise<
   await q.query(
     `INSERT INTO chat_events (chat_id, seq, type, data)
      SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::jsonb[])`,
-    [
-      durable.map((e) => e.chat_id),
-      durable.map((e) => e.seq),
-      durable.map((e) => e.type),
-      durable.map((e) => JSON.stringify(strip(e))),
-    ],
+    eventColumns(durable),
   );
 }
 
@@ -191,56 +187,111 @@ export interface Release {
   events: StreamEvent[];
 }
 
+interface CommitItem {
+  fence: Fence;
+  messages: Message[];
+  /** Durable events to store with the messages. */
+  events: StreamEvent[];
+  release?: Release;
+}
+
+type CommitResult = { fenced: boolean; released: boolean };
+
+/** One group-commit batcher per database: step commits of many chats that arrive together are one statement. */
+const commitBatchers = new WeakMap<Queryable, GroupCommit<CommitItem, CommitResult>>();
+
 /**
  * One statement that checks the worker still owns the chat (worker_id, epoch, status running),
  * stores a step's messages with their `message` events, and optionally releases the chat — the
- * hot path of a turn costs one round trip per step. Returns whether the fence held and whether
- * the chat was released (it is not when a `waiting` release finds queued messages).
+ * hot path of a turn costs one round trip per step, shared with the other chats' steps that are
+ * committed at the same moment (group commit). Returns whether the fence held and whether the
+ * chat was released (it is not when a `waiting` release finds queued messages).
  */
 export async function fencedCommit(
-  q: Queryable,
+  db: Queryable,
   fence: Fence,
   messages: Message[],
   extraEvents: StreamEvent[] = [],
   release?: Release,
-): Promise<{ fenced: boolean; released: boolean }> {
+): Promise<CommitResult> {
   const events = [
     ...messages.map((m) => ev(fence.chatId, m.seq, 'message', { message: m })),
     ...extraEvents.filter((e) => e.seq !== undefined && isDurable(e.type)),
   ];
-  const params: unknown[] = [fence.chatId, fence.workerId, fence.epoch];
-  const p = (v: unknown) => {
-    params.push(v);
-    return `$${params.length}`;
-  };
-  const parts = [`f AS (SELECT id FROM chats WHERE id = $1 AND worker_id = $2 AND epoch = $3 AND status = 'running' FOR UPDATE)`];
-  if (messages.length) {
-    parts.push(`m AS (INSERT INTO chat_messages (id, chat_id, seq, role, parts, interrupted, model, usage)
-      SELECT x.id, $1, x.seq, x.role, x.parts, x.interrupted, x.model, x.usage
-      FROM unnest(${p(messages.map((m) => m.id))}::uuid[], ${p(messages.map((m) => m.seq))}::bigint[], ${p(messages.map((m) => m.role))}::text[],
-        ${p(messages.map((m) => JSON.stringify(m.parts)))}::jsonb[], ${p(messages.map((m) => Boolean(m.interrupted)))}::boolean[],
-        ${p(messages.map((m) => m.model ?? null))}::text[], ${p(messages.map((m) => (m.usage ? JSON.stringify(m.usage) : null)))}::jsonb[])
-        AS x(id, seq, role, parts, interrupted, model, usage)
-      WHERE EXISTS (SELECT 1 FROM f)
-      ON CONFLICT (id) DO NOTHING)`);
+  let batcher = commitBatchers.get(db);
+  if (!batcher) {
+    batcher = new GroupCommit((items) => commitBatch(db, items), {
+      max: 64,
+      key: (c) => c.fence.chatId,
+      concurrency: (db as Partial<Db>).kind === 'pglite' ? 1 : 4,
+    });
+    commitBatchers.set(db, batcher);
   }
-  if (events.length) parts.push(`e AS (${eventInsert(events, p, 'EXISTS (SELECT 1 FROM f)')})`);
-  let select = `SELECT (SELECT count(*) FROM f)::int AS fenced, 0 AS released`;
-  if (release) {
-    const st = p(release.status);
-    const actions = p(release.actions ? JSON.stringify(release.actions) : null);
-    parts.push(`u AS (UPDATE chats SET status = ${st}, worker_id = NULL, lease_until = NULL, last_error = ${p(release.error)},
-        interrupt_requested = false, pending_actions = ${actions}::jsonb,
-        action_deadline = CASE WHEN ${actions}::jsonb IS NULL THEN NULL ELSE now() + ${p(release.actionTimeoutMs)} * interval '1 millisecond' END,
-        updated_at = now()
-      WHERE id = $1 AND EXISTS (SELECT 1 FROM f)
-        AND (${st} <> 'waiting' OR NOT EXISTS (SELECT 1 FROM chat_queue WHERE chat_id = $1))
-      RETURNING id)`);
-    if (release.events.length) parts.push(`r AS (${eventInsert(release.events, p, 'EXISTS (SELECT 1 FROM u)')})`);
-    select = `SELECT (SELECT count(*) FROM f)::int AS fenced, (SELECT count(*) FROM u)::int AS released`;
-  }
-  const rows = await q.query<{ fenced: number; released: number }>(`WITH ${parts.join(',\n')}\n${select}`, params);
-  return { fenced: rows[0]!.fenced > 0, released: rows[0]!.released > 0 };
+  return batcher.submit({ fence, messages, events, release });
+}
+
+async function commitBatch(q: Queryable, items: CommitItem[]): Promise<CommitResult[]> {
+  const msgs = items.flatMap((c) => c.messages.map((m) => [c.fence.chatId, m] as const));
+  const events = items.flatMap((c) => c.events);
+  const releaseEvents = items.flatMap((c) => c.release?.events.filter((e) => e.seq !== undefined && isDurable(e.type)) ?? []);
+  const rows = await q.query<{ id: string; fenced: boolean; released: boolean }>(
+    `WITH k AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::int[])
+                  AS k(chat_id, worker_id, epoch, st, err, actions, action_ms)),
+          f AS (SELECT chats.id, k.st, k.err, k.actions, k.action_ms
+                FROM k JOIN chats ON chats.id = k.chat_id AND chats.worker_id = k.worker_id AND chats.epoch = k.epoch AND chats.status = 'running'
+                ORDER BY chats.id
+                FOR UPDATE OF chats),
+          m AS (INSERT INTO chat_messages (id, chat_id, seq, role, parts, interrupted, model, usage)
+                SELECT x.id, x.chat_id, x.seq, x.role, x.parts, x.interrupted, x.model, x.usage
+                FROM unnest($8::uuid[], $9::uuid[], $10::bigint[], $11::text[], $12::jsonb[], $13::boolean[], $14::text[], $15::jsonb[])
+                  AS x(chat_id, id, seq, role, parts, interrupted, model, usage)
+                WHERE x.chat_id IN (SELECT id FROM f)
+                ON CONFLICT (id) DO NOTHING),
+          e AS (INSERT INTO chat_events (chat_id, seq, type, data)
+                SELECT x.chat_id, x.seq, x.type, x.data FROM unnest($16::uuid[], $17::bigint[], $18::text[], $19::jsonb[]) AS x(chat_id, seq, type, data)
+                WHERE x.chat_id IN (SELECT id FROM f)
+                ON CONFLICT (chat_id, seq) DO NOTHING),
+          u AS (UPDATE chats SET status = f.st, worker_id = NULL, lease_until = NULL, last_error = f.err,
+                  interrupt_requested = false, pending_actions = f.actions,
+                  action_deadline = CASE WHEN f.actions IS NULL THEN NULL ELSE now() + f.action_ms * interval '1 millisecond' END,
+                  updated_at = now()
+                FROM f WHERE chats.id = f.id AND f.st IS NOT NULL
+                  AND (f.st <> 'waiting' OR NOT EXISTS (SELECT 1 FROM chat_queue WHERE chat_queue.chat_id = f.id))
+                RETURNING chats.id),
+          r AS (INSERT INTO chat_events (chat_id, seq, type, data)
+                SELECT x.chat_id, x.seq, x.type, x.data FROM unnest($20::uuid[], $21::bigint[], $22::text[], $23::jsonb[]) AS x(chat_id, seq, type, data)
+                WHERE x.chat_id IN (SELECT id FROM u)
+                ON CONFLICT (chat_id, seq) DO NOTHING)
+     SELECT k.chat_id AS id, EXISTS (SELECT 1 FROM f WHERE f.id = k.chat_id) AS fenced, EXISTS (SELECT 1 FROM u WHERE u.id = k.chat_id) AS released FROM k`,
+    [
+      items.map((c) => c.fence.chatId),
+      items.map((c) => c.fence.workerId),
+      items.map((c) => c.fence.epoch),
+      items.map((c) => c.release?.status ?? null),
+      items.map((c) => c.release?.error ?? null),
+      items.map((c) => (c.release?.actions ? JSON.stringify(c.release.actions) : null)),
+      items.map((c) => c.release?.actionTimeoutMs ?? 0),
+      msgs.map(([chatId]) => chatId),
+      msgs.map(([, m]) => m.id),
+      msgs.map(([, m]) => m.seq),
+      msgs.map(([, m]) => m.role),
+      msgs.map(([, m]) => JSON.stringify(m.parts)),
+      msgs.map(([, m]) => Boolean(m.interrupted)),
+      msgs.map(([, m]) => m.model ?? null),
+      msgs.map(([, m]) => (m.usage ? JSON.stringify(m.usage) : null)),
+      ...eventColumns(events),
+      ...eventColumns(releaseEvents),
+    ],
+  );
+  const byChat = new Map(rows.map((r) => [r.id, r]));
+  return items.map((c) => {
+    const r = byChat.get(c.fence.chatId);
+    return { fenced: Boolean(r?.fenced), released: Boolean(r?.released) };
+  });
+}
+
+function eventColumns(events: StreamEvent[]): unknown[][] {
+  return [events.map((e) => e.chat_id), events.map((e) => e.seq), events.map((e) => e.type), events.map((e) => JSON.stringify(strip(e)))];
 }
 
 /** Whether an event is stored: a release whose reply was lost with its connection had committed
@@ -249,10 +300,3 @@ export async function eventStored(q: Queryable, chatId: string, seq: number): Pr
   return (await q.query('SELECT 1 FROM chat_events WHERE chat_id = $1 AND seq = $2', [chatId, seq])).length > 0;
 }
 
-function eventInsert(events: StreamEvent[], p: (v: unknown) => string, cond: string): string {
-  return `INSERT INTO chat_events (chat_id, seq, type, data)
-    SELECT $1, x.seq, x.type, x.data FROM unnest(${p(events.map((e) => e.seq))}::bigint[], ${p(events.map((e) => e.type))}::text[],
-      ${p(events.map((e) => JSON.stringify(strip(e))))}::jsonb[]) AS x(seq, type, data)
-    WHERE ${cond}
-    ON CONFLICT (chat_id, seq) DO NOTHING`;
-}
