@@ -42,6 +42,8 @@ async function scenario(name: string, providerUrl: string, opts: { databaseUrl?:
       overhead_p50_ms: r2(pct(r.overhead, 50)),
       overhead_p99_ms: r2(pct(r.overhead, 99)),
       send_p50_ms: r2(pct(r.send, 50)),
+      to_provider_p50_ms: r2(pct(r.toProvider, 50)),
+      provider_request_p50_ms: r2(pct(r.requested, 50)),
       token_p50_ms: r2(pct(r.token, 50)),
       token_p99_ms: r2(pct(r.token, 99)),
       tokens_per_s: Math.round(r.tokens / r.seconds),

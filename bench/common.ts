@@ -88,6 +88,10 @@ export interface LoadResult {
   overhead: number[];
   /** Send request start → its HTTP response. */
   send: number[];
+  /** Send request start → the provider's first write, minus its TTFT: the overhead before the first token leaves the provider. */
+  toProvider: number[];
+  /** Send request start → the provider request's arrival. */
+  requested: number[];
   token: number[];
   tokens: number;
   seconds: number;
@@ -102,6 +106,8 @@ export interface LoadResult {
 export async function runLoad(send: ApiClient, stream: ApiClient, chats: number, messages: number, ttftMs: number, thinkMs = 0): Promise<LoadResult> {
   const overhead: number[] = [];
   const sendMs: number[] = [];
+  const toProvider: number[] = [];
+  const requested: number[] = [];
   const tokenLat: number[] = [];
   let tokens = 0;
   const ids = await Promise.all(Array.from({ length: chats }, () => send.post('/api/chats', { title: 'bench' })));
@@ -114,6 +120,8 @@ export async function runLoad(send: ApiClient, stream: ApiClient, chats: number,
     ids.map(async (chat) => {
       let resolveTurn: ((t: number) => void) | null = null;
       let firstDelta = 0;
+      let firstWrite = 0;
+      let firstArrived = 0;
       let measuring = false;
       const seen: string[] = [];
       let mNow = 0;
@@ -123,10 +131,15 @@ export async function runLoad(send: ApiClient, stream: ApiClient, chats: number,
         for (const e of events) seen.push(`${e.type}${e.type === 'status' ? ':' + e.status : ''}@${e.seq ?? '-'}`);
         for (const e of events) {
           if (e.type === 'delta') {
-            if (!firstDelta) firstDelta = t;
+            if (!firstDelta) {
+              firstDelta = t;
+              const [w, arrived] = String(e.text).slice(1).split(' ');
+              firstWrite = Number(w) || 0;
+              firstArrived = Number(arrived) || 0;
+            }
             tokens++; // every token streamed counts: the clock runs from before the warm-up turns
             if (measuring) {
-              const ts = Number(String(e.text).slice(1));
+              const ts = parseFloat(String(e.text).slice(1));
               if (ts) tokenLat.push(t - ts);
             }
           } else if (e.type === 'status' && e.status === 'waiting' && resolveTurn) {
@@ -155,6 +168,8 @@ export async function runLoad(send: ApiClient, stream: ApiClient, chats: number,
         await done;
         if (measuring) {
           overhead.push(firstDelta - turnStart - ttftMs);
+          if (firstWrite) toProvider.push(firstWrite - turnStart - ttftMs);
+          if (firstArrived) requested.push(firstArrived - turnStart);
           sendMs.push(posted - turnStart);
         }
       }
@@ -164,7 +179,7 @@ export async function runLoad(send: ApiClient, stream: ApiClient, chats: number,
     }),
   );
   clearInterval(watchdog);
-  return { overhead, send: sendMs, token: tokenLat, tokens, seconds: (now() - started) / 1000 };
+  return { overhead, send: sendMs, toProvider, requested, token: tokenLat, tokens, seconds: (now() - started) / 1000 };
 }
 
 /** A fresh schema on the PostgreSQL at `base` (dropped by the returned function). */

@@ -1,5 +1,6 @@
 // Benchmark's fake OpenAI-compatible provider (own process): waits TTFT ms, then streams TOKENS
-// chunks, BURST of them per write every INTERVAL ms; each chunk carries its write time.
+// chunks, BURST of them per write every INTERVAL ms; each chunk carries its write time (the first
+// also when the request arrived).
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 
@@ -8,6 +9,7 @@ const now = () => performance.timeOrigin + performance.now();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const server = http.createServer(async (req, res) => {
+  const arrived = now();
   let body = '';
   for await (const c of req) body += c;
   const j = JSON.parse(body);
@@ -22,7 +24,8 @@ const server = http.createServer(async (req, res) => {
       if (i > 0) await sleep(INTERVAL_MS);
       if (res.destroyed) return;
       let out = '';
-      for (let k = i; k < Math.min(TOKENS, i + BURST); k++) out += `${head}@${now().toFixed(3)} ${tail}`;
+      // The first token also carries when the request arrived (the bench splits its overhead with it).
+      for (let k = i; k < Math.min(TOKENS, i + BURST); k++) out += `${head}@${now().toFixed(3)} ${k === 0 ? `${arrived.toFixed(3)} ` : ''}${tail}`;
       res.write(out);
     }
   }

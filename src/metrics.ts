@@ -22,6 +22,12 @@ export const metrics = {
     registers: [registry],
   }),
   tokens: new client.Counter({ name: 'airlock_chat_tokens_streamed_total', help: 'text and reasoning deltas streamed', registers: [registry] }),
+  earlyStarts: new client.Counter({
+    name: 'airlock_chat_early_starts_total',
+    help: "provider calls started before the send's statement committed, by whether the turn used them or aborted them (the chat had changed)",
+    labelNames: ['result'],
+    registers: [registry],
+  }),
   handoffs: new client.Counter({ name: 'airlock_chat_handoffs_total', help: 'chats a send on this replica claimed for a worker on another replica', registers: [registry] }),
   turns: new client.Counter({ name: 'airlock_chat_turns_total', help: 'turns ended, by final status', labelNames: ['status'], registers: [registry] }),
   toolsInterrupted: new client.Counter({

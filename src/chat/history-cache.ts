@@ -2,12 +2,15 @@
 // this, it reads only the messages stored since its previous turn here (usually the one user
 // message), checked against the stored count (see loadMessagesAfter), instead of every message:
 // the read grew with the chat and was the largest statement of a turn.
+import type { ChatSettings } from './early-start.js';
 import type { Message } from './types.js';
 
 export interface CachedHistory {
   messages: Message[];
   /** The epoch of the run that stored it: a later epoch means someone else changed the chat since. */
   epoch: number;
+  /** The chat's model, system prompt and tools in that run (a follow-up's call can start early with them). */
+  settings?: ChatSettings;
 }
 
 export class HistoryCache {
@@ -26,10 +29,10 @@ export class HistoryCache {
     return h;
   }
 
-  set(chatId: string, history: Message[], epoch: number): void {
+  set(chatId: string, history: Message[], epoch: number, settings?: ChatSettings): void {
     this.chats.delete(chatId);
     if (history.length > this.maxMessages) return;
-    this.chats.set(chatId, { messages: [...history], epoch });
+    this.chats.set(chatId, { messages: [...history], epoch, settings });
     if (this.chats.size > this.maxChats) this.chats.delete(this.chats.keys().next().value!);
   }
 

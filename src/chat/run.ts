@@ -9,6 +9,7 @@ import type { Providers } from './providers/index.js';
 import { ProviderError, type LlmEvent, type ToolSpec } from './providers/types.js';
 import type { ToolBox } from './tools/index.js';
 import type { HistoryCache } from './history-cache.js';
+import { type EarlyStart, settingsOf, toolSpecs } from './early-start.js';
 import { metrics } from '../metrics.js';
 import { retryOnConnectionError } from '../store/retry.js';
 import {
@@ -235,6 +236,8 @@ export class ChatRun {
       if (err instanceof LostOwnership || this.cancelled) return;
       this.deps.log.error({ err, chat_id: this.chatId }, 'chat run failed');
       await this.finishTurn({ status: 'error', error: `internal error: ${(err as Error).message}`, messages: [], events: [] }).catch(() => {});
+    } finally {
+      this.chat.early?.abort(); // the run ended before its first call (stopped, no provider)
     }
   }
 
@@ -260,12 +263,7 @@ export class ChatRun {
     }
     const clientTools = this.chat.client_tools ?? [];
     const clientNames = new Set(clientTools.map((t) => t.name));
-    const tools: ToolSpec[] = [
-      ...this.deps.tools.tools.map(({ name, description, parameters }) => ({ name, description, parameters })),
-      ...clientTools
-        .filter((t) => !this.deps.tools.find(t.name))
-        .map((t) => ({ name: t.name, description: t.description ?? '', parameters: t.parameters ?? { type: 'object' } })),
-    ];
+    const tools = toolSpecs(this.deps.tools, clientTools);
     const done = (status: ChatStatus, messages: Message[] = [], actions?: PendingAction[]): TurnOutcome => ({ status, messages, events: [], actions });
     for (let step = 0; step < this.maxSteps; step++) {
       if (this.stop) return done('waiting');
@@ -323,8 +321,10 @@ export class ChatRun {
       let reasoning = '';
       this.current = new AbortController();
       if (this.stop) this.current.abort();
+      const early = this.takeEarly(history);
       try {
-        for await (const e of provider.stream({ model, system: this.chat.system_prompt, messages: history, tools, signal: this.current.signal })) {
+        const events = early ? early.events(this.current.signal) : provider.stream({ model, system: this.chat.system_prompt, messages: history, tools, signal: this.current.signal });
+        for await (const e of events) {
           if (this.stop) break;
           if (e.type === 'text') {
             this.countToken();
@@ -360,6 +360,16 @@ export class ChatRun {
       // A call the model was still writing when interrupted cannot be run; keep only the text.
       return { kind: 'ok', message: this.assistant(stopped ? [] : parts, text, reasoning, usage, stopped) };
     }
+  }
+
+  /** The call the send started (early-start.ts), if it is the one this run would make now. */
+  private takeEarly(history: Message[]): EarlyStart | null {
+    const early = this.chat.early;
+    this.chat.early = undefined;
+    if (!early) return null;
+    if (early.matches(this.chat, history)) return early;
+    early.abort();
+    return null;
   }
 
   private assistant(calls: Part[], text: string, reasoning: string, usage: Usage | null, interrupted: boolean): Message {
@@ -429,7 +439,7 @@ export class ChatRun {
       this.finishing = false;
     }
     if (!fenced) throw new LostOwnership();
-    this.deps.history.set(this.chatId, this.history, this.epoch);
+    this.deps.history.set(this.chatId, this.history, this.epoch, settingsOf(this.chat));
     metrics.turns.inc({ status: outcome.status });
     this.deps.log.info(
       { chat_id: this.chatId, worker_id: this.deps.workerId, epoch: this.epoch, status: outcome.status, ms: Math.round(performance.now() - this.turnStartedAt), error: outcome.error },

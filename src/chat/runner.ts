@@ -12,7 +12,8 @@ import { ToolBox } from './tools/index.js';
 import type { ChatRow, ClaimedChat } from './store.js';
 import { HistoryCache } from './history-cache.js';
 import type { CapacityNotice, RunNotice } from './workers.js';
-import { type ChatStatus, EPOCH_SPAN } from './types.js';
+import { type ChatStatus, type Message, EPOCH_SPAN } from './types.js';
+import { EarlyStart } from './early-start.js';
 import { metrics } from '../metrics.js';
 
 export interface RunnerOptions {
@@ -23,6 +24,8 @@ export interface RunnerOptions {
   sweepMs?: number;
   /** false: ignore wake signals and rely on the sweep timer (the polling baseline). */
   wake?: boolean;
+  /** false: a send's provider call waits for its claim to commit (see early-start.ts). */
+  earlyStart?: boolean;
   onFinished?: (chatId: string, status: ChatStatus) => void;
   /** The tools turns may run (default: the built-ins). */
   tools?: ToolBox;
@@ -48,6 +51,7 @@ export class Runner {
   readonly leaseMs: number;
   /** false: the polling baseline (no wake signals, no claim on send). */
   private wakeEnabled: boolean;
+  private earlyStart: boolean;
   private tools: ToolBox;
   /** The histories of the chats this worker ran last, so that a turn reads only what is new. */
   private history = new HistoryCache();
@@ -63,6 +67,7 @@ export class Runner {
     this.concurrency = opts.concurrency ?? num('chatConcurrency');
     this.leaseMs = opts.leaseMs ?? num('leaseMs');
     this.wakeEnabled = opts.wake ?? num('wake') !== 0;
+    this.earlyStart = opts.earlyStart ?? num('earlyStart') !== 0;
     this.tools = opts.tools ?? new ToolBox();
   }
 
@@ -178,11 +183,21 @@ export class Runner {
     return true;
   }
 
+  /**
+   * Starts the provider call of a send this worker is about to claim, before the claim commits
+   * (early-start.ts): only for a chat it ran last and is not running now.
+   */
+  startEarly(chatId: string, message: Message): EarlyStart | null {
+    if (!this.earlyStart || this.active.has(chatId)) return null;
+    return EarlyStart.start(this.history.get(chatId), message, this.providers, this.tools);
+  }
+
   /** Runs a chat claimed with a reservation; null gives the reservation back. */
   adopt(row: ClaimedChat | null): void {
     this.reserved--;
     if (!row) return;
     if (this.stopped) {
+      row.early?.abort();
       // Claimed while the replica began to stop: hand it on at once (its lease is ours only in name).
       void this.handBack([row.id]);
       return;

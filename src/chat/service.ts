@@ -244,6 +244,7 @@ export class ChatService {
     const runner = this.runner?.reserve() ? this.runner : null;
     const remote = runner ? null : (this.workers?.pick() ?? null);
     const claimer = runner?.workerId ?? remote;
+    const early = runner?.startEarly(chatId, msg) ?? null;
     let row: IdleSendRow | null;
     try {
       row = await this.idleSends.submit({
@@ -255,10 +256,12 @@ export class ChatService {
         leaseMs: runner?.leaseMs ?? num('leaseMs'),
       });
     } catch (err) {
+      early?.abort();
       runner?.adopt(null);
       throw err;
     }
     if (!row) {
+      early?.abort();
       runner?.adopt(null);
       return null;
     }
@@ -268,6 +271,8 @@ export class ChatService {
     this.publish(chatId, fx);
     if (claimer) {
       const claimed: ClaimedChat = { ...row, prev_status: 'pending', sent: { message: msg, epochBefore: row.epoch_before, storedBefore: row.stored_before! } };
+      if (early?.confirmedBy(row)) claimed.early = early;
+      else early?.abort();
       if (runner) runner.adopt(claimed);
       else {
         metrics.handoffs.inc();

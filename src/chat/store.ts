@@ -2,6 +2,7 @@
 import crypto from 'node:crypto';
 import type { Db, Queryable } from '../store/db.js';
 import { GroupCommit } from '../store/group-commit.js';
+import type { EarlyStart } from './early-start.js';
 import type { ChatStatus, ClientTool, Message, Part, PendingAction, StreamEvent } from './types.js';
 import { isDurable, seqOf } from './types.js';
 
@@ -119,7 +120,12 @@ export async function loadMessagesAfter(q: Queryable, chatId: string, afterSeq: 
 
 /** A chat a worker claimed: its row, the status it had, and, when its send claimed it, the message
  * that send stored and how many messages the chat had before (the history needs no read then). */
-export type ClaimedChat = ChatRow & { prev_status?: string; sent?: { message: Message; epochBefore: number; storedBefore: number } };
+export type ClaimedChat = ChatRow & {
+  prev_status?: string;
+  sent?: { message: Message; epochBefore: number; storedBefore: number };
+  /** The first provider call, already started by the send (local claims only; never on the bus). */
+  early?: EarlyStart;
+};
 
 export function messageOut(r: any): Message {
   return {
