@@ -201,6 +201,8 @@ test('turns of one chat sent to alternating replicas: each provider request carr
       await cl.waitStatus('waiting');
       cl.close();
     }
+    // A replica whose cache of the chat went stale (the other one ran it since) starts no early call.
+    assert.equal(llm.requests.length - before, 5, 'one provider request per turn');
     const last = llm.requests.slice(before).at(-1);
     const seen = last.messages.map((m: any) => `${m.role}: ${m.content}`);
     assert.deepEqual(seen, ['question 1', 'reply 1', 'question 2', 'reply 2', 'question 3', 'reply 3', 'question 4', 'reply 4', 'question 5'].map((t, i) => `${i % 2 ? 'assistant' : 'user'}: ${t}`));

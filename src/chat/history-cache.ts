@@ -36,6 +36,15 @@ export class HistoryCache {
     if (this.chats.size > this.maxChats) this.chats.delete(this.chats.keys().next().value!);
   }
 
+  /** Another worker ran the chat (or may have): its cached settings no longer describe the next turn. */
+  forgetSettings(chatId?: string): void {
+    if (chatId === undefined) for (const h of this.chats.values()) h.settings = undefined;
+    else {
+      const h = this.chats.get(chatId);
+      if (h) h.settings = undefined;
+    }
+  }
+
   delete(chatId: string): void {
     this.chats.delete(chatId);
   }

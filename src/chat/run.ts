@@ -50,7 +50,8 @@ type StopReason = 'interrupt' | 'cancel' | null;
 
 export class ChatRun {
   readonly chatId: string;
-  private epoch: number;
+  /** The epoch this run owns the chat under. */
+  readonly epoch: number;
   private n = 0;
   private persist: Promise<void> = Promise.resolve();
   private persistError: unknown = null;

@@ -12,7 +12,7 @@ import { ToolBox } from './tools/index.js';
 import type { ChatRow, ClaimedChat } from './store.js';
 import { HistoryCache } from './history-cache.js';
 import type { CapacityNotice, RunNotice } from './workers.js';
-import { type ChatStatus, type Message, EPOCH_SPAN } from './types.js';
+import { type ChatStatus, type Message, type StreamEvent, EPOCH_SPAN, epochOf } from './types.js';
 import { EarlyStart } from './early-start.js';
 import { metrics } from '../metrics.js';
 
@@ -84,6 +84,19 @@ export class Runner {
         }),
       );
       this.advertise();
+    }
+    if (this.earlyStart && this.bus.kind !== 'local') {
+      // A run of a chat on another replica makes this worker's cache of it stale for an early
+      // start (its call would be aborted: a paid request for nothing); a bus gap may hide one.
+      this.unsubs.push(
+        this.bus.subscribe('events', (m: StreamEvent | StreamEvent[]) => {
+          for (const e of Array.isArray(m) ? m : [m]) {
+            if (e.type !== 'status' || e.status !== 'running' || e.seq === undefined) continue;
+            if (this.active.get(e.chat_id)?.epoch !== epochOf(e.seq)) this.history.forgetSettings(e.chat_id);
+          }
+        }),
+        this.bus.onGap(() => this.history.forgetSettings()),
+      );
     }
     this.unsubs.push(
       this.bus.subscribe('control', (m: { chat_id: string; action: 'interrupt' | 'cancel' }) => {
