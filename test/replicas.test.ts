@@ -211,6 +211,37 @@ test('turns of one chat sent to alternating replicas: each provider request carr
   }
 });
 
+test("a follow-up sent on an API-only replica: the worker starts the provider call when the send announces the claim, before it commits", { skip }, async () => {
+  const c = await newCluster({ AIRLOCK_HEARTBEAT_MS: '200' });
+  try {
+    const api = await c.start({ AIRLOCK_CHAT_CONCURRENCY: '0' });
+    const worker = await c.start();
+    script = (n) => ({ steps: [{ text: `reply ${n}` }] });
+    // Wait until the API replica has heard the worker say it has free slots.
+    await new Promise((r) => setTimeout(r, 500));
+    const chat = await api.api.post('/api/chats', { title: 'announced' });
+    const before = llm.requests.length;
+    const cl = await StreamRecorder.open(api.api, chat.id);
+    for (let i = 1; i <= 3; i++) {
+      await api.api.post(`/api/chats/${chat.id}/messages`, { content: `question ${i}` });
+      await cl.waitStatus('waiting', i);
+    }
+    cl.close();
+    assert.equal(llm.requests.length - before, 3, 'one provider request per turn');
+    const metricsText = await (await fetch(`${worker.url}/metrics`, { headers: { authorization: `Bearer ${c.token}` } })).text();
+    // The first turn has nothing cached; the two follow-ups start early and are used.
+    assert.match(metricsText, /^airlock_chat_early_starts_total\{result="used"\} 2$/m);
+    assert.doesNotMatch(metricsText, /result="aborted"/);
+    const full = await api.api.get(`/api/chats/${chat.id}`);
+    assert.deepEqual(
+      full.messages.map((m: any) => m.parts[0].text),
+      ['question 1', 'reply 1', 'question 2', 'reply 2', 'question 3', 'reply 3'],
+    );
+  } finally {
+    await c.close();
+  }
+});
+
 test('sends on an API-only replica are handed to workers elsewhere; a claim for a worker that just died is resumed after its lease', { skip }, async () => {
   // Workers say every second how many chats they could take; the API replica trusts that for 2.5 s.
   const c = await newCluster({ AIRLOCK_HEARTBEAT_MS: '1000', AIRLOCK_LEASE_MS: '3000' });

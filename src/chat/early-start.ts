@@ -10,7 +10,6 @@ import type { Providers } from './providers/index.js';
 import type { LlmEvent, ToolSpec } from './providers/types.js';
 import type { ToolBox } from './tools/index.js';
 import type { CachedHistory } from './history-cache.js';
-import type { ChatRow } from './store.js';
 import type { ClientTool, Message } from './types.js';
 
 /** The settings of a chat that shape its provider requests. */
@@ -62,9 +61,9 @@ export class EarlyStart {
     });
   }
 
-  /** Whether the send's statement found the chat as cached: nothing changed it since the run that cached it. */
-  confirmedBy(row: ChatRow & { epoch_before: number; stored_before: number | null }): boolean {
-    return row.epoch_before === this.cached.epoch && row.stored_before === this.cached.messages.length && sameSettings(row, this.cached.settings);
+  /** Whether the send's statement found the chat as cached (the chat's epoch and message count before it, its settings): nothing changed it since the run that cached it. */
+  confirmedBy(chat: ChatSettings, epochBefore: number, storedBefore: number | null): boolean {
+    return epochBefore === this.cached.epoch && storedBefore === this.cached.messages.length && sameSettings(chat, this.cached.settings);
   }
 
   /** Whether the run's first call would send exactly this request. */
@@ -101,5 +100,31 @@ export class EarlyStart {
     this.settled = true;
     metrics.earlyStarts.inc({ result: how });
     return true;
+  }
+}
+
+/** Early calls waiting for their claim to arrive from another replica; one not claimed in time is aborted. */
+export class PendingEarly {
+  private pending = new Map<string, { early: EarlyStart; timer: NodeJS.Timeout }>();
+
+  constructor(private timeoutMs: () => number) {}
+
+  put(chatId: string, early: EarlyStart): void {
+    this.take(chatId)?.abort();
+    const timer = setTimeout(() => this.take(chatId)?.abort(), this.timeoutMs());
+    timer.unref();
+    this.pending.set(chatId, { early, timer });
+  }
+
+  abortAll(): void {
+    for (const id of [...this.pending.keys()]) this.take(id)?.abort();
+  }
+
+  take(chatId: string): EarlyStart | undefined {
+    const p = this.pending.get(chatId);
+    if (!p) return undefined;
+    this.pending.delete(chatId);
+    clearTimeout(p.timer);
+    return p.early;
   }
 }

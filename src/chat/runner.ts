@@ -13,7 +13,7 @@ import type { ChatRow, ClaimedChat } from './store.js';
 import { HistoryCache } from './history-cache.js';
 import type { CapacityNotice, RunNotice } from './workers.js';
 import { type ChatStatus, type Message, type StreamEvent, EPOCH_SPAN, epochOf } from './types.js';
-import { EarlyStart } from './early-start.js';
+import { EarlyStart, PendingEarly } from './early-start.js';
 import { metrics } from '../metrics.js';
 
 export interface RunnerOptions {
@@ -77,10 +77,20 @@ export class Runner {
       // Sends on other replicas may claim chats for this worker (see workers.ts).
       this.unsubs.push(
         this.bus.subscribe('run', (m: RunNotice) => {
-          if (m?.worker_id !== this.workerId || !m.chat?.id) return;
+          if (m?.worker_id !== this.workerId) return;
+          if ('early' in m) return this.announced(m.early.chat_id, m.early.message);
+          if ('withdrawn' in m) return this.announcedEarly.take(m.withdrawn)?.abort();
+          if (!m.chat?.id) return;
           this.log.debug({ chat_id: m.chat.id }, 'chat handed over by a send on another replica');
+          const early = this.announcedEarly.take(m.chat.id);
+          const sent = m.chat.sent;
+          if (early && sent && early.confirmedBy(m.chat, sent.epochBefore, sent.storedBefore)) m.chat.early = early;
+          else early?.abort();
           if (this.reserve()) this.adopt(m.chat);
-          else void this.handBack([m.chat.id]); // full or stopping after all: another worker takes it now
+          else {
+            m.chat.early?.abort();
+            void this.handBack([m.chat.id]); // full or stopping after all: another worker takes it now
+          }
         }),
       );
       this.advertise();
@@ -205,6 +215,14 @@ export class Runner {
     return EarlyStart.start(this.history.get(chatId), message, this.providers, this.tools);
   }
 
+  /** Early calls for sends on other replicas that announced a claim for this worker, until the claim arrives. */
+  private announcedEarly = new PendingEarly(() => this.leaseMs);
+
+  private announced(chatId: string, message: Message): void {
+    const early = this.startEarly(chatId, message);
+    if (early) this.announcedEarly.put(chatId, early);
+  }
+
   /** Runs a chat claimed with a reservation; null gives the reservation back. */
   adopt(row: ClaimedChat | null): void {
     this.reserved--;
@@ -314,6 +332,7 @@ export class Runner {
     }
     clearTimeout(timer);
     for (const u of this.unsubs) u();
+    this.announcedEarly.abortAll();
   }
 
   /** Expires this worker's leases on these chats and wakes the other replicas, which resume them now. */
@@ -340,6 +359,7 @@ export class Runner {
     clearTimeout(this.expiryTimer);
     for (const t of this.timers) clearInterval(t);
     for (const u of this.unsubs) u();
+    this.announcedEarly.abortAll();
     for (const run of this.active.values()) run.cancel();
   }
 }

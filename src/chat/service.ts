@@ -245,6 +245,8 @@ export class ChatService {
     const remote = runner ? null : (this.workers?.pick() ?? null);
     const claimer = runner?.workerId ?? remote;
     const early = runner?.startEarly(chatId, msg) ?? null;
+    // The other replica's worker may start the call early too (it says whether it can).
+    if (remote) this.workers!.announce(remote, chatId, msg);
     let row: IdleSendRow | null;
     try {
       row = await this.idleSends.submit({
@@ -257,11 +259,13 @@ export class ChatService {
       });
     } catch (err) {
       early?.abort();
+      if (remote) this.workers!.withdraw(remote, chatId);
       runner?.adopt(null);
       throw err;
     }
     if (!row) {
       early?.abort();
+      if (remote) this.workers!.withdraw(remote, chatId);
       runner?.adopt(null);
       return null;
     }
@@ -271,7 +275,7 @@ export class ChatService {
     this.publish(chatId, fx);
     if (claimer) {
       const claimed: ClaimedChat = { ...row, prev_status: 'pending', sent: { message: msg, epochBefore: row.epoch_before, storedBefore: row.stored_before! } };
-      if (early?.confirmedBy(row)) claimed.early = early;
+      if (early?.confirmedBy(row, row.epoch_before, row.stored_before)) claimed.early = early;
       else early?.abort();
       if (runner) runner.adopt(claimed);
       else {

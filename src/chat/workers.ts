@@ -5,16 +5,23 @@
 // resumes the chat, as after a crash.
 import type { Bus } from '../bus/bus.js';
 import type { ClaimedChat } from './store.js';
+import type { Message } from './types.js';
 
 export interface CapacityNotice {
   worker_id: string;
   free: number;
 }
 
-export interface RunNotice {
-  worker_id: string;
-  chat: ClaimedChat;
-}
+/**
+ * To a worker on the `run` topic: a chat claimed for it (`chat`); before that, the message of the
+ * send that is about to claim it (`early`: it may start the provider call at once, see
+ * early-start.ts); or that the claim did not happen after all (`withdrawn`).
+ */
+export type RunNotice = { worker_id: string } & (
+  | { chat: ClaimedChat }
+  | { early: { chat_id: string; message: Message } }
+  | { withdrawn: string }
+);
 
 export class WorkerDirectory {
   private workers = new Map<string, { free: number; at: number }>();
@@ -47,6 +54,16 @@ export class WorkerDirectory {
     }
     if (best) this.workers.get(best)!.free--;
     return best;
+  }
+
+  /** Tells `workerId` a send is about to claim a chat for it, with the message. */
+  announce(workerId: string, chatId: string, message: Message): void {
+    this.bus.publish('run', { worker_id: workerId, early: { chat_id: chatId, message } } satisfies RunNotice);
+  }
+
+  /** The announced claim did not happen (the chat was busy, or the statement failed). */
+  withdraw(workerId: string, chatId: string): void {
+    this.bus.publish('run', { worker_id: workerId, withdrawn: chatId } satisfies RunNotice);
   }
 
   /** Hands a chat claimed for `workerId` to it. */
