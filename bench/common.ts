@@ -113,8 +113,9 @@ export async function runLoad(send: ApiClient, stream: ApiClient, chats: number,
   const ids = await Promise.all(Array.from({ length: chats }, () => send.post('/api/chats', { title: 'bench' })));
   const started = now();
   const stuck = new Map<string, () => string>();
+  const debug = Boolean(process.env.BENCH_DEBUG); // what each chat saw last, printed while it waits
   const watchdog = setInterval(() => {
-    if (process.env.BENCH_DEBUG) for (const [id, f] of stuck) process.stderr.write(`[bench] waiting on ${id}: ${f()}\n`);
+    if (debug) for (const [id, f] of stuck) process.stderr.write(`[bench] waiting on ${id}: ${f()}\n`);
   }, 15_000);
   await Promise.all(
     ids.map(async (chat) => {
@@ -128,7 +129,10 @@ export async function runLoad(send: ApiClient, stream: ApiClient, chats: number,
       stuck.set(chat.id, () => `message ${mNow}; ${seen.slice(-12).join(' ')}`);
       const ws = await stream.openStream(chat.id, 0, (events: StreamEvent[]) => {
         const t = now();
-        for (const e of events) seen.push(`${e.type}${e.type === 'status' ? ':' + e.status : ''}@${e.seq ?? '-'}`);
+        if (debug) {
+          for (const e of events) seen.push(`${e.type}${e.type === 'status' ? ':' + e.status : ''}@${e.seq ?? '-'}`);
+          if (seen.length > 100) seen.splice(0, seen.length - 12);
+        }
         for (const e of events) {
           if (e.type === 'delta') {
             if (!firstDelta) {
