@@ -10,8 +10,8 @@ import { arg, pct, pgUrlWithSchema, r2, runLoad, startAirlock, startProvider } f
 
 const quick = process.argv.includes('--quick');
 const CHATS = arg('chats', 50);
-const MESSAGES = arg('messages', quick ? 3 : 8);
-const TOKENS = arg('tokens', quick ? 150 : 300);
+const MESSAGES = arg('messages', quick ? 5 : 8);
+const TOKENS = arg('tokens', quick ? 200 : 300);
 const TTFT_MS = arg('ttft', 50);
 const TOKEN_INTERVAL_MS = arg('interval', 10);
 // 600 tokens/s per chat: the offered load (50 chats, turn gaps included) is ~24k tokens/s, above
