@@ -14,12 +14,16 @@ import { arg, now, pct, pgUrlWithSchema, r2, runLoad, histogramQuantile, serverH
 
 const quick = process.argv.includes('--quick');
 const CHATS = arg('chats', 200);
-const MESSAGES = arg('messages', quick ? 1 : 3);
+const MESSAGES = arg('messages', quick ? 3 : 5);
 const TOKENS = arg('tokens', quick ? 20 : 50);
 const TTFT_MS = arg('ttft', 50);
 const KILL_CHATS = arg('kill-chats', quick ? 40 : 100);
-/** Each chat's user waits up to this long (uniformly random) before each message; 0 = all at once. */
-const THINK_MS = arg('think', 0);
+/**
+ * Each chat's user waits up to this long (uniformly random) before each message, as people read a
+ * reply before they answer; 0 = all 200 send in the same millisecond after every turn (lockstep),
+ * which on 2 cores measures the queue in front of whichever replica runs them, not the path across.
+ */
+const THINK_MS = arg('think', 2000);
 const DB = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 
 const log = (m: string) => process.stderr.write(`[bench:scale] ${m}\n`);
@@ -49,19 +53,19 @@ async function main() {
   let busLag: number | null = null;
   let acquisition: number | null = null;
   try {
-    log(`local: 1 worker replica, ${CHATS} chats × ${MESSAGES} messages × ${TOKENS} tokens`);
+    log(`local: 1 worker replica, ${CHATS} chats × ${MESSAGES} messages × ${TOKENS} tokens, think time up to ${THINK_MS} ms`);
     const w1 = await start(fast.baseUrl, {}, true);
     const token = w1.token!;
     const onW1 = new ApiClient(w1.url, token, 120_000);
     const local = await runLoad(onW1, onW1, CHATS, MESSAGES, TTFT_MS, THINK_MS);
-    log(`local: overhead p50 ${r2(pct(local.overhead, 50))} ms, p99 ${r2(pct(local.overhead, 99))} ms`);
+    log(`local: overhead p50 ${r2(pct(local.overhead, 50))} ms, p99 ${r2(pct(local.overhead, 99))} ms; send → provider request p50 ${r2(pct(local.requested, 50))} ms`);
 
     log(`cross-replica: sent and streamed on an API-only replica, run on the worker`);
     const api = await start(fast.baseUrl, { AIRLOCK_CHAT_CONCURRENCY: '0' });
     const acquiredBefore = await serverHistogram(w1.url, token, 'airlock_chat_acquisition_ms');
     const onApi = new ApiClient(api.url, token, 120_000);
     const cross = await runLoad(onApi, onApi, CHATS, MESSAGES, TTFT_MS, THINK_MS);
-    log(`cross-replica: overhead p50 ${r2(pct(cross.overhead, 50))} ms, p99 ${r2(pct(cross.overhead, 99))} ms, ${Math.round(cross.tokens / cross.seconds)} tokens/s`);
+    log(`cross-replica: overhead p50 ${r2(pct(cross.overhead, 50))} ms, p99 ${r2(pct(cross.overhead, 99))} ms, ${Math.round(cross.tokens / cross.seconds)} tokens/s; send → provider request p50 ${r2(pct(cross.requested, 50))} ms`);
     // Where the difference goes, as the replicas measured it: the bus hop, and wake → claimed.
     busLag = histogramQuantile(await serverHistogram(api.url, token, 'airlock_bus_lag_ms'), 0.5);
     acquisition = histogramQuantile(await serverHistogram(w1.url, token, 'airlock_chat_acquisition_ms'), 0.5, acquiredBefore);

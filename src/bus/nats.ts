@@ -21,7 +21,8 @@ export class NatsBus extends RemoteBus {
 
   static async open(url: string, namespace: string, log: Logger, replicaId?: string): Promise<NatsBus> {
     const u = new URL(url);
-    const nc = await connect({ servers: `${u.hostname}:${u.port || 4222}`, maxReconnectAttempts: -1, reconnectTimeWait: 250, name: 'airlock' });
+    // noEcho: our own batches are delivered locally already; the server need not send them back.
+    const nc = await connect({ servers: `${u.hostname}:${u.port || 4222}`, maxReconnectAttempts: -1, reconnectTimeWait: 250, name: 'airlock', noEcho: true });
     const bus = new NatsBus(nc, `airlock.bus.${namespace}`, replicaId);
     nc.subscribe(bus.subject, { callback: (err, m) => {
         if (!err) bus.receive(bus.dec.decode(m.data));

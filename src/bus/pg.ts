@@ -72,6 +72,8 @@ export class PgBus extends RemoteBus {
     this.listener = listener;
   }
 
+  /** How a batch this replica sent begins (see RemoteBus.flush). */
+  private ownPrefix = `{"o":${JSON.stringify(this.replicaId)},`;
   private outbox: [string, number][] = [];
   private sending = false;
 
@@ -98,8 +100,8 @@ export class PgBus extends RemoteBus {
           else
             await c.query(
               `WITH p AS (INSERT INTO bus_payloads (payload) VALUES ($2) RETURNING id)
-               SELECT pg_notify($1, '{"ref":' || (SELECT id FROM p) || '}')`,
-              [this.channel, json],
+               SELECT pg_notify($1, '{"ref":' || (SELECT id FROM p) || ',"o":' || $3 || '}')`,
+              [this.channel, json, JSON.stringify(this.replicaId)],
             );
         } catch {
           this.lost();
@@ -130,7 +132,15 @@ export class PgBus extends RemoteBus {
   }
 
   private onNotification(payload: string): void {
-    const ref = payload.startsWith('{"ref":') ? Number(JSON.parse(payload).ref) : null;
+    // Our own batches come back too: skip them unread (a large one is not fetched, and does not
+    // hold up the others' batches behind its fetch).
+    if (payload.startsWith(this.ownPrefix)) return;
+    let ref: number | null = null;
+    if (payload.startsWith('{"ref":')) {
+      const r = JSON.parse(payload) as { ref: number; o?: string };
+      if (r.o === this.replicaId) return;
+      ref = Number(r.ref);
+    }
     if (ref === null && !this.inbox) return this.receive(payload);
     // Keep order: a fetched batch delays the ones behind it.
     const prev = this.inbox ?? Promise.resolve();
