@@ -56,7 +56,7 @@ export async function cluster(env: NodeJS.ProcessEnv): Promise<Cluster> {
         AIRLOCK_DATA_DIR: path.join(dir, `r${i}`),
         AIRLOCK_SECRET_KEY: c.secretKey,
         AIRLOCK_TITLES: '0',
-        AIRLOCK_LOG_LEVEL: 'warn',
+        AIRLOCK_LOG_LEVEL: process.env.REPLICA_LOG_LEVEL ?? 'warn',
         ...c.env,
         ...extra,
       });
@@ -82,6 +82,9 @@ export async function cluster(env: NodeJS.ProcessEnv): Promise<Cluster> {
     },
     async close() {
       await Promise.all(c.replicas.map((r) => r.kill().catch(() => 0)));
+      // Debugging a failure: REPLICA_LOG_DIR keeps each replica's output (REPLICA_LOG_LEVEL=debug for more).
+      const logDir = process.env.REPLICA_LOG_DIR;
+      if (logDir) c.replicas.forEach((r, i) => fs.writeFileSync(path.join(logDir, `${schema}-r${i}.log`), `${r.run.stdout}\n--- stderr ---\n${r.run.stderr}`));
       await admin.query(`DROP SCHEMA ${schema} CASCADE`).catch(() => {});
       await admin.end();
       fs.rmSync(dir, { recursive: true, force: true });
