@@ -368,7 +368,9 @@ export class ChatRun {
     const early = this.chat.early;
     this.chat.early = undefined;
     if (!early) return null;
-    if (early.matches(this.chat, history)) return early;
+    const used = early.matches(this.chat, history);
+    this.deps.log.debug({ chat_id: this.chatId, epoch: this.epoch, used }, 'early call');
+    if (used) return early;
     early.abort();
     return null;
   }

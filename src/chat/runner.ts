@@ -86,6 +86,7 @@ export class Runner {
           const sent = m.chat.sent;
           if (early && sent && early.confirmedBy(m.chat, sent.epochBefore, sent.storedBefore)) m.chat.early = early;
           else early?.abort();
+          if (early) this.log.debug({ chat_id: m.chat.id, early: m.chat.early ? 'confirmed' : 'aborted' }, 'announced early call');
           if (this.reserve()) this.adopt(m.chat);
           else {
             m.chat.early?.abort();
@@ -220,6 +221,7 @@ export class Runner {
 
   private announced(chatId: string, message: Message): void {
     const early = this.startEarly(chatId, message);
+    this.log.debug({ chat_id: chatId, started: Boolean(early) }, 'a send on another replica announced a claim');
     if (early) this.announcedEarly.put(chatId, early);
   }
 
