@@ -220,3 +220,63 @@ async function waitUntil(cond: () => Promise<boolean>): Promise<void> {
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+test("a heartbeat whose statement ran while a turn ended does not cancel the chat's next turn, claimed meanwhile", async () => {
+  const { openTestDb } = await import('./helpers/server.js');
+  const own = await openTestDb();
+  // The heartbeat's statement is held at will: it runs, then its result waits for the test.
+  let hold: { release: () => void; ran: Promise<void> } | null = null;
+  let armed = false;
+  const db = Object.create(own.db) as typeof own.db;
+  db.query = (async (sql: string, params?: unknown[]) => {
+    if (!armed || !sql.startsWith('UPDATE chats SET lease_until')) return own.db.query(sql, params);
+    armed = false;
+    let release!: () => void;
+    let ran!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    hold = { release, ran: new Promise<void>((r) => (ran = r)) };
+    await waitForTurnEnd; // the statement runs once the first turn has ended: it finds the chat released
+    const rows = await own.db.query(sql, params);
+    ran();
+    await released; // ...and its result comes back after the next turn started
+    return rows;
+  }) as typeof own.db.query;
+  let turnEnded!: () => void;
+  const waitForTurnEnd = new Promise<void>((r) => (turnEnded = r));
+  const first = gate();
+  const second = gate(); // keeps the second turn running until the heartbeat's result is in
+  const llm = await startFakeLlm('openai', (req) =>
+    req.messages.at(-1).content === 'one'
+      ? { steps: [{ text: 'first ' }, { wait: first.promise }, { text: 'reply' }] }
+      : { steps: [{ text: 'second ' }, { wait: second.promise }, { text: 'reply' }] },
+  );
+  const t = await startTestServer(providerConfig(llm), { db, runner: { heartbeatMs: 50 } });
+  try {
+    const u = await t.user();
+    const chat = await u.post('/api/chats', { message: 'one' });
+    const s = await StreamRecorder.open(u, chat.id, 0);
+    await s.waitFor((e) => e.type === 'delta');
+    armed = true; // the next heartbeat includes this running turn
+    while (!hold) await new Promise((r) => setTimeout(r, 10));
+    first.open();
+    await s.waitStatus('waiting');
+    turnEnded();
+    await hold!.ran; // it found the chat released: the turn's run is not in its result
+    // Claimed for this worker by the send itself: its run is active when the send returns.
+    await u.post(`/api/chats/${chat.id}/messages`, { content: 'two' });
+    await s.waitFor((e) => e.type === 'delta' && (e as any).text === 'second ');
+    hold!.release();
+    await new Promise((r) => setTimeout(r, 50)); // the heartbeat's result is handled (a wrong cancel would land now)
+    second.open();
+    await s.waitFor((e) => e.type === 'message' && (e as any).message.parts[0]?.text === 'second reply');
+    await s.waitStatus('waiting', 2);
+    // The second turn ran once, start to end: it was not stopped and resumed after its lease ran out.
+    assert.equal(s.events.filter((e) => e.type === 'history_truncated').length, 0);
+    assert.equal(s.events.filter((e) => e.type === 'status' && e.status === 'running').length, 2);
+    s.close();
+  } finally {
+    await t.close();
+    await own.drop();
+    await llm.close();
+  }
+});

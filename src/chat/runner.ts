@@ -271,17 +271,20 @@ export class Runner {
 
   private async heartbeat(): Promise<void> {
     if (!this.active.size || this.stopped) return;
-    const ids = [...this.active.keys()];
+    // The runs as they are now: only these are judged by the result. A chat whose turn ended
+    // while the statement was on its way, and that a send claimed again for this worker before
+    // the result came back, has a new run that this statement never saw (it found the chat
+    // released, not running): cancelling that one stopped the new turn silently until a sweep.
+    const runs = [...this.active.entries()];
     try {
       const rows = await this.db.query<{ id: string; interrupt_requested: boolean }>(
         `UPDATE chats SET lease_until = now() + $3 * interval '1 millisecond'
          WHERE id = ANY($1::uuid[]) AND worker_id = $2 AND status = 'running' RETURNING id, interrupt_requested`,
-        [ids, this.workerId, this.leaseMs],
+        [runs.map(([id]) => id), this.workerId, this.leaseMs],
       );
       const alive = new Map(rows.map((r) => [r.id, r.interrupt_requested]));
-      for (const id of ids) {
-        const run = this.active.get(id);
-        if (!run || run.finishing) continue;
+      for (const [id, run] of runs) {
+        if (this.active.get(id) !== run || run.finishing) continue;
         if (!alive.has(id)) run.cancel();
         else if (alive.get(id)) run.interrupt(); // safety net for a lost interrupt signal
       }
