@@ -197,8 +197,10 @@ test('turns of one chat sent to alternating replicas: each provider request carr
     for (const [i, r] of [a, b, a, b, a].entries()) {
       const cl = await StreamRecorder.open(r.api, chat.id);
       await r.api.post(`/api/chats/${chat.id}/messages`, { content: `question ${i + 1}` });
-      await cl.waitFor((e) => e.type === 'message' && (e as any).message.role === 'assistant' && (e as any).message.parts[0]?.text === `reply ${i + 1}`);
-      await cl.waitStatus('waiting');
+      const reply = await cl.waitFor((e) => e.type === 'message' && (e as any).message.role === 'assistant' && (e as any).message.parts[0]?.text === `reply ${i + 1}`);
+      // This turn's own `waiting` (the replay from seq 0 holds the earlier turns' too): the next
+      // send must find the chat released, not still committing this turn.
+      await cl.waitFor((e) => e.type === 'status' && e.status === 'waiting' && e.seq! > reply.seq!);
       cl.close();
     }
     // A replica whose cache of the chat went stale (the other one ran it since) starts no early call.
