@@ -225,7 +225,9 @@ test("a heartbeat whose statement ran while a turn ended does not cancel the cha
   const { openTestDb } = await import('./helpers/server.js');
   const own = await openTestDb();
   // The heartbeat's statement is held at will: it runs, then its result waits for the test.
-  let hold: { release: () => void; ran: Promise<void> } | null = null;
+  const held: { hold: { release: () => void; ran: Promise<void> } | null } = { hold: null };
+  let captured!: () => void;
+  const heartbeatHeld = new Promise<void>((r) => (captured = r));
   let armed = false;
   const db = Object.create(own.db) as typeof own.db;
   db.query = (async (sql: string, params?: unknown[]) => {
@@ -234,7 +236,8 @@ test("a heartbeat whose statement ran while a turn ended does not cancel the cha
     let release!: () => void;
     let ran!: () => void;
     const released = new Promise<void>((r) => (release = r));
-    hold = { release, ran: new Promise<void>((r) => (ran = r)) };
+    held.hold = { release, ran: new Promise<void>((r) => (ran = r)) };
+    captured();
     await waitForTurnEnd; // the statement runs once the first turn has ended: it finds the chat released
     const rows = await own.db.query(sql, params);
     ran();
@@ -257,16 +260,16 @@ test("a heartbeat whose statement ran while a turn ended does not cancel the cha
     const s = await StreamRecorder.open(u, chat.id, 0);
     await s.waitFor((e) => e.type === 'delta');
     armed = true; // the next heartbeat includes this running turn
-    while (!hold) await new Promise((r) => setTimeout(r, 10));
+    await heartbeatHeld;
     first.open();
     await s.waitStatus('waiting');
     turnEnded();
-    await hold!.ran; // it found the chat released: the turn's run is not in its result
+    await held.hold!.ran; // it found the chat released: the turn's run is not in its result
     // Claimed for this worker by the send itself: its run is active when the send returns.
     await u.post(`/api/chats/${chat.id}/messages`, { content: 'two' });
     await s.waitFor((e) => e.type === 'delta' && (e as any).text === 'second ');
-    hold!.release();
-    await new Promise((r) => setTimeout(r, 50)); // the heartbeat's result is handled (a wrong cancel would land now)
+    held.hold!.release();
+    await new Promise((r) => setImmediate(r)); // the heartbeat has handled its result (a wrong cancel would land now)
     second.open();
     await s.waitFor((e) => e.type === 'message' && (e as any).message.parts[0]?.text === 'second reply');
     await s.waitStatus('waiting', 2);
