@@ -192,3 +192,27 @@ test('a server that has nothing in memory replays the durable events exactly fro
   }
   live.close();
 });
+
+test("a stop command for an earlier run of the chat (late on the bus) does not stop the run that holds it now", async () => {
+  const g = gate();
+  llm.script = () => ({ steps: [{ text: 'partial ' }, { wait: g.promise }, { text: 'done' }] });
+  const u = await t.user();
+  const chat = await u.post('/api/chats', { message: 'go' });
+  const s = await StreamRecorder.open(u, chat.id, 0);
+  const running = await s.waitFor((e) => e.type === 'status' && e.status === 'running');
+  await s.waitFor((e) => e.type === 'delta');
+  const { epochOf } = await import('../src/chat/types.js');
+  const epoch = epochOf(running.seq!);
+  // As an edit or interrupt of the chat's previous run would publish it, arriving only now.
+  t.server.bus.publish('control', { chat_id: chat.id, action: 'cancel', epoch: epoch - 1 });
+  t.server.bus.publish('control', { chat_id: chat.id, action: 'interrupt', epoch: epoch - 2 });
+  g.open();
+  const reply = await s.waitFor((e) => e.type === 'message' && (e as any).message.role === 'assistant');
+  assert.equal((reply as any).message.parts[0].text, 'partial done');
+  assert.ok(!(reply as any).message.interrupted);
+  await s.waitStatus('waiting');
+  // Not stopped and resumed after its lease ran out: one run, start to end.
+  assert.equal(s.events.filter((e) => e.type === 'history_truncated').length, 0);
+  assert.equal(s.events.filter((e) => e.type === 'status' && e.status === 'running').length, 1);
+  s.close();
+});

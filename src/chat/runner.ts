@@ -110,9 +110,11 @@ export class Runner {
       );
     }
     this.unsubs.push(
-      this.bus.subscribe('control', (m: { chat_id: string; action: 'interrupt' | 'cancel' }) => {
+      this.bus.subscribe('control', (m: { chat_id: string; action: 'interrupt' | 'cancel'; epoch?: number }) => {
         const run = this.active.get(m.chat_id);
-        if (!run) return;
+        // A command for an earlier run of the chat (it ended, and a send claimed the chat again
+        // before the command arrived) does not stop the one running now.
+        if (!run || (m.epoch !== undefined && m.epoch !== run.epoch)) return;
         if (m.action === 'interrupt') run.interrupt();
         else run.cancel();
       }),

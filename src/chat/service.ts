@@ -53,6 +53,8 @@ interface Effects {
   events: StreamEvent[];
   wake?: boolean;
   control?: 'interrupt' | 'cancel';
+  /** The epoch of the run that `control` is for (the chat's as the command found it). */
+  epoch?: number;
 }
 
 const fallbackTitle = (text: string) => {
@@ -89,7 +91,7 @@ export class ChatService {
 
   private publish(chatId: string, fx: Effects): void {
     for (const e of fx.events) this.bus.publish('events', e);
-    if (fx.control) this.bus.publish('control', { chat_id: chatId, action: fx.control });
+    if (fx.control) this.bus.publish('control', { chat_id: chatId, action: fx.control, epoch: fx.epoch });
     if (fx.wake) this.bus.publish('wake', { chat_id: chatId });
   }
 
@@ -99,6 +101,7 @@ export class ChatService {
     const out = await this.db.tx(async (q) => {
       const chat = await lockChat(q, chatId, userId);
       if (!chat) throw notFound('chat');
+      fx.epoch = Number(chat.epoch);
       return fn(q, chat, fx);
     });
     this.publish(chatId, fx);
