@@ -1,7 +1,7 @@
 // SQL for chats, messages, the queue and the durable part of the event log.
 import crypto from 'node:crypto';
 import type { Db, Queryable } from '../store/db.js';
-import { GroupCommit } from '../store/group-commit.js';
+import { GroupCommit, batchesInFlight } from '../store/group-commit.js';
 import type { EarlyStart } from './early-start.js';
 import type { ChatStatus, ClientTool, Message, Part, PendingAction, StreamEvent } from './types.js';
 import { isDurable, seqOf } from './types.js';
@@ -60,13 +60,18 @@ export async function reserveSeqs(q: Queryable, chatId: string): Promise<(n: num
 }
 
 export async function storeEvents(q: Queryable, events: StreamEvent[]): Promise<void> {
-  const durable = events.filter((e) => e.seq !== undefined && isDurable(e.type));
+  const durable = durableOnly(events);
   if (!durable.length) return;
   await q.query(
     `INSERT INTO chat_events (chat_id, seq, type, data)
      SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::jsonb[])`,
     eventColumns(durable),
   );
+}
+
+/** The events that are stored (numbered, of a durable type); drafts live only in the stream. */
+function durableOnly(events: StreamEvent[]): StreamEvent[] {
+  return events.filter((e) => e.seq !== undefined && isDurable(e.type));
 }
 
 function strip(e: StreamEvent): Record<string, unknown> {
@@ -198,6 +203,7 @@ interface CommitItem {
   messages: Message[];
   /** Durable events to store with the messages. */
   events: StreamEvent[];
+  /** Its events durable ones only, as `events`. */
   release?: Release;
 }
 
@@ -222,24 +228,24 @@ export async function fencedCommit(
 ): Promise<CommitResult> {
   const events = [
     ...messages.map((m) => ev(fence.chatId, m.seq, 'message', { message: m })),
-    ...extraEvents.filter((e) => e.seq !== undefined && isDurable(e.type)),
+    ...durableOnly(extraEvents),
   ];
   let batcher = commitBatchers.get(db);
   if (!batcher) {
     batcher = new GroupCommit((items) => commitBatch(db, items), {
       max: 64,
       key: (c) => c.fence.chatId,
-      concurrency: (db as Partial<Db>).kind === 'pglite' ? 1 : 4,
+      concurrency: batchesInFlight(db as Partial<Db>),
     });
     commitBatchers.set(db, batcher);
   }
-  return batcher.submit({ fence, messages, events, release });
+  return batcher.submit({ fence, messages, events, release: release && { ...release, events: durableOnly(release.events) } });
 }
 
 async function commitBatch(q: Queryable, items: CommitItem[]): Promise<CommitResult[]> {
   const msgs = items.flatMap((c) => c.messages.map((m) => [c.fence.chatId, m] as const));
   const events = items.flatMap((c) => c.events);
-  const releaseEvents = items.flatMap((c) => c.release?.events.filter((e) => e.seq !== undefined && isDurable(e.type)) ?? []);
+  const releaseEvents = items.flatMap((c) => c.release?.events ?? []);
   const rows = await q.query<{ id: string; fenced: boolean; released: boolean }>(
     `WITH k AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::int[])
                   AS k(chat_id, worker_id, epoch, st, err, actions, action_ms)),

@@ -12,6 +12,9 @@ export interface GroupCommitOptions<I> {
   concurrency?: number;
 }
 
+/** How many batches a database takes at once: the embedded one has a single connection. */
+export const batchesInFlight = (db: { kind?: 'pglite' | 'postgres' }): number => (db.kind === 'pglite' ? 1 : 4);
+
 interface Waiter<I, O> {
   item: I;
   resolve: (out: O) => void;
