@@ -5,7 +5,7 @@ import type { Db, Queryable } from '../store/db.js';
 import { num } from '../config.js';
 import { metrics } from '../metrics.js';
 import { ApiError, conflict, notFound, badRequest } from '../errors.js';
-import { GroupCommit } from '../store/group-commit.js';
+import { GroupCommit, batchesInFlight } from '../store/group-commit.js';
 import type { Providers } from './providers/index.js';
 import { ToolBox } from './tools/index.js';
 import type { Runner } from './runner.js';
@@ -72,7 +72,7 @@ export class ChatService {
     this.idleSends = new GroupCommit((items) => this.sendToIdleBatch(items), {
       max: 64,
       key: (s) => s.chatId,
-      concurrency: db.kind === 'pglite' ? 1 : 4,
+      concurrency: batchesInFlight(db),
     });
   }
 
@@ -250,6 +250,12 @@ export class ChatService {
     const early = runner?.startEarly(chatId, msg) ?? null;
     // The other replica's worker may start the call early too (it says whether it can).
     if (remote) this.workers!.announce(remote, chatId, msg);
+    /** The send did not claim the chat: undo what was set up for the claim. */
+    const unclaimed = () => {
+      early?.abort();
+      if (remote) this.workers!.withdraw(remote, chatId);
+      runner?.adopt(null);
+    };
     let row: IdleSendRow | null;
     try {
       row = await this.idleSends.submit({
@@ -261,15 +267,11 @@ export class ChatService {
         leaseMs: runner?.leaseMs ?? num('leaseMs'),
       });
     } catch (err) {
-      early?.abort();
-      if (remote) this.workers!.withdraw(remote, chatId);
-      runner?.adopt(null);
+      unclaimed();
       throw err;
     }
     if (!row) {
-      early?.abort();
-      if (remote) this.workers!.withdraw(remote, chatId);
-      runner?.adopt(null);
+      unclaimed();
       return null;
     }
     msg.seq = seqOf(row.msg_epoch, 1);
@@ -295,7 +297,7 @@ export class ChatService {
    * nothing else uses it). Rows are locked in id order, so concurrent batches cannot deadlock.
    */
   private async sendToIdleBatch(items: IdleSend[]): Promise<(IdleSendRow | null)[]> {
-    const rows = await this.db.query<IdleSendRow & { id: string }>(
+    const rows = await this.db.query<IdleSendRow & { msg_id: string; parts: unknown }>(
       `WITH i AS (SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::jsonb[], $5::text[], $6::int[])
                     AS i(chat_id, owner_id, msg_id, parts, claimer, lease_ms)),
             p AS (SELECT chats.id, chats.status AS prev, chats.epoch AS epoch_before, i.msg_id, i.parts, i.claimer, i.lease_ms
@@ -332,7 +334,9 @@ export class ChatService {
         this.providers.unservablePrefixes() ?? [],
       ],
     );
-    const byChat = new Map(rows.map((r) => [r.id, r]));
+    // msg_id and parts are the statement's own (the caller has the message): the claimed row
+    // goes on to the run and across the bus without them.
+    const byChat = new Map(rows.map(({ msg_id: _id, parts: _parts, ...row }) => [row.id, row]));
     return items.map((s) => byChat.get(s.chatId) ?? null);
   }
 
