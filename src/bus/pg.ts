@@ -72,8 +72,6 @@ export class PgBus extends RemoteBus {
     this.listener = listener;
   }
 
-  /** How a batch this replica sent begins (see RemoteBus.flush). */
-  private ownPrefix = `{"o":${JSON.stringify(this.replicaId)},`;
   private outbox: [string, number][] = [];
   private sending = false;
 
@@ -134,7 +132,7 @@ export class PgBus extends RemoteBus {
   private onNotification(payload: string): void {
     // Our own batches come back too: skip them unread (a large one is not fetched, and does not
     // hold up the others' batches behind its fetch).
-    if (payload.startsWith(this.ownPrefix)) return;
+    if (payload.startsWith(this.ownBatchPrefix)) return;
     let ref: number | null = null;
     if (payload.startsWith('{"ref":')) {
       const r = JSON.parse(payload) as { ref: number; o?: string };

@@ -21,6 +21,8 @@ export abstract class RemoteBus extends LocalBus {
   private pending: [Topic, unknown][] = [];
   private scheduled = false;
   protected closed = false;
+  /** How every batch this replica sends begins (a transport that hears its own can skip them unread). */
+  protected readonly ownBatchPrefix = `{"o":${JSON.stringify(this.replicaId)},`;
 
   /** Largest batch the transport takes, in bytes of JSON. */
   protected abstract maxBatchBytes: number;
@@ -55,7 +57,7 @@ export abstract class RemoteBus extends LocalBus {
     this.pending = [];
     if (this.closed || !items.length) return;
     const ts = Date.now();
-    const head = `{"o":${JSON.stringify(this.replicaId)},"ts":${ts},"b":[`;
+    const head = `${this.ownBatchPrefix}"ts":${ts},"b":[`;
     let parts: string[] = [];
     let size = head.length + 2;
     const out = () => {
