@@ -9,7 +9,7 @@ import { metrics } from '../metrics.js';
 import type { Providers } from './providers/index.js';
 import type { LlmEvent, ToolSpec } from './providers/types.js';
 import type { ToolBox } from './tools/index.js';
-import type { CachedHistory } from './history-cache.js';
+import { type CachedHistory, isCurrent } from './history-cache.js';
 import type { ClientTool, Message } from './types.js';
 
 /** The settings of a chat that shape its provider requests. */
@@ -63,7 +63,7 @@ export class EarlyStart {
 
   /** Whether the send's statement found the chat as cached (the chat's epoch and message count before it, its settings): nothing changed it since the run that cached it. */
   confirmedBy(chat: ChatSettings, epochBefore: number, storedBefore: number | null): boolean {
-    return epochBefore === this.cached.epoch && storedBefore === this.cached.messages.length && sameSettings(chat, this.cached.settings);
+    return isCurrent(this.cached, epochBefore, storedBefore) && sameSettings(chat, this.cached.settings);
   }
 
   /** Whether the run's first call would send exactly this request. */

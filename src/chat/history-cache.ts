@@ -13,6 +13,14 @@ export interface CachedHistory {
   settings?: ChatSettings;
 }
 
+/**
+ * Whether `h` is still the chat's stored history, given the epoch and message count a send found
+ * it at: every change to a chat's messages takes a new epoch, so the same epoch and count mean
+ * nothing changed since the run that cached it.
+ */
+export const isCurrent = (h: CachedHistory, epochBefore: number, storedBefore: number | null): boolean =>
+  h.epoch === epochBefore && h.messages.length === storedBefore;
+
 export class HistoryCache {
   private chats = new Map<string, CachedHistory>();
 
