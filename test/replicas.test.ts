@@ -239,6 +239,22 @@ test("a follow-up sent on an API-only replica: the worker starts the provider ca
       full.messages.map((m: any) => m.parts[0].text),
       ['question 1', 'reply 1', 'question 2', 'reply 2', 'question 3', 'reply 3'],
     );
+    // A send that announces a claim and then cannot make it (the chat is archived): the user gets
+    // the clear 409, the worker's early call is withdrawn and aborted, and no turn runs.
+    await api.api.post(`/api/chats/${chat.id}/archive`, {});
+    const res = await fetch(`${api.url}/api/chats/${chat.id}/messages`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${c.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ content: 'question 4' }),
+    });
+    assert.equal(res.status, 409);
+    assert.equal(((await res.json()) as any).error.code, 'archived');
+    const aborted = async () =>
+      /^airlock_chat_early_starts_total\{result="aborted"\} 1$/m.test(await (await fetch(`${worker.url}/metrics`, { headers: { authorization: `Bearer ${c.token}` } })).text());
+    // The withdrawal crosses the bus: wait for it (bounded), as a client would for an event.
+    for (let i = 0; i < 200 && !(await aborted()); i++) await new Promise((r) => setTimeout(r, 25));
+    assert.ok(await aborted(), 'the early call of the withdrawn claim was aborted');
+    assert.equal((await api.api.get(`/api/chats/${chat.id}`)).messages.length, 6);
   } finally {
     await c.close();
   }
