@@ -93,7 +93,10 @@ test('ssh: an interactive terminal with the injected credential: typing, resize,
   // The resize travels launch → gateway → sshd beside the typed bytes; the remote shell waits until
   // it has landed, then reports both dimensions.
   s.type('until [ "$(tput cols)" = 120 ]; do sleep 0.05; done; tput cols; tput lines\r');
-  await s.waitScreen(/^120\s*\n40/m);
+  // Both numbers, on consecutive lines; not anchored at a line start: when the resize lands while
+  // the line is being typed, the remote readline redraws it and the output can begin right after
+  // the redrawn command (seen once: "…tput lines120" / "40"). The command itself has no 120 followed by 40.
+  await s.waitScreen(/120\s*\n40/);
   // Ctrl-C reaches the remote side: it stops `sleep`, not the launch.
   s.type('sleep 30; echo after-sleep-$?\r');
   await new Promise((r) => setTimeout(r, 300));
