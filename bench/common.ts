@@ -141,10 +141,15 @@ export async function runLoad(send: ApiClient, stream: ApiClient, chats: number,
               firstWrite = Number(w) || 0;
               firstArrived = Number(arrived) || 0;
             }
-            tokens++; // every token streamed counts: the clock runs from before the warm-up turns
-            if (measuring) {
-              const ts = parseFloat(String(e.text).slice(1));
-              if (ts) tokenLat.push(t - ts);
+            // A delta carries every token the server read at once ("@write [arrived] " each): each
+            // counts, and each is timed from its own write.
+            const stamps = String(e.text).split('@');
+            for (let k = 1; k < stamps.length; k++) {
+              tokens++; // every token streamed counts: the clock runs from before the warm-up turns
+              if (measuring) {
+                const ts = parseFloat(stamps[k]!);
+                if (ts) tokenLat.push(t - ts);
+              }
             }
           } else if (e.type === 'status' && e.status === 'waiting' && resolveTurn) {
             const r = resolveTurn;

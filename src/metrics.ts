@@ -21,7 +21,7 @@ export const metrics = {
     buckets: ms,
     registers: [registry],
   }),
-  tokens: new client.Counter({ name: 'airlock_chat_tokens_streamed_total', help: 'text and reasoning deltas streamed', registers: [registry] }),
+  tokens: new client.Counter({ name: 'airlock_chat_tokens_streamed_total', help: 'text and reasoning deltas streamed from the provider (deltas read together leave as one stream event)', registers: [registry] }),
   earlyStarts: new client.Counter({
     name: 'airlock_chat_early_starts_total',
     help: "provider calls started before the send's statement committed, by whether the turn used them or aborted them (the chat had changed)",

@@ -23,8 +23,12 @@ test('a message is answered and streamed: pending → running → waiting', asyn
   assert.equal(chat.title, 'hi there');
   const s = await StreamRecorder.open(u, chat.id, 0);
   await s.waitStatus('waiting');
+  // Pieces the provider wrote together arrive as one delta: one to three of them here.
   const types = s.events.filter((e) => e.seq !== undefined).map((e) => (e.type === 'status' ? `status:${e.status}` : e.type));
-  assert.deepEqual(types, ['message', 'status:pending', 'status:running', 'delta', 'delta', 'delta', 'message', 'status:waiting']);
+  assert.deepEqual(
+    types.filter((ty, i) => ty !== 'delta' || types[i - 1] !== 'delta'),
+    ['message', 'status:pending', 'status:running', 'delta', 'message', 'status:waiting'],
+  );
   assert.equal(s.draftText(), 'Hello there');
   const seqs = s.seqs;
   assert.deepEqual([...seqs].sort((a, b) => a - b), seqs, 'seqs ascend');

@@ -130,7 +130,8 @@ class ResumingClient {
 }
 
 const isWaiting = (e: StreamEvent) => e.type === 'status' && e.status === 'waiting';
-const hasText = (t: string) => (e: StreamEvent) => e.type === 'delta' && e.text === t;
+/** A delta ending with t: the pieces a provider wrote together stream as one delta. */
+const hasText = (t: string) => (e: StreamEvent) => e.type === 'delta' && String(e.text).endsWith(t);
 
 async function assistantMessages(r: Replica, chatId: string): Promise<any[]> {
   const chat = await r.api.get(`/api/chats/${chatId}`);

@@ -1,5 +1,6 @@
 // The providers' HTTP client against a real local server: the SSE wire format in awkward pieces,
-// error statuses, a stalled provider, an abort, a cut connection, connection reuse.
+// error statuses, a stalled provider, an abort, a cut connection, connection reuse, and a burst
+// read at once merged into one delta.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
@@ -22,9 +23,9 @@ after(() => {
 });
 
 const opts = (signal = new AbortController().signal, timeoutMs = 10_000) => ({ headers: { authorization: 'Bearer k' }, signal, timeoutMs });
-async function collect(it: AsyncIterable<SseEvent>): Promise<SseEvent[]> {
+async function collect(it: AsyncIterable<SseEvent[]>): Promise<SseEvent[]> {
   const out: SseEvent[] = [];
-  for await (const e of it) out.push(e);
+  for await (const batch of it) out.push(...batch);
   return out;
 }
 
@@ -66,7 +67,7 @@ test('a provider that stops sending times out (retryable), before and during the
   const got: string[] = [];
   await assert.rejects(
     (async () => {
-      for await (const e of ssePost(url, {}, opts(undefined, 200))) got.push(e.data);
+      for await (const batch of ssePost(url, {}, opts(undefined, 200))) got.push(...batch.map((e) => e.data));
     })(),
     /timed out/,
   );
@@ -126,4 +127,49 @@ test('the providers: an event that is not JSON and an error inside the stream be
   await assert.rejects(drainStream(anthropic.stream(req())), (err: any) => err instanceof ProviderError && !err.retryable && /prompt is too long/.test(err.message));
   sends('event: ping\ndata: {not json\n\n');
   await assert.rejects(drainStream(anthropic.stream(req())), (err: any) => err instanceof ProviderError && /not JSON: \{not json/.test(err.message));
+});
+
+test('a burst written at once is one batch, and each provider merges it into one delta that counts its tokens', async () => {
+  const { OpenAIProvider } = await import('../src/chat/providers/openai.js');
+  const { AnthropicProvider } = await import('../src/chat/providers/anthropic.js');
+  const base = new URL(url).origin;
+  const req = () => ({ model: 'm', messages: [], tools: [], signal: new AbortController().signal });
+  // The first write is read alone (the response waits for it); the burst after it in one write.
+  let release!: () => void;
+  const burst = (first: string, rest: string) =>
+    (handler = async (_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(first);
+      await new Promise<void>((r) => (release = r));
+      res.end(rest);
+    });
+  const oa = (d: object) => `data: ${JSON.stringify({ choices: [{ index: 0, delta: d }] })}\n\n`;
+  burst(oa({ content: 'A' }), oa({ reasoning_content: 'r1' }) + oa({ reasoning_content: 'r2' }) + oa({ content: 'B' }) + oa({ content: 'C' }) + oa({ content: 'D' }) + 'data: [DONE]\n\n');
+  const it = new OpenAIProvider({ baseUrl: `${base}/v1`, apiKey: 'k', timeoutMs: 10_000 }).stream(req())[Symbol.asyncIterator]();
+  assert.deepEqual((await it.next()).value, { type: 'text', text: 'A' });
+  release();
+  const rest: unknown[] = [];
+  for (let r = await it.next(); !r.done; r = await it.next()) rest.push(r.value);
+  assert.deepEqual(rest, [
+    { type: 'reasoning', text: 'r1r2', tokens: 2 },
+    { type: 'text', text: 'BCD', tokens: 3 },
+    { type: 'finish', reason: 'stop' },
+  ]);
+
+  const an = (e: object) => `event: x\ndata: ${JSON.stringify(e)}\n\n`;
+  const td = (t: string) => an({ type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: t } });
+  burst(
+    an({ type: 'message_start', message: { usage: { input_tokens: 3 } } }) + an({ type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } }) + td('w'),
+    td('x') + td('y') + td('z') + an({ type: 'content_block_stop', index: 0 }),
+  );
+  const ait = new AnthropicProvider({ baseUrl: base, apiKey: 'k', timeoutMs: 10_000 }).stream(req())[Symbol.asyncIterator]();
+  assert.deepEqual((await ait.next()).value, { type: 'text', text: 'w' });
+  release();
+  const arest: unknown[] = [];
+  for (let r = await ait.next(); !r.done; r = await ait.next()) arest.push(r.value);
+  assert.deepEqual(arest, [
+    { type: 'text', text: 'xyz', tokens: 3 },
+    { type: 'usage', input_tokens: 3, output_tokens: 0 },
+    { type: 'finish', reason: 'end_turn' },
+  ]);
 });

@@ -245,8 +245,8 @@ export class ChatRun {
   private turnStartedAt = 0;
   private firstTokenSeen = false;
 
-  private countToken(): void {
-    metrics.tokens.inc();
+  private countToken(n: number): void {
+    metrics.tokens.inc(n);
     if (this.firstTokenSeen) return;
     this.firstTokenSeen = true;
     metrics.firstTokenMs.observe(performance.now() - this.turnStartedAt);
@@ -328,11 +328,11 @@ export class ChatRun {
         for await (const e of events) {
           if (this.stop) break;
           if (e.type === 'text') {
-            this.countToken();
+            this.countToken(e.tokens ?? 1);
             text += e.text;
             this.emit('delta', { draft, kind: 'text', text: e.text });
           } else if (e.type === 'reasoning') {
-            this.countToken();
+            this.countToken(e.tokens ?? 1);
             reasoning += e.text;
             this.emit('delta', { draft, kind: 'reasoning', text: e.text });
           } else if (e.type === 'tool_call') {

@@ -1,6 +1,6 @@
 // Anthropic messages API, streamed.
 import type { Message } from '../types.js';
-import { type LlmEvent, type LlmRequest, type Provider, ProviderError, parseArgs } from './types.js';
+import { type LlmEvent, type LlmRequest, type Provider, ProviderError, appendDelta, parseArgs } from './types.js';
 import { eventJson, ssePost } from './sse-post.js';
 
 const API_VERSION = '2023-06-01';
@@ -35,42 +35,47 @@ export class AnthropicProvider implements Provider {
     let input = 0;
     let output = 0;
     let finish = 'end_turn';
-    for await (const sse of ssePost(this.url, body, { headers: this.headers, signal: req.signal, timeoutMs: this.cfg.timeoutMs })) {
-      const ev = eventJson(sse.data);
-      switch (ev?.type) {
-        case 'message_start':
-          input = ev.message?.usage?.input_tokens ?? 0;
-          output = ev.message?.usage?.output_tokens ?? 0;
-          break;
-        case 'content_block_start':
-          blocks.set(ev.index, { type: ev.content_block.type, id: ev.content_block.id, name: ev.content_block.name, json: '' });
-          if (ev.content_block.type === 'text' && ev.content_block.text) yield { type: 'text', text: ev.content_block.text };
-          break;
-        case 'content_block_delta': {
-          const d = ev.delta;
-          if (d.type === 'text_delta') yield { type: 'text', text: d.text };
-          else if (d.type === 'thinking_delta') yield { type: 'reasoning', text: d.thinking };
-          else if (d.type === 'input_json_delta') {
-            const b = blocks.get(ev.index);
-            if (b) b.json += d.partial_json;
+    for await (const batch of ssePost(this.url, body, { headers: this.headers, signal: req.signal, timeoutMs: this.cfg.timeoutMs })) {
+      const out: LlmEvent[] = [];
+      for (const sse of batch) {
+        const ev = eventJson(sse.data);
+        switch (ev?.type) {
+          case 'message_start':
+            input = ev.message?.usage?.input_tokens ?? 0;
+            output = ev.message?.usage?.output_tokens ?? 0;
+            break;
+          case 'content_block_start':
+            blocks.set(ev.index, { type: ev.content_block.type, id: ev.content_block.id, name: ev.content_block.name, json: '' });
+            if (ev.content_block.type === 'text' && ev.content_block.text) appendDelta(out, 'text', ev.content_block.text);
+            break;
+          case 'content_block_delta': {
+            const d = ev.delta;
+            if (d.type === 'text_delta') appendDelta(out, 'text', d.text);
+            else if (d.type === 'thinking_delta') appendDelta(out, 'reasoning', d.thinking);
+            else if (d.type === 'input_json_delta') {
+              const b = blocks.get(ev.index);
+              if (b) b.json += d.partial_json;
+            }
+            break;
           }
-          break;
-        }
-        case 'content_block_stop': {
-          const b = blocks.get(ev.index);
-          if (b?.type === 'tool_use') yield { type: 'tool_call', id: b.id ?? `toolu_${ev.index}`, name: b.name ?? '', args: parseArgs(b.json) };
-          break;
-        }
-        case 'message_delta':
-          if (ev.usage?.output_tokens !== undefined) output = ev.usage.output_tokens;
-          if (ev.delta?.stop_reason) finish = ev.delta.stop_reason;
-          break;
-        case 'error': {
-          // An error inside the stream (e.g. overloaded_error after the 200).
-          const type = String(ev.error?.type ?? '');
-          throw new ProviderError(`provider stream failed: ${ev.error?.message ?? type ?? 'error'}`, /overloaded|rate_limit|api_error/.test(type));
+          case 'content_block_stop': {
+            const b = blocks.get(ev.index);
+            if (b?.type === 'tool_use') out.push({ type: 'tool_call', id: b.id ?? `toolu_${ev.index}`, name: b.name ?? '', args: parseArgs(b.json) });
+            break;
+          }
+          case 'message_delta':
+            if (ev.usage?.output_tokens !== undefined) output = ev.usage.output_tokens;
+            if (ev.delta?.stop_reason) finish = ev.delta.stop_reason;
+            break;
+          case 'error': {
+            // An error inside the stream (e.g. overloaded_error after the 200); what was read before it still streams.
+            for (const e of out) yield e;
+            const type = String(ev.error?.type ?? '');
+            throw new ProviderError(`provider stream failed: ${ev.error?.message ?? type ?? 'error'}`, /overloaded|rate_limit|api_error/.test(type));
+          }
         }
       }
+      for (const e of out) yield e;
     }
     yield { type: 'usage', input_tokens: input, output_tokens: output };
     yield { type: 'finish', reason: finish };

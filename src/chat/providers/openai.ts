@@ -1,7 +1,7 @@
 // OpenAI-compatible chat completions (OpenAI, vLLM, Ollama, llama.cpp server), streamed.
 import type { Message } from '../types.js';
 import { textOf } from '../types.js';
-import { type LlmEvent, type LlmRequest, type Provider, ProviderError, parseArgs } from './types.js';
+import { type LlmEvent, type LlmRequest, type Provider, ProviderError, appendDelta, parseArgs } from './types.js';
 import { eventJson, ssePost } from './sse-post.js';
 
 export interface OpenAIConfig {
@@ -32,28 +32,33 @@ export class OpenAIProvider implements Provider {
     };
     const calls = new Map<number, { id: string; name: string; args: string }>();
     let finish = 'stop';
-    for await (const ev of ssePost(this.url, body, { headers: this.headers, signal: req.signal, timeoutMs: this.cfg.timeoutMs })) {
-      if (ev.data === '[DONE]') continue; // the stream ends after it; reading on keeps the connection reusable
-      const chunk = eventJson(ev.data);
-      if (chunk?.error) throw new ProviderError(`provider stream failed: ${chunk.error.message ?? JSON.stringify(chunk.error)}`, true);
-      const choice = chunk.choices?.[0];
-      if (choice) {
-        const delta = choice.delta as Record<string, any> | undefined;
-        const reasoning = delta?.reasoning_content ?? delta?.reasoning;
-        if (typeof reasoning === 'string' && reasoning) yield { type: 'reasoning', text: reasoning };
-        if (delta?.content) yield { type: 'text', text: delta.content };
-        for (const tc of delta?.tool_calls ?? []) {
-          const cur = calls.get(tc.index) ?? { id: '', name: '', args: '' };
-          if (tc.id) cur.id = tc.id;
-          if (tc.function?.name) cur.name += tc.function.name;
-          if (tc.function?.arguments) cur.args += tc.function.arguments;
-          calls.set(tc.index, cur);
+    for await (const batch of ssePost(this.url, body, { headers: this.headers, signal: req.signal, timeoutMs: this.cfg.timeoutMs })) {
+      const out: LlmEvent[] = [];
+      for (const ev of batch) {
+        if (ev.data === '[DONE]') continue; // the stream ends after it; reading on keeps the connection reusable
+        const chunk = eventJson(ev.data);
+        if (chunk?.error) {
+          for (const e of out) yield e; // what was read before the error still streams
+          throw new ProviderError(`provider stream failed: ${chunk.error.message ?? JSON.stringify(chunk.error)}`, true);
         }
-        if (choice.finish_reason) finish = choice.finish_reason;
+        const choice = chunk.choices?.[0];
+        if (choice) {
+          const delta = choice.delta as Record<string, any> | undefined;
+          const reasoning = delta?.reasoning_content ?? delta?.reasoning;
+          if (typeof reasoning === 'string' && reasoning) appendDelta(out, 'reasoning', reasoning);
+          if (delta?.content) appendDelta(out, 'text', delta.content);
+          for (const tc of delta?.tool_calls ?? []) {
+            const cur = calls.get(tc.index) ?? { id: '', name: '', args: '' };
+            if (tc.id) cur.id = tc.id;
+            if (tc.function?.name) cur.name += tc.function.name;
+            if (tc.function?.arguments) cur.args += tc.function.arguments;
+            calls.set(tc.index, cur);
+          }
+          if (choice.finish_reason) finish = choice.finish_reason;
+        }
+        if (chunk.usage) out.push({ type: 'usage', input_tokens: chunk.usage.prompt_tokens ?? 0, output_tokens: chunk.usage.completion_tokens ?? 0 });
       }
-      if (chunk.usage) {
-        yield { type: 'usage', input_tokens: chunk.usage.prompt_tokens ?? 0, output_tokens: chunk.usage.completion_tokens ?? 0 };
-      }
+      for (const e of out) yield e;
     }
     for (const [i, c] of [...calls.entries()].sort((a, b) => a[0] - b[0])) {
       yield { type: 'tool_call', id: c.id || `call_${i}`, name: c.name, args: parseArgs(c.args) };

@@ -32,7 +32,11 @@ function abortError(): Error {
   return e;
 }
 
-export async function* ssePost(url: string, body: unknown, opts: SsePostOptions): AsyncGenerator<SseEvent> {
+/**
+ * Yields the events of each read together: the ones that reached us at one instant, which the
+ * providers merge into one stream event (a burst of tokens is one delta, not one each).
+ */
+export async function* ssePost(url: string, body: unknown, opts: SsePostOptions): AsyncGenerator<SseEvent[]> {
   if (opts.signal.aborted) throw abortError();
   const u = new URL(url);
   const secure = u.protocol === 'https:';
@@ -86,12 +90,15 @@ export async function* ssePost(url: string, body: unknown, opts: SsePostOptions)
         buf += chunk;
         if (buf.includes('\r')) buf = normalizeNewlines(buf);
         let end: number;
-        while ((end = buf.indexOf('\n\n')) >= 0) {
-          const block = buf.slice(0, end);
-          buf = buf.slice(end + 2);
-          const ev = parseBlock(block);
-          if (ev) yield ev;
+        let start = 0;
+        const batch: SseEvent[] = [];
+        while ((end = buf.indexOf('\n\n', start)) >= 0) {
+          const ev = parseBlock(buf.slice(start, end));
+          if (ev) batch.push(ev);
+          start = end + 2;
         }
+        if (start) buf = buf.slice(start);
+        if (batch.length) yield batch;
       }
     } catch (err) {
       throw failure(err);
@@ -99,7 +106,7 @@ export async function* ssePost(url: string, body: unknown, opts: SsePostOptions)
     if (!res.complete) throw failure(new Error('the connection closed mid-stream'));
     finished = true;
     const last = parseBlock(buf);
-    if (last) yield last;
+    if (last) yield [last];
   } finally {
     opts.signal.removeEventListener('abort', onAbort);
     // Stopped early (interrupt, an error, or the consumer broke off): the connection is mid-response.

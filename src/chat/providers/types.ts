@@ -17,8 +17,9 @@ export interface LlmRequest {
 }
 
 export type LlmEvent =
-  | { type: 'text'; text: string }
-  | { type: 'reasoning'; text: string }
+  /** tokens: how many of the provider's deltas were merged into this one (1 when absent). */
+  | { type: 'text'; text: string; tokens?: number }
+  | { type: 'reasoning'; text: string; tokens?: number }
   | { type: 'tool_call'; id: string; name: string; args: unknown }
   | { type: 'usage'; input_tokens: number; output_tokens: number }
   | { type: 'finish'; reason: string };
@@ -26,6 +27,18 @@ export type LlmEvent =
 export interface Provider {
   readonly name: string;
   stream(req: LlmRequest): AsyncIterable<LlmEvent>;
+}
+
+/**
+ * Adds a text or reasoning delta to the events of one read: it joins the last one when that is of
+ * the same kind, so a burst read at once streams as one event (no delay is added to merge).
+ */
+export function appendDelta(out: LlmEvent[], type: 'text' | 'reasoning', text: string): void {
+  const last = out[out.length - 1];
+  if (last?.type === type) {
+    last.text += text;
+    last.tokens = (last.tokens ?? 1) + 1;
+  } else out.push({ type, text });
 }
 
 export class ProviderError extends Error {
