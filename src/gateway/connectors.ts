@@ -46,10 +46,11 @@ export function splitHostPort(target: string): { host: string; port: number } {
   return { host: target.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(target.slice(i + 1)) };
 }
 
-export async function connectTarget(spec: TargetSpec, cred: Credential | null, req: OpenRequest, timeoutMs: number): Promise<Target> {
+/** reader: how a TCP target's socket reads (TubeConn.socketReader: straight into frames). */
+export async function connectTarget(spec: TargetSpec, cred: Credential | null, req: OpenRequest, timeoutMs: number, reader?: net.OnReadOpts): Promise<Target> {
   switch (spec.kind) {
     case 'tcp':
-      return { stream: await dialTcp(spec.target, timeoutMs) };
+      return { stream: await dialTcp(spec.target, timeoutMs, reader) };
     case 'ssh':
       if (!cred) throw new TargetError(`resource "${spec.name}" has no credential`, 'failed');
       return sshSession(spec.target, cred, req, timeoutMs);
@@ -58,10 +59,10 @@ export async function connectTarget(spec: TargetSpec, cred: Credential | null, r
   }
 }
 
-function dialTcp(target: string, timeoutMs: number): Promise<net.Socket> {
+function dialTcp(target: string, timeoutMs: number, onread?: net.OnReadOpts): Promise<net.Socket> {
   const { host, port } = splitHostPort(target);
   return new Promise((resolve, reject) => {
-    const sock = net.connect({ host, port, allowHalfOpen: true });
+    const sock = net.connect({ host, port, allowHalfOpen: true, ...(onread ? { onread } : {}) });
     const timer = setTimeout(() => {
       sock.destroy();
       reject(new TargetError(`connecting to ${target} timed out after ${timeoutMs} ms`, 'unreachable'));

@@ -101,7 +101,8 @@ export class GatewaySession {
     this.conns.set(id, entry);
     conn.onFinish = () => this.conns.delete(id);
     try {
-      const target = await connectTarget(this.offer.resource, this.offer.credential, req, num('targetConnectTimeoutMs'));
+      const reader = this.offer.resource.kind === 'tcp' ? conn.socketReader() : undefined;
+      const target = await connectTarget(this.offer.resource, this.offer.credential, req, num('targetConnectTimeoutMs'), reader);
       entry.target = target;
       this.tube.send(F.OPENED, id);
       target.onExit?.((code) => {

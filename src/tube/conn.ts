@@ -1,11 +1,14 @@
 // One connection inside a tube, bridged to a local Node stream (a socket, an SSH channel, a
 // PTY, the terminal). Credit-based flow control: a side sends at most `window` bytes the other
 // side has not yet written out, so a fast source cannot fill a slow side's memory.
+import type { OnReadOpts } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { F, u32 } from './frame.js';
 import type { Tube } from './tube.js';
 
 export const MAX_CHUNK = 32 * 1024;
+/** What one read of a socket attached with socketReader() takes at most. */
+const READ_BYTES = 64 * 1024;
 
 export interface ConnOptions {
   window: number;
@@ -22,6 +25,9 @@ export class TubeConn {
   private inbox: Buffer[] = [];
   private remoteEndedEarly = false;
   private onDrain = () => this.maybeResume();
+  /** socketReader(): reads land at offset 5, behind room for a frame header. */
+  private readBuf: Buffer | null = null;
+  private readBeforeAttach: Buffer[] = [];
   onFinish: ((err?: string) => void) | null = null;
 
   constructor(
@@ -33,6 +39,40 @@ export class TubeConn {
     tube.on('drain', this.onDrain);
   }
 
+  /**
+   * For a socket this connection will be attached to (net.connect's `onread`): each read lands in
+   * one buffer behind room for a frame header and leaves as DATA frames built in place, neither
+   * copied nor allocated per read (on the data channel, which copies what it is sent). The socket
+   * emits no 'data' events then.
+   */
+  socketReader(): OnReadOpts {
+    const buf = (this.readBuf = Buffer.allocUnsafe(5 + READ_BYTES));
+    return { buffer: buf.subarray(5), callback: (n) => this.onSocketRead(n) };
+  }
+
+  private onSocketRead(n: number): boolean {
+    const buf = this.readBuf!;
+    if (!this.stream) {
+      this.readBeforeAttach.push(Buffer.from(buf.subarray(5, 5 + n)));
+      return true;
+    }
+    // Each piece's header goes in the 5 bytes before it: the end of the piece sent just before.
+    for (let at = 0; at < n; at += MAX_CHUNK) {
+      const len = Math.min(MAX_CHUNK, n - at);
+      buf[at] = F.DATA;
+      buf.writeUInt32BE(this.id, at + 1);
+      this.credit -= len;
+      this.tube.sendBorrowed(buf.subarray(at, at + 5 + len));
+    }
+    return !this.shouldPause();
+  }
+
+  private shouldPause(): boolean {
+    if (this.credit > 0 && !this.tube.congested) return false;
+    this.paused = true;
+    return true;
+  }
+
   /** Starts moving bytes between the stream and the tube. */
   attach(stream: Duplex): void {
     if (this.finished) return void stream.destroy();
@@ -40,13 +80,16 @@ export class TubeConn {
     for (const b of this.inbox) stream.write(b, () => this.ack(b.length));
     this.inbox = [];
     if (this.remoteEndedEarly) stream.end();
-    stream.on('data', (chunk: Buffer) => {
-      this.sendData(chunk);
-      if (this.credit <= 0 || this.tube.congested) {
-        this.paused = true;
-        stream.pause();
-      }
-    });
+    for (const b of this.readBeforeAttach) this.sendData(b);
+    this.readBeforeAttach = [];
+    if (this.readBuf) {
+      if (this.shouldPause()) stream.pause();
+    } else {
+      stream.on('data', (chunk: Buffer) => {
+        this.sendData(chunk);
+        if (this.shouldPause()) stream.pause();
+      });
+    }
     stream.on('end', () => {
       this.ended.local = true;
       this.tube.send(F.END, this.id);

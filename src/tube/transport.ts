@@ -11,6 +11,8 @@ export const webrtcEnabled = () => num('webrtc') !== 0;
 
 export interface Transport {
   readonly kind: PathKind;
+  /** Whether send() is done with the buffer it is given when it returns (it copied it). */
+  readonly copiesOnSend: boolean;
   send(frame: Buffer): void;
   /** Bytes accepted by send() and not yet handed to the network. */
   buffered(): number;
@@ -26,6 +28,8 @@ export const LOW_WATER = 1 << 20;
 
 export class WsTransport implements Transport {
   readonly kind = 'relay' as const;
+  // ws may queue the buffer itself until the socket takes it.
+  readonly copiesOnSend = false;
   private drainCbs: (() => void)[] = [];
   private timer: NodeJS.Timeout | null = null;
 
@@ -67,6 +71,8 @@ export class WsTransport implements Transport {
 /** node-datachannel: every native callback is guarded; a throw inside one would abort the process. */
 export class DataChannelTransport implements Transport {
   readonly kind = 'direct' as const;
+  // sendMessageBinary copies the message into the native side before it returns.
+  readonly copiesOnSend = true;
   private closed = false;
   private early: Buffer[] | null = [];
   private deliver: ((frame: Buffer) => void) | null = null;

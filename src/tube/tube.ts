@@ -72,8 +72,20 @@ export class Tube extends EventEmitter<TubeEvents> {
 
   send(type: number, conn: number, payload?: Buffer | string): void {
     if (this.done) return;
-    const buf = encode(type, conn, payload);
-    if (type === F.DATA) this.bytesSent += buf.length - 5;
+    this.sendFrame(encode(type, conn, payload));
+  }
+
+  /**
+   * Sends a frame the caller has built in a buffer it reuses as soon as this returns: as is on a
+   * path that copies what it is given at once (the data channel), else copied first.
+   */
+  sendBorrowed(frame: Buffer): void {
+    if (this.done) return;
+    this.sendFrame(this.sendPath?.copiesOnSend ? frame : Buffer.from(frame));
+  }
+
+  private sendFrame(buf: Buffer): void {
+    if (buf[0] === F.DATA) this.bytesSent += buf.length - 5;
     if (this.sendPath) this.sendPath.send(buf);
     else {
       this.early.push(buf);
