@@ -64,10 +64,11 @@ export class TubeConn {
       this.credit -= len;
       this.tube.sendBorrowed(buf.subarray(at, at + 5 + len));
     }
-    return !this.shouldPause();
+    return !this.holdIfBlocked();
   }
 
-  private shouldPause(): boolean {
+  /** Marks the source paused (true) when the receiver's credit is used up or the path is backed up. */
+  private holdIfBlocked(): boolean {
     if (this.credit > 0 && !this.tube.congested) return false;
     this.paused = true;
     return true;
@@ -83,11 +84,11 @@ export class TubeConn {
     for (const b of this.readBeforeAttach) this.sendData(b);
     this.readBeforeAttach = [];
     if (this.readBuf) {
-      if (this.shouldPause()) stream.pause();
+      if (this.holdIfBlocked()) stream.pause();
     } else {
       stream.on('data', (chunk: Buffer) => {
         this.sendData(chunk);
-        if (this.shouldPause()) stream.pause();
+        if (this.holdIfBlocked()) stream.pause();
       });
     }
     stream.on('end', () => {
