@@ -1,4 +1,6 @@
 // HTTP and WebSocket client for the Airlock API (used by the CLI, tests and benchmarks).
+import http from 'node:http';
+import https from 'node:https';
 import WebSocket from 'ws';
 import type { StreamEvent } from '../chat/types.js';
 import { readUpgradeError, wsBase } from './wire.js';
@@ -13,6 +15,17 @@ export class ApiClientError extends Error {
   }
 }
 
+// node:http rather than fetch: a call costs a fraction of fetch's CPU (undici's streams and its
+// wasm parser took ~1 ms of CPU per call, which 50 benchmark clients sending at once queued in
+// front of the tokens they were timing). Connections are kept for the next call; idle ones do
+// not keep a process alive.
+const agents = { http: new http.Agent({ keepAlive: true }), https: new https.Agent({ keepAlive: true }) };
+
+interface RawResponse {
+  status: number;
+  text: string;
+}
+
 export class ApiClient {
   constructor(
     readonly baseUrl: string,
@@ -21,29 +34,61 @@ export class ApiClient {
   ) {}
 
   async request<T = any>(method: string, path: string, body?: unknown): Promise<T> {
-    let res: Response;
+    let res: RawResponse;
     try {
-      res = await fetch(this.baseUrl + path, {
-        method,
-        headers: { authorization: `Bearer ${this.token}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
-        body: body !== undefined ? JSON.stringify(body) : undefined,
-        signal: AbortSignal.timeout(this.timeoutMs),
-      });
+      res = await this.send(method, path, body === undefined ? undefined : JSON.stringify(body));
     } catch (err) {
-      const cause = (err as any)?.cause?.code ?? (err as Error).message;
+      const cause = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
       throw new ApiClientError(0, 'unreachable', `cannot reach the Airlock server at ${this.baseUrl} (${cause})`);
     }
-    const text = await res.text();
+    const { status, text } = res;
     let json: any = undefined;
     try {
       json = text ? JSON.parse(text) : undefined;
     } catch {
       /* not JSON */
     }
-    if (!res.ok) {
-      throw new ApiClientError(res.status, json?.error?.code ?? 'http_error', json?.error?.message ?? `HTTP ${res.status}: ${text.slice(0, 200)}`);
+    if (status < 200 || status >= 300) {
+      throw new ApiClientError(status, json?.error?.code ?? 'http_error', json?.error?.message ?? `HTTP ${status}: ${text.slice(0, 200)}`);
     }
     return json as T;
+  }
+
+  /** One request and its whole response body; fails when no full answer arrives in timeoutMs. */
+  private send(method: string, path: string, payload: string | undefined): Promise<RawResponse> {
+    const url = new URL(this.baseUrl + path);
+    const secure = url.protocol === 'https:';
+    return new Promise((resolve, reject) => {
+      const req = (secure ? https : http).request(
+        url,
+        {
+          method,
+          agent: secure ? agents.https : agents.http,
+          headers: {
+            authorization: `Bearer ${this.token}`,
+            ...(payload !== undefined ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {}),
+          },
+        },
+        (res) => {
+          res.setEncoding('utf8');
+          let text = '';
+          res.on('data', (c: string) => (text += c));
+          res.on('end', () => {
+            clearTimeout(timer);
+            resolve({ status: res.statusCode ?? 0, text });
+          });
+          res.on('error', fail);
+        },
+      );
+      const timer = setTimeout(() => req.destroy(Object.assign(new Error(`no answer within ${this.timeoutMs} ms`), { code: 'timeout' })), this.timeoutMs);
+      timer.unref();
+      function fail(err: Error) {
+        clearTimeout(timer);
+        reject(err);
+      }
+      req.on('error', fail);
+      req.end(payload);
+    });
   }
 
   get = <T = any>(path: string) => this.request<T>('GET', path);
