@@ -7,7 +7,7 @@
 import { ApiClient } from '../src/client/api.js';
 import fs from 'node:fs';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { arg, pct, pgUrlWithSchema, r2, runLoad, startAirlock, startProvider } from './common.js';
+import { arg, pct, pgUrlWithSchema, r2, runLoad, serverGauge, startAirlock, startProvider } from './common.js';
 
 const quick = process.argv.includes('--quick');
 const CHATS = arg('chats', 50);
@@ -43,7 +43,12 @@ async function scenario(name: string, providerUrl: string, opts: { databaseUrl?:
     // The clients' own event loop: a token waits in it too before the bench sees it.
     const loop = monitorEventLoopDelay({ resolution: 1 });
     loop.enable();
+    // The server's own event-loop delay over the load (prom-client resets it on every scrape;
+    // sampled every 10 ms, so a coarse figure): the part of a token's wait spent in the server.
+    const serverLag = () => serverGauge(srv.url, srv.token!, 'nodejs_eventloop_lag_p99_seconds');
+    await serverLag();
     const r = await runLoad(api, api, CHATS, messages, TTFT_MS, THINK_MS);
+    const serverLagP99 = await serverLag();
     loop.disable();
     const summary = {
       overhead_p50_ms: r2(pct(r.overhead, 50)),
@@ -55,6 +60,7 @@ async function scenario(name: string, providerUrl: string, opts: { databaseUrl?:
       token_p99_ms: r2(pct(r.token, 99)),
       tokens_per_s: Math.round(r.tokens / r.seconds),
       client_loop_delay_p99_ms: r2(loop.percentile(99) / 1e6),
+      server_loop_delay_p99_ms: serverLagP99 === null ? null : r2(serverLagP99 * 1000),
       messages: r.overhead.length,
     };
     log(`${name}: ${JSON.stringify(summary)}`);

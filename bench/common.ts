@@ -55,7 +55,7 @@ export interface ServerProc {
 export async function startAirlock(env: NodeJS.ProcessEnv, args: string[] = [], firstStart = true): Promise<ServerProc> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-bench-'));
   const { DATABASE_URL: _ignored, ...parentEnv } = process.env; // only an explicit --database-url counts
-  const proc = spawn(process.execPath, [...(process.env.BENCH_SERVER_NODE_ARGS?.split(' ') ?? []), 'bin/airlock.js', 'server', '--port', '0', '--data-dir', path.join(dir, 'data'), ...args], {
+  const proc = spawn(process.execPath, [...(process.env.BENCH_SERVER_NODE_ARGS?.split(' ').filter(Boolean) ?? []), 'bin/airlock.js', 'server', '--port', '0', '--data-dir', path.join(dir, 'data'), ...args], {
     env: { ...parentEnv, AIRLOCK_CLI_CONFIG: path.join(dir, 'cli.json'), AIRLOCK_LOG_LEVEL: 'warn', AIRLOCK_TITLES: '0', ...env },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -210,6 +210,13 @@ export async function pgUrlWithSchema(base: string): Promise<{ url: string; drop
       await d.end();
     },
   };
+}
+
+/** One of a server's own Prometheus gauges (the first series), or null. */
+export async function serverGauge(url: string, token: string, metric: string): Promise<number | null> {
+  const text = await (await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${token}` } })).text();
+  const m = new RegExp(`^${metric}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text);
+  return m ? Number(m[1]) : null;
 }
 
 /** One of a server's own Prometheus histograms, as cumulative [upper bound, count] buckets. */
