@@ -8,7 +8,7 @@ import { num } from '../config.js';
 import { F, i32, type OpenRequest } from '../tube/frame.js';
 import { Tube } from '../tube/tube.js';
 import { TubeConn } from '../tube/conn.js';
-import { DataChannelTransport, WsTransport, guard, webrtcEnabled, zeroMask } from '../tube/transport.js';
+import { DataChannelTransport, WsTransport, guard, webrtcEnabled } from '../tube/transport.js';
 import { Peer, type Signal } from '../tube/peer.js';
 import { connectTarget, TargetError, type Target, type TargetSpec } from './connectors.js';
 
@@ -50,7 +50,6 @@ export class GatewaySession {
     const ws = new WebSocket(`${this.serverWsUrl}/api/gateway/relay/${this.id}`, {
       headers: { authorization: `Bearer ${this.token}` },
       perMessageDeflate: false,
-      generateMask: zeroMask,
     });
     ws.on('error', (err) => this.log.debug({ err, session: this.id }, 'relay socket error'));
     ws.once('open', () => this.tube.add(new WsTransport(ws)));

@@ -6,7 +6,7 @@ import type { DataChannel } from 'node-datachannel';
 import { retryDelay } from '../backoff.js';
 import { num } from '../config.js';
 import { Tube } from '../tube/tube.js';
-import { DataChannelTransport, WsTransport, guard, webrtcEnabled, zeroMask } from '../tube/transport.js';
+import { DataChannelTransport, WsTransport, guard, webrtcEnabled } from '../tube/transport.js';
 import type { Peer } from '../tube/peer.js';
 import type { Timing } from './timing.js';
 import { parseJson, readUpgradeError, wsBase } from '../client/wire.js';
@@ -73,7 +73,6 @@ function attempt(t: LaunchTarget, timing: Timing, n: number): Promise<OpenTube> 
     const ws = new WebSocket(`${base}/api/launch?resource=${encodeURIComponent(t.resource)}`, {
       headers: { authorization: `Bearer ${t.token}` },
       perMessageDeflate: false,
-      generateMask: zeroMask,
     });
     const write = (msg: any) => {
       ws.send(JSON.stringify(msg));

@@ -6,8 +6,9 @@ import type { Duplex } from 'node:stream';
 import { F, u32 } from './frame.js';
 import type { Tube } from './tube.js';
 
+export const MAX_CHUNK = 32 * 1024;
 /** What one read of a socket attached with socketReader() takes at most. */
-const READ_BYTES = 128 * 1024;
+const READ_BYTES = 64 * 1024;
 
 export interface ConnOptions {
   window: number;
@@ -56,9 +57,8 @@ export class TubeConn {
       return true;
     }
     // Each piece's header goes in the 5 bytes before it: the end of the piece sent just before.
-    const piece = this.tube.maxPiece;
-    for (let at = 0; at < n; at += piece) {
-      const len = Math.min(piece, n - at);
+    for (let at = 0; at < n; at += MAX_CHUNK) {
+      const len = Math.min(MAX_CHUNK, n - at);
       buf[at] = F.DATA;
       buf.writeUInt32BE(this.id, at + 1);
       this.credit -= len;
@@ -164,9 +164,8 @@ export class TubeConn {
   }
 
   private sendData(chunk: Buffer): void {
-    const max = this.tube.maxPiece;
-    for (let i = 0; i < chunk.length; i += max) {
-      const piece = chunk.subarray(i, i + max);
+    for (let i = 0; i < chunk.length; i += MAX_CHUNK) {
+      const piece = chunk.subarray(i, i + MAX_CHUNK);
       this.credit -= piece.length;
       this.tube.send(F.DATA, this.id, piece);
     }

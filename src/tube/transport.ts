@@ -13,8 +13,6 @@ export interface Transport {
   readonly kind: PathKind;
   /** Whether send() is done with the buffer it is given when it returns (it copied it). */
   readonly copiesOnSend: boolean;
-  /** The most payload one DATA frame carries on this path. */
-  readonly maxPiece: number;
   send(frame: Buffer): void;
   /** Bytes accepted by send() and not yet handed to the network. */
   buffered(): number;
@@ -25,15 +23,6 @@ export interface Transport {
   close(): void;
 }
 
-/**
- * `generateMask` for the sockets that carry a relay: an all-zero masking key, which ws takes as
- * "nothing to mask" and so sends each frame from the buffer it was given instead of a masked copy
- * (a copy per message and, on a VM, a page fault per 4 KiB of it). RFC 6455 lets a client choose
- * any key; masking protects intermediaries from bytes a browser script chose, and these clients
- * are not browsers.
- */
-export const zeroMask = (mask: Buffer): void => void mask.fill(0);
-
 /** Low-water mark: a congested tube resumes its sources below this. */
 export const LOW_WATER = 1 << 20;
 
@@ -41,8 +30,6 @@ export class WsTransport implements Transport {
   readonly kind = 'relay' as const;
   // ws may queue the buffer itself until the socket takes it.
   readonly copiesOnSend = false;
-  // Fewer, larger messages: each costs a write, a read and a frame header on three hops.
-  readonly maxPiece = 128 * 1024;
   private drainCbs: (() => void)[] = [];
   private timer: NodeJS.Timeout | null = null;
 
@@ -86,8 +73,6 @@ export class DataChannelTransport implements Transport {
   readonly kind = 'direct' as const;
   // sendMessageBinary copies the message into the native side before it returns.
   readonly copiesOnSend = true;
-  // Larger messages did not move SCTP's throughput and hold other connections back longer.
-  readonly maxPiece = 32 * 1024;
   private closed = false;
   private early: Buffer[] | null = [];
   private deliver: ((frame: Buffer) => void) | null = null;

@@ -93,11 +93,6 @@ export class Tube extends EventEmitter<TubeEvents> {
     }
   }
 
-  /** The most payload one DATA frame carries on the path this side sends on (the smallest before one is up). */
-  get maxPiece(): number {
-    return this.sendPath?.maxPiece ?? 32 * 1024;
-  }
-
   /** True while sources should hold off: too many bytes wait to go out. */
   get congested(): boolean {
     return this.sendPath ? this.sendPath.buffered() > HIGH_WATER : this.earlyBytes > HIGH_WATER;
