@@ -1,7 +1,6 @@
 // HTTP and WebSocket client for the Airlock API (used by the CLI, tests and benchmarks).
-import http from 'node:http';
-import https from 'node:https';
 import WebSocket from 'ws';
+import { keepAliveRequest } from '../keep-alive.js';
 import type { StreamEvent } from '../chat/types.js';
 import { readUpgradeError, wsBase } from './wire.js';
 
@@ -17,10 +16,7 @@ export class ApiClientError extends Error {
 
 // node:http rather than fetch: a call costs a fraction of fetch's CPU (undici's streams and its
 // wasm parser took ~1 ms of CPU per call, which 50 benchmark clients sending at once queued in
-// front of the tokens they were timing). Connections are kept for the next call; idle ones do
-// not keep a process alive.
-const agents = { http: new http.Agent({ keepAlive: true }), https: new https.Agent({ keepAlive: true }) };
-
+// front of the tokens they were timing).
 interface RawResponse {
   status: number;
   text: string;
@@ -56,14 +52,11 @@ export class ApiClient {
 
   /** One request and its whole response body; fails when no full answer arrives in timeoutMs. */
   private send(method: string, path: string, payload: string | undefined): Promise<RawResponse> {
-    const url = new URL(this.baseUrl + path);
-    const secure = url.protocol === 'https:';
     return new Promise((resolve, reject) => {
-      const req = (secure ? https : http).request(
-        url,
+      const req = keepAliveRequest(
+        new URL(this.baseUrl + path),
         {
           method,
-          agent: secure ? agents.https : agents.http,
           headers: {
             authorization: `Bearer ${this.token}`,
             ...(payload !== undefined ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {}),

@@ -4,7 +4,7 @@
 // 0.7-0.9 ms to the first parsed event, against 0.3 and 0.3 ms here (tmp/sdk.ts, loopback), and
 // were the largest part of the server's CPU time per token.
 import http from 'node:http';
-import https from 'node:https';
+import { keepAliveRequest } from '../../keep-alive.js';
 import { ProviderError, retryAfterMs, retryableStatus } from './types.js';
 
 export interface SseEvent {
@@ -19,9 +19,6 @@ export interface SsePostOptions {
   /** Fails (retryably) when no byte arrives for this long, before or during the stream. */
   timeoutMs: number;
 }
-
-// Connections stay open between calls: a turn's request does not pay for a TCP or TLS handshake.
-const agents = { http: new http.Agent({ keepAlive: true }), https: new https.Agent({ keepAlive: true }) };
 
 /** Error bodies are read up to this many bytes for their message. */
 const MAX_ERROR_BODY = 64 * 1024;
@@ -39,11 +36,9 @@ function abortError(): Error {
 export async function* ssePost(url: string, body: unknown, opts: SsePostOptions): AsyncGenerator<SseEvent[]> {
   if (opts.signal.aborted) throw abortError();
   const u = new URL(url);
-  const secure = u.protocol === 'https:';
   const payload = JSON.stringify(body);
-  const req = (secure ? https : http).request(u, {
+  const req = keepAliveRequest(u, {
     method: 'POST',
-    agent: secure ? agents.https : agents.http,
     headers: {
       'content-type': 'application/json',
       accept: 'text/event-stream',
