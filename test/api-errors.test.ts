@@ -175,3 +175,19 @@ test('chat settings: model and system prompt per chat', async () => {
   assert.equal(req.messages[0].content, 'You are verbose.');
   s.close();
 });
+
+test('the API client: a server that never answers fails after its timeout, an error page that is not JSON reads as HTTP status and text', async () => {
+  const http = await import('node:http');
+  const silent = http.createServer(() => {}); // takes the request, never answers
+  const html = http.createServer((_req, res) => res.writeHead(502, { 'content-type': 'text/html' }).end('<html>bad gateway</html>'));
+  const listen = (s: import('node:http').Server) => new Promise<string>((r) => s.listen(0, '127.0.0.1', () => r(`http://127.0.0.1:${(s.address() as import('node:net').AddressInfo).port}`)));
+  try {
+    await assert.rejects(new ApiClient(await listen(silent), 'al_x', 300).get('/api/me'), (err: any) => err.status === 0 && err.code === 'unreachable' && /cannot reach the Airlock server at .* \(timeout\)/.test(err.message));
+    await assert.rejects(new ApiClient(await listen(html), 'al_x').get('/api/me'), (err: any) => err.status === 502 && err.code === 'http_error' && err.message === 'HTTP 502: <html>bad gateway</html>');
+  } finally {
+    silent.closeAllConnections();
+    silent.close();
+    html.closeAllConnections();
+    html.close();
+  }
+});
