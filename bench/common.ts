@@ -212,16 +212,21 @@ export async function pgUrlWithSchema(base: string): Promise<{ url: string; drop
   };
 }
 
+/** A server's Prometheus metrics, as text. */
+async function metricsText(url: string, token: string): Promise<string> {
+  return (await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${token}` } })).text();
+}
+
 /** One of a server's own Prometheus gauges (the first series), or null. */
 export async function serverGauge(url: string, token: string, metric: string): Promise<number | null> {
-  const text = await (await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${token}` } })).text();
+  const text = await metricsText(url, token);
   const m = new RegExp(`^${metric}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text);
   return m ? Number(m[1]) : null;
 }
 
 /** One of a server's own Prometheus histograms, as cumulative [upper bound, count] buckets. */
 export async function serverHistogram(url: string, token: string, metric: string): Promise<[number, number][]> {
-  const text = await (await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${token}` } })).text();
+  const text = await metricsText(url, token);
   const buckets: [number, number][] = [];
   const re = new RegExp(`^${metric}_bucket\\{[^}]*le="([^"]+)"[^}]*\\} (\\S+)$`, 'gm');
   for (const m of text.matchAll(re)) buckets.push([m[1] === '+Inf' ? Infinity : Number(m[1]), Number(m[2])]);

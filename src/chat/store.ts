@@ -203,7 +203,7 @@ interface CommitItem {
   messages: Message[];
   /** Durable events to store with the messages. */
   events: StreamEvent[];
-  /** Its events durable ones only, as `events`. */
+  /** Ends the turn too; its events, like `events`, are the durable ones only. */
   release?: Release;
 }
 
