@@ -143,14 +143,20 @@ test('a burst written at once is one batch, and each provider merges it into one
       await new Promise<void>((r) => (release = r));
       res.end(rest);
     });
+  /** The first event (read alone), then, once the burst is let go, all the rest. */
+  const firstThenBurst = async (stream: AsyncIterable<unknown>) => {
+    const it = stream[Symbol.asyncIterator]();
+    const first = (await it.next()).value;
+    release();
+    const rest: unknown[] = [];
+    for (let r = await it.next(); !r.done; r = await it.next()) rest.push(r.value);
+    return { first, rest };
+  };
   const oa = (d: object) => `data: ${JSON.stringify({ choices: [{ index: 0, delta: d }] })}\n\n`;
   burst(oa({ content: 'A' }), oa({ reasoning_content: 'r1' }) + oa({ reasoning_content: 'r2' }) + oa({ content: 'B' }) + oa({ content: 'C' }) + oa({ content: 'D' }) + 'data: [DONE]\n\n');
-  const it = new OpenAIProvider({ baseUrl: `${base}/v1`, apiKey: 'k', timeoutMs: 10_000 }).stream(req())[Symbol.asyncIterator]();
-  assert.deepEqual((await it.next()).value, { type: 'text', text: 'A' });
-  release();
-  const rest: unknown[] = [];
-  for (let r = await it.next(); !r.done; r = await it.next()) rest.push(r.value);
-  assert.deepEqual(rest, [
+  const o = await firstThenBurst(new OpenAIProvider({ baseUrl: `${base}/v1`, apiKey: 'k', timeoutMs: 10_000 }).stream(req()));
+  assert.deepEqual(o.first, { type: 'text', text: 'A' });
+  assert.deepEqual(o.rest, [
     { type: 'reasoning', text: 'r1r2', tokens: 2 },
     { type: 'text', text: 'BCD', tokens: 3 },
     { type: 'finish', reason: 'stop' },
@@ -162,12 +168,9 @@ test('a burst written at once is one batch, and each provider merges it into one
     an({ type: 'message_start', message: { usage: { input_tokens: 3 } } }) + an({ type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } }) + td('w'),
     td('x') + td('y') + td('z') + an({ type: 'content_block_stop', index: 0 }),
   );
-  const ait = new AnthropicProvider({ baseUrl: base, apiKey: 'k', timeoutMs: 10_000 }).stream(req())[Symbol.asyncIterator]();
-  assert.deepEqual((await ait.next()).value, { type: 'text', text: 'w' });
-  release();
-  const arest: unknown[] = [];
-  for (let r = await ait.next(); !r.done; r = await ait.next()) arest.push(r.value);
-  assert.deepEqual(arest, [
+  const a = await firstThenBurst(new AnthropicProvider({ baseUrl: base, apiKey: 'k', timeoutMs: 10_000 }).stream(req()));
+  assert.deepEqual(a.first, { type: 'text', text: 'w' });
+  assert.deepEqual(a.rest, [
     { type: 'text', text: 'xyz', tokens: 3 },
     { type: 'usage', input_tokens: 3, output_tokens: 0 },
     { type: 'finish', reason: 'end_turn' },
