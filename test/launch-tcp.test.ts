@@ -100,6 +100,14 @@ test('the relay path alone (WebRTC disabled) carries the session', async () => {
   assert.equal(p, 'relay');
   const data = crypto.randomBytes(300_000);
   assert.deepEqual(await roundTrip(port, data), data);
+  // The audit trail shows an open session's path while it runs.
+  let s = await lastSession();
+  for (let i = 0; i < 200 && s.path !== 'relay'; i++) {
+    await new Promise((r) => setTimeout(r, 20));
+    s = await lastSession();
+  }
+  assert.equal(s.path, 'relay');
+  assert.equal(s.ended_at, null);
   run.proc.kill('SIGINT');
   assert.equal(await run.exited(), 0);
   assert.doesNotMatch(run.stderr, /moved to the direct path/);

@@ -180,6 +180,11 @@ export class SignalRouter {
         if (h && h.link === link) this.signal(h.origin, { kind: 'to_client', session: msg.session, msg });
         return;
       }
+      case 'path':
+        if (typeof msg.session === 'string' && link.sessions.has(msg.session) && (msg.path === 'direct' || msg.path === 'relay')) {
+          void store.sessionPath(this.db, msg.session, msg.path).catch((err) => this.log.warn({ err }, 'session report failed'));
+        }
+        return;
       case 'ended':
         if (typeof msg.session === 'string' && link.sessions.has(msg.session)) {
           link.sessions.delete(msg.session);
@@ -376,7 +381,7 @@ function report(msg: any): store.SessionReport {
   };
 }
 
-const GATEWAY_MESSAGES = new Set(['answer', 'candidate', 'error', 'ended']);
+const GATEWAY_MESSAGES = new Set(['answer', 'candidate', 'error', 'path', 'ended']);
 const CLIENT_MESSAGES = new Set(['offer', 'candidate', 'bye']);
 
 /** A signalling message, or why it is refused (the close reason: at most 123 bytes). */

@@ -117,6 +117,11 @@ export interface SessionReport {
   error?: string | null;
 }
 
+/** The path an open session uses now (the gateway reports each change). */
+export async function sessionPath(q: Queryable, id: string, path: 'direct' | 'relay'): Promise<void> {
+  await q.query('UPDATE launch_sessions SET path = $2 WHERE id = $1 AND ended_at IS NULL', [id, path]);
+}
+
 /** Records what a session did; the first end wins for ended_at, later reports fill gaps. */
 export async function endSession(q: Queryable, id: string, r: SessionReport): Promise<void> {
   await q.query(

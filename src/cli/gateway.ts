@@ -44,6 +44,7 @@ export async function gatewayCommand(argv: string[]): Promise<number> {
   if (sub === 'list') {
     const { gateways } = await api.get('/api/gateways');
     if (values.json) console.log(JSON.stringify(gateways));
+    else if (!gateways.length) console.log('No gateways yet. Create one with `airlock gateway create NAME`.');
     else for (const g of gateways) console.log(`${g.name.padEnd(20)} group=${g.group.padEnd(16)} ${g.online ? 'online ' : 'offline'}  last seen ${g.last_seen_at ?? 'never'}`);
     return 0;
   }

@@ -51,6 +51,7 @@ export async function resourceCommand(cmd: 'resource' | 'session', argv: string[
     if (sub !== 'list') throw new CliError(`unknown subcommand "session ${sub}"; run \`airlock session --help\``, 2);
     const { sessions } = await api.get(`/api/sessions?limit=${enc(values.limit ?? '50')}`);
     if (values.json) console.log(JSON.stringify(sessions));
+    else if (!sessions.length) console.log('No sessions yet. They are recorded by `airlock launch`.');
     else {
       for (const s of sessions) {
         const dur = s.ended_at ? `${((Date.parse(s.ended_at) - Date.parse(s.started_at)) / 1000).toFixed(1)}s` : 'open';
@@ -65,6 +66,7 @@ export async function resourceCommand(cmd: 'resource' | 'session', argv: string[
     case 'list': {
       const { resources } = await api.get('/api/resources');
       if (values.json) console.log(JSON.stringify(resources));
+      else if (!resources.length) console.log('No resources you may launch. An admin creates them (`airlock resource create`) and grants them (`airlock resource grant`).');
       else for (const r of resources) console.log(`${r.name.padEnd(20)} ${r.kind.padEnd(6)} ${(r.target || '-').padEnd(24)} gateway=${r.gateway}${r.has_credential ? '  (credential)' : ''}`);
       return 0;
     }
@@ -113,6 +115,7 @@ export async function resourceCommand(cmd: 'resource' | 'session', argv: string[
       if (!name) throw new CliError('usage: airlock resource grants NAME', 2);
       const { grants } = await api.get(`/api/resources/${enc(name)}/grants`);
       if (values.json) console.log(JSON.stringify(grants));
+      else if (!grants.length) console.log(`No one has a grant of ${name} yet (admins may launch every resource).`);
       else for (const g of grants) console.log(g.name);
       return 0;
     }

@@ -42,6 +42,7 @@ export class GatewaySession {
     this.tube.on('path', (p) => {
       if (p === 'direct') this.usedDirect = true;
       this.log.debug({ session: this.id, path: p }, 'tube path');
+      this.control({ type: 'path', session: this.id, path: p }); // the audit trail shows it while the session runs
     });
     this.tube.on('closed', (reason) => this.end(reason));
   }
