@@ -148,6 +148,37 @@ test('a client reconnecting with after=SEQ mid-turn gets exactly what it missed'
   second.close();
 });
 
+test('memory keeps the last turn as streamed; a client from further back gets older turns from the database, messages in place of drafts', async () => {
+  llm.script = (req) => text(`re ${lastUser(req)} `, 'and more');
+  const u = await t.user();
+  const chat = await u.post('/api/chats', { message: 'one' });
+  const live = await StreamRecorder.open(u, chat.id);
+  await live.waitStatus('waiting');
+  for (const [i, m] of ['two', 'three'].entries()) {
+    await u.post(`/api/chats/${chat.id}/messages`, { content: m });
+    await live.waitStatus('waiting', i + 2);
+  }
+  const ends = live.events.filter((e) => e.type === 'status' && e.status === 'waiting').map((e) => e.seq!);
+  const late = await StreamRecorder.open(u, chat.id, 0);
+  await late.waitFor((e) => e.type === 'caught_up');
+  const seqd = (r: StreamRecorder) => r.events.filter((e) => e.seq !== undefined);
+  const lastTurn = (r: StreamRecorder) => seqd(r).filter((e) => e.seq! > ends[1]!);
+  // The last turn: exactly what the live client saw, drafts included.
+  assert.deepEqual(lastTurn(late).map((e) => JSON.stringify(e)), lastTurn(live).map((e) => JSON.stringify(e)));
+  assert.ok(lastTurn(late).some((e) => e.type === 'delta'));
+  // Before it: the stored events only (each message once, in order), no drafts.
+  const before = seqd(late).filter((e) => e.seq! <= ends[1]!);
+  assert.ok(before.every((e) => e.type !== 'delta'), 'no drafts of older turns');
+  assert.deepEqual(
+    before.filter((e) => e.type === 'message').map((e) => textOf((e as any).message)),
+    ['one', 're one and more', 'two', 're two and more'],
+  );
+  assert.deepEqual(before.map((e) => e.seq), [...before.map((e) => e.seq!)].sort((a, b) => a - b));
+  assert.equal(late.draftText(), 're three and more');
+  live.close();
+  late.close();
+});
+
 test('a client joining after the turn replays the stored events in order', async () => {
   llm.script = () => text('a', 'b', 'c');
   const u = await t.user();

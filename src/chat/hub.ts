@@ -28,13 +28,21 @@ interface Sub {
 }
 
 class ChatLog {
+  /** What a subscriber may not find in the database yet: events since the last stored release. */
   events: StreamEvent[] = [];
   seqs = new Set<number>();
+  /** Everything up to this seq is stored (or was a draft its stored messages replaced). */
+  storedThrough = 0;
+  /** The status event that ended the last turn. */
+  lastTurnEnd = 0;
   subs = new Set<Sub>();
   /** Epoch of the newest status event: drafts of older epochs are stale (their owner lost the chat). */
   statusEpoch = 0;
   lastActive = Date.now();
 }
+
+/** Statuses that end a turn (published once the turn is stored). */
+const TURN_ENDS = new Set(['waiting', 'error', 'requires_action']);
 
 export class StreamHub {
   private logs = new Map<string, ChatLog>();
@@ -119,15 +127,27 @@ export class StreamHub {
     if (e.seq !== undefined) {
       if (log.seqs.has(e.seq)) return;
       const epoch = epochOf(e.seq);
-      if (isDraft(e.type) && epoch < log.statusEpoch) return;
+      if (isDraft(e.type) && (epoch < log.statusEpoch || e.seq <= log.storedThrough)) return;
       if (e.type === 'status' && epoch > log.statusEpoch) log.statusEpoch = epoch;
-      log.seqs.add(e.seq);
-      log.events.push(e);
-      // Out-of-order arrival (two commits published in the other order) keeps the log sorted.
-      for (let i = log.events.length - 1; i > 0 && log.events[i - 1]!.seq! > e.seq; i--) {
-        [log.events[i - 1], log.events[i]] = [log.events[i]!, log.events[i - 1]!];
+      if (e.type === 'status' && TURN_ENDS.has(e.status as string) && e.seq > log.lastTurnEnd) {
+        // A turn's end is published after the statement that stored it, and a run stores its
+        // messages at the latest in that statement: every event before it is in the database
+        // now, or was a draft that a stored message (or the turn's end) replaced. The log keeps
+        // the last turn that ended, exactly as streamed (a client back from a short absence
+        // catches up delta by delta); turns before it are read from the database, their
+        // messages in place of their drafts.
+        this.forgetStored(log, log.lastTurnEnd);
+        log.lastTurnEnd = e.seq;
       }
-      while (log.events.length > this.maxEvents) log.seqs.delete(log.events.shift()!.seq!);
+      if (e.seq > log.storedThrough) {
+        log.seqs.add(e.seq);
+        log.events.push(e);
+        // Out-of-order arrival (two commits published in the other order) keeps the log sorted.
+        for (let i = log.events.length - 1; i > 0 && log.events[i - 1]!.seq! > e.seq; i--) {
+          [log.events[i - 1], log.events[i]] = [log.events[i]!, log.events[i - 1]!];
+        }
+        while (log.events.length > this.maxEvents) log.seqs.delete(log.events.shift()!.seq!);
+      }
     }
     for (const sub of log.subs) {
       if (sub.held) sub.held.push(e);
@@ -136,6 +156,13 @@ export class StreamHub {
     if (e.type === 'deleted') {
       this.logs.delete(e.chat_id);
     }
+  }
+
+  private forgetStored(log: ChatLog, through: number): void {
+    log.storedThrough = Math.max(log.storedThrough, through);
+    let keep = 0;
+    while (keep < log.events.length && log.events[keep]!.seq! <= log.storedThrough) log.seqs.delete(log.events[keep++]!.seq!);
+    if (keep) log.events = log.events.slice(keep);
   }
 
   /**
@@ -150,23 +177,24 @@ export class StreamHub {
   ): Promise<() => void> {
     const log = this.log(chatId);
     const sub: Sub = { sink, held: [] };
-    log.subs.add(sub); // subscribe first, then read: nothing published meanwhile is lost
+    // Subscribe first, then read: nothing published meanwhile is lost. The memory log is taken
+    // at once and the database read after it (after the owner's answer too, when another replica
+    // runs the turn): an event the log forgets meanwhile was stored before the read began.
+    log.subs.add(sub);
+    const memory = log.events.filter((e) => e.seq! > after);
     const unsubscribe = () => {
       log.subs.delete(sub);
       log.lastActive = Date.now();
     };
     try {
-      const [stored, remote] = await Promise.all([
-        this.db.query<{ seq: number; type: string; data: Record<string, unknown> }>(
-          'SELECT seq, type, data FROM chat_events WHERE chat_id = $1 AND seq > $2 ORDER BY seq',
-          [chatId, after],
-        ),
-        this.fetchFromOwner(chatId, after),
-      ]);
+      const remote = await this.fetchFromOwner(chatId, after);
+      const stored = await this.db.query<{ seq: number; type: string; data: Record<string, unknown> }>(
+        'SELECT seq, type, data FROM chat_events WHERE chat_id = $1 AND seq > $2 ORDER BY seq',
+        [chatId, after],
+      );
       const bySeq = new Map<number, StreamEvent>();
       for (const r of stored) bySeq.set(Number(r.seq), { ...r.data, chat_id: chatId, seq: Number(r.seq), type: r.type as StreamEvent['type'] });
       for (const e of remote) if (e.seq !== undefined && e.seq > after) bySeq.set(e.seq, e);
-      const memory = log.events.filter((e) => e.seq! > after);
       for (const e of memory) bySeq.set(e.seq!, e);
       let statusEpoch = log.statusEpoch;
       for (const e of bySeq.values()) if (e.type === 'status') statusEpoch = Math.max(statusEpoch, epochOf(e.seq!));
