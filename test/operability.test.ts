@@ -64,6 +64,19 @@ test('airlock server --tls-cert/--tls-key serves HTTPS; option mistakes exit non
         .on('error', reject);
     });
     assert.deepEqual(JSON.parse(body), { ok: true });
+    // The CLI's WebSocket client over TLS: a gateway dials in over wss://.
+    const tlsEnv = { ...env, NODE_EXTRA_CA_CERTS: cert };
+    const created = runCli(['gateway', 'create', 'tls-site', '--json'], tlsEnv);
+    assert.equal(await created.exited(), 0, created.stderr);
+    const gw = runCli(['gateway', '--server', url!, '--token', JSON.parse(created.stdout).token], { ...tlsEnv, AIRLOCK_LOG_LEVEL: 'info' });
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`the gateway did not connect over wss: ${gw.stdout}${gw.stderr}`)), 60_000);
+      const check = () => /gateway connected/.test(gw.stdout + gw.stderr) && (clearTimeout(timer), resolve());
+      gw.proc.stdout!.on('data', check);
+      gw.proc.stderr!.on('data', check);
+    });
+    gw.proc.kill('SIGTERM');
+    await gw.exited();
     srv.proc.kill('SIGTERM');
     assert.equal(await srv.exited(), 0);
 
