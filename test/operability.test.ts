@@ -10,7 +10,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { startTestServer } from './helpers/server.js';
-import { runCli, killChildren } from './helpers/launch.js';
+import { runCli, killChildren, GatewayProcess, waitGatewayOnline } from './helpers/launch.js';
+import { ApiClient } from '../src/client/api.js';
 
 after(() => killChildren());
 
@@ -140,3 +141,53 @@ test('a shutdown that cannot finish in AIRLOCK_SHUTDOWN_GRACE_MS exits 1 and say
   }
 });
 
+
+test('a server restarted on its embedded database lists no stale gateway and no session left open by the one before', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-restart-'));
+  const dataDir = path.join(dir, 'data');
+  const env = { AIRLOCK_CLI_CONFIG: path.join(dir, 'cli.json') };
+  const target = net.createServer((s) => s.on('error', () => {}));
+  target.listen(0, '127.0.0.1');
+  await once(target, 'listening');
+  const start = async () => {
+    const srv = runCli(['server', '--port', '0', '--data-dir', dataDir], env);
+    const [, url] = await srv.waitErr(/listening on (http:\/\/\S+)/);
+    if (!fs.existsSync(path.join(dataDir, 'admin-token'))) await srv.waitErr(/Saved in/);
+    const admin = new ApiClient(url!, fs.readFileSync(path.join(dataDir, 'admin-token'), 'utf8').trim(), 10_000);
+    return { srv, url: url!, admin };
+  };
+  const gw: { g: GatewayProcess | null } = { g: null };
+  const servers: Awaited<ReturnType<typeof start>>[] = [];
+  try {
+    const first = await start();
+    servers.push(first);
+    const { token } = await first.admin.post('/api/gateways', { name: 'site' });
+    await first.admin.post('/api/resources', { name: 'svc', kind: 'tcp', target: `127.0.0.1:${(target.address() as net.AddressInfo).port}`, gateway: 'site' });
+    gw.g = new GatewayProcess(first.url, token);
+    gw.g.start();
+    await waitGatewayOnline(first, 'site');
+    const launch = runCli(['launch', 'svc'], { ...env, AIRLOCK_SERVER: first.url, AIRLOCK_TOKEN: first.admin.token });
+    await launch.waitErr(/Forwarding/);
+    // The server, its gateway and the client all die at once: nobody reports anything.
+    first.srv.proc.kill('SIGKILL');
+    await gw.g.kill();
+    launch.proc.kill('SIGKILL');
+    await Promise.all([first.srv.exited(), launch.exited()]);
+
+    const second = await start();
+    servers.push(second);
+    const { gateways } = await second.admin.get('/api/gateways');
+    assert.deepEqual(gateways.map((g: any) => [g.name, g.online]), [['site', false]]);
+    const { sessions } = await second.admin.get('/api/sessions');
+    assert.equal(sessions.length, 1);
+    assert.ok(sessions[0].ended_at, 'the session is closed');
+    assert.match(sessions[0].error, /server stopped during the session/);
+    second.srv.proc.kill('SIGTERM');
+    assert.equal(await second.srv.exited(), 0);
+  } finally {
+    await gw.g?.kill();
+    for (const { srv } of servers) if (srv.proc.exitCode === null && srv.proc.signalCode === null) (srv.proc.kill('SIGKILL'), await srv.exited());
+    target.close();
+    fs.rmSync(dir, { recursive: true, force: true, maxRetries: 5 });
+  }
+});

@@ -117,6 +117,15 @@ export interface SessionReport {
   error?: string | null;
 }
 
+/**
+ * The only server of a database starts (the embedded one): no gateway is connected yet, and a
+ * session still open was cut off when the previous server stopped.
+ */
+export async function forgetLiveState(q: Queryable): Promise<void> {
+  await q.query('UPDATE gateways SET online = false, replica = NULL WHERE online');
+  await q.query(`UPDATE launch_sessions SET ended_at = now(), error = COALESCE(error, 'the server stopped during the session') WHERE ended_at IS NULL`);
+}
+
 /** The path an open session uses now (the gateway reports each change). */
 export async function sessionPath(q: Queryable, id: string, path: 'direct' | 'relay'): Promise<void> {
   await q.query('UPDATE launch_sessions SET path = $2 WHERE id = $1 AND ended_at IS NULL', [id, path]);
