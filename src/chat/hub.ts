@@ -5,6 +5,7 @@ import type { Bus } from '../bus/bus.js';
 import type { Db } from '../store/db.js';
 import { num } from '../config.js';
 import { type StreamEvent, epochOf, isDraft } from './types.js';
+import { ev } from './store.js';
 
 export interface Sink {
   /** Hands events to the subscriber; must not block. */
@@ -193,17 +194,20 @@ export class StreamHub {
         [chatId, after],
       );
       const bySeq = new Map<number, StreamEvent>();
-      for (const r of stored) bySeq.set(Number(r.seq), { ...r.data, chat_id: chatId, seq: Number(r.seq), type: r.type as StreamEvent['type'] });
+      for (const r of stored) bySeq.set(Number(r.seq), ev(chatId, Number(r.seq), r.type as StreamEvent['type'], r.data));
       for (const e of remote) if (e.seq !== undefined && e.seq > after) bySeq.set(e.seq, e);
       for (const e of memory) bySeq.set(e.seq!, e);
       let statusEpoch = log.statusEpoch;
       for (const e of bySeq.values()) if (e.type === 'status') statusEpoch = Math.max(statusEpoch, epochOf(e.seq!));
-      const replay = [...bySeq.values()]
-        .filter((e) => !(isDraft(e.type) && epochOf(e.seq!) < statusEpoch))
-        .sort((a, b) => a.seq! - b.seq!);
       const state = await snapshot();
       const held = sub.held ?? [];
       sub.held = null;
+      // An event read from the database that also arrived live goes out as it was published
+      // (the database's JSON may order an object's keys differently).
+      for (const e of held) if (e.seq !== undefined && bySeq.has(e.seq)) bySeq.set(e.seq, e);
+      const replay = [...bySeq.values()]
+        .filter((e) => !(isDraft(e.type) && epochOf(e.seq!) < statusEpoch))
+        .sort((a, b) => a.seq! - b.seq!);
       const sent = new Set(replay.map((e) => e.seq));
       const live = held.filter((e) => e.seq === undefined || !sent.has(e.seq));
       const last = replay.length ? replay[replay.length - 1]!.seq! : after;
