@@ -118,6 +118,20 @@ test('Ctrl-C during a reply interrupts the turn: partial reply kept, exit 130', 
   assert.equal(reply.parts[0].text, 'partial words');
 });
 
+test('a reader that goes away (| head) ends `airlock chat` quietly', async () => {
+  const g = gate();
+  llm.script = () => ({ steps: [{ text: 'first line\n' }, { wait: g.promise }, ...Array.from({ length: 50 }, (_, i) => ({ text: `more ${i}\n` }))] });
+  const p = spawn(process.execPath, [BIN, 'chat', 'talk a lot'], { env });
+  let stderr = '';
+  p.stderr.on('data', (d) => (stderr += d));
+  await new Promise<void>((resolve) => p.stdout.once('data', () => resolve()));
+  p.stdout.destroy(); // the reader is gone: the next writes fail with EPIPE
+  g.open();
+  const code = await new Promise<number>((r) => p.on('close', (c) => r(c ?? -1)));
+  assert.equal(code, 0, stderr);
+  assert.doesNotMatch(stderr, /EPIPE|Error|\n\s+at /);
+});
+
 test('titles are generated after the first turn', async () => {
   llm.script = () => ({ steps: [{ text: 'ok' }] });
   const r = await run(['chat', 'name this chat please']);

@@ -21,6 +21,16 @@ Commands:
 
 Run \`airlock <command> --help\` for a command's options.`;
 
+// A reader that goes away (`airlock chat … | head`) ends a command quietly, as it does other
+// command-line tools; the daemons (server, gateway) keep running without their output.
+const daemon = ['server', 'dev', 'gateway'].includes(process.argv[2] ?? '') && !process.argv.slice(3).some((a) => ['create', 'list', 'delete'].includes(a));
+for (const out of [process.stdout, process.stderr]) {
+  out.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') throw err;
+    if (!daemon) process.exit(process.exitCode ?? 0);
+  });
+}
+
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   switch (cmd) {
