@@ -158,6 +158,9 @@ test('CLI errors: unknown chat, unknown command, no token, provider error', asyn
   const badLogin = await run(['login', '--server', serverUrl, '--token', 'al_bad'], { env: { ...env, AIRLOCK_CLI_CONFIG: path.join(dir, 'x.json') } });
   assert.equal(badLogin.code, 1);
   assert.match(badLogin.stderr, /unknown or has expired/);
+  const notUrl = await run(['login', '--server', 'localhost:7070', '--token', 'al_x'], { env: { ...env, AIRLOCK_CLI_CONFIG: path.join(dir, 'x.json') } });
+  assert.equal(notUrl.code, 2);
+  assert.match(notUrl.stderr, /the server must be an http:\/\/ or https:\/\/ URL \(got "localhost:7070"\)/);
   const down = await run(['chat', 'list', '--server', 'http://127.0.0.1:9']);
   assert.equal(down.code, 1);
   assert.match(down.stderr, /cannot reach the Airlock server/);

@@ -29,14 +29,26 @@ export function writeConfig(cfg: CliConfig, file = configPath()): void {
   fs.writeFileSync(file, JSON.stringify(cfg, null, 2) + '\n', { mode: 0o600 });
 }
 
+/** The server's URL without trailing slashes; anything but an http(s) URL is a usage error. */
+export function serverUrl(s: string): string {
+  let u: URL | null = null;
+  try {
+    u = new URL(s);
+  } catch {
+    /* reported below */
+  }
+  if (!u || (u.protocol !== 'http:' && u.protocol !== 'https:')) throw new CliError(`the server must be an http:// or https:// URL (got "${s}")`, 2);
+  return s.replace(/\/+$/, '');
+}
+
 export function resolveClient(flags: { server?: string; token?: string }): { server: string; token: string } {
   const file = readConfig();
-  const server = flags.server || process.env.AIRLOCK_SERVER || file.server || 'http://127.0.0.1:7070';
+  const server = serverUrl(flags.server || process.env.AIRLOCK_SERVER || file.server || 'http://127.0.0.1:7070');
   const token = flags.token || process.env.AIRLOCK_TOKEN || file.token;
   if (!token) {
     throw new CliError(`no API token: run \`airlock login --server ${server} --token <token>\` or set AIRLOCK_TOKEN (the admin token is printed on the server's first start and saved in its data folder as admin-token)`);
   }
-  return { server: server.replace(/\/+$/, ''), token };
+  return { server, token };
 }
 
 /** An error the CLI prints as one line and exits with `code`. */

@@ -1,7 +1,7 @@
 // `airlock gateway`: run a gateway (--server, --token), or manage gateways (admin).
 import { parseArgs } from 'node:util';
 import { ApiClient } from '../client/api.js';
-import { CliError, resolveClient } from './config.js';
+import { CliError, resolveClient, serverUrl } from './config.js';
 import { num } from '../config.js';
 import { createLogger } from '../log.js';
 
@@ -61,7 +61,7 @@ async function runGateway(server: string | undefined, token: string | undefined)
   if (!server || !token) throw new CliError('airlock gateway needs --server URL and --token GATEWAY_TOKEN (create one with `airlock gateway create NAME`)', 2);
   const { GatewayDaemon } = await import('../gateway/daemon.js');
   const log = createLogger('gateway');
-  const gw = new GatewayDaemon({ server, token, log });
+  const gw = new GatewayDaemon({ server: serverUrl(server), token, log });
   gw.start();
   return new Promise((resolve) => {
     const stop = () => {
