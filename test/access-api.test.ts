@@ -101,4 +101,5 @@ test('a gateway token acts only as its gateway; launch sockets check tokens, gra
   assert.equal((await upgrade('/api/gateway/relay/00000000-0000-0000-0000-000000000000', token)).status, 404);
   const u = await t.user();
   assert.deepEqual((await u.get('/api/sessions')).sessions, []);
+  for (const bad of ['abc', '0', '1001', '2.5']) await fails(u.get(`/api/sessions?limit=${bad}`), 400, 'invalid_field');
 });

@@ -133,7 +133,9 @@ export function accessRoutes(router: Router, db: Db, secrets: SecretBox): void {
   });
 
   router.add('GET', '/api/sessions', async ({ user, query }) => {
-    const limit = Math.min(Math.max(Number(query.get('limit') ?? 100) || 100, 1), 1000);
+    const limitRaw = query.get('limit');
+    const limit = limitRaw === null ? 100 : Number(limitRaw);
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw v.badRequestFor('limit', 'an integer from 1 to 1000');
     const rows = await db.query(
       `SELECT s.id, u.name AS user, s.resource_name AS resource, gw.name AS gateway, s.path, s.started_at, s.ended_at,
               s.bytes_up, s.bytes_down, s.exit_status, s.error
