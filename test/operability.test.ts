@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { startTestServer } from './helpers/server.js';
-import { runCli, killChildren, GatewayProcess, waitGatewayOnline } from './helpers/launch.js';
+import { runCli, killChildren, GatewayProcess, waitGatewayOnline, freePort } from './helpers/launch.js';
 import { ApiClient } from '../src/client/api.js';
 
 after(() => killChildren());
@@ -142,50 +142,84 @@ test('a shutdown that cannot finish in AIRLOCK_SHUTDOWN_GRACE_MS exits 1 and say
 });
 
 
-test('a server restarted on its embedded database lists no stale gateway and no session left open by the one before', async () => {
+test('sessions are closed in the audit trail when their gateway could not report it: reports wait for the server, a restarted gateway is asked what it still has', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-restart-'));
   const dataDir = path.join(dir, 'data');
   const env = { AIRLOCK_CLI_CONFIG: path.join(dir, 'cli.json') };
   const target = net.createServer((s) => s.on('error', () => {}));
   target.listen(0, '127.0.0.1');
   await once(target, 'listening');
+  const port = await freePort(); // the same address every time: the gateway dials it back
   const start = async () => {
-    const srv = runCli(['server', '--port', '0', '--data-dir', dataDir], env);
+    const srv = runCli(['server', '--port', String(port), '--data-dir', dataDir], env);
     const [, url] = await srv.waitErr(/listening on (http:\/\/\S+)/);
     if (!fs.existsSync(path.join(dataDir, 'admin-token'))) await srv.waitErr(/Saved in/);
     const admin = new ApiClient(url!, fs.readFileSync(path.join(dataDir, 'admin-token'), 'utf8').trim(), 10_000);
     return { srv, url: url!, admin };
   };
-  const gw: { g: GatewayProcess | null } = { g: null };
+  const gateways: GatewayProcess[] = [];
   const servers: Awaited<ReturnType<typeof start>>[] = [];
+  const until = async (what: string, cond: () => Promise<boolean>) => {
+    for (let i = 0; !(await cond()); i++) {
+      if (i > 1500) throw new Error(`${what} did not happen in 30 s; gateway log:\n${gateways.map((g) => g.log).join('\n')}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  const session = async (api: ApiClient) => (await api.get('/api/sessions?limit=1')).sessions[0];
+  const launch = async (api: ApiClient, url: string) => {
+    const run = runCli(['launch', 'svc'], { ...env, AIRLOCK_SERVER: url, AIRLOCK_TOKEN: api.token });
+    await run.waitErr(/Forwarding/);
+    return run;
+  };
   try {
     const first = await start();
     servers.push(first);
     const { token } = await first.admin.post('/api/gateways', { name: 'site' });
     await first.admin.post('/api/resources', { name: 'svc', kind: 'tcp', target: `127.0.0.1:${(target.address() as net.AddressInfo).port}`, gateway: 'site' });
-    gw.g = new GatewayProcess(first.url, token);
-    gw.g.start();
+    gateways.push(new GatewayProcess(first.url, token));
+    gateways[0]!.start();
     await waitGatewayOnline(first, 'site');
-    const launch = runCli(['launch', 'svc'], { ...env, AIRLOCK_SERVER: first.url, AIRLOCK_TOKEN: first.admin.token });
-    await launch.waitErr(/Forwarding/);
-    // The server, its gateway and the client all die at once: nobody reports anything.
-    first.srv.proc.kill('SIGKILL');
-    await gw.g.kill();
-    launch.proc.kill('SIGKILL');
-    await Promise.all([first.srv.exited(), launch.exited()]);
 
+    // 1. The server and the client die; the gateway lives on, sees the session end while the
+    // server is away, and reports it once it is back.
+    const a = await launch(first.admin, first.url);
+    const s1 = await session(first.admin);
+    first.srv.proc.kill('SIGKILL');
+    a.proc.kill('SIGKILL');
+    await Promise.all([first.srv.exited(), a.exited()]);
     const second = await start();
     servers.push(second);
-    const { gateways } = await second.admin.get('/api/gateways');
-    assert.deepEqual(gateways.map((g: any) => [g.name, g.online]), [['site', false]]);
-    const { sessions } = await second.admin.get('/api/sessions');
-    assert.equal(sessions.length, 1);
-    assert.ok(sessions[0].ended_at, 'the session is closed');
-    assert.match(sessions[0].error, /server stopped during the session/);
-    second.srv.proc.kill('SIGTERM');
-    assert.equal(await second.srv.exited(), 0);
+    // A restarted server lists no gateway as online until it connects again.
+    assert.deepEqual((await second.admin.get('/api/gateways')).gateways.map((g: any) => g.online), [false]);
+    await waitGatewayOnline(second, 'site');
+    await until('the report of the session that ended meanwhile', async () => Boolean((await session(second.admin)).ended_at));
+    const r1 = await session(second.admin);
+    assert.equal(r1.id, s1.id);
+    assert.ok(['relay', 'direct'].includes(r1.path), `path ${r1.path}`);
+    assert.doesNotMatch(String(r1.error), /no longer had/);
+
+    // 2. Everything dies; a new gateway process (same token) has no sessions: the server closes
+    // the one left open when it connects.
+    const b = await launch(second.admin, second.url);
+    const s2 = await session(second.admin);
+    second.srv.proc.kill('SIGKILL');
+    b.proc.kill('SIGKILL');
+    await gateways[0]!.kill();
+    await Promise.all([second.srv.exited(), b.exited()]);
+    const third = await start();
+    servers.push(third);
+    assert.equal((await session(third.admin)).ended_at, null, 'open until its gateway says otherwise');
+    gateways.push(new GatewayProcess(third.url, token));
+    gateways[1]!.start();
+    await waitGatewayOnline(third, 'site');
+    await until('the lost session to be closed', async () => Boolean((await session(third.admin)).ended_at));
+    const r2 = await session(third.admin);
+    assert.equal(r2.id, s2.id);
+    assert.match(r2.error, /the gateway no longer had the session/);
+    third.srv.proc.kill('SIGTERM');
+    assert.equal(await third.srv.exited(), 0);
   } finally {
-    await gw.g?.kill();
+    for (const g of gateways) await g.kill();
     for (const { srv } of servers) if (srv.proc.exitCode === null && srv.proc.signalCode === null) (srv.proc.kill('SIGKILL'), await srv.exited());
     target.close();
     fs.rmSync(dir, { recursive: true, force: true, maxRetries: 5 });

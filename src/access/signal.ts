@@ -17,6 +17,9 @@ import { parseJson } from '../client/wire.js';
 import type { Bus } from '../bus/bus.js';
 import { num } from '../config.js';
 import { metrics } from '../metrics.js';
+import { isUuid } from '../server/validate.js';
+
+const uuid = (x: unknown): x is string => typeof x === 'string' && isUuid(x);
 
 const RELAY_HIGH_WATER = 8 << 20;
 
@@ -24,6 +27,8 @@ interface GatewayLink {
   gateway: store.Gateway;
   ws: WebSocket;
   sessions: Set<string>;
+  /** Sessions that started before this connection are the gateway's earlier ones. */
+  connectedAt: Date;
 }
 
 interface RemoteGateway {
@@ -139,7 +144,7 @@ export class SignalRouter {
   private attachGateway(ws: WebSocket, gateway: store.Gateway): void {
     const old = this.links.get(gateway.id);
     if (old) old.ws.close(4000, 'replaced by a newer connection of this gateway');
-    const link: GatewayLink = { gateway, ws, sessions: new Set() };
+    const link: GatewayLink = { gateway, ws, sessions: new Set(), connectedAt: new Date() };
     this.links.set(gateway.id, link);
     void store.setGatewayOnline(this.db, gateway.id, true, this.bus.replicaId).catch((err) => this.log.warn({ err }, 'gateway status update failed'));
     this.log.info({ gateway: gateway.name }, 'gateway online');
@@ -180,19 +185,32 @@ export class SignalRouter {
         if (h && h.link === link) this.signal(h.origin, { kind: 'to_client', session: msg.session, msg });
         return;
       }
+      // Reports may be about a session the gateway had before it reconnected (here or to another
+      // replica): the statements only touch sessions of this gateway.
       case 'path':
-        if (typeof msg.session === 'string' && link.sessions.has(msg.session) && (msg.path === 'direct' || msg.path === 'relay')) {
-          void store.sessionPath(this.db, msg.session, msg.path).catch((err) => this.log.warn({ err }, 'session report failed'));
+        if (uuid(msg.session) && (msg.path === 'direct' || msg.path === 'relay')) {
+          void store.sessionPath(this.db, msg.session, link.gateway.id, msg.path).catch((err) => this.log.warn({ err }, 'session report failed'));
         }
         return;
       case 'ended':
-        if (typeof msg.session === 'string' && link.sessions.has(msg.session)) {
+        if (uuid(msg.session)) {
           link.sessions.delete(msg.session);
           this.hosted.delete(msg.session);
           this.log.info({ session: msg.session, gateway: link.gateway.name, ...report(msg) }, 'session ended');
-          void store.endSession(this.db, msg.session, report(msg)).catch((err) => this.log.warn({ err }, 'session report failed'));
+          void store.endSession(this.db, msg.session, report(msg), link.gateway.id).catch((err) => this.log.warn({ err }, 'session report failed'));
         }
         return;
+      case 'alive': {
+        // Sent once after each connect: the sessions the gateway still has. Its other sessions
+        // from before this connection ended while nobody could hear it (a gateway that restarted,
+        // a server that went down): close them.
+        const live = Array.isArray(msg.sessions) ? msg.sessions.filter(uuid).slice(0, 100_000) : [];
+        void store
+          .closeLostSessions(this.db, link.gateway.id, live, link.connectedAt)
+          .then((n) => n && this.log.info({ gateway: link.gateway.name, sessions: n }, 'closed sessions the gateway no longer had'))
+          .catch((err) => this.log.warn({ err }, 'session reconciliation failed'));
+        return;
+      }
       default:
         return;
     }
@@ -381,7 +399,7 @@ function report(msg: any): store.SessionReport {
   };
 }
 
-const GATEWAY_MESSAGES = new Set(['answer', 'candidate', 'error', 'path', 'ended']);
+const GATEWAY_MESSAGES = new Set(['answer', 'candidate', 'error', 'path', 'ended', 'alive']);
 const CLIENT_MESSAGES = new Set(['offer', 'candidate', 'bye']);
 
 /** A signalling message, or why it is refused (the close reason: at most 123 bytes). */

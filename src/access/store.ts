@@ -117,22 +117,35 @@ export interface SessionReport {
   error?: string | null;
 }
 
-/**
- * The only server of a database starts (the embedded one): no gateway is connected yet, and a
- * session still open was cut off when the previous server stopped.
- */
-export async function forgetLiveState(q: Queryable): Promise<void> {
+/** The only server of a database starts (the embedded one): no gateway is connected yet. */
+export async function forgetOnlineGateways(q: Queryable): Promise<void> {
   await q.query('UPDATE gateways SET online = false, replica = NULL WHERE online');
-  await q.query(`UPDATE launch_sessions SET ended_at = now(), error = COALESCE(error, 'the server stopped during the session') WHERE ended_at IS NULL`);
 }
 
-/** The path an open session uses now (the gateway reports each change). */
-export async function sessionPath(q: Queryable, id: string, path: 'direct' | 'relay'): Promise<void> {
-  await q.query('UPDATE launch_sessions SET path = $2 WHERE id = $1 AND ended_at IS NULL', [id, path]);
+/** The path an open session of this gateway uses now (the gateway reports each change). */
+export async function sessionPath(q: Queryable, id: string, gatewayId: string, path: 'direct' | 'relay'): Promise<void> {
+  await q.query('UPDATE launch_sessions SET path = $3 WHERE id = $1 AND gateway_id = $2 AND ended_at IS NULL', [id, gatewayId, path]);
 }
 
-/** Records what a session did; the first end wins for ended_at, later reports fill gaps. */
-export async function endSession(q: Queryable, id: string, r: SessionReport): Promise<void> {
+/**
+ * Closes the gateway's sessions that started before its current connection and that it no
+ * longer has (`live`): they ended while it could not report it. Returns how many.
+ */
+export async function closeLostSessions(q: Queryable, gatewayId: string, live: string[], connectedAt: Date): Promise<number> {
+  const rows = await q.query(
+    `UPDATE launch_sessions SET ended_at = now(), error = COALESCE(error, 'the gateway no longer had the session when it reconnected')
+     WHERE gateway_id = $1 AND ended_at IS NULL AND started_at < $3::timestamptz AND NOT (id = ANY($2::uuid[]))
+     RETURNING id`,
+    [gatewayId, live, connectedAt.toISOString()],
+  );
+  return rows.length;
+}
+
+/**
+ * Records what a session did; the first end wins for ended_at, later reports fill gaps. With
+ * `gatewayId`, only a session of that gateway.
+ */
+export async function endSession(q: Queryable, id: string, r: SessionReport, gatewayId?: string): Promise<void> {
   await q.query(
     `UPDATE launch_sessions SET
        ended_at = COALESCE(ended_at, now()),
@@ -141,7 +154,7 @@ export async function endSession(q: Queryable, id: string, r: SessionReport): Pr
        bytes_down = GREATEST(bytes_down, $4),
        exit_status = COALESCE($5, exit_status),
        error = COALESCE(error, $6)
-     WHERE id = $1`,
-    [id, r.path ?? null, r.bytes_up ?? 0, r.bytes_down ?? 0, r.exit_status ?? null, r.error ?? null],
+     WHERE id = $1 AND ($7::uuid IS NULL OR gateway_id = $7::uuid)`,
+    [id, r.path ?? null, r.bytes_up ?? 0, r.bytes_down ?? 0, r.exit_status ?? null, r.error ?? null, gatewayId ?? null],
   );
 }

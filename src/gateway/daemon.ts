@@ -78,8 +78,12 @@ export class GatewayDaemon {
     }, delay);
   }
 
-  private send = (msg: unknown): void => {
+  /** Session reports made while the server was out of reach: sent after the next welcome. */
+  private unsent: { type: string; session: string }[] = [];
+
+  private send = (msg: any): void => {
     if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(msg));
+    else if ((msg.type === 'ended' || msg.type === 'path') && this.unsent.length < 10_000) this.unsent.push(msg);
   };
 
   private message(msg: any): void {
@@ -89,6 +93,10 @@ export class GatewayDaemon {
         this.name = msg.gateway;
         this.opts.log.info({ gateway: msg.gateway, server: this.opts.server }, 'gateway connected');
         this.settle.resolve();
+        // The server closes our sessions from before this connection that we no longer have;
+        // those whose end we could not report yet are reported next.
+        this.send({ type: 'alive', sessions: [...this.sessions.keys(), ...this.unsent.filter((m) => m.type === 'ended').map((m) => m.session)] });
+        for (const m of this.unsent.splice(0)) this.send(m);
         return;
       case 'session': {
         // A session whose client is on another server replica: relay straight to that replica.

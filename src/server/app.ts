@@ -29,7 +29,7 @@ import { isUuid } from './validate.js';
 import { accessRoutes } from './routes/access.js';
 import { SecretBox } from '../access/secretbox.js';
 import { SignalRouter } from '../access/signal.js';
-import { forgetLiveState } from '../access/store.js';
+import { forgetOnlineGateways } from '../access/store.js';
 import { str } from '../config.js';
 
 export interface ServerOptions {
@@ -75,8 +75,8 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
   const tools = ToolBox.withExtra(opts.tools);
   const service = new ChatService(db, bus, providers, tools);
   const adminToken = await bootstrapAdmin(db).catch(() => null);
-  // The embedded database has one server (its lock file): what an earlier one left live is stale.
-  if (db.kind === 'pglite') await forgetLiveState(db);
+  // The embedded database has one server (its lock file): no gateway is connected to it yet.
+  if (db.kind === 'pglite') await forgetOnlineGateways(db);
   const titles = opts.titles ?? num('titles') !== 0;
 
   const runner =
