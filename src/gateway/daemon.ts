@@ -78,13 +78,27 @@ export class GatewayDaemon {
     }, delay);
   }
 
-  /** Session reports made while the server was out of reach: sent after the next welcome. */
-  private unsent: { type: string; session: string }[] = [];
+  /**
+   * Final reports of the sessions that ended lately. A report can be lost (sent on a socket whose
+   * server just died, or while there was none): each welcome sends them again (the server keeps
+   * the first end and fills in what it lacks).
+   */
+  private ended = new Map<string, { at: number; msg: unknown }>();
 
   private send = (msg: any): void => {
-    if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(msg));
-    else if ((msg.type === 'ended' || msg.type === 'path') && this.unsent.length < 10_000) this.unsent.push(msg);
+    if (msg.type === 'ended') {
+      this.ended.set(msg.session, { at: Date.now(), msg });
+      for (const [id, e] of this.ended) {
+        if (this.ended.size <= 1000 && Date.now() - e.at < 600_000) break;
+        this.ended.delete(id); // oldest first
+      }
+    }
+    this.write(msg);
   };
+
+  private write(msg: unknown): void {
+    if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(msg));
+  }
 
   private message(msg: any): void {
     switch (msg.type) {
@@ -93,10 +107,12 @@ export class GatewayDaemon {
         this.name = msg.gateway;
         this.opts.log.info({ gateway: msg.gateway, server: this.opts.server }, 'gateway connected');
         this.settle.resolve();
-        // The server closes our sessions from before this connection that we no longer have;
-        // those whose end we could not report yet are reported next.
-        this.send({ type: 'alive', sessions: [...this.sessions.keys(), ...this.unsent.filter((m) => m.type === 'ended').map((m) => m.session)] });
-        for (const m of this.unsent.splice(0)) this.send(m);
+        // The server closes our sessions from before this connection that we no longer have
+        // (we name those that ended lately too: their reports follow), and learns the paths of
+        // those that go on.
+        this.write({ type: 'alive', sessions: [...this.sessions.keys(), ...this.ended.keys()] });
+        for (const { msg } of this.ended.values()) this.write(msg);
+        for (const s of this.sessions.values()) if (s.path) this.write({ type: 'path', session: s.id, path: s.path });
         return;
       case 'session': {
         // A session whose client is on another server replica: relay straight to that replica.

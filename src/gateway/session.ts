@@ -47,6 +47,11 @@ export class GatewaySession {
     this.tube.on('closed', (reason) => this.end(reason));
   }
 
+  /** The path the tube sends on now (null before one is up). */
+  get path(): string | null {
+    return this.tube.path;
+  }
+
   start(): void {
     const ws = new WebSocket(`${this.serverWsUrl}/api/gateway/relay/${this.id}`, {
       headers: { authorization: `Bearer ${this.token}` },
