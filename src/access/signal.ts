@@ -194,9 +194,10 @@ export class SignalRouter {
         return;
       case 'ended':
         if (uuid(msg.session)) {
-          link.sessions.delete(msg.session);
+          // A report sent again after a reconnect is logged at debug level only.
+          const level = link.sessions.delete(msg.session) ? 'info' : 'debug';
           this.hosted.delete(msg.session);
-          this.log.info({ session: msg.session, gateway: link.gateway.name, ...report(msg) }, 'session ended');
+          this.log[level]({ session: msg.session, gateway: link.gateway.name, ...report(msg) }, 'session ended');
           void store.endSession(this.db, msg.session, report(msg), link.gateway.id).catch((err) => this.log.warn({ err }, 'session report failed'));
         }
         return;
@@ -204,7 +205,8 @@ export class SignalRouter {
         // Sent once after each connect: the sessions the gateway still has. Its other sessions
         // from before this connection ended while nobody could hear it (a gateway that restarted,
         // a server that went down): close them.
-        const live = Array.isArray(msg.sessions) ? msg.sessions.filter(uuid).slice(0, 100_000) : [];
+        // Sessions handed over this connection count as live too, whatever the clocks say.
+        const live = [...(Array.isArray(msg.sessions) ? msg.sessions.filter(uuid).slice(0, 100_000) : []), ...link.sessions];
         void store
           .closeLostSessions(this.db, link.gateway.id, live, link.connectedAt)
           .then((n) => n && this.log.info({ gateway: link.gateway.name, sessions: n }, 'closed sessions the gateway no longer had'))
