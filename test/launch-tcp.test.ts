@@ -249,3 +249,32 @@ test('CLI mistakes get a clear message and a non-zero exit', async () => {
   assert.match(run.stderr, new RegExp(`port ${taken} on 127.0.0.1 is in use`));
   busy.close();
 });
+
+test('deleting a gateway cuts it off: its connection closes, it stops (its token is refused), its open sessions are closed', async () => {
+  const { token } = await t.admin.post('/api/gateways', { name: 'doomed' });
+  const g = new GatewayProcess(t.url, token);
+  g.start();
+  try {
+    await waitGatewayOnline(t, 'doomed');
+    await t.admin.post('/api/resources', { name: 'echo-doomed', kind: 'tcp', target: `127.0.0.1:${echo.port}`, gateway: 'doomed' });
+    const run = runCli(['launch', 'echo-doomed'], env);
+    const port = Number((await run.waitErr(/Forwarding 127\.0\.0\.1:(\d+)/))[1]);
+    assert.deepEqual(await roundTrip(port, Buffer.from('before')), Buffer.from('before'));
+    const open = await lastSession();
+    assert.equal(open.ended_at, null);
+    await t.admin.delete('/api/gateways/doomed');
+    // The gateway learns it at once and stops, saying why.
+    const code = await within(new Promise<number | null>((r) => (g.proc!.exitCode !== null ? r(g.proc!.exitCode) : g.proc!.once('exit', (c) => r(c)))), () => `the deleted gateway is still running:\n${g.log}`);
+    assert.equal(code, 1);
+    assert.match(g.log, /the server refused the gateway token/);
+    const { sessions } = await t.admin.get('/api/sessions?limit=50');
+    const closed = sessions.find((s: any) => s.id === open.id);
+    assert.ok(closed.ended_at);
+    assert.match(closed.error, /the gateway was deleted/);
+    run.proc.kill('SIGINT');
+    await run.exited();
+    assert.ok(!(await t.admin.get('/api/gateways')).gateways.some((x: any) => x.name === 'doomed'));
+  } finally {
+    await g.kill();
+  }
+});

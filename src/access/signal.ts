@@ -58,12 +58,20 @@ interface Hosted {
   origin: string;
 }
 
-type BusSignal = { to: string; session: string } & (
-  | { kind: 'open'; from: string; gateway_id: string; user: string; resource: unknown; credential_enc: string | null; relay_url: string }
-  | { kind: 'opened' }
-  | { kind: 'to_gateway' | 'to_client'; msg: Record<string, unknown> }
-  | { kind: 'gone'; message: string }
-);
+type BusSignal =
+  | ({ to: string; session: string } & (
+      | { kind: 'open'; from: string; gateway_id: string; user: string; resource: unknown; credential_enc: string | null; relay_url: string }
+      | { kind: 'opened' }
+      | { kind: 'to_gateway' | 'to_client'; msg: Record<string, unknown> }
+      | { kind: 'gone'; message: string }
+    ))
+  /** To every replica: an admin deleted this gateway; whichever replica holds its connection cuts it. */
+  | { to: '*'; kind: 'gateway_deleted'; gateway_id: string };
+
+/** Tells every replica that a gateway was deleted (its connection, wherever it is, is closed). */
+export function announceGatewayDeleted(bus: Bus, gatewayId: string): void {
+  bus.publish('signal', { to: '*', kind: 'gateway_deleted', gateway_id: gatewayId } satisfies BusSignal);
+}
 
 export class SignalRouter {
   private wss = new WebSocketServer({ noServer: true, maxPayload: 1 << 20 });
@@ -82,7 +90,8 @@ export class SignalRouter {
     private publicWsUrl: () => string,
   ) {
     this.unsubBus = bus.subscribe('signal', (m: BusSignal) => {
-      if (m?.to === bus.replicaId) this.fromBus(m);
+      if (m?.kind === 'gateway_deleted') this.links.get(m.gateway_id)?.ws.close(4003, 'this gateway was deleted');
+      else if (m?.to === bus.replicaId) this.fromBus(m);
     });
   }
 
@@ -339,7 +348,7 @@ export class SignalRouter {
     this.bus.publish('signal', { ...m, to });
   }
 
-  private fromBus(m: BusSignal): void {
+  private fromBus(m: Exclude<BusSignal, { kind: 'gateway_deleted' }>): void {
     if (typeof m.session !== 'string') return;
     const s = this.sessions.get(m.session);
     switch (m.kind) {

@@ -122,6 +122,11 @@ export async function forgetOnlineGateways(q: Queryable): Promise<void> {
   await q.query('UPDATE gateways SET online = false, replica = NULL WHERE online');
 }
 
+/** Closes every open session of a gateway (it is being deleted). */
+export async function closeGatewaySessions(q: Queryable, gatewayId: string, error: string): Promise<void> {
+  await q.query('UPDATE launch_sessions SET ended_at = now(), error = COALESCE(error, $2) WHERE gateway_id = $1 AND ended_at IS NULL', [gatewayId, error]);
+}
+
 /** The path an open session of this gateway uses now (the gateway reports each change). */
 export async function sessionPath(q: Queryable, id: string, gatewayId: string, path: 'direct' | 'relay'): Promise<void> {
   await q.query('UPDATE launch_sessions SET path = $3 WHERE id = $1 AND gateway_id = $2 AND ended_at IS NULL', [id, gatewayId, path]);

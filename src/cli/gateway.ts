@@ -70,8 +70,8 @@ async function runGateway(server: string | undefined, token: string | undefined)
     };
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
-    gw.ready.catch((err) => {
-      process.stderr.write(`airlock: ${err.message}\n`);
+    void gw.refused.then((why) => {
+      process.stderr.write(`airlock: ${why}\n`);
       resolve(1);
     });
   });

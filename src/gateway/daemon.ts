@@ -24,11 +24,15 @@ export class GatewayDaemon {
   /** Resolves on the first successful connection; rejects when the token is refused. */
   readonly ready: Promise<void>;
   private settle!: { resolve: () => void; reject: (err: Error) => void };
+  /** Resolves with the reason when the server refuses this gateway for good (its token was deleted). */
+  readonly refused: Promise<string>;
+  private refuse!: (why: string) => void;
 
   constructor(private opts: GatewayOptions) {
     this.wsUrl = wsBase(opts.server);
     this.ready = new Promise((resolve, reject) => (this.settle = { resolve, reject }));
     this.ready.catch(() => {});
+    this.refused = new Promise((resolve) => (this.refuse = resolve));
   }
 
   start(): void {
@@ -45,9 +49,11 @@ export class GatewayDaemon {
     ws.on('unexpected-response', (_req, res) => {
       void readUpgradeError(res).then(({ status, message }) => {
         if (status === 401) {
-          this.opts.log.error(`the server refused the gateway token: ${message}`);
+          const why = `the server refused the gateway token: ${message}`;
+          this.opts.log.error(why);
           this.stop();
-          this.settle.reject(new Error(`the server refused the gateway token: ${message}`));
+          this.settle.reject(new Error(why));
+          this.refuse(why);
         } else this.retry(`HTTP ${status}: ${message}`);
       });
     });

@@ -28,7 +28,7 @@ import { authRoutes } from './routes/auth.js';
 import { isUuid } from './validate.js';
 import { accessRoutes } from './routes/access.js';
 import { SecretBox } from '../access/secretbox.js';
-import { SignalRouter } from '../access/signal.js';
+import { SignalRouter, announceGatewayDeleted } from '../access/signal.js';
 import { forgetOnlineGateways } from '../access/store.js';
 import { str } from '../config.js';
 
@@ -103,7 +103,7 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
   authRoutes(router, db);
   chatRoutes(router, service);
   const secrets = opts.secrets ?? SecretBox.load(str('dataDir'));
-  accessRoutes(router, db, secrets);
+  accessRoutes(router, db, secrets, (id) => announceGatewayDeleted(bus, id));
 
   const maxBody = num('maxBodyBytes');
   // Tokens seen recently skip the database; never longer than the token has left to live.

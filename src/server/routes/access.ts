@@ -39,7 +39,8 @@ function credential(raw: unknown): Credential | undefined {
   return cred;
 }
 
-export function accessRoutes(router: Router, db: Db, secrets: SecretBox): void {
+/** onGatewayDeleted: cuts the deleted gateway's connection, on whichever replica holds it. */
+export function accessRoutes(router: Router, db: Db, secrets: SecretBox, onGatewayDeleted: (id: string) => void = () => {}): void {
   router.add('GET', '/api/resources', async ({ user }) => ({ resources: await store.listResources(db, user) }));
 
   router.add('GET', '/api/resources/:name', async ({ user, params }) => {
@@ -127,8 +128,16 @@ export function accessRoutes(router: Router, db: Db, secrets: SecretBox): void {
 
   router.add('DELETE', '/api/gateways/:name', async ({ user, params }) => {
     requireAdmin(user);
-    const rows = await db.query('DELETE FROM gateways WHERE name = $1 RETURNING id', [params.name]);
+    // Its open sessions are closed first: the delete sets their gateway to NULL.
+    const rows = await db.tx(async (q) => {
+      const gw = await q.query<{ id: string }>('SELECT id FROM gateways WHERE name = $1 FOR UPDATE', [params.name]);
+      if (!gw.length) return gw;
+      await store.closeGatewaySessions(q, gw[0]!.id, 'the gateway was deleted');
+      await q.query('DELETE FROM gateways WHERE id = $1', [gw[0]!.id]);
+      return gw;
+    });
     if (!rows.length) throw notFound(`gateway "${params.name}"`);
+    onGatewayDeleted(rows[0]!.id);
     return { deleted: true };
   });
 
