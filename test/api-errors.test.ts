@@ -53,6 +53,29 @@ test('expired tokens are refused', async () => {
   assertError(await raw('GET', '/api/me', { token: tok.token }), 401);
 });
 
+test('tokens: listed without their secrets, revoked at once (cached or not); others\' tokens answer 404; admins may revoke any', async () => {
+  const u = await t.user();
+  const other = await t.user();
+  const second = await u.post('/api/tokens', { name: 'laptop' });
+  assert.equal((await raw('GET', '/api/me', { token: second.token })).status, 200); // now in the cache
+  const { tokens } = await u.get('/api/tokens');
+  assert.deepEqual(tokens.map((x: any) => x.name), ['initial', 'laptop']);
+  assert.deepEqual(tokens.map((x: any) => x.current), [true, false]);
+  assert.ok(tokens.every((x: any) => !('token' in x) && !('token_hash' in x) && x.prefix.startsWith('al_')));
+  assert.ok(!JSON.stringify(tokens).includes(second.token));
+  // Someone else's token, or no token id at all, is not found.
+  assertError(await raw('DELETE', `/api/tokens/${second.id}`, { token: other.token }), 404, 'not_found');
+  assertError(await raw('DELETE', '/api/tokens/not-a-uuid', { token: u.token }), 404, 'not_found');
+  assert.deepEqual(await u.delete(`/api/tokens/${second.id}`), { revoked: true });
+  assertError(await raw('GET', '/api/me', { token: second.token }), 401, 'unauthorized');
+  assertError(await raw('DELETE', `/api/tokens/${second.id}`, { token: u.token }), 404, 'not_found');
+  // An admin revokes another user's token; that user is locked out at once.
+  const [own] = (await other.get('/api/tokens')).tokens;
+  assert.equal((await raw('GET', '/api/me', { token: other.token })).status, 200);
+  assert.deepEqual(await t.admin.delete(`/api/tokens/${own.id}`), { revoked: true });
+  assertError(await raw('GET', '/api/me', { token: other.token }), 401);
+});
+
 test('malformed bodies: invalid JSON, wrong types, unknown fields, oversized', async () => {
   assertError(await raw('POST', '/api/chats', { body: '{"message": ' }), 400, 'invalid_json');
   assertError(await raw('POST', '/api/chats', { body: '[1,2]' }), 400);

@@ -132,6 +132,25 @@ test('a reader that goes away (| head) ends `airlock chat` quietly', async () =>
   assert.doesNotMatch(stderr, /EPIPE|Error|\n\s+at /);
 });
 
+test('airlock token create, list and revoke', async () => {
+  const created = await run(['token', 'create', '--name', 'ci-bot', '--json']);
+  assert.equal(created.code, 0, created.stderr);
+  const { id, token } = JSON.parse(created.stdout);
+  const list = await run(['token', 'list']);
+  assert.equal(list.code, 0, list.stderr);
+  assert.match(list.stdout, new RegExp(`${id}\\s+al_\\S+…\\s+ci-bot`));
+  assert.match(list.stdout, /\(this one\)/);
+  assert.ok(!list.stdout.includes(token), 'no secret in the list');
+  const revoked = await run(['token', 'revoke', id]);
+  assert.equal(revoked.code, 0, revoked.stderr);
+  const gone = await run(['chat', 'list', '--token', token]);
+  assert.equal(gone.code, 1);
+  assert.match(gone.stderr, /unknown or has expired/);
+  const again = await run(['token', 'revoke', id]);
+  assert.equal(again.code, 1);
+  assert.match(again.stderr, /token not found/);
+});
+
 test('titles are generated after the first turn', async () => {
   llm.script = () => ({ steps: [{ text: 'ok' }] });
   const r = await run(['chat', 'name this chat please']);

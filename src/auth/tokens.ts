@@ -8,6 +8,8 @@ export interface User {
   is_admin: boolean;
   /** Set by authenticate(): how long the token is still valid (absent: no expiry). */
   expires_in_ms?: number;
+  /** Set by authenticate(): the token the request came with. */
+  token_id?: string;
 }
 
 const TOKEN_PREFIX = 'al_';
@@ -53,15 +55,15 @@ export async function issueToken(
 /** The user a bearer token belongs to, or null when it is unknown or expired. */
 export async function authenticate(q: Queryable, token: string): Promise<User | null> {
   if (!token.startsWith(TOKEN_PREFIX) || token.length > 200) return null;
-  const rows = await q.query<User & { left_ms: number | null }>(
-    `SELECT u.id, u.name, u.is_admin, (extract(epoch FROM t.expires_at - now()) * 1000)::float8 AS left_ms
+  const rows = await q.query<User & { left_ms: number | null; token_id: string }>(
+    `SELECT u.id, u.name, u.is_admin, t.id AS token_id, (extract(epoch FROM t.expires_at - now()) * 1000)::float8 AS left_ms
      FROM api_tokens t JOIN users u ON u.id = t.user_id
      WHERE t.token_hash = $1 AND (t.expires_at IS NULL OR t.expires_at > now())`,
     [hashToken(token)],
   );
   const r = rows[0];
   if (!r) return null;
-  return { id: r.id, name: r.name, is_admin: r.is_admin, ...(r.left_ms !== null ? { expires_in_ms: Number(r.left_ms) } : {}) };
+  return { id: r.id, name: r.name, is_admin: r.is_admin, token_id: r.token_id, ...(r.left_ms !== null ? { expires_in_ms: Number(r.left_ms) } : {}) };
 }
 
 /** On first start: creates the admin user and returns its token (null when users exist). */

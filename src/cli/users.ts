@@ -1,4 +1,4 @@
-// `airlock user create|list` (admin) and `airlock token create`.
+// `airlock user create|list` (admin) and `airlock token create|list|revoke`.
 import { parseArgs } from 'node:util';
 import { ApiClient } from '../client/api.js';
 import { CliError, resolveClient } from './config.js';
@@ -22,7 +22,7 @@ export async function usersCommand(cmd: 'user' | 'token', argv: string[]): Promi
     console.log(
       cmd === 'user'
         ? 'Usage:\n  airlock user create NAME [--admin]   create a user; prints its API token\n  airlock user list'
-        : 'Usage:\n  airlock token create [--name N] [--expires-in SECONDS]   a new API token for yourself',
+        : 'Usage:\n  airlock token create [--name N] [--expires-in SECONDS]   a new API token for yourself\n  airlock token list                                       your tokens (never their secrets)\n  airlock token revoke ID                                  revoke one of your tokens (admins: anyone\'s) at once',
     );
     return values.help ? 0 : 2;
   }
@@ -47,6 +47,22 @@ export async function usersCommand(cmd: 'user' | 'token', argv: string[]): Promi
     if (expires !== undefined && (!Number.isInteger(expires) || expires < 1)) throw new CliError('--expires-in must be a positive number of seconds', 2);
     const out = await api.post('/api/tokens', { name: values.name, expires_in: expires });
     console.log(values.json ? JSON.stringify(out) : out.token);
+    return 0;
+  }
+  if (cmd === 'token' && sub === 'list') {
+    const { tokens } = await api.get('/api/tokens');
+    if (values.json) console.log(JSON.stringify(tokens));
+    else {
+      for (const t of tokens) {
+        console.log(`${t.id}  ${t.prefix}…  ${String(t.name || '-').padEnd(16)} created ${t.created_at}  ${t.expires_at ? `expires ${t.expires_at}` : 'no expiry'}${t.current ? '  (this one)' : ''}`);
+      }
+    }
+    return 0;
+  }
+  if (cmd === 'token' && sub === 'revoke') {
+    if (!arg) throw new CliError('usage: airlock token revoke ID (see airlock token list)', 2);
+    await api.delete(`/api/tokens/${encodeURIComponent(arg)}`);
+    console.log(`Revoked token ${arg}.`);
     return 0;
   }
   throw new CliError(`unknown subcommand "${cmd} ${sub}"; run \`airlock ${cmd} --help\``, 2);

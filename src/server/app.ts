@@ -100,7 +100,7 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
   let draining = false;
 
   const router = new Router();
-  authRoutes(router, db);
+  authRoutes(router, db, (tokenId) => bus.publish('auth', { revoked: tokenId }));
   chatRoutes(router, service);
   const secrets = opts.secrets ?? SecretBox.load(str('dataDir'));
   accessRoutes(router, db, secrets, (id) => announceGatewayDeleted(bus, id));
@@ -109,6 +109,10 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
   // Tokens seen recently skip the database; never longer than the token has left to live.
   const authCacheMs = num('authCacheMs');
   const authCache = new Map<string, { user: User; until: number }>();
+  // A revoked token (on any replica) is forgotten here at once.
+  const unsubAuth = bus.subscribe('auth', (m: { revoked?: string }) => {
+    for (const [token, hit] of authCache) if (hit.user.token_id === m?.revoked) authCache.delete(token);
+  });
   const auth = async (req: http.IncomingMessage): Promise<User> => {
     const token = bearerToken(req.headers.authorization);
     if (!token) throw unauthorized();
@@ -273,6 +277,7 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
     async close() {
       await drain();
       hub.close();
+      unsubAuth();
       workers?.close();
       for (const ws of sockets) ws.close(1001, 'server shutting down'); // upgraded after the drain began
       server.closeAllConnections();

@@ -43,6 +43,8 @@ function cases(f: Fixtures, other: boolean): Record<string, { params: Record<str
     'GET /api/users': { params: {}, adminOnly: true },
     'POST /api/users': { params: {}, body: { name: 'sweep-new' }, adminOnly: true },
     'POST /api/tokens': { params: {}, body: { name: 'sweep' } },
+    'GET /api/tokens': { params: {} },
+    'DELETE /api/tokens/:id': { params: { id: UNKNOWN } },
     'POST /api/chats': { params: {}, body: { title: 'sweep' } },
     'GET /api/chats': { params: {} },
     'GET /api/chats/:id': { params: { id: chat } },

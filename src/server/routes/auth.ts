@@ -1,7 +1,8 @@
 // Who am I, users (admin) and API tokens.
 import type { Db } from '../../store/db.js';
 import { createUser, issueToken, type User } from '../../auth/tokens.js';
-import { conflict, forbidden } from '../../errors.js';
+import { conflict, forbidden, notFound } from '../../errors.js';
+import { isUuid } from '../validate.js';
 import { Reply, type Router } from '../http.js';
 import * as v from '../validate.js';
 
@@ -9,7 +10,8 @@ export const requireAdmin = (user: User) => {
   if (!user.is_admin) throw forbidden();
 };
 
-export function authRoutes(router: Router, db: Db): void {
+/** onRevoked: every replica stops trusting the token at once (their caches of verified tokens). */
+export function authRoutes(router: Router, db: Db, onRevoked: (tokenId: string) => void = () => {}): void {
   router.add('GET', '/api/me', async ({ user }) => ({ user: { id: user.id, name: user.name, is_admin: user.is_admin } }));
 
   router.add('GET', '/api/users', async ({ user }) => {
@@ -35,5 +37,22 @@ export function authRoutes(router: Router, db: Db): void {
     const name = v.str(b, 'name', { max: 100 }) ?? '';
     const expires = v.int(b, 'expires_in', 1, 10 * 365 * 86400);
     return new Reply(201, await issueToken(db, user.id, name, expires));
+  });
+
+  router.add('GET', '/api/tokens', async ({ user }) => ({
+    tokens: await db.query(
+      `SELECT id, name, prefix, created_at, expires_at, id = $2 AS current FROM api_tokens
+       WHERE user_id = $1 AND (expires_at IS NULL OR expires_at > now()) ORDER BY created_at`,
+      [user.id, user.token_id ?? null],
+    ),
+  }));
+
+  // Your own tokens; an admin may revoke anyone's. Another user's token answers 404 like an unknown id.
+  router.add('DELETE', '/api/tokens/:id', async ({ user, params }) => {
+    if (!isUuid(params.id!)) throw notFound('token');
+    const rows = await db.query<{ id: string }>('DELETE FROM api_tokens WHERE id = $1 AND ($2 OR user_id = $3) RETURNING id', [params.id, user.is_admin, user.id]);
+    if (!rows.length) throw notFound('token');
+    onRevoked(rows[0]!.id);
+    return { revoked: true };
   });
 }
