@@ -284,3 +284,27 @@ test("a heartbeat whose statement ran while a turn ended does not cancel the cha
     await llm.close();
   }
 });
+
+test('a stream socket never hands the client an event it resumed after (one that reaches this replica late)', async () => {
+  const { WebSocketServer, WebSocket } = await import('ws');
+  const { ChatStreamSocket } = await import('../src/server/chat-stream.js');
+  const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+  await new Promise<void>((r) => wss.once('listening', () => r()));
+  try {
+    const serverSide = new Promise<InstanceType<typeof WebSocket>>((r) => wss.once('connection', (ws) => r(ws)));
+    const client = new WebSocket(`ws://127.0.0.1:${(wss.address() as import('node:net').AddressInfo).port}`);
+    const got: any[] = [];
+    const done = new Promise<void>((r) => client.on('message', (d) => {
+      got.push(...JSON.parse(String(d)));
+      if (got.some((e) => e.type === 'caught_up')) r();
+    }));
+    const stream = new ChatStreamSocket(await serverSide, 10);
+    const e = (seq: number | undefined, type: string) => ({ chat_id: 'c', type, ...(seq === undefined ? {} : { seq }) }) as any;
+    stream.push([e(9, 'delta'), e(10, 'status'), e(11, 'delta'), e(undefined, 'queue'), e(undefined, 'caught_up')]);
+    await done;
+    assert.deepEqual(got.map((x) => [x.seq, x.type]), [[11, 'delta'], [undefined, 'queue'], [undefined, 'caught_up']]);
+    client.close();
+  } finally {
+    wss.close();
+  }
+});

@@ -218,7 +218,7 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
   async function openStream(ws: WebSocket, chatId: string, after: number) {
     sockets.add(ws);
     metrics.activeStreams.inc();
-    const stream = new ChatStreamSocket(ws);
+    const stream = new ChatStreamSocket(ws, after);
     let unsubscribe: (() => void) | null = null;
     let alive = true;
     const ping = setInterval(() => {

@@ -20,14 +20,20 @@ export class ChatStreamSocket implements Sink {
   lastSeq = 0;
   onClose: (() => void) | null = null;
 
-  constructor(private ws: WebSocket) {
+  /** after: the client has every event up to this seq (it resumes from there). */
+  constructor(
+    private ws: WebSocket,
+    private after = 0,
+  ) {
     ws.on('close', () => this.shutdown());
     ws.on('error', () => this.shutdown());
   }
 
   push(events: StreamEvent[]): void {
     if (this.closed) return;
-    for (const e of events) this.pending.push(e);
+    // An event the client already has can still arrive live: read from the database by its
+    // previous connection before this replica's bus delivered it.
+    for (const e of events) if (e.seq === undefined || e.seq > this.after) this.pending.push(e);
     if (!this.scheduled) {
       this.scheduled = true;
       setImmediate(() => this.flush());
