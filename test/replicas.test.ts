@@ -57,7 +57,11 @@ class ResumingClient {
     private targets: () => Replica[],
   ) {}
 
+  /** What happened, for a failing assertion: each connection and the events it delivered. */
+  trace: string[] = [];
+
   async open(after = 0): Promise<void> {
+    this.trace.push(`open after=${after}`);
     for (let i = 0; ; i++) {
       const r = this.targets()[i % this.targets().length]!;
       try {
@@ -70,6 +74,7 @@ class ResumingClient {
     }
     const rec = this.rec;
     const take = (evs: StreamEvent[]) => {
+      this.trace.push(evs.map((e) => `${e.seq ?? '-'}:${e.type}${e.type === 'status' ? `:${e.status}` : ''}`).join(' '));
       for (const e of evs) if (e.type !== 'resync' && e.type !== 'caught_up') this.events.push(e);
       for (const w of this.waiters.splice(0)) w();
     };
@@ -355,7 +360,7 @@ test('the bus connections of a replica are terminated mid-stream: its clients re
     g.open();
     await Promise.all([ref.waitFor(isWaiting), cl.waitFor(isWaiting)]);
     assert.equal(cl.text(), [...words('p', 10), ...words('q', 10)].join(''));
-    assert.deepEqual(cl.seqs, ref.seqs);
+    assert.deepEqual(cl.seqs, ref.seqs, cl.trace.join('\n'));
     ref.close();
     cl.close();
   } finally {

@@ -197,19 +197,19 @@ export class StreamHub {
       for (const r of stored) bySeq.set(Number(r.seq), ev(chatId, Number(r.seq), r.type as StreamEvent['type'], r.data));
       for (const e of remote) if (e.seq !== undefined && e.seq > after) bySeq.set(e.seq, e);
       for (const e of memory) bySeq.set(e.seq!, e);
-      let statusEpoch = log.statusEpoch;
-      for (const e of bySeq.values()) if (e.type === 'status') statusEpoch = Math.max(statusEpoch, epochOf(e.seq!));
       const state = await snapshot();
       const held = sub.held ?? [];
       sub.held = null;
-      // An event read from the database that also arrived live goes out as it was published
-      // (the database's JSON may order an object's keys differently).
-      for (const e of held) if (e.seq !== undefined && bySeq.has(e.seq)) bySeq.set(e.seq, e);
+      // What arrived live meanwhile joins the replay in seq order (a draft streamed while the
+      // database was read comes before the message the read found), as it was published (the
+      // database's JSON may order an object's keys differently).
+      for (const e of held) if (e.seq !== undefined && e.seq > after) bySeq.set(e.seq, e);
+      let statusEpoch = log.statusEpoch;
+      for (const e of bySeq.values()) if (e.type === 'status') statusEpoch = Math.max(statusEpoch, epochOf(e.seq!));
       const replay = [...bySeq.values()]
         .filter((e) => !(isDraft(e.type) && epochOf(e.seq!) < statusEpoch))
         .sort((a, b) => a.seq! - b.seq!);
-      const sent = new Set(replay.map((e) => e.seq));
-      const live = held.filter((e) => e.seq === undefined || !sent.has(e.seq));
+      const live = held.filter((e) => e.seq === undefined);
       const last = replay.length ? replay[replay.length - 1]!.seq! : after;
       sink.push([...replay, ...state, { chat_id: chatId, type: 'caught_up', last_seq: last }, ...live]);
     } catch (err) {
