@@ -150,12 +150,13 @@ test('sessions are closed in the audit trail when their gateway could not report
   target.listen(0, '127.0.0.1');
   await once(target, 'listening');
   const port = await freePort(); // the same address every time: the gateway dials it back
+  let adminToken = '';
   const start = async () => {
     const srv = runCli(['server', '--port', String(port), '--data-dir', dataDir], env);
     const [, url] = await srv.waitErr(/listening on (http:\/\/\S+)/);
-    if (!fs.existsSync(path.join(dataDir, 'admin-token'))) await srv.waitErr(/Saved in/);
-    const admin = new ApiClient(url!, fs.readFileSync(path.join(dataDir, 'admin-token'), 'utf8').trim(), 10_000);
-    return { srv, url: url!, admin };
+    // The first start prints the admin's token (its file may exist before it is written).
+    adminToken ||= (await srv.waitErr(/^\s+(al_\S+)$/m))[1]!;
+    return { srv, url: url!, admin: new ApiClient(url!, adminToken, 10_000) };
   };
   const gateways: GatewayProcess[] = [];
   const servers: Awaited<ReturnType<typeof start>>[] = [];

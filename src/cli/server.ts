@@ -133,7 +133,9 @@ export async function serverCommand(argv: string[]): Promise<number> {
     const lines = [`First start: created the user "admin". Its API token (shown once):`, `  ${server.adminToken}`];
     if (!url) {
       const file = path.join(dataDir, 'admin-token');
-      fs.writeFileSync(file, server.adminToken + '\n', { mode: 0o600 });
+      // Whole or absent, for whoever reads it the moment it appears.
+      fs.writeFileSync(`${file}.tmp`, server.adminToken + '\n', { mode: 0o600 });
+      fs.renameSync(`${file}.tmp`, file);
       lines.push(`Saved in ${file}.`);
     }
     if (!readConfig().token) {
