@@ -58,6 +58,9 @@ test('tokens: listed without their secrets, revoked at once (cached or not); oth
   const other = await t.user();
   const second = await u.post('/api/tokens', { name: 'laptop' });
   assert.equal((await raw('GET', '/api/me', { token: second.token })).status, 200); // now in the cache
+  const chat = await u.post('/api/chats', { title: 'watched' });
+  const stream = await StreamRecorder.open(new ApiClient(t.url, second.token), chat.id);
+  await stream.waitFor((e) => e.type === 'caught_up');
   const { tokens } = await u.get('/api/tokens');
   assert.deepEqual(tokens.map((x: any) => x.name), ['initial', 'laptop']);
   assert.deepEqual(tokens.map((x: any) => x.current), [true, false]);
@@ -68,6 +71,9 @@ test('tokens: listed without their secrets, revoked at once (cached or not); oth
   assertError(await raw('DELETE', '/api/tokens/not-a-uuid', { token: u.token }), 404, 'not_found');
   assert.deepEqual(await u.delete(`/api/tokens/${second.id}`), { revoked: true });
   assertError(await raw('GET', '/api/me', { token: second.token }), 401, 'unauthorized');
+  // Its open streams are closed too.
+  await new Promise<void>((r) => (stream.closed ? r() : stream.ws.once('close', () => r())));
+  assert.equal(stream.closed!.code, 4401);
   assertError(await raw('DELETE', `/api/tokens/${second.id}`, { token: u.token }), 404, 'not_found');
   // An admin revokes another user's token; that user is locked out at once.
   const [own] = (await other.get('/api/tokens')).tokens;

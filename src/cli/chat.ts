@@ -178,8 +178,8 @@ class TurnRunner {
         .then(async (socket) => {
           ws = socket;
           if (finished) return socket.close(); // the whole turn arrived with the replay
-          socket.on('close', (code) => {
-            if (!finished) reject(new CliError(`the stream closed unexpectedly (${code})`));
+          socket.on('close', (code, reason) => {
+            if (!finished) reject(new CliError(`the stream closed${reason.length ? `: ${reason}` : ' unexpectedly'} (${code})`));
           });
           if (start) await start();
         })

@@ -109,9 +109,12 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
   // Tokens seen recently skip the database; never longer than the token has left to live.
   const authCacheMs = num('authCacheMs');
   const authCache = new Map<string, { user: User; until: number }>();
-  // A revoked token (on any replica) is forgotten here at once.
+  /** The token each chat stream socket was opened with. */
+  const streamTokens = new Map<WebSocket, string>();
+  // A revoked token (on any replica) is forgotten here at once, and its streams are closed.
   const unsubAuth = bus.subscribe('auth', (m: { revoked?: string }) => {
     for (const [token, hit] of authCache) if (hit.user.token_id === m?.revoked) authCache.delete(token);
+    for (const [ws, tokenId] of streamTokens) if (tokenId === m?.revoked) ws.close(4401, 'the API token was revoked');
   });
   const auth = async (req: http.IncomingMessage): Promise<User> => {
     const token = bearerToken(req.headers.authorization);
@@ -209,7 +212,10 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
       if (!/^\d+$/.test(afterRaw) || !Number.isSafeInteger(after)) {
         throw new ApiError(400, 'invalid_after', '"after" must be a non-negative integer seq');
       }
-      wss.handleUpgrade(req, socket, head, (ws) => void openStream(ws, chatId, after));
+      wss.handleUpgrade(req, socket, head, (ws) => {
+        if (user.token_id) streamTokens.set(ws, user.token_id);
+        void openStream(ws, chatId, after);
+      });
     } catch (err) {
       reject(err);
     }
@@ -229,6 +235,7 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
     ws.on('pong', () => (alive = true));
     stream.onClose = () => {
       clearInterval(ping);
+      streamTokens.delete(ws);
       if (sockets.delete(ws)) metrics.activeStreams.dec();
       unsubscribe?.();
     };
