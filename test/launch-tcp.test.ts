@@ -278,3 +278,13 @@ test('deleting a gateway cuts it off: its connection closes, it stops (its token
     await g.kill();
   }
 });
+
+test('revoking the API token a launch was opened with ends the session at once', async () => {
+  const tok = await t.admin.post('/api/tokens', { name: 'short-lived laptop' });
+  const run = runCli(['launch', 'echo'], { ...env, AIRLOCK_TOKEN: tok.token });
+  const port = Number((await run.waitErr(/Forwarding 127\.0\.0\.1:(\d+)/))[1]);
+  assert.deepEqual(await roundTrip(port, Buffer.from('still mine')), Buffer.from('still mine'));
+  await t.admin.delete(`/api/tokens/${tok.id}`);
+  assert.equal(await within(run.exited(), () => `launch still running after its token was revoked:\n${run.stderr}`), 1);
+  assert.match(run.stderr, /the session ended: the API token was revoked/);
+});

@@ -89,10 +89,18 @@ export class SignalRouter {
     /** ws(s):// URL of this replica as gateways reach it. */
     private publicWsUrl: () => string,
   ) {
-    this.unsubBus = bus.subscribe('signal', (m: BusSignal) => {
+    const unsubSignal = bus.subscribe('signal', (m: BusSignal) => {
       if (m?.kind === 'gateway_deleted') this.links.get(m.gateway_id)?.ws.close(4003, 'this gateway was deleted');
       else if (m?.to === bus.replicaId) this.fromBus(m);
     });
+    // A revoked API token (on any replica) ends the launch sessions opened with it.
+    const unsubAuth = bus.subscribe('auth', (m: { revoked?: string }) => {
+      for (const s of this.sessions.values()) if (s.user.token_id && s.user.token_id === m?.revoked) s.client.close(4401, 'the API token was revoked');
+    });
+    this.unsubBus = () => {
+      unsubSignal();
+      unsubAuth();
+    };
   }
 
   /** Handles the launch and gateway WebSocket endpoints; false for other paths. */

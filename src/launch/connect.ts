@@ -122,7 +122,7 @@ function attempt(t: LaunchTarget, timing: Timing, n: number): Promise<OpenTube> 
     });
     ws.on('close', (code, reason) => {
       if (!settled) fail(new LaunchError(`the server closed the launch (${code} ${reason})`, 'closed', true));
-      else if (!tube.closed) tube.close(`signalling closed (${code})`);
+      else if (!tube.closed) tube.close(reason.length ? `${reason} (${code})` : `signalling closed (${code})`);
     });
     ws.on('message', (data, isBinary) => {
       if (isBinary) return;
