@@ -9,7 +9,7 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { Db } from '../store/db.js';
 import type { Logger } from '../log.js';
-import { bearerToken, type User } from '../auth/tokens.js';
+import { bearerToken, onRevoked, type User } from '../auth/tokens.js';
 import { ApiError, notFound, unauthorized } from '../errors.js';
 import type { SecretBox } from './secretbox.js';
 import * as store from './store.js';
@@ -94,8 +94,8 @@ export class SignalRouter {
       else if (m?.to === bus.replicaId) this.fromBus(m);
     });
     // A revoked API token (on any replica) ends the launch sessions opened with it.
-    const unsubAuth = bus.subscribe('auth', (m: { revoked?: string }) => {
-      for (const s of this.sessions.values()) if (s.user.token_id && s.user.token_id === m?.revoked) s.client.close(4401, 'the API token was revoked');
+    const unsubAuth = onRevoked(bus, (revoked) => {
+      for (const s of this.sessions.values()) if (s.user.token_id === revoked) s.client.close(4401, 'the API token was revoked');
     });
     this.unsubBus = () => {
       unsubSignal();

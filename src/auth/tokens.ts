@@ -1,6 +1,7 @@
 // Users and API tokens. Tokens are random 32-byte secrets; only their SHA-256 is stored.
 import crypto from 'node:crypto';
 import type { Queryable } from '../store/db.js';
+import type { Bus } from '../bus/bus.js';
 
 export interface User {
   id: string;
@@ -72,4 +73,16 @@ export async function bootstrapAdmin(q: Queryable): Promise<string | null> {
   if (existing.length) return null;
   const admin = await createUser(q, 'admin', true);
   return (await issueToken(q, admin.id, 'bootstrap')).token;
+}
+
+/** Tells every replica that a token was revoked. */
+export function announceRevoked(bus: Bus, tokenId: string): void {
+  bus.publish('auth', { revoked: tokenId });
+}
+
+/** Calls `fn` with each token revoked on any replica. */
+export function onRevoked(bus: Bus, fn: (tokenId: string) => void): () => void {
+  return bus.subscribe('auth', (m: { revoked?: unknown }) => {
+    if (typeof m?.revoked === 'string') fn(m.revoked);
+  });
 }

@@ -29,7 +29,7 @@ interface Sub {
 }
 
 class ChatLog {
-  /** What a subscriber may not find in the database yet: events since the last stored release. */
+  /** The last ended turn and the current one, as streamed (older turns are read from the database). */
   events: StreamEvent[] = [];
   seqs = new Set<number>();
   /** Everything up to this seq is stored (or was a draft its stored messages replaced). */

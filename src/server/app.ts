@@ -9,7 +9,7 @@ import { openBus } from '../bus/open.js';
 import { metrics } from '../metrics.js';
 import { num } from '../config.js';
 import { ApiError, forbidden, unauthorized } from '../errors.js';
-import { authenticate, bearerToken, bootstrapAdmin, type User } from '../auth/tokens.js';
+import { announceRevoked, onRevoked, authenticate, bearerToken, bootstrapAdmin, type User } from '../auth/tokens.js';
 import type { Db } from '../store/db.js';
 import { type Logger, silentLogger } from '../log.js';
 import { StreamHub } from '../chat/hub.js';
@@ -100,7 +100,7 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
   let draining = false;
 
   const router = new Router();
-  authRoutes(router, db, (tokenId) => bus.publish('auth', { revoked: tokenId }));
+  authRoutes(router, db, (tokenId) => announceRevoked(bus, tokenId));
   chatRoutes(router, service);
   const secrets = opts.secrets ?? SecretBox.load(str('dataDir'));
   accessRoutes(router, db, secrets, (id) => announceGatewayDeleted(bus, id));
@@ -109,12 +109,12 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
   // Tokens seen recently skip the database; never longer than the token has left to live.
   const authCacheMs = num('authCacheMs');
   const authCache = new Map<string, { user: User; until: number }>();
-  /** The token each chat stream socket was opened with. */
-  const streamTokens = new Map<WebSocket, string>();
+  /** Chat stream sockets, each with the token it was opened with. */
+  const sockets = new Map<WebSocket, string | undefined>();
   // A revoked token (on any replica) is forgotten here at once, and its streams are closed.
-  const unsubAuth = bus.subscribe('auth', (m: { revoked?: string }) => {
-    for (const [token, hit] of authCache) if (hit.user.token_id === m?.revoked) authCache.delete(token);
-    for (const [ws, tokenId] of streamTokens) if (tokenId === m?.revoked) ws.close(4401, 'the API token was revoked');
+  const unsubAuth = onRevoked(bus, (revoked) => {
+    for (const [token, hit] of authCache) if (hit.user.token_id === revoked) authCache.delete(token);
+    for (const [ws, tokenId] of sockets) if (tokenId === revoked) ws.close(4401, 'the API token was revoked');
   });
   const auth = async (req: http.IncomingMessage): Promise<User> => {
     const token = bearerToken(req.headers.authorization);
@@ -189,7 +189,6 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
   let publicWsUrl = '';
   const signal = new SignalRouter(db, secrets, log, auth, bus, () => publicWsUrl);
   const wss = new WebSocketServer({ noServer: true, maxPayload: num('wsMaxFrameBytes') });
-  const sockets = new Set<WebSocket>();
   server.on('upgrade', async (req, socket, head) => {
     const reject = (err: unknown) => {
       const { status, body } = errorBody(err);
@@ -212,17 +211,14 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
       if (!/^\d+$/.test(afterRaw) || !Number.isSafeInteger(after)) {
         throw new ApiError(400, 'invalid_after', '"after" must be a non-negative integer seq');
       }
-      wss.handleUpgrade(req, socket, head, (ws) => {
-        if (user.token_id) streamTokens.set(ws, user.token_id);
-        void openStream(ws, chatId, after);
-      });
+      wss.handleUpgrade(req, socket, head, (ws) => void openStream(ws, chatId, after, user.token_id));
     } catch (err) {
       reject(err);
     }
   });
 
-  async function openStream(ws: WebSocket, chatId: string, after: number) {
-    sockets.add(ws);
+  async function openStream(ws: WebSocket, chatId: string, after: number, tokenId: string | undefined) {
+    sockets.set(ws, tokenId);
     metrics.activeStreams.inc();
     const stream = new ChatStreamSocket(ws, after);
     let unsubscribe: (() => void) | null = null;
@@ -235,7 +231,6 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
     ws.on('pong', () => (alive = true));
     stream.onClose = () => {
       clearInterval(ping);
-      streamTokens.delete(ws);
       if (sockets.delete(ws)) metrics.activeStreams.dec();
       unsubscribe?.();
     };
@@ -268,7 +263,7 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
       listenerClosed = new Promise((r) => server.close(() => r())); // no new connections; requests in flight finish
       await runner?.stop();
       // Clients resume with ?after= on another replica; gateways reconnect (to another one behind a balancer).
-      for (const ws of sockets) ws.close(1012, 'server restarting; reconnect');
+      for (const ws of sockets.keys()) ws.close(1012, 'server restarting; reconnect');
       signal.close(1012);
     })());
   return {
@@ -286,7 +281,7 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
       hub.close();
       unsubAuth();
       workers?.close();
-      for (const ws of sockets) ws.close(1001, 'server shutting down'); // upgraded after the drain began
+      for (const ws of sockets.keys()) ws.close(1001, 'server shutting down'); // upgraded after the drain began
       server.closeAllConnections();
       await listenerClosed;
       if (!opts.bus) await bus.close();

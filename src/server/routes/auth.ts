@@ -2,7 +2,6 @@
 import type { Db } from '../../store/db.js';
 import { createUser, issueToken, type User } from '../../auth/tokens.js';
 import { conflict, forbidden, notFound } from '../../errors.js';
-import { isUuid } from '../validate.js';
 import { Reply, type Router } from '../http.js';
 import * as v from '../validate.js';
 
@@ -49,7 +48,7 @@ export function authRoutes(router: Router, db: Db, onRevoked: (tokenId: string) 
 
   // Your own tokens; an admin may revoke anyone's. Another user's token answers 404 like an unknown id.
   router.add('DELETE', '/api/tokens/:id', async ({ user, params }) => {
-    if (!isUuid(params.id!)) throw notFound('token');
+    if (!v.isUuid(params.id!)) throw notFound('token');
     const rows = await db.query<{ id: string }>('DELETE FROM api_tokens WHERE id = $1 AND ($2 OR user_id = $3) RETURNING id', [params.id, user.is_admin, user.id]);
     if (!rows.length) throw notFound('token');
     onRevoked(rows[0]!.id);
