@@ -82,6 +82,39 @@ test('tokens: listed without their secrets, revoked at once (cached or not); oth
   assertError(await raw('GET', '/api/me', { token: other.token }), 401);
 });
 
+test('an admin disables a user: its tokens stop working at once (cached or not) and its streams close; enabling lets it back in', async () => {
+  const name = `leaver-${Math.random().toString(36).slice(2, 8)}`;
+  const u = await t.user(name);
+  const second = await u.post('/api/tokens', { name: 'laptop' });
+  assert.equal((await raw('GET', '/api/me', { token: u.token })).status, 200); // now in the cache
+  const chat = await u.post('/api/chats', { title: 'watched' });
+  const stream = await StreamRecorder.open(new ApiClient(t.url, second.token), chat.id);
+  await stream.waitFor((e) => e.type === 'caught_up');
+  // Only an admin may, never on itself, and only on a user that exists.
+  assertError(await raw('POST', `/api/users/${name}/disable`, { token: u.token }), 403, 'forbidden');
+  assertError(await raw('POST', '/api/users/admin/disable'), 409, 'self_disable');
+  assertError(await raw('POST', '/api/users/nobody-here/disable'), 404, 'not_found');
+  const { user } = await t.admin.post(`/api/users/${name}/disable`, {});
+  assert.equal(user.name, name);
+  assert.ok(user.disabled_at);
+  for (const token of [u.token, second.token]) {
+    const r = await raw('GET', '/api/me', { token });
+    assertError(r, 401, 'unauthorized');
+    assert.match(r.json.error.message, /user is disabled/);
+  }
+  await new Promise<void>((r) => (stream.closed ? r() : stream.ws.once('close', () => r())));
+  assert.deepEqual(stream.closed, { code: 4401, reason: 'the user was disabled' });
+  // Disabling again keeps the first time; the list shows it.
+  assert.equal((await t.admin.post(`/api/users/${name}/disable`, {})).user.disabled_at, user.disabled_at);
+  const listed = (await t.admin.get('/api/users')).users.find((x: any) => x.name === name);
+  assert.equal(listed.disabled_at, user.disabled_at);
+  // Its chats stay; enabled again, its tokens work again.
+  const enabled = await t.admin.post(`/api/users/${name}/enable`, {});
+  assert.equal(enabled.user.disabled_at, null);
+  assert.equal((await u.get(`/api/chats/${chat.id}`)).id, chat.id);
+  assert.equal((await raw('GET', '/api/me', { token: second.token })).status, 200);
+});
+
 test('malformed bodies: invalid JSON, wrong types, unknown fields, oversized', async () => {
   assertError(await raw('POST', '/api/chats', { body: '{"message": ' }), 400, 'invalid_json');
   assertError(await raw('POST', '/api/chats', { body: '[1,2]' }), 400);

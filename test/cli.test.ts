@@ -151,6 +151,29 @@ test('airlock token create, list and revoke', async () => {
   assert.match(again.stderr, /token not found/);
 });
 
+test('airlock user disable and enable', async () => {
+  const created = await run(['user', 'create', 'cli-leaver', '--json']);
+  assert.equal(created.code, 0, created.stderr);
+  const { token } = JSON.parse(created.stdout);
+  assert.equal((await run(['chat', 'list', '--token', token])).code, 0);
+  const disabled = await run(['user', 'disable', 'cli-leaver']);
+  assert.equal(disabled.code, 0, disabled.stderr);
+  assert.match(disabled.stdout, /Disabled user cli-leaver/);
+  const refused = await run(['chat', 'list', '--token', token]);
+  assert.equal(refused.code, 1);
+  assert.match(refused.stderr, /this user is disabled/);
+  assert.match((await run(['user', 'list'])).stdout, /cli-leaver\s+disabled since \S+/);
+  const self = await run(['user', 'disable', 'admin']);
+  assert.equal(self.code, 1);
+  assert.match(self.stderr, /cannot disable yourself/);
+  const usage = await run(['user', 'disable']);
+  assert.equal(usage.code, 2);
+  assert.match(usage.stderr, /usage: airlock user disable NAME/);
+  assert.equal((await run(['user', 'enable', 'cli-leaver'])).code, 0);
+  assert.equal((await run(['chat', 'list', '--token', token])).code, 0);
+  assert.doesNotMatch((await run(['user', 'list'])).stdout, /cli-leaver\s+disabled/);
+});
+
 test('titles are generated after the first turn', async () => {
   llm.script = () => ({ steps: [{ text: 'ok' }] });
   const r = await run(['chat', 'name this chat please']);

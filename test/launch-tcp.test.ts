@@ -288,3 +288,15 @@ test('revoking the API token a launch was opened with ends the session at once',
   assert.equal(await within(run.exited(), () => `launch still running after its token was revoked:\n${run.stderr}`), 1);
   assert.match(run.stderr, /the session ended: the API token was revoked/);
 });
+
+test('disabling a user ends its launch sessions at once', async () => {
+  const name = `leaver-${Math.random().toString(36).slice(2, 8)}`;
+  const { token } = await t.admin.post('/api/users', { name });
+  await t.admin.post('/api/resources/echo/grants', { user: name });
+  const run = runCli(['launch', 'echo'], { ...env, AIRLOCK_TOKEN: token });
+  const port = Number((await run.waitErr(/Forwarding 127\.0\.0\.1:(\d+)/))[1]);
+  assert.deepEqual(await roundTrip(port, Buffer.from('last day')), Buffer.from('last day'));
+  await t.admin.post(`/api/users/${name}/disable`, {});
+  assert.equal(await within(run.exited(), () => `launch still running after its user was disabled:\n${run.stderr}`), 1);
+  assert.match(run.stderr, /the session ended: the user was disabled/);
+});

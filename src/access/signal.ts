@@ -93,9 +93,9 @@ export class SignalRouter {
       if (m?.kind === 'gateway_deleted') this.links.get(m.gateway_id)?.ws.close(4003, 'this gateway was deleted');
       else if (m?.to === bus.replicaId) this.fromBus(m);
     });
-    // A revoked API token (on any replica) ends the launch sessions opened with it.
-    const unsubAuth = onRevoked(bus, (revoked) => {
-      for (const s of this.sessions.values()) if (s.user.token_id === revoked) s.client.close(4401, 'the API token was revoked');
+    // A revoked API token or a disabled user (on any replica) ends the launch sessions opened with it.
+    const unsubAuth = onRevoked(bus, (revoked, reason) => {
+      for (const s of this.sessions.values()) if (revoked(s.user)) s.client.close(4401, reason);
     });
     this.unsubBus = () => {
       unsubSignal();

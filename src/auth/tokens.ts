@@ -53,17 +53,22 @@ export async function issueToken(
   return { id: rows[0]!.id, token, expires_at: rows[0]!.expires_at ? new Date(rows[0]!.expires_at).toISOString() : null };
 }
 
-/** The user a bearer token belongs to, or null when it is unknown or expired. */
-export async function authenticate(q: Queryable, token: string): Promise<User | null> {
+/**
+ * The user a bearer token belongs to; 'disabled' when the token is valid but an admin disabled
+ * its user; null when it is unknown or expired.
+ */
+export async function authenticate(q: Queryable, token: string): Promise<User | 'disabled' | null> {
   if (!token.startsWith(TOKEN_PREFIX) || token.length > 200) return null;
-  const rows = await q.query<User & { left_ms: number | null; token_id: string }>(
-    `SELECT u.id, u.name, u.is_admin, t.id AS token_id, (extract(epoch FROM t.expires_at - now()) * 1000)::float8 AS left_ms
+  const rows = await q.query<User & { left_ms: number | null; token_id: string; disabled: boolean }>(
+    `SELECT u.id, u.name, u.is_admin, u.disabled_at IS NOT NULL AS disabled, t.id AS token_id,
+            (extract(epoch FROM t.expires_at - now()) * 1000)::float8 AS left_ms
      FROM api_tokens t JOIN users u ON u.id = t.user_id
      WHERE t.token_hash = $1 AND (t.expires_at IS NULL OR t.expires_at > now())`,
     [hashToken(token)],
   );
   const r = rows[0];
   if (!r) return null;
+  if (r.disabled) return 'disabled';
   return { id: r.id, name: r.name, is_admin: r.is_admin, token_id: r.token_id, ...(r.left_ms !== null ? { expires_in_ms: Number(r.left_ms) } : {}) };
 }
 
@@ -75,14 +80,23 @@ export async function bootstrapAdmin(q: Queryable): Promise<string | null> {
   return (await issueToken(q, admin.id, 'bootstrap')).token;
 }
 
-/** Tells every replica that a token was revoked. */
-export function announceRevoked(bus: Bus, tokenId: string): void {
-  bus.publish('auth', { revoked: tokenId });
+/** What a replica is told to stop trusting: one token, or every token of a user. */
+export type Revocation = { token_id: string } | { user_id: string };
+
+/** Tells every replica to stop trusting a token (revoked) or a user's tokens (the user was disabled). */
+export function announceRevoked(bus: Bus, what: Revocation): void {
+  bus.publish('auth', 'token_id' in what ? { revoked: what.token_id } : { disabled_user: what.user_id });
 }
 
-/** Calls `fn` with each token revoked on any replica. */
-export function onRevoked(bus: Bus, fn: (tokenId: string) => void): () => void {
-  return bus.subscribe('auth', (m: { revoked?: unknown }) => {
-    if (typeof m?.revoked === 'string') fn(m.revoked);
+/**
+ * Calls `fn` for each revocation on any replica with a test for the users authenticated before
+ * it (true: that user's requests, streams and sessions must end) and the reason to give them.
+ */
+export function onRevoked(bus: Bus, fn: (revoked: (u: User) => boolean, reason: string) => void): () => void {
+  return bus.subscribe('auth', (m: { revoked?: unknown; disabled_user?: unknown }) => {
+    const token = m?.revoked;
+    const user = m?.disabled_user;
+    if (typeof token === 'string') fn((u) => u.token_id === token, 'the API token was revoked');
+    else if (typeof user === 'string') fn((u) => u.id === user, 'the user was disabled');
   });
 }

@@ -15,8 +15,8 @@ Commands:
   gateway          run a gateway next to your targets; or create/list/delete gateways (admin)
   resource         resources and grants: list, create, delete, grant, revoke (admin)
   session          the session audit trail: list
-  user             manage users (admin): create, list
-  token            create an API token for yourself
+  user             manage users (admin): create, list, disable, enable
+  token            your API tokens: create, list, revoke
   env              list every AIRLOCK_* setting with its default
 
 Run \`airlock <command> --help\` for a command's options.`;

@@ -1,4 +1,4 @@
-// `airlock user create|list` (admin) and `airlock token create|list|revoke`.
+// `airlock user create|list|disable|enable` (admin) and `airlock token create|list|revoke`.
 import { parseArgs } from 'node:util';
 import { ApiClient } from '../client/api.js';
 import { CliError, resolveClient } from './config.js';
@@ -21,7 +21,14 @@ export async function usersCommand(cmd: 'user' | 'token', argv: string[]): Promi
   if (values.help || !positionals.length) {
     console.log(
       cmd === 'user'
-        ? 'Usage:\n  airlock user create NAME [--admin]   create a user; prints its API token\n  airlock user list'
+        ? [
+            'Usage:',
+            '  airlock user create NAME [--admin]   create a user; prints its API token',
+            '  airlock user list                    every user, with its status',
+            '  airlock user disable NAME            cut a user off at once: its tokens stop working, its chat',
+            '                                       streams and launch sessions end (chats, grants and audit stay)',
+            '  airlock user enable NAME             let a disabled user in again (its tokens work again)',
+          ].join('\n')
         : 'Usage:\n  airlock token create [--name N] [--expires-in SECONDS]   a new API token for yourself\n  airlock token list                                       your tokens (never their secrets)\n  airlock token revoke ID                                  revoke one of your tokens (admins: anyone\'s) at once',
     );
     return values.help ? 0 : 2;
@@ -39,7 +46,14 @@ export async function usersCommand(cmd: 'user' | 'token', argv: string[]): Promi
   if (cmd === 'user' && sub === 'list') {
     const { users } = await api.get('/api/users');
     if (values.json) console.log(JSON.stringify(users));
-    else for (const u of users) console.log(`${u.id}  ${u.name}${u.is_admin ? '  admin' : ''}`);
+    else for (const u of users) console.log(`${u.id}  ${u.name}${u.is_admin ? '  admin' : ''}${u.disabled_at ? `  disabled since ${u.disabled_at}` : ''}`);
+    return 0;
+  }
+  if (cmd === 'user' && (sub === 'disable' || sub === 'enable')) {
+    if (!arg) throw new CliError(`usage: airlock user ${sub} NAME`, 2);
+    const out = await api.post(`/api/users/${encodeURIComponent(arg)}/${sub}`, {});
+    if (values.json) console.log(JSON.stringify(out.user));
+    else console.log(sub === 'disable' ? `Disabled user ${arg}: its tokens no longer work and its streams and sessions were closed.` : `Enabled user ${arg}.`);
     return 0;
   }
   if (cmd === 'token' && sub === 'create') {

@@ -100,7 +100,7 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
   let draining = false;
 
   const router = new Router();
-  authRoutes(router, db, (tokenId) => announceRevoked(bus, tokenId));
+  authRoutes(router, db, (what) => announceRevoked(bus, what));
   chatRoutes(router, service);
   const secrets = opts.secrets ?? SecretBox.load(str('dataDir'));
   accessRoutes(router, db, secrets, (id) => announceGatewayDeleted(bus, id));
@@ -109,12 +109,13 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
   // Tokens seen recently skip the database; never longer than the token has left to live.
   const authCacheMs = num('authCacheMs');
   const authCache = new Map<string, { user: User; until: number }>();
-  /** Chat stream sockets, each with the token it was opened with. */
-  const sockets = new Map<WebSocket, string | undefined>();
-  // A revoked token (on any replica) is forgotten here at once, and its streams are closed.
-  const unsubAuth = onRevoked(bus, (revoked) => {
-    for (const [token, hit] of authCache) if (hit.user.token_id === revoked) authCache.delete(token);
-    for (const [ws, tokenId] of sockets) if (tokenId === revoked) ws.close(4401, 'the API token was revoked');
+  /** Chat stream sockets, each with the user (and token) it was opened by. */
+  const sockets = new Map<WebSocket, User>();
+  // A revoked token or a disabled user (on any replica) is forgotten here at once, and its
+  // streams are closed.
+  const unsubAuth = onRevoked(bus, (revoked, reason) => {
+    for (const [token, hit] of authCache) if (revoked(hit.user)) authCache.delete(token);
+    for (const [ws, user] of sockets) if (revoked(user)) ws.close(4401, reason);
   });
   const auth = async (req: http.IncomingMessage): Promise<User> => {
     const token = bearerToken(req.headers.authorization);
@@ -122,6 +123,10 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
     const hit = authCache.get(token);
     if (hit && hit.until > Date.now()) return hit.user;
     const user = await authenticate(db, token);
+    if (user === 'disabled') {
+      authCache.delete(token);
+      throw unauthorized('this user is disabled (an admin can enable it again)');
+    }
     if (!user) {
       authCache.delete(token);
       throw unauthorized('the API token is unknown or has expired');
@@ -211,14 +216,14 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
       if (!/^\d+$/.test(afterRaw) || !Number.isSafeInteger(after)) {
         throw new ApiError(400, 'invalid_after', '"after" must be a non-negative integer seq');
       }
-      wss.handleUpgrade(req, socket, head, (ws) => void openStream(ws, chatId, after, user.token_id));
+      wss.handleUpgrade(req, socket, head, (ws) => void openStream(ws, chatId, after, user));
     } catch (err) {
       reject(err);
     }
   });
 
-  async function openStream(ws: WebSocket, chatId: string, after: number, tokenId: string | undefined) {
-    sockets.set(ws, tokenId);
+  async function openStream(ws: WebSocket, chatId: string, after: number, user: User) {
+    sockets.set(ws, user);
     metrics.activeStreams.inc();
     const stream = new ChatStreamSocket(ws, after);
     let unsubscribe: (() => void) | null = null;

@@ -121,6 +121,9 @@ export const migrations: string[] = [
   CREATE INDEX bus_payloads_created ON bus_payloads (created_at);
   ALTER TABLE gateways ADD COLUMN replica text;
   `,
+  `
+  ALTER TABLE users ADD COLUMN disabled_at timestamptz;
+  `,
 ];
 
 export async function migrate(db: Db): Promise<void> {

@@ -42,6 +42,8 @@ function cases(f: Fixtures, other: boolean): Record<string, { params: Record<str
     'GET /api/me': { params: {} },
     'GET /api/users': { params: {}, adminOnly: true },
     'POST /api/users': { params: {}, body: { name: 'sweep-new' }, adminOnly: true },
+    'POST /api/users/:name/disable': { params: { name: 'nobody' }, adminOnly: true },
+    'POST /api/users/:name/enable': { params: { name: 'nobody' }, adminOnly: true },
     'POST /api/tokens': { params: {}, body: { name: 'sweep' } },
     'GET /api/tokens': { params: {} },
     'DELETE /api/tokens/:id': { params: { id: UNKNOWN } },

@@ -1,6 +1,6 @@
 // Who am I, users (admin) and API tokens.
 import type { Db } from '../../store/db.js';
-import { createUser, issueToken, type User } from '../../auth/tokens.js';
+import { createUser, issueToken, type Revocation, type User } from '../../auth/tokens.js';
 import { conflict, forbidden, notFound } from '../../errors.js';
 import { Reply, type Router } from '../http.js';
 import * as v from '../validate.js';
@@ -9,14 +9,32 @@ export const requireAdmin = (user: User) => {
   if (!user.is_admin) throw forbidden();
 };
 
-/** onRevoked: every replica stops trusting the token at once (their caches of verified tokens). */
-export function authRoutes(router: Router, db: Db, onRevoked: (tokenId: string) => void = () => {}): void {
+/** onRevoked: every replica stops trusting the token or user at once (their caches of verified tokens, their open streams and sessions). */
+export function authRoutes(router: Router, db: Db, onRevoked: (what: Revocation) => void = () => {}): void {
   router.add('GET', '/api/me', async ({ user }) => ({ user: { id: user.id, name: user.name, is_admin: user.is_admin } }));
 
   router.add('GET', '/api/users', async ({ user }) => {
     requireAdmin(user);
-    return { users: await db.query('SELECT id, name, is_admin, created_at FROM users ORDER BY created_at') };
+    return { users: await db.query('SELECT id, name, is_admin, created_at, disabled_at FROM users ORDER BY created_at') };
   });
+
+  // Disabling a user ends its access at once, on every replica: its tokens stop working and its
+  // chat streams and launch sessions close. Its chats, grants and audit trail stay; enabling it
+  // again makes its tokens work again.
+  for (const [action, disable] of [['disable', true], ['enable', false]] as const) {
+    router.add('POST', `/api/users/:name/${action}`, async ({ user, params }) => {
+      requireAdmin(user);
+      if (disable && params.name === user.name) throw conflict('you cannot disable yourself', 'self_disable');
+      const rows = await db.query<{ id: string }>(
+        `UPDATE users SET disabled_at = CASE WHEN $2::boolean THEN coalesce(disabled_at, now()) END WHERE name = $1
+         RETURNING id, name, is_admin, created_at, disabled_at`,
+        [params.name, disable],
+      );
+      if (!rows.length) throw notFound(`user "${params.name}"`);
+      if (disable) onRevoked({ user_id: rows[0]!.id });
+      return { user: rows[0] };
+    });
+  }
 
   router.add('POST', '/api/users', async ({ user, body }) => {
     requireAdmin(user);
@@ -51,7 +69,7 @@ export function authRoutes(router: Router, db: Db, onRevoked: (tokenId: string) 
     if (!v.isUuid(params.id!)) throw notFound('token');
     const rows = await db.query<{ id: string }>('DELETE FROM api_tokens WHERE id = $1 AND ($2 OR user_id = $3) RETURNING id', [params.id, user.is_admin, user.id]);
     if (!rows.length) throw notFound('token');
-    onRevoked(rows[0]!.id);
+    onRevoked({ token_id: rows[0]!.id });
     return { revoked: true };
   });
 }
