@@ -9,6 +9,7 @@ import path from 'node:path';
 import { execFile } from 'node:child_process';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { GatewayProcess, waitGatewayOnline, runCli, killChildren, echoServer, bulkServer } from './helpers/launch.js';
+import { ApiClient } from '../src/client/api.js';
 
 let t: TestServer;
 let gw: GatewayProcess;
@@ -299,4 +300,45 @@ test('disabling a user ends its launch sessions at once', async () => {
   await t.admin.post(`/api/users/${name}/disable`, {});
   assert.equal(await within(run.exited(), () => `launch still running after its user was disabled:\n${run.stderr}`), 1);
   assert.match(run.stderr, /the session ended: the user was disabled/);
+  // The audit trail says why it ended.
+  const [s] = (await t.admin.get('/api/sessions?limit=1')).sessions;
+  assert.equal(s.user, name);
+  assert.equal(s.error, 'the user was disabled');
+});
+
+test('a session is ended through the API (by an admin, or by its own user with `airlock session end`): the launch stops at once, the audit trail says who', async () => {
+  const name = `ender-${Math.random().toString(36).slice(2, 8)}`;
+  const { token } = await t.admin.post('/api/users', { name });
+  const user = new ApiClient(t.url, token);
+  const other = await t.user();
+  await t.admin.post('/api/resources/echo/grants', { user: name });
+  const launch = async () => {
+    const run = runCli(['launch', 'echo'], { ...env, AIRLOCK_TOKEN: token });
+    const port = Number((await run.waitErr(/Forwarding 127\.0\.0\.1:(\d+)/))[1]);
+    assert.deepEqual(await roundTrip(port, Buffer.from('working')), Buffer.from('working'));
+    const [s] = (await user.get('/api/sessions?limit=1')).sessions;
+    assert.equal(s.ended_at, null);
+    return { run, id: s.id as string };
+  };
+  const byAdmin = await launch();
+  // Someone else's session, or no session at all, is not found.
+  await assert.rejects(other.delete(`/api/sessions/${byAdmin.id}`), (e: any) => e.status === 404);
+  await assert.rejects(t.admin.delete('/api/sessions/not-a-uuid'), (e: any) => e.status === 404);
+  assert.deepEqual(await t.admin.delete(`/api/sessions/${byAdmin.id}`), { ended: true });
+  assert.equal(await within(byAdmin.run.exited(), () => `launch still running after its session was ended:\n${byAdmin.run.stderr}`), 1);
+  assert.match(byAdmin.run.stderr, /the session ended: admin ended it/);
+  const ended = (await t.admin.get('/api/sessions?limit=50')).sessions.find((s: any) => s.id === byAdmin.id);
+  assert.ok(ended.ended_at);
+  assert.equal(ended.error, 'ended by admin');
+  await assert.rejects(t.admin.delete(`/api/sessions/${byAdmin.id}`), (e: any) => e.status === 409 && e.code === 'session_ended');
+  // Its own user ends one from another terminal.
+  const own = await launch();
+  const cli = runCli(['session', 'end', own.id], { ...env, AIRLOCK_TOKEN: token });
+  assert.equal(await cli.exited(), 0, cli.stderr);
+  assert.match(cli.stdout, /Ended session/);
+  assert.equal(await within(own.run.exited(), () => `launch still running after its user ended it:\n${own.run.stderr}`), 1);
+  assert.match(own.run.stderr, new RegExp(`the session ended: ${name} ended it`));
+  const listed = runCli(['session', 'list', '--limit', '2'], { ...env, AIRLOCK_TOKEN: token });
+  assert.equal(await listed.exited(), 0, listed.stderr);
+  assert.match(listed.stdout, new RegExp(`^${own.id}\\s.*error: ended by ${name}`, 'm'));
 });

@@ -50,6 +50,8 @@ interface Session {
   startedAt: number;
   offerAt: number;
   openTimer?: NodeJS.Timeout;
+  /** Why the server closed it (token revoked, user disabled, ended by someone): kept in the audit trail. */
+  endReason?: string;
 }
 
 /** A session whose client is on another replica and whose gateway is connected here. */
@@ -66,11 +68,18 @@ type BusSignal =
       | { kind: 'gone'; message: string }
     ))
   /** To every replica: an admin deleted this gateway; whichever replica holds its connection cuts it. */
-  | { to: '*'; kind: 'gateway_deleted'; gateway_id: string };
+  | { to: '*'; kind: 'gateway_deleted'; gateway_id: string }
+  /** To every replica: this session was ended through the API; whichever replica holds it closes it. */
+  | { to: '*'; kind: 'end_session'; session: string; reason: string };
 
 /** Tells every replica that a gateway was deleted (its connection, wherever it is, is closed). */
 export function announceGatewayDeleted(bus: Bus, gatewayId: string): void {
   bus.publish('signal', { to: '*', kind: 'gateway_deleted', gateway_id: gatewayId } satisfies BusSignal);
+}
+
+/** Tells every replica to close a launch session (whichever holds it), giving the client `reason`. */
+export function announceSessionEnd(bus: Bus, sessionId: string, reason: string): void {
+  bus.publish('signal', { to: '*', kind: 'end_session', session: sessionId, reason } satisfies BusSignal);
 }
 
 export class SignalRouter {
@@ -91,11 +100,14 @@ export class SignalRouter {
   ) {
     const unsubSignal = bus.subscribe('signal', (m: BusSignal) => {
       if (m?.kind === 'gateway_deleted') this.links.get(m.gateway_id)?.ws.close(4003, 'this gateway was deleted');
-      else if (m?.to === bus.replicaId) this.fromBus(m);
+      else if (m?.kind === 'end_session') {
+        const s = this.sessions.get(m.session);
+        if (s) this.endByServer(s, 4409, m.reason);
+      } else if (m?.to === bus.replicaId) this.fromBus(m);
     });
     // A revoked API token or a disabled user (on any replica) ends the launch sessions opened with it.
     const unsubAuth = onRevoked(bus, (revoked, reason) => {
-      for (const s of this.sessions.values()) if (revoked(s.user)) s.client.close(4401, reason);
+      for (const s of this.sessions.values()) if (revoked(s.user)) this.endByServer(s, 4401, reason);
     });
     this.unsubBus = () => {
       unsubSignal();
@@ -259,7 +271,7 @@ export class SignalRouter {
       clearTimeout(s.openTimer);
       this.toGateway(s, { type: 'close', session: s.id });
       s.relay?.close(1000, 'client left');
-      void store.endSession(this.db, s.id, {}).catch(() => {});
+      void store.endSession(this.db, s.id, { error: s.endReason }).catch(() => {});
     });
     const gatewayId = link?.gateway.id ?? remote!.id;
     const gatewayName = link?.gateway.name ?? remote!.name;
@@ -356,7 +368,13 @@ export class SignalRouter {
     this.bus.publish('signal', { ...m, to });
   }
 
-  private fromBus(m: Exclude<BusSignal, { kind: 'gateway_deleted' }>): void {
+  /** Closes a session from the server's side; the gateway is told when the client socket closes. */
+  private endByServer(s: Session, code: number, reason: string): void {
+    s.endReason ??= reason;
+    s.client.close(code, reason);
+  }
+
+  private fromBus(m: Exclude<BusSignal, { kind: 'gateway_deleted' | 'end_session' }>): void {
     if (typeof m.session !== 'string') return;
     const s = this.sessions.get(m.session);
     switch (m.kind) {

@@ -14,7 +14,7 @@ Commands:
   launch           open a session to a resource: a local port (tcp) or a terminal (ssh, shell)
   gateway          run a gateway next to your targets; or create/list/delete gateways (admin)
   resource         resources and grants: list, create, delete, grant, revoke (admin)
-  session          the session audit trail: list
+  session          the session audit trail: list, end
   user             manage users (admin): create, list, disable, enable
   token            your API tokens: create, list, revoke
   env              list every AIRLOCK_* setting with its default

@@ -1,4 +1,4 @@
-// `airlock resource ...` (resources and grants) and `airlock session list` (the audit trail).
+// `airlock resource ...` (resources and grants) and `airlock session list|end` (the audit trail).
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ApiClient } from '../client/api.js';
@@ -17,7 +17,9 @@ const RESOURCE_HELP = `Usage:
   airlock resource grants NAME               (admin)`;
 
 const SESSION_HELP = `Usage:
-  airlock session list [--limit N] [--json]  launch sessions (admins: everyone's; others: their own)`;
+  airlock session list [--limit N] [--json]  launch sessions (admins: everyone's; others: their own)
+  airlock session end ID                     end an open session at once (admins: anyone's; others:
+                                             their own); the audit trail records who ended it`;
 
 export async function resourceCommand(cmd: 'resource' | 'session', argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -48,6 +50,12 @@ export async function resourceCommand(cmd: 'resource' | 'session', argv: string[
   const [sub, name, user] = positionals;
   const enc = encodeURIComponent;
   if (cmd === 'session') {
+    if (sub === 'end') {
+      if (!name) throw new CliError('usage: airlock session end ID (see airlock session list)', 2);
+      await api.delete(`/api/sessions/${enc(name)}`);
+      console.log(`Ended session ${name}.`);
+      return 0;
+    }
     if (sub !== 'list') throw new CliError(`unknown subcommand "session ${sub}"; run \`airlock session --help\``, 2);
     const { sessions } = await api.get(`/api/sessions?limit=${enc(values.limit ?? '50')}`);
     if (values.json) console.log(JSON.stringify(sessions));
@@ -56,7 +64,7 @@ export async function resourceCommand(cmd: 'resource' | 'session', argv: string[
       for (const s of sessions) {
         const dur = s.ended_at ? `${((Date.parse(s.ended_at) - Date.parse(s.started_at)) / 1000).toFixed(1)}s` : 'open';
         console.log(
-          `${s.started_at}  ${s.user.padEnd(12)} ${s.resource.padEnd(16)} via ${String(s.gateway ?? '-').padEnd(12)} ${String(s.path ?? '-').padEnd(6)} ${dur.padStart(7)}  ↑${s.bytes_up} ↓${s.bytes_down}${s.exit_status !== null ? `  exit ${s.exit_status}` : ''}${s.error ? `  error: ${s.error}` : ''}`,
+          `${s.id}  ${s.started_at}  ${s.user.padEnd(12)} ${s.resource.padEnd(16)} via ${String(s.gateway ?? '-').padEnd(12)} ${String(s.path ?? '-').padEnd(6)} ${dur.padStart(7)}  ↑${s.bytes_up} ↓${s.bytes_down}${s.exit_status !== null ? `  exit ${s.exit_status}` : ''}${s.error ? `  error: ${s.error}` : ''}`,
         );
       }
     }

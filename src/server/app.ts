@@ -28,7 +28,7 @@ import { authRoutes } from './routes/auth.js';
 import { isUuid } from './validate.js';
 import { accessRoutes } from './routes/access.js';
 import { SecretBox } from '../access/secretbox.js';
-import { SignalRouter, announceGatewayDeleted } from '../access/signal.js';
+import { SignalRouter, announceGatewayDeleted, announceSessionEnd } from '../access/signal.js';
 import { forgetOnlineGateways } from '../access/store.js';
 import { str } from '../config.js';
 
@@ -103,7 +103,10 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
   authRoutes(router, db, (what) => announceRevoked(bus, what));
   chatRoutes(router, service);
   const secrets = opts.secrets ?? SecretBox.load(str('dataDir'));
-  accessRoutes(router, db, secrets, (id) => announceGatewayDeleted(bus, id));
+  accessRoutes(router, db, secrets, {
+    gatewayDeleted: (id) => announceGatewayDeleted(bus, id),
+    sessionEnded: (id, reason) => announceSessionEnd(bus, id, reason),
+  });
 
   const maxBody = num('maxBodyBytes');
   // Tokens seen recently skip the database; never longer than the token has left to live.

@@ -70,6 +70,7 @@ function cases(f: Fixtures, other: boolean): Record<string, { params: Record<str
     'POST /api/gateways': { params: {}, body: { name: 'sweep-gw' }, adminOnly: true },
     'DELETE /api/gateways/:name': { params: { name: f.gateway }, adminOnly: true },
     'GET /api/sessions': { params: {} },
+    'DELETE /api/sessions/:id': { params: { id: UNKNOWN } },
   };
 }
 

@@ -39,8 +39,14 @@ function credential(raw: unknown): Credential | undefined {
   return cred;
 }
 
-/** onGatewayDeleted: cuts the deleted gateway's connection, on whichever replica holds it. */
-export function accessRoutes(router: Router, db: Db, secrets: SecretBox, onGatewayDeleted: (id: string) => void = () => {}): void {
+export interface AccessEffects {
+  /** Cuts the deleted gateway's connection, on whichever replica holds it. */
+  gatewayDeleted(id: string): void;
+  /** Closes a launch session, on whichever replica holds it, telling its client why. */
+  sessionEnded(id: string, reason: string): void;
+}
+
+export function accessRoutes(router: Router, db: Db, secrets: SecretBox, effects: AccessEffects): void {
   router.add('GET', '/api/resources', async ({ user }) => ({ resources: await store.listResources(db, user) }));
 
   router.add('GET', '/api/resources/:name', async ({ user, params }) => {
@@ -137,7 +143,7 @@ export function accessRoutes(router: Router, db: Db, secrets: SecretBox, onGatew
       return gw;
     });
     if (!rows.length) throw notFound(`gateway "${params.name}"`);
-    onGatewayDeleted(rows[0]!.id);
+    effects.gatewayDeleted(rows[0]!.id);
     return { deleted: true };
   });
 
@@ -153,5 +159,24 @@ export function accessRoutes(router: Router, db: Db, secrets: SecretBox, onGatew
       [user.is_admin, user.id, limit],
     );
     return { sessions: rows };
+  });
+
+  // Ends an open session at once: an admin any, a user its own (a session left open on another
+  // machine). The row is closed here, so the audit trail says who ended it even if no replica
+  // holds the session any more; the replica that does closes it (and the gateway its target).
+  router.add('DELETE', '/api/sessions/:id', async ({ user, params }) => {
+    if (!v.isUuid(params.id!)) throw notFound('session');
+    const reason = `ended by ${user.name}`;
+    const rows = await db.query<{ ended_at: Date | null; closed: boolean }>(
+      `WITH mine AS (SELECT id, ended_at FROM launch_sessions WHERE id = $1 AND ($2 OR user_id = $3)),
+            closed AS (UPDATE launch_sessions s SET ended_at = now(), error = $4 FROM mine
+                       WHERE s.id = mine.id AND mine.ended_at IS NULL RETURNING s.id)
+       SELECT mine.ended_at, EXISTS (SELECT 1 FROM closed) AS closed FROM mine`,
+      [params.id, user.is_admin, user.id, reason],
+    );
+    if (!rows.length) throw notFound('session');
+    if (!rows[0]!.closed) throw conflict('the session has already ended', 'session_ended');
+    effects.sessionEnded(params.id!, `${user.name} ended it`);
+    return { ended: true };
   });
 }
