@@ -368,9 +368,14 @@ export class SignalRouter {
     this.bus.publish('signal', { ...m, to });
   }
 
-  /** Closes a session from the server's side; the gateway is told when the client socket closes. */
+  /**
+   * Closes a session from the server's side; the gateway is told when the client socket closes.
+   * The reason goes first as a message: the client reads it before the close (and before the
+   * gateway closes the data channel, which would otherwise race it to the user).
+   */
   private endByServer(s: Session, code: number, reason: string): void {
     s.endReason ??= reason;
+    send(s.client, { type: 'ended', reason });
     s.client.close(code, reason);
   }
 

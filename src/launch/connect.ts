@@ -144,6 +144,13 @@ function attempt(t: LaunchTarget, timing: Timing, n: number): Promise<OpenTube> 
         case 'candidate':
           peer?.remote(msg);
           return;
+        case 'ended': {
+          // The server ended the session (token revoked, user disabled, ended through the API).
+          const reason = typeof msg.reason === 'string' ? msg.reason : 'the server ended the session';
+          if (!settled) fail(new LaunchError(reason, 'ended', false));
+          else if (!tube.closed) tube.close(reason);
+          return;
+        }
         case 'gateway_lost':
           // Before the tube is up this is worth another attempt; afterwards the direct path may live on.
           if (!settled) fail(new LaunchError(msg.message ?? 'the gateway disconnected', 'gateway_lost', true));
