@@ -5,7 +5,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { ssePost, type SseEvent } from '../src/chat/providers/sse-post.js';
+import { jsonBody, ssePost, type SseEvent } from '../src/chat/providers/sse-post.js';
 import { ProviderError } from '../src/chat/providers/types.js';
 
 type Handler = (req: http.IncomingMessage, res: http.ServerResponse) => unknown;
@@ -40,7 +40,7 @@ test('events split anywhere, CRLF line ends, multi-line data, comments and named
     }
     res.end();
   };
-  assert.deepEqual(await collect(ssePost(url, { q: 1 }, opts())), [
+  assert.deepEqual(await collect(ssePost(url, jsonBody({ q: 1 }), opts())), [
     { event: 'first', data: '{"a":1}' },
     { event: '', data: 'line one\nline two' },
     { event: '', data: 'no-space' },
@@ -50,16 +50,16 @@ test('events split anywhere, CRLF line ends, multi-line data, comments and named
 
 test('an error status becomes a ProviderError with the body\'s message, retryability and Retry-After', async () => {
   handler = (_req, res) => res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '2' }).end(JSON.stringify({ error: { message: 'slow down' } }));
-  await assert.rejects(collect(ssePost(url, {}, opts())), (err: any) => err instanceof ProviderError && err.status === 429 && err.retryable && err.retryAfterMs === 2000 && /429: slow down/.test(err.message));
+  await assert.rejects(collect(ssePost(url, jsonBody({}), opts())), (err: any) => err instanceof ProviderError && err.status === 429 && err.retryable && err.retryAfterMs === 2000 && /429: slow down/.test(err.message));
   handler = (_req, res) => res.writeHead(401).end(JSON.stringify({ type: 'error', error: { type: 'authentication_error', message: 'invalid x-api-key' } }));
-  await assert.rejects(collect(ssePost(url, {}, opts())), (err: any) => err instanceof ProviderError && err.status === 401 && !err.retryable && /invalid x-api-key/.test(err.message));
+  await assert.rejects(collect(ssePost(url, jsonBody({}), opts())), (err: any) => err instanceof ProviderError && err.status === 401 && !err.retryable && /invalid x-api-key/.test(err.message));
   handler = (_req, res) => res.writeHead(502).end('<html>bad gateway</html>');
-  await assert.rejects(collect(ssePost(url, {}, opts())), (err: any) => err.status === 502 && err.retryable && /bad gateway/.test(err.message));
+  await assert.rejects(collect(ssePost(url, jsonBody({}), opts())), (err: any) => err.status === 502 && err.retryable && /bad gateway/.test(err.message));
 });
 
 test('a provider that stops sending times out (retryable), before and during the stream', async () => {
   handler = () => {}; // never answers
-  await assert.rejects(collect(ssePost(url, {}, opts(undefined, 200))), (err: any) => err instanceof ProviderError && err.retryable && /timed out/.test(err.message));
+  await assert.rejects(collect(ssePost(url, jsonBody({}), opts(undefined, 200))), (err: any) => err instanceof ProviderError && err.retryable && /timed out/.test(err.message));
   handler = (_req, res) => {
     res.writeHead(200, { 'content-type': 'text/event-stream' });
     res.write('data: one\n\n'); // then nothing
@@ -67,7 +67,7 @@ test('a provider that stops sending times out (retryable), before and during the
   const got: string[] = [];
   await assert.rejects(
     (async () => {
-      for await (const batch of ssePost(url, {}, opts(undefined, 200))) got.push(...batch.map((e) => e.data));
+      for await (const batch of ssePost(url, jsonBody({}), opts(undefined, 200))) got.push(...batch.map((e) => e.data));
     })(),
     /timed out/,
   );
@@ -84,7 +84,7 @@ test('an abort ends the call with an AbortError and closes the connection; a cut
   const ac = new AbortController();
   await assert.rejects(
     (async () => {
-      for await (const _ of ssePost(url, {}, opts(ac.signal))) ac.abort();
+      for await (const _ of ssePost(url, jsonBody({}), opts(ac.signal))) ac.abort();
     })(),
     (err: any) => err.name === 'AbortError',
   );
@@ -93,14 +93,14 @@ test('an abort ends the call with an AbortError and closes the connection; a cut
     res.writeHead(200, { 'content-type': 'text/event-stream' });
     res.write('data: one\n\n', () => req.socket.destroy());
   };
-  await assert.rejects(collect(ssePost(url, {}, opts())), (err: any) => err instanceof ProviderError && err.retryable && /connection/.test(err.message));
+  await assert.rejects(collect(ssePost(url, jsonBody({}), opts())), (err: any) => err instanceof ProviderError && err.retryable && /connection/.test(err.message));
 });
 
 test('calls reuse one connection', async () => {
   handler = (_req, res) => res.writeHead(200, { 'content-type': 'text/event-stream' }).end('data: ok\n\n');
-  await collect(ssePost(url, {}, opts()));
+  await collect(ssePost(url, jsonBody({}), opts()));
   const before = connections;
-  for (let i = 0; i < 5; i++) assert.deepEqual(await collect(ssePost(url, {}, opts())), [{ event: '', data: 'ok' }]);
+  for (let i = 0; i < 5; i++) assert.deepEqual(await collect(ssePost(url, jsonBody({}), opts())), [{ event: '', data: 'ok' }]);
   assert.equal(connections, before);
 });
 

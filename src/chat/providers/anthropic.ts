@@ -1,7 +1,7 @@
 // Anthropic messages API, streamed.
 import type { Message } from '../types.js';
 import { type LlmEvent, type LlmRequest, type Provider, ProviderError, appendDelta, parseArgs } from './types.js';
-import { eventJson, ssePost } from './sse-post.js';
+import { eventJson, jsonBody, ssePost } from './sse-post.js';
 
 const API_VERSION = '2023-06-01';
 
@@ -23,14 +23,14 @@ export class AnthropicProvider implements Provider {
 
   // Not retried here: the chat loop retries, with events the client can see.
   async *stream(req: LlmRequest): AsyncIterable<LlmEvent> {
-    const body = {
+    const body = jsonBody({
       model: req.model,
       max_tokens: req.maxTokens ?? 8192,
       messages: toAnthropic(req.messages),
       stream: true,
       ...(req.system ? { system: req.system } : {}),
       ...(req.tools.length ? { tools: req.tools.map((t) => ({ name: t.name, description: t.description, input_schema: t.parameters })) } : {}),
-    };
+    });
     const blocks = new Map<number, { type: string; id?: string; name?: string; json: string }>();
     let input = 0;
     let output = 0;

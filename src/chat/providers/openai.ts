@@ -2,7 +2,7 @@
 import type { Message } from '../types.js';
 import { textOf } from '../types.js';
 import { type LlmEvent, type LlmRequest, type Provider, ProviderError, appendDelta, parseArgs } from './types.js';
-import { eventJson, ssePost } from './sse-post.js';
+import { eventJson, jsonBody, ssePost } from './sse-post.js';
 
 export interface OpenAIConfig {
   baseUrl?: string;
@@ -22,14 +22,14 @@ export class OpenAIProvider implements Provider {
 
   // Not retried here: the chat loop retries, with events the client can see.
   async *stream(req: LlmRequest): AsyncIterable<LlmEvent> {
-    const body = {
+    const body = jsonBody({
       model: req.model,
       messages: toOpenAI(req.system, req.messages),
       stream: true,
       stream_options: { include_usage: true },
       ...(req.tools.length ? { tools: req.tools.map((t) => ({ type: 'function' as const, function: t })) } : {}),
       ...(req.maxTokens ? { max_tokens: req.maxTokens } : {}),
-    };
+    });
     const calls = new Map<number, { id: string; name: string; args: string }>();
     let finish = 'stop';
     for await (const batch of ssePost(this.url, body, { headers: this.headers, signal: req.signal, timeoutMs: this.cfg.timeoutMs })) {

@@ -30,20 +30,27 @@ function abortError(): Error {
 }
 
 /**
+ * A request body as UTF-8 bytes. Made before the call (not inside the generator, which lives as
+ * long as the stream): the body object and its JSON string die young, and the bytes kept meanwhile
+ * are outside the JavaScript heap. Holding the string for a turn's length made it the largest
+ * thing the server's young-generation GC copied (a whole chat history per turn).
+ */
+export const jsonBody = (body: unknown): Buffer => Buffer.from(JSON.stringify(body));
+
+/**
  * Yields the events of each read together: the ones that reached us at one instant, which the
  * providers merge into one stream event (a burst of tokens is one delta, not one each).
  */
-export async function* ssePost(url: string, body: unknown, opts: SsePostOptions): AsyncGenerator<SseEvent[]> {
+export async function* ssePost(url: string, payload: Buffer, opts: SsePostOptions): AsyncGenerator<SseEvent[]> {
   if (opts.signal.aborted) throw abortError();
   const u = new URL(url);
-  const payload = JSON.stringify(body);
   const req = keepAliveRequest(u, {
     method: 'POST',
     headers: {
       'content-type': 'application/json',
       accept: 'text/event-stream',
       'user-agent': 'airlock', // some API front ends refuse requests without one
-      'content-length': Buffer.byteLength(payload),
+      'content-length': payload.length,
       ...opts.headers,
     },
   });
