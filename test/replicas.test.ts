@@ -10,6 +10,7 @@ import { startFakeLlm, gate, type FakeLlm, type Reply } from './helpers/fake-llm
 import { cluster, PG_URL, type Cluster, type Replica } from './helpers/replicas.js';
 import { GatewayProcess, runCli, killChildren, echoServer, waitGatewayOnline } from './helpers/launch.js';
 import type { StreamEvent } from '../src/chat/types.js';
+import { ApiClient } from '../src/client/api.js';
 
 const skip = PG_URL ? false : 'needs PostgreSQL (npm run test:pg)';
 const words = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}${i} `);
@@ -439,3 +440,45 @@ for (const relayOnly of [true, false]) {
     }
   });
 }
+
+test('revocations reach every replica: a user disabled on one is refused on another at once (its cached token, its stream there), and a session ended through a third replica closes where it runs', { skip }, async () => {
+  const c = await newCluster({ AIRLOCK_AUTH_CACHE_MS: '600000' }); // only the bus can make a replica forget a token
+  const echo = await echoServer();
+  let gw: GatewayProcess | undefined;
+  try {
+    const [a, b, third] = [await c.start(), await c.start(), await c.start()];
+    const name = `leaver-${Date.now().toString(36)}`;
+    const { token } = await a.api.post('/api/users', { name });
+    const onB = new ApiClient(b.url, token);
+    const chat = await onB.post('/api/chats', { title: 'on b' });
+    const stream = await StreamRecorder.open(onB, chat.id);
+    await stream.waitFor((e) => e.type === 'caught_up');
+    assert.equal((await onB.get('/api/me')).user.name, name); // verified and cached on b
+    await a.api.post(`/api/users/${name}/disable`, {});
+    await new Promise<void>((r) => (stream.closed ? r() : stream.ws.once('close', () => r())));
+    assert.deepEqual(stream.closed, { code: 4401, reason: 'the user was disabled' });
+    await assert.rejects(onB.get('/api/me'), (e: any) => e.status === 401 && /user is disabled/.test(e.message));
+    await a.api.post(`/api/users/${name}/enable`, {});
+
+    // A launch through b (the gateway on a), ended through the third replica.
+    const { token: gwToken } = await a.api.post('/api/gateways', { name: 'site-r' });
+    await a.api.post('/api/resources', { name: 'echo-r', kind: 'tcp', target: `127.0.0.1:${echo.port}`, gateway: 'site-r' });
+    await a.api.post('/api/resources/echo-r/grants', { user: name });
+    gw = new GatewayProcess(a.url, gwToken);
+    gw.start();
+    await waitGatewayOnline({ admin: b.api }, 'site-r');
+    const run = runCli(['launch', 'echo-r'], { AIRLOCK_SERVER: b.url, AIRLOCK_TOKEN: token });
+    await run.waitErr(/Forwarding 127\.0\.0\.1:(\d+) → echo-r/);
+    const [s] = (await third.api.get('/api/sessions?limit=1')).sessions;
+    assert.equal(s.ended_at, null);
+    assert.deepEqual(await third.api.delete(`/api/sessions/${s.id}`), { ended: true });
+    assert.equal(await run.exited(), 1);
+    assert.match(run.stderr, /the session ended: admin ended it/);
+    const [ended] = (await a.api.get('/api/sessions?limit=1')).sessions;
+    assert.equal(ended.error, 'ended by admin');
+  } finally {
+    await gw?.kill();
+    echo.close();
+    await c.close();
+  }
+});
