@@ -1,7 +1,7 @@
 // Anthropic messages API, streamed.
 import type { Message } from '../types.js';
 import { type LlmEvent, type LlmRequest, type Provider, ProviderError, appendDelta, parseArgs } from './types.js';
-import { eventJson, jsonBody, ssePost } from './sse-post.js';
+import { eventJson, jsonBodyWithMessages, perMessageJson, ssePost } from './sse-post.js';
 
 const API_VERSION = '2023-06-01';
 
@@ -23,14 +23,16 @@ export class AnthropicProvider implements Provider {
 
   // Not retried here: the chat loop retries, with events the client can see.
   async *stream(req: LlmRequest): AsyncIterable<LlmEvent> {
-    const body = jsonBody({
-      model: req.model,
-      max_tokens: req.maxTokens ?? 8192,
-      messages: toAnthropic(req.messages),
-      stream: true,
-      ...(req.system ? { system: req.system } : {}),
-      ...(req.tools.length ? { tools: req.tools.map((t) => ({ name: t.name, description: t.description, input_schema: t.parameters })) } : {}),
-    });
+    const body = jsonBodyWithMessages(
+      {
+        model: req.model,
+        max_tokens: req.maxTokens ?? 8192,
+        stream: true,
+        ...(req.system ? { system: req.system } : {}),
+        ...(req.tools.length ? { tools: req.tools.map((t) => ({ name: t.name, description: t.description, input_schema: t.parameters })) } : {}),
+      },
+      toAnthropic(req.messages),
+    );
     const blocks = new Map<number, { type: string; id?: string; name?: string; json: string }>();
     let input = 0;
     let output = 0;
@@ -82,24 +84,39 @@ export class AnthropicProvider implements Provider {
   }
 }
 
-function toAnthropic(messages: Message[]): any[] {
-  const out: { role: 'user' | 'assistant'; content: any[] }[] = [];
-  const push = (role: 'user' | 'assistant', blocks: any[]) => {
-    if (!blocks.length) blocks = [{ type: 'text', text: '(empty)' }];
-    const last = out[out.length - 1];
-    if (last && last.role === role) last.content.push(...blocks);
-    else out.push({ role, content: blocks });
+/** A message's content blocks as JSON array items (a message without any gets an "(empty)" text block). */
+const blocksJson = perMessageJson((m: Message): string => {
+  const blocks: unknown[] = [];
+  for (const p of m.parts) {
+    if (p.type === 'text' && p.text) blocks.push({ type: 'text', text: p.text });
+    else if (p.type === 'tool_call') blocks.push({ type: 'tool_use', id: p.id, name: p.name, input: p.args ?? {} });
+    else if (p.type === 'tool_result') {
+      blocks.push({ type: 'tool_result', tool_use_id: p.tool_call_id, content: p.output, ...(p.is_error ? { is_error: true } : {}) });
+    }
+  }
+  if (!blocks.length) blocks.push({ type: 'text', text: '(empty)' });
+  return blocks.map((b) => JSON.stringify(b)).join(',');
+});
+
+/** Anthropic's `messages` as JSON array items: roles alternate, so consecutive messages of one role share an entry. */
+function toAnthropic(messages: Message[]): Buffer[] {
+  const out: Buffer[] = [];
+  let role: 'user' | 'assistant' | null = null;
+  let parts: Buffer[] = [];
+  const flush = () => {
+    if (role) out.push(Buffer.concat([Buffer.from(`{"role":"${role}","content":[`), ...parts, END_ENTRY]));
   };
   for (const m of messages) {
-    const blocks: any[] = [];
-    for (const p of m.parts) {
-      if (p.type === 'text' && p.text) blocks.push({ type: 'text', text: p.text });
-      else if (p.type === 'tool_call') blocks.push({ type: 'tool_use', id: p.id, name: p.name, input: p.args ?? {} });
-      else if (p.type === 'tool_result') {
-        blocks.push({ type: 'tool_result', tool_use_id: p.tool_call_id, content: p.output, ...(p.is_error ? { is_error: true } : {}) });
-      }
-    }
-    push(m.role === 'assistant' ? 'assistant' : 'user', blocks);
+    const r = m.role === 'assistant' ? 'assistant' : 'user';
+    if (r !== role) {
+      flush();
+      role = r;
+      parts = [];
+    } else parts.push(COMMA);
+    parts.push(blocksJson(m));
   }
+  flush();
   return out;
 }
+const COMMA = Buffer.from(',');
+const END_ENTRY = Buffer.from(']}');

@@ -2,7 +2,7 @@
 import type { Message } from '../types.js';
 import { textOf } from '../types.js';
 import { type LlmEvent, type LlmRequest, type Provider, ProviderError, appendDelta, parseArgs } from './types.js';
-import { eventJson, jsonBody, ssePost } from './sse-post.js';
+import { eventJson, jsonBodyWithMessages, perMessageJson, ssePost } from './sse-post.js';
 
 export interface OpenAIConfig {
   baseUrl?: string;
@@ -22,14 +22,16 @@ export class OpenAIProvider implements Provider {
 
   // Not retried here: the chat loop retries, with events the client can see.
   async *stream(req: LlmRequest): AsyncIterable<LlmEvent> {
-    const body = jsonBody({
-      model: req.model,
-      messages: toOpenAI(req.system, req.messages),
-      stream: true,
-      stream_options: { include_usage: true },
-      ...(req.tools.length ? { tools: req.tools.map((t) => ({ type: 'function' as const, function: t })) } : {}),
-      ...(req.maxTokens ? { max_tokens: req.maxTokens } : {}),
-    });
+    const body = jsonBodyWithMessages(
+      {
+        model: req.model,
+        stream: true,
+        stream_options: { include_usage: true },
+        ...(req.tools.length ? { tools: req.tools.map((t) => ({ type: 'function' as const, function: t })) } : {}),
+        ...(req.maxTokens ? { max_tokens: req.maxTokens } : {}),
+      },
+      [req.system ? JSON.stringify({ role: 'system', content: req.system }) : '', ...req.messages.map(messageJson)],
+    );
     const calls = new Map<number, { id: string; name: string; args: string }>();
     let finish = 'stop';
     for await (const batch of ssePost(this.url, body, { headers: this.headers, signal: req.signal, timeoutMs: this.cfg.timeoutMs })) {
@@ -67,31 +69,29 @@ export class OpenAIProvider implements Provider {
   }
 }
 
-function toOpenAI(system: string | null | undefined, messages: Message[]): any[] {
-  const out: any[] = [];
-  if (system) out.push({ role: 'system', content: system });
-  for (const m of messages) {
-    if (m.role === 'user') out.push({ role: 'user', content: textOf(m.parts) });
-    else if (m.role === 'assistant') {
-      const calls = m.parts.filter((p) => p.type === 'tool_call');
-      out.push({
-        role: 'assistant',
-        content: textOf(m.parts) || (calls.length ? null : ''),
-        ...(calls.length
-          ? {
-              tool_calls: calls.map((c) => ({
-                id: c.id,
-                type: 'function',
-                function: { name: c.name, arguments: JSON.stringify(c.args ?? {}) },
-              })),
-            }
-          : {}),
-      });
-    } else {
-      for (const p of m.parts) {
-        if (p.type === 'tool_result') out.push({ role: 'tool', tool_call_id: p.tool_call_id, content: p.output });
-      }
+/** A message's entries in OpenAI's `messages` (a tool message holds one per result), as JSON array items. */
+const messageJson = perMessageJson((m: Message): string => {
+  const out: unknown[] = [];
+  if (m.role === 'user') out.push({ role: 'user', content: textOf(m.parts) });
+  else if (m.role === 'assistant') {
+    const calls = m.parts.filter((p) => p.type === 'tool_call');
+    out.push({
+      role: 'assistant',
+      content: textOf(m.parts) || (calls.length ? null : ''),
+      ...(calls.length
+        ? {
+            tool_calls: calls.map((c) => ({
+              id: c.id,
+              type: 'function',
+              function: { name: c.name, arguments: JSON.stringify(c.args ?? {}) },
+            })),
+          }
+        : {}),
+    });
+  } else {
+    for (const p of m.parts) {
+      if (p.type === 'tool_result') out.push({ role: 'tool', tool_call_id: p.tool_call_id, content: p.output });
     }
   }
-  return out;
-}
+  return out.map((e) => JSON.stringify(e)).join(',');
+});

@@ -38,6 +38,39 @@ function abortError(): Error {
 export const jsonBody = (body: unknown): Buffer => Buffer.from(JSON.stringify(body));
 
 /**
+ * A request body whose last field is `messages`, given as JSON array items already serialized
+ * (see `perMessageJson`): a turn then serializes only the messages that are new since the last.
+ */
+export function jsonBodyWithMessages(fields: Record<string, unknown>, messageItems: (Buffer | string)[]): Buffer {
+  const head = JSON.stringify(fields);
+  const parts: Buffer[] = [Buffer.from(`${head.slice(0, -1)}${head.length > 2 ? ',' : ''}"messages":[`)];
+  for (const item of messageItems) {
+    if (!item.length) continue;
+    if (parts.length > 1) parts.push(COMMA);
+    parts.push(typeof item === 'string' ? Buffer.from(item) : item);
+  }
+  parts.push(CLOSE);
+  return Buffer.concat(parts);
+}
+const COMMA = Buffer.from(',');
+const CLOSE = Buffer.from(']}');
+
+/**
+ * `fn` once per message, kept as bytes: stored messages never change (an edit makes new ones),
+ * and a chat's history is sent again with every turn, so each message's JSON is made once. As
+ * bytes, outside the JavaScript heap: kept as strings, they were copied by every young-generation
+ * GC until promoted, which cost more token latency than serializing the history each turn did.
+ */
+export function perMessageJson<M extends object>(fn: (m: M) => string): (m: M) => Buffer {
+  const cache = new WeakMap<M, Buffer>();
+  return (m) => {
+    let json = cache.get(m);
+    if (json === undefined) cache.set(m, (json = Buffer.from(fn(m))));
+    return json;
+  };
+}
+
+/**
  * Yields the events of each read together: the ones that reached us at one instant, which the
  * providers merge into one stream event (a burst of tokens is one delta, not one each).
  */

@@ -1,0 +1,112 @@
+// The request bodies the providers send, on the wire: each message's JSON is made once and reused
+// by later turns (perMessageJson), so these pin down what a whole history looks like.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startFakeLlm, type FakeLlm } from './helpers/fake-llm.js';
+import { OpenAIProvider } from '../src/chat/providers/openai.js';
+import { AnthropicProvider } from '../src/chat/providers/anthropic.js';
+import type { Message } from '../src/chat/types.js';
+import type { Provider, ToolSpec } from '../src/chat/providers/types.js';
+
+const fakes: FakeLlm[] = [];
+after(async () => {
+  for (const f of fakes) await f.close();
+});
+
+let seq = 0;
+const msg = (role: Message['role'], parts: Message['parts']): Message => ({ id: `m${++seq}`, seq, role, parts });
+const history: Message[] = [
+  msg('user', [{ type: 'text', text: 'What is 2+2, and the time? "quoted" \\ ünïcödé ✓' }]),
+  msg('assistant', [
+    { type: 'reasoning', text: 'two tools' },
+    { type: 'text', text: 'Let me check.' },
+    { type: 'tool_call', id: 'call_a', name: 'calculator', args: { expression: '2+2' } },
+    { type: 'tool_call', id: 'call_b', name: 'current_time', args: {} },
+  ]),
+  msg('tool', [
+    { type: 'tool_result', tool_call_id: 'call_a', name: 'calculator', output: '4' },
+    { type: 'tool_result', tool_call_id: 'call_b', name: 'current_time', output: 'no clock', is_error: true },
+  ]),
+  msg('assistant', []), // interrupted before any text
+  msg('user', [{ type: 'text', text: 'thanks' }]),
+];
+const tools: ToolSpec[] = [{ name: 'calculator', description: 'adds', parameters: { type: 'object', properties: { messages: { default: 0 } } } }];
+
+async function send(provider: Provider, system: string | null, messages: Message[]): Promise<void> {
+  for await (const _ of provider.stream({ model: 'm-1', system, messages, tools, signal: new AbortController().signal, maxTokens: 100 })) {
+    /* drain */
+  }
+}
+
+test('OpenAI: the whole history as chat messages, the same on every turn', async () => {
+  const llm = await startFakeLlm('openai');
+  fakes.push(llm);
+  const p = new OpenAIProvider({ baseUrl: llm.baseUrl, apiKey: 'k', timeoutMs: 10_000 });
+  await send(p, 'Be brief.', history);
+  await send(p, 'Be brief.', history); // from the per-message cache
+  await send(p, null, history.slice(0, 1));
+  const expected = [
+    { role: 'system', content: 'Be brief.' },
+    { role: 'user', content: 'What is 2+2, and the time? "quoted" \\ ünïcödé ✓' },
+    {
+      role: 'assistant',
+      content: 'Let me check.',
+      tool_calls: [
+        { id: 'call_a', type: 'function', function: { name: 'calculator', arguments: '{"expression":"2+2"}' } },
+        { id: 'call_b', type: 'function', function: { name: 'current_time', arguments: '{}' } },
+      ],
+    },
+    { role: 'tool', tool_call_id: 'call_a', content: '4' },
+    { role: 'tool', tool_call_id: 'call_b', content: 'no clock' },
+    { role: 'assistant', content: '' },
+    { role: 'user', content: 'thanks' },
+  ];
+  const [first, second, third] = llm.requests;
+  assert.deepEqual(first, {
+    model: 'm-1',
+    stream: true,
+    stream_options: { include_usage: true },
+    tools: [{ type: 'function', function: tools[0] }],
+    max_tokens: 100,
+    messages: expected,
+  });
+  assert.deepEqual(second, first);
+  assert.deepEqual(third.messages, [expected[1]]);
+});
+
+test('Anthropic: consecutive messages of one role share an entry; tool results go back as the user', async () => {
+  const llm = await startFakeLlm('anthropic');
+  fakes.push(llm);
+  const p = new AnthropicProvider({ baseUrl: llm.baseUrl, apiKey: 'k', timeoutMs: 10_000 });
+  await send(p, 'Be brief.', history);
+  await send(p, 'Be brief.', history);
+  const [first, second] = llm.requests;
+  assert.deepEqual(first, {
+    model: 'm-1',
+    max_tokens: 100,
+    stream: true,
+    system: 'Be brief.',
+    tools: [{ name: 'calculator', description: 'adds', input_schema: tools[0]!.parameters }],
+    messages: [
+      { role: 'user', content: [{ type: 'text', text: 'What is 2+2, and the time? "quoted" \\ ünïcödé ✓' }] },
+      {
+        role: 'assistant',
+        content: [
+          { type: 'text', text: 'Let me check.' },
+          { type: 'tool_use', id: 'call_a', name: 'calculator', input: { expression: '2+2' } },
+          { type: 'tool_use', id: 'call_b', name: 'current_time', input: {} },
+        ],
+      },
+      {
+        role: 'user',
+        content: [
+          { type: 'tool_result', tool_use_id: 'call_a', content: '4' },
+          { type: 'tool_result', tool_use_id: 'call_b', content: 'no clock', is_error: true },
+        ],
+      },
+      { role: 'assistant', content: [{ type: 'text', text: '(empty)' }] },
+      { role: 'user', content: [{ type: 'text', text: 'thanks' }] },
+    ],
+  });
+  assert.deepEqual(second, first);
+});
