@@ -5,8 +5,10 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { jsonBody, ssePost, type SseEvent } from '../src/chat/providers/sse-post.js';
+import { ssePost, type SseEvent } from '../src/chat/providers/sse-post.js';
 import { ProviderError } from '../src/chat/providers/types.js';
+
+const jsonBody = (v: unknown) => Buffer.from(JSON.stringify(v));
 
 type Handler = (req: http.IncomingMessage, res: http.ServerResponse) => unknown;
 let handler: Handler = (_req, res) => res.end();

@@ -30,16 +30,11 @@ function abortError(): Error {
 }
 
 /**
- * A request body as UTF-8 bytes. Made before the call (not inside the generator, which lives as
- * long as the stream): the body object and its JSON string die young, and the bytes kept meanwhile
- * are outside the JavaScript heap. Holding the string for a turn's length made it the largest
- * thing the server's young-generation GC copied (a whole chat history per turn).
- */
-export const jsonBody = (body: unknown): Buffer => Buffer.from(JSON.stringify(body));
-
-/**
- * A request body whose last field is `messages`, given as JSON array items already serialized
- * (see `perMessageJson`): a turn then serializes only the messages that are new since the last.
+ * A request body as UTF-8 bytes, its last field `messages`, given as JSON array items already
+ * serialized (see `perMessageJson`): a turn serializes only the messages new since the last. It
+ * is made before the streaming call, not inside the generator (which lives as long as the
+ * stream), and kept as bytes, outside the JavaScript heap: a body held as a string for a turn's
+ * length was the largest thing the server's young-generation GC copied (a whole chat history).
  */
 export function jsonBodyWithMessages(fields: Record<string, unknown>, messageItems: (Buffer | string)[]): Buffer {
   const head = JSON.stringify(fields);
