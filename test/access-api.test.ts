@@ -102,4 +102,6 @@ test('a gateway token acts only as its gateway; launch sockets check tokens, gra
   const u = await t.user();
   assert.deepEqual((await u.get('/api/sessions')).sessions, []);
   for (const bad of ['abc', '0', '1001', '2.5']) await fails(u.get(`/api/sessions?limit=${bad}`), 400, 'invalid_field');
+  for (const bad of ['yes', '1', '']) await fails(u.get(`/api/sessions?open=${bad}`), 400, 'invalid_field');
+  assert.deepEqual((await u.get('/api/sessions?open=true')).sessions, []);
 });

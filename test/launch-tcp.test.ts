@@ -321,6 +321,14 @@ test('a session is ended through the API (by an admin, or by its own user with `
     return { run, id: s.id as string };
   };
   const byAdmin = await launch();
+  // The open sessions are the ones to end.
+  const open = (await t.admin.get('/api/sessions?open=true')).sessions;
+  assert.ok(open.some((s: any) => s.id === byAdmin.id));
+  assert.ok(open.every((s: any) => s.ended_at === null));
+  assert.ok((await t.admin.get('/api/sessions?open=false')).sessions.every((s: any) => s.ended_at !== null));
+  const listedOpen = runCli(['session', 'list', '--open'], { ...env, AIRLOCK_TOKEN: token });
+  assert.equal(await listedOpen.exited(), 0, listedOpen.stderr);
+  assert.match(listedOpen.stdout, new RegExp(`^${byAdmin.id}\\s.*\\sopen\\s`, 'm'));
   // Someone else's session, or no session at all, is not found.
   await assert.rejects(other.delete(`/api/sessions/${byAdmin.id}`), (e: any) => e.status === 404);
   await assert.rejects(t.admin.delete('/api/sessions/not-a-uuid'), (e: any) => e.status === 404);
@@ -341,4 +349,7 @@ test('a session is ended through the API (by an admin, or by its own user with `
   const listed = runCli(['session', 'list', '--limit', '2'], { ...env, AIRLOCK_TOKEN: token });
   assert.equal(await listed.exited(), 0, listed.stderr);
   assert.match(listed.stdout, new RegExp(`^${own.id}\\s.*error: ended by ${name}`, 'm'));
+  const none = runCli(['session', 'list', '--open'], { ...env, AIRLOCK_TOKEN: token });
+  assert.equal(await none.exited(), 0, none.stderr);
+  assert.equal(none.stdout.trim(), 'No open sessions.');
 });

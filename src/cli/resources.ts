@@ -17,7 +17,9 @@ const RESOURCE_HELP = `Usage:
   airlock resource grants NAME               (admin)`;
 
 const SESSION_HELP = `Usage:
-  airlock session list [--limit N] [--json]  launch sessions (admins: everyone's; others: their own)
+  airlock session list [--open] [--limit N] [--json]
+                                             launch sessions, newest first (admins: everyone's;
+                                             others: their own); --open: only those still running
   airlock session end ID                     end an open session at once (admins: anyone's; others:
                                              their own); the audit trail records who ended it`;
 
@@ -34,6 +36,7 @@ export async function resourceCommand(cmd: 'resource' | 'session', argv: string[
       'key-file': { type: 'string' },
       'passphrase-env': { type: 'string' },
       limit: { type: 'string' },
+      open: { type: 'boolean' },
       server: { type: 'string' },
       token: { type: 'string' },
       json: { type: 'boolean' },
@@ -57,9 +60,9 @@ export async function resourceCommand(cmd: 'resource' | 'session', argv: string[
       return 0;
     }
     if (sub !== 'list') throw new CliError(`unknown subcommand "session ${sub}"; run \`airlock session --help\``, 2);
-    const { sessions } = await api.get(`/api/sessions?limit=${enc(values.limit ?? '50')}`);
+    const { sessions } = await api.get(`/api/sessions?limit=${enc(values.limit ?? '50')}${values.open ? '&open=true' : ''}`);
     if (values.json) console.log(JSON.stringify(sessions));
-    else if (!sessions.length) console.log('No sessions yet. They are recorded by `airlock launch`.');
+    else if (!sessions.length) console.log(values.open ? 'No open sessions.' : 'No sessions yet. They are recorded by `airlock launch`.');
     else {
       for (const s of sessions) {
         const dur = s.ended_at ? `${((Date.parse(s.ended_at) - Date.parse(s.started_at)) / 1000).toFixed(1)}s` : 'open';

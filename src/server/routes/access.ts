@@ -151,12 +151,16 @@ export function accessRoutes(router: Router, db: Db, secrets: SecretBox, effects
     const limitRaw = query.get('limit');
     const limit = limitRaw === null ? 100 : Number(limitRaw);
     if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw v.badRequestFor('limit', 'an integer from 1 to 1000');
+    // ?open=true: only the sessions still running (the ones `DELETE` can end); false: only ended ones.
+    const open = query.get('open');
+    if (open !== null && open !== 'true' && open !== 'false') throw v.badRequestFor('open', 'true or false');
     const rows = await db.query(
       `SELECT s.id, u.name AS user, s.resource_name AS resource, gw.name AS gateway, s.path, s.started_at, s.ended_at,
               s.bytes_up, s.bytes_down, s.exit_status, s.error
        FROM launch_sessions s JOIN users u ON u.id = s.user_id LEFT JOIN gateways gw ON gw.id = s.gateway_id
-       WHERE $1 OR s.user_id = $2 ORDER BY s.started_at DESC LIMIT $3`,
-      [user.is_admin, user.id, limit],
+       WHERE ($1 OR s.user_id = $2) AND ($4::boolean IS NULL OR (s.ended_at IS NULL) = $4::boolean)
+       ORDER BY s.started_at DESC LIMIT $3`,
+      [user.is_admin, user.id, limit, open === null ? null : open === 'true'],
     );
     return { sessions: rows };
   });
