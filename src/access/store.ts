@@ -147,6 +147,20 @@ export async function closeLostSessions(q: Queryable, gatewayId: string, live: s
 }
 
 /**
+ * Ends an open session now, `error` saying who ended it: a session of `viewer` (any, for an
+ * admin). True when it was open; false when it had ended; null when there is no such session.
+ */
+export async function endSessionNow(q: Queryable, id: string, viewer: { id: string; is_admin: boolean }, error: string): Promise<boolean | null> {
+  const rows = await q.query<{ open: boolean }>(
+    `WITH mine AS (SELECT id, ended_at IS NULL AS open FROM launch_sessions WHERE id = $1 AND ($2 OR user_id = $3)),
+          closed AS (UPDATE launch_sessions s SET ended_at = now(), error = $4 FROM mine WHERE s.id = mine.id AND mine.open)
+     SELECT open FROM mine`,
+    [id, viewer.is_admin, viewer.id, error],
+  );
+  return rows.length ? rows[0]!.open : null;
+}
+
+/**
  * Records what a session did; the first end wins for ended_at, later reports fill gaps. With
  * `gatewayId`, only a session of that gateway.
  */

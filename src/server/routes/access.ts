@@ -170,16 +170,9 @@ export function accessRoutes(router: Router, db: Db, secrets: SecretBox, effects
   // holds the session any more; the replica that does closes it (and the gateway its target).
   router.add('DELETE', '/api/sessions/:id', async ({ user, params }) => {
     if (!v.isUuid(params.id!)) throw notFound('session');
-    const reason = `ended by ${user.name}`;
-    const rows = await db.query<{ ended_at: Date | null; closed: boolean }>(
-      `WITH mine AS (SELECT id, ended_at FROM launch_sessions WHERE id = $1 AND ($2 OR user_id = $3)),
-            closed AS (UPDATE launch_sessions s SET ended_at = now(), error = $4 FROM mine
-                       WHERE s.id = mine.id AND mine.ended_at IS NULL RETURNING s.id)
-       SELECT mine.ended_at, EXISTS (SELECT 1 FROM closed) AS closed FROM mine`,
-      [params.id, user.is_admin, user.id, reason],
-    );
-    if (!rows.length) throw notFound('session');
-    if (!rows[0]!.closed) throw conflict('the session has already ended', 'session_ended');
+    const ended = await store.endSessionNow(db, params.id!, user, `ended by ${user.name}`);
+    if (ended === null) throw notFound('session');
+    if (!ended) throw conflict('the session has already ended', 'session_ended');
     effects.sessionEnded(params.id!, `${user.name} ended it`);
     return { ended: true };
   });

@@ -10,7 +10,7 @@ export const requireAdmin = (user: User) => {
 };
 
 /** onRevoked: every replica stops trusting the token or user at once (their caches of verified tokens, their open streams and sessions). */
-export function authRoutes(router: Router, db: Db, onRevoked: (what: Revocation) => void = () => {}): void {
+export function authRoutes(router: Router, db: Db, onRevoked: (what: Revocation) => void): void {
   router.add('GET', '/api/me', async ({ user }) => ({ user: { id: user.id, name: user.name, is_admin: user.is_admin } }));
 
   router.add('GET', '/api/users', async ({ user }) => {
