@@ -170,8 +170,23 @@ test('airlock user disable and enable', async () => {
   assert.equal(usage.code, 2);
   assert.match(usage.stderr, /usage: airlock user disable NAME/);
   assert.equal((await run(['user', 'enable', 'cli-leaver'])).code, 0);
+  const unknownUser = await run(['user', 'disable', 'nobody-at-all']);
+  assert.equal(unknownUser.code, 1);
+  assert.match(unknownUser.stderr, /user "nobody-at-all" not found/);
   assert.equal((await run(['chat', 'list', '--token', token])).code, 0);
   assert.doesNotMatch((await run(['user', 'list'])).stdout, /cli-leaver\s+disabled/);
+});
+
+test('airlock session end: a missing id is a usage error, an unknown one is not found', async () => {
+  const usage = await run(['session', 'end']);
+  assert.equal(usage.code, 2);
+  assert.match(usage.stderr, /usage: airlock session end ID/);
+  const unknown = await run(['session', 'end', '00000000-0000-0000-0000-000000000000']);
+  assert.equal(unknown.code, 1);
+  assert.match(unknown.stderr, /session not found/);
+  const malformed = await run(['session', 'end', 'not-an-id']);
+  assert.equal(malformed.code, 1);
+  assert.match(malformed.stderr, /session not found/);
 });
 
 test('titles are generated after the first turn', async () => {
