@@ -7,7 +7,7 @@
 import { ApiClient } from '../src/client/api.js';
 import fs from 'node:fs';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { arg, pct, pgUrlWithSchema, r2, runLoad, serverGauge, startAirlock, startProvider } from './common.js';
+import { arg, pct, pgUrlWithSchema, processCpu, r2, runLoad, serverGauge, startAirlock, startBareRelay, startProvider } from './common.js';
 
 const quick = process.argv.includes('--quick');
 const CHATS = arg('chats', 50);
@@ -19,7 +19,10 @@ const TOKEN_INTERVAL_MS = arg('interval', 10);
 // the 20k the daemon must carry; at 400/s the bench itself capped the total at ~18.5k.
 const BURST = arg('burst', 6);
 const THINK_MS = arg('think', 0);
+const WARMUP = arg('warmup', 1);
 const POLL_MESSAGES = arg('poll-messages', quick ? 1 : 3);
+// 0 skips the floor measurement (bench/bare-relay.ts).
+const BARE = arg('bare', 1) !== 0;
 
 function log(msg: string) {
   process.stderr.write(`[bench:chat] ${msg}\n`);
@@ -38,36 +41,57 @@ async function scenario(name: string, providerUrl: string, opts: { databaseUrl?:
     opts.databaseUrl ? ['--database-url', opts.databaseUrl] : [],
   );
   try {
-    log(`${name}: ${CHATS} chats × ${messages} messages × ${TOKENS} tokens (TTFT ${TTFT_MS} ms, ${BURST} tokens every ${TOKEN_INTERVAL_MS} ms per chat)`);
-    const api = new ApiClient(srv.url, srv.token!, 120_000);
-    // The clients' own event loop: a token waits in it too before the bench sees it.
-    const loop = monitorEventLoopDelay({ resolution: 1 });
-    loop.enable();
     // The server's own event-loop delay over the load (prom-client resets it on every scrape;
     // sampled every 10 ms, so a coarse figure): the part of a token's wait spent in the server.
     const serverLag = () => serverGauge(srv.url, srv.token!, 'nodejs_eventloop_lag_p99_seconds');
-    await serverLag();
-    const r = await runLoad(api, api, CHATS, messages, TTFT_MS, THINK_MS);
-    const serverLagP99 = await serverLag();
-    loop.disable();
-    const summary = {
-      overhead_p50_ms: r2(pct(r.overhead, 50)),
-      overhead_p99_ms: r2(pct(r.overhead, 99)),
-      send_p50_ms: r2(pct(r.send, 50)),
-      to_provider_p50_ms: r2(pct(r.toProvider, 50)),
-      provider_request_p50_ms: r2(pct(r.requested, 50)),
-      token_p50_ms: r2(pct(r.token, 50)),
-      token_p99_ms: r2(pct(r.token, 99)),
-      tokens_per_s: Math.round(r.tokens / r.seconds),
-      client_loop_delay_p99_ms: r2(loop.percentile(99) / 1e6),
-      server_loop_delay_p99_ms: serverLagP99 === null ? null : r2(serverLagP99 * 1000),
-      messages: r.overhead.length,
-    };
-    log(`${name}: ${JSON.stringify(summary)}`);
-    return summary;
+    return await measure(name, srv.url, srv.token!, srv.proc.pid, messages, serverLag);
   } finally {
     await srv.stop();
   }
+}
+
+/** The floor: the same load through bench/bare-relay.ts, which does nothing but relay. */
+async function bareRelay(providerUrl: string, messages: number) {
+  log('bare relay: starting (no database, no auth, no event log: the floor of this machine and load)');
+  const relay = await startBareRelay(providerUrl);
+  try {
+    return await measure('bare relay', relay.url, 'none', relay.pid, messages, async () => null);
+  } finally {
+    relay.close();
+  }
+}
+
+async function measure(name: string, url: string, token: string, pid: number | undefined, messages: number, serverLag: () => Promise<number | null>) {
+  log(`${name}: ${CHATS} chats × ${messages} messages × ${TOKENS} tokens (TTFT ${TTFT_MS} ms, ${BURST} tokens every ${TOKEN_INTERVAL_MS} ms per chat)`);
+  const api = new ApiClient(url, token, 120_000);
+  // The clients' own event loop: a token waits in it too before the bench sees it.
+  const loop = monitorEventLoopDelay({ resolution: 1 });
+  loop.enable();
+  await serverLag();
+  const cpu0 = processCpu(pid);
+  const r = await runLoad(api, api, CHATS, messages, TTFT_MS, THINK_MS, WARMUP);
+  const cpu1 = processCpu(pid);
+  const serverLagP99 = await serverLag();
+  loop.disable();
+  const summary = {
+    overhead_p50_ms: r2(pct(r.overhead, 50)),
+    overhead_p99_ms: r2(pct(r.overhead, 99)),
+    send_p50_ms: r2(pct(r.send, 50)),
+    to_provider_p50_ms: r2(pct(r.toProvider, 50)),
+    provider_request_p50_ms: r2(pct(r.requested, 50)),
+    token_p50_ms: r2(pct(r.token, 50)),
+    token_p99_ms: r2(pct(r.token, 99)),
+    tokens_per_s: Math.round(r.tokens / r.seconds),
+    client_loop_delay_p99_ms: r2(loop.percentile(99) / 1e6),
+    server_loop_delay_p99_ms: serverLagP99 === null ? null : r2(serverLagP99 * 1000),
+    // The server's CPU per token streamed, all threads and its main thread (the one every
+    // token passes through): steadier than latency figures on a shared machine.
+    server_cpu_us_per_token: cpu0 && cpu1 ? r2(((cpu1.all - cpu0.all) * 1e6) / r.tokens) : null,
+    server_main_cpu_us_per_token: cpu0 && cpu1 ? r2(((cpu1.main - cpu0.main) * 1e6) / r.tokens) : null,
+    messages: r.overhead.length,
+  };
+  log(`${name}: ${JSON.stringify(summary)}`);
+  return summary;
 }
 
 async function main() {
@@ -77,6 +101,7 @@ async function main() {
   try {
     const emb = await scenario('embedded', provider.baseUrl, { polling: false }, MESSAGES);
     const poll = await scenario('embedded-polling', provider.baseUrl, { polling: true }, POLL_MESSAGES);
+    const bare = BARE ? await bareRelay(provider.baseUrl, MESSAGES) : null;
     Object.assign(out, {
       overhead_p50_ms: emb.overhead_p50_ms,
       overhead_p99_ms: emb.overhead_p99_ms,
@@ -85,6 +110,14 @@ async function main() {
       polling_overhead_p50_ms: poll.overhead_p50_ms,
       polling_overhead_p99_ms: poll.overhead_p99_ms,
       wake_speedup_x: r2(poll.overhead_p50_ms / Math.max(emb.overhead_p50_ms, 0.01)),
+      ...(bare
+        ? {
+            bare_overhead_p50_ms: bare.overhead_p50_ms,
+            bare_token_p50_ms: bare.token_p50_ms,
+            bare_token_p99_ms: bare.token_p99_ms,
+            token_p99_vs_bare_x: r2(emb.token_p99_ms / Math.max(bare.token_p99_ms, 0.01)),
+          }
+        : {}),
       chats: CHATS,
       tokens_per_s: emb.tokens_per_s,
       messages_measured: emb.messages,

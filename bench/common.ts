@@ -28,16 +28,25 @@ export interface ProviderPacing {
   burst: number;
 }
 
+/** A helper process of the bench that prints the URL it serves on its first line of output. */
+async function startHelper(args: string[]): Promise<{ url: string; pid: number | undefined; close: () => void }> {
+  const proc = spawn(process.execPath, ['--import', 'tsx', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const url = await new Promise<string>((resolve, reject) => {
+    proc.stdout!.once('data', (d) => resolve(String(d).trim()));
+    proc.once('exit', (c) => reject(new Error(`${args[0]} exited ${c}`)));
+  });
+  return { url, pid: proc.pid, close: () => proc.kill() };
+}
+
 /** The fake provider runs in its own process so that its writes do not compete with the clients. */
 export async function startProvider(p: ProviderPacing): Promise<{ baseUrl: string; close: () => void }> {
-  const proc = spawn(process.execPath, ['--import', 'tsx', 'bench/fake-provider.ts', String(p.ttftMs), String(p.tokens), String(p.intervalMs), String(p.burst)], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const baseUrl = await new Promise<string>((resolve, reject) => {
-    proc.stdout!.once('data', (d) => resolve(String(d).trim()));
-    proc.once('exit', (c) => reject(new Error(`fake provider exited ${c}`)));
-  });
-  return { baseUrl, close: () => proc.kill() };
+  const { url, close } = await startHelper(['bench/fake-provider.ts', String(p.ttftMs), String(p.tokens), String(p.intervalMs), String(p.burst)]);
+  return { baseUrl: url, close };
+}
+
+/** bench:chat's floor (bench/bare-relay.ts), in its own process as the server is. */
+export function startBareRelay(providerBaseUrl: string): Promise<{ url: string; pid: number | undefined; close: () => void }> {
+  return startHelper(['bench/bare-relay.ts', providerBaseUrl]);
 }
 
 export interface ServerProc {
@@ -99,11 +108,11 @@ export interface LoadResult {
 
 /**
  * `chats` chats, each with one WebSocket client on `stream`; each sends `messages` messages
- * (plus one warm-up) on `send` and waits for the turn to end, then waits a random think time of up to
+ * (after `warmup` unmeasured ones) on `send` and waits for the turn to end, then waits a random think time of up to
  * `thinkMs` (0: sends at once, so the chats move in lockstep bursts). Overhead = send start → first delta
  * at the client − the provider's TTFT; per token = provider write → client receive.
  */
-export async function runLoad(send: ApiClient, stream: ApiClient, chats: number, messages: number, ttftMs: number, thinkMs = 0): Promise<LoadResult> {
+export async function runLoad(send: ApiClient, stream: ApiClient, chats: number, messages: number, ttftMs: number, thinkMs = 0, warmup = 1): Promise<LoadResult> {
   const overhead: number[] = [];
   const sendMs: number[] = [];
   const toProvider: number[] = [];
@@ -164,11 +173,11 @@ export async function runLoad(send: ApiClient, stream: ApiClient, chats: number,
       ws.on('close', (code, reason) => {
         if (!finished) process.stderr.write(`[bench] chat ${chat.id}: stream closed early (${code} ${reason}); waiting turn: ${resolveTurn !== null}\n`);
       });
-      for (let m = 0; m <= messages; m++) {
+      for (let m = 0; m < warmup + messages; m++) {
         // A user reads the reply before writing the next message (0 = every chat sends the moment its turn ends).
         if (thinkMs) await sleep(Math.random() * thinkMs);
         mNow = m;
-        measuring = m > 0;
+        measuring = m >= warmup;
         firstDelta = 0;
         const done = new Promise<number>((r) => (resolveTurn = r));
         const turnStart = now();
@@ -210,6 +219,24 @@ export async function pgUrlWithSchema(base: string): Promise<{ url: string; drop
       await d.end();
     },
   };
+}
+
+/**
+ * CPU seconds (user + system) a process has used: all its threads, and its main thread alone
+ * (the one that carries every token). Linux only (/proc); null elsewhere.
+ */
+export function processCpu(pid: number | undefined): { all: number; main: number } | null {
+  if (!pid) return null;
+  const ticks = (file: string) => {
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    const f = fs.readFileSync(file, 'utf8').split(') ')[1]!.split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100; // utime, stime (USER_HZ = 100)
+  };
+  try {
+    return { all: ticks(`/proc/${pid}/stat`), main: ticks(`/proc/${pid}/task/${pid}/stat`) };
+  } catch {
+    return null;
+  }
 }
 
 /** A server's Prometheus metrics, as text. */
