@@ -1,7 +1,8 @@
 // Anthropic messages API, streamed.
 import type { Message } from '../types.js';
 import { type LlmEvent, type LlmRequest, type Provider, ProviderError, appendDelta, parseArgs } from './types.js';
-import { eventJson, jsonBodyWithMessages, perMessageJson, ssePost } from './sse-post.js';
+import { jsonBodyWithMessages, perMessageJson, ssePost } from './sse-post.js';
+import { DeltaJson } from './delta-json.js';
 
 const API_VERSION = '2023-06-01';
 
@@ -37,10 +38,11 @@ export class AnthropicProvider implements Provider {
     let input = 0;
     let output = 0;
     let finish = 'end_turn';
+    const json = new DeltaJson('text');
     for await (const batch of ssePost(this.url, body, { headers: this.headers, signal: req.signal, timeoutMs: this.cfg.timeoutMs })) {
       const out: LlmEvent[] = [];
       for (const sse of batch) {
-        const ev = eventJson(sse.data);
+        const ev = json.parse(sse.data);
         switch (ev?.type) {
           case 'message_start':
             input = ev.message?.usage?.input_tokens ?? 0;

@@ -2,7 +2,8 @@
 import type { Message } from '../types.js';
 import { textOf } from '../types.js';
 import { type LlmEvent, type LlmRequest, type Provider, ProviderError, appendDelta, parseArgs } from './types.js';
-import { eventJson, jsonBodyWithMessages, perMessageJson, ssePost } from './sse-post.js';
+import { jsonBodyWithMessages, perMessageJson, ssePost } from './sse-post.js';
+import { DeltaJson } from './delta-json.js';
 
 export interface OpenAIConfig {
   baseUrl?: string;
@@ -34,11 +35,12 @@ export class OpenAIProvider implements Provider {
     );
     const calls = new Map<number, { id: string; name: string; args: string }>();
     let finish = 'stop';
+    const json = new DeltaJson('content');
     for await (const batch of ssePost(this.url, body, { headers: this.headers, signal: req.signal, timeoutMs: this.cfg.timeoutMs })) {
       const out: LlmEvent[] = [];
       for (const ev of batch) {
         if (ev.data === '[DONE]') continue; // the stream ends after it; reading on keeps the connection reusable
-        const chunk = eventJson(ev.data);
+        const chunk = json.parse(ev.data);
         if (chunk?.error) {
           for (const e of out) yield e; // what was read before the error still streams
           throw new ProviderError(`provider stream failed: ${chunk.error.message ?? JSON.stringify(chunk.error)}`, true);
