@@ -3,7 +3,8 @@
 // fake OpenAI-compatible provider with a fixed time to first token. Measures per message
 // send → first delta at the client minus the provider's TTFT ("overhead"), per token provider
 // write → client receive, and total tokens/s; then the same load with wake signals disabled
-// (the 1 s polling loop of the systems we learn from). Final line: JSON.
+// (the 1 s polling loop of the systems we learn from), and the same load through a bare relay
+// (bench/bare-relay.ts: the floor this machine allows). Final line: JSON.
 import { ApiClient } from '../src/client/api.js';
 import fs from 'node:fs';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
