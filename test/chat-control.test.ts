@@ -218,6 +218,35 @@ test('a server that has nothing in memory replays the durable events exactly fro
     assert.deepEqual(durable(cold), durable(live));
     assert.deepEqual(cold.events.filter((e) => e.type === 'message').map((e: any) => e.message.role), ['user', 'assistant', 'tool', 'assistant']);
     cold.close();
+    // A step's reply is stored once: its event refers to the message row, and the replay above rebuilt it.
+    const stored = await t.db.query<{ data: any }>(`SELECT data FROM chat_events WHERE chat_id = $1 AND type = 'message' ORDER BY seq`, [chat.id]);
+    assert.deepEqual(stored.map((r) => Object.keys(r.data)), [['message'], ['message_id'], ['message_id'], ['message_id']]);
+  } finally {
+    await other.close();
+  }
+  live.close();
+});
+
+test('an interrupted reply replays from the database as it was streamed', async () => {
+  const { startServer } = await import('../src/server/app.js');
+  const { ApiClient } = await import('../src/client/api.js');
+  const g = gate();
+  llm.script = () => ({ steps: [{ text: 'half a' }, { wait: g.promise }, { text: ' never' }] });
+  const u = await t.user();
+  const chat = await u.post('/api/chats', { message: 'go' });
+  const live = await StreamRecorder.open(u, chat.id);
+  await live.waitFor((e) => e.type === 'delta');
+  await u.post(`/api/chats/${chat.id}/interrupt`);
+  await live.waitStatus('waiting');
+  g.open();
+  const other = await startServer({ db: t.db, providers: {}, runner: false });
+  try {
+    const cold = await StreamRecorder.open(new ApiClient(other.url, u.token), chat.id, 0);
+    await cold.waitFor((e) => e.type === 'caught_up');
+    const messages = (r: StreamRecorder) => r.events.filter((e) => e.type === 'message').map((e) => JSON.parse(JSON.stringify(e)));
+    assert.deepEqual(messages(cold), messages(live));
+    assert.equal((messages(cold)[1] as any).message.interrupted, true);
+    cold.close();
   } finally {
     await other.close();
   }

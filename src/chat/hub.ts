@@ -5,7 +5,7 @@ import type { Bus } from '../bus/bus.js';
 import type { Db } from '../store/db.js';
 import { num } from '../config.js';
 import { type StreamEvent, epochOf, isDraft } from './types.js';
-import { ev } from './store.js';
+import { type MessageColumns, ev, publishedMessage } from './store.js';
 
 export interface Sink {
   /** Hands events to the subscriber; must not block. */
@@ -189,12 +189,21 @@ export class StreamHub {
     };
     try {
       const remote = await this.fetchFromOwner(chatId, after);
-      const stored = await this.db.query<{ seq: number; type: string; data: Record<string, unknown> }>(
-        'SELECT seq, type, data FROM chat_events WHERE chat_id = $1 AND seq > $2 ORDER BY seq',
+      const stored = await this.db.query<{ seq: number; type: string; data: Record<string, unknown>; message: MessageColumns | null }>(
+        // A step's message event is stored as a reference to its message (see publishedMessage).
+        `SELECT e.seq, e.type, e.data,
+                CASE WHEN m.id IS NOT NULL THEN json_build_object('id', m.id, 'seq', m.seq, 'role', m.role, 'parts', m.parts,
+                  'interrupted', m.interrupted, 'model', m.model, 'usage', m.usage) END AS message
+         FROM chat_events e
+         LEFT JOIN chat_messages m ON e.type = 'message' AND m.chat_id = e.chat_id AND m.id = (e.data->>'message_id')::uuid
+         WHERE e.chat_id = $1 AND e.seq > $2 ORDER BY e.seq`,
         [chatId, after],
       );
       const bySeq = new Map<number, StreamEvent>();
-      for (const r of stored) bySeq.set(Number(r.seq), ev(chatId, Number(r.seq), r.type as StreamEvent['type'], r.data));
+      for (const r of stored) {
+        const data = r.message ? { message: publishedMessage(r.message) } : r.data;
+        bySeq.set(Number(r.seq), ev(chatId, Number(r.seq), r.type as StreamEvent['type'], data));
+      }
       for (const e of remote) if (e.seq !== undefined && e.seq > after) bySeq.set(e.seq, e);
       for (const e of memory) bySeq.set(e.seq!, e);
       const state = await snapshot();

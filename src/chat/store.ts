@@ -132,6 +132,42 @@ export type ClaimedChat = ChatRow & {
   early?: EarlyStart;
 };
 
+/** A stored message's columns, as a replay reads them beside its `message` event. */
+export interface MessageColumns {
+  id: string;
+  seq: number;
+  role: Message['role'];
+  parts: Part[];
+  interrupted: boolean;
+  model: string | null;
+  usage: Message['usage'];
+}
+
+/**
+ * A message as a run publishes it in its `message` event, from its stored columns. A step's
+ * commit stores the event as a reference to the message row (`message_id`) instead of a second
+ * copy of the reply: on the embedded database the copy cost a tenth of its thread's CPU.
+ */
+export function publishedMessage(c: MessageColumns): Message {
+  const m: Message = { id: c.id, seq: Number(c.seq), role: c.role, parts: c.parts };
+  if (c.role === 'assistant') {
+    if (c.interrupted) m.interrupted = true;
+    m.model = c.model;
+    m.usage = c.usage;
+  }
+  return m;
+}
+
+/**
+ * The stored form of a message's event: a reference when a replay rebuilds exactly what was
+ * published (the message is stored in the same statement), the message itself otherwise.
+ */
+function storedMessageEvent(chatId: string, m: Message): StreamEvent {
+  const rebuilt = publishedMessage({ ...m, interrupted: Boolean(m.interrupted), model: m.model ?? null, usage: m.usage ?? null });
+  const same = JSON.stringify({ ...rebuilt, parts: 0 }) === JSON.stringify({ ...m, parts: 0 });
+  return ev(chatId, m.seq, 'message', same ? { message_id: m.id } : { message: m });
+}
+
 export function messageOut(r: any): Message {
   return {
     id: r.id,
@@ -226,10 +262,7 @@ export async function fencedCommit(
   extraEvents: StreamEvent[] = [],
   release?: Release,
 ): Promise<CommitResult> {
-  const events = [
-    ...messages.map((m) => ev(fence.chatId, m.seq, 'message', { message: m })),
-    ...durableOnly(extraEvents),
-  ];
+  const events = [...messages.map((m) => storedMessageEvent(fence.chatId, m)), ...durableOnly(extraEvents)];
   let batcher = commitBatchers.get(db);
   if (!batcher) {
     batcher = new GroupCommit((items) => commitBatch(db, items), {
