@@ -162,9 +162,10 @@ test("a step commit whose PostgreSQL connection is terminated is retried: the tu
 });
 
 test('a slow client is told to resync; a fast client beside it gets every event', async () => {
-  // 8 MiB: the fast reader (in this process, with the server and the fake provider) keeps up
-  // with margin on a loaded machine; the paused one still overflows it (32 MB sent).
-  process.env.AIRLOCK_WS_QUEUE_BYTES = '8388608';
+  // 16 MiB: the fast reader (in this process, with the server and the fake provider) keeps up
+  // with margin on a loaded machine (at 8 MiB it fell behind on a slow VM running two suites at
+  // once); the paused one still overflows it (32 MB sent).
+  process.env.AIRLOCK_WS_QUEUE_BYTES = String(16 * 1024 * 1024);
   // Long enough that the write timeout (which also bounds how long the resync notice may wait
   // behind unread bytes) cannot fire before the test resumes the paused reader, however slow
   // the machine: this test is about the byte bound.
@@ -175,9 +176,9 @@ test('a slow client is told to resync; a fast client beside it gets every event'
   try {
     const chunk = 'x'.repeat(4000);
     const pieces = 8000; // ~32 MB: more than the kernel buffers between a paused reader and the server
-    // Short pauses let the fast reader (in this same process) keep up; the paused one cannot.
+    // Pauses after every 400 KB let the fast reader (in this same process) catch up; the paused one cannot.
     llm.script = () => ({
-      steps: [...Array.from({ length: pieces }, (_, i) => (i % 200 === 199 ? [{ text: `${i}:${chunk}` }, { delayMs: 10 }] : [{ text: `${i}:${chunk}` }])).flat(), { wait: release.promise }, { text: 'END' }],
+      steps: [...Array.from({ length: pieces }, (_, i) => (i % 100 === 99 ? [{ text: `${i}:${chunk}` }, { delayMs: 25 }] : [{ text: `${i}:${chunk}` }])).flat(), { wait: release.promise }, { text: 'END' }],
     });
     const u = await t.user();
     const chat = await u.post('/api/chats', { title: 'bulk' });
