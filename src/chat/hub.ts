@@ -26,7 +26,15 @@ interface Sub {
   sink: Sink;
   /** Events that arrived while the replay was being read. */
   held: StreamEvent[] | null;
+  /**
+   * Seqs the replay read from the database before this replica's bus delivered them: when they
+   * arrive live they are not sent again. Dropped after REPLAYED_WINDOW_MS (a bus later than that
+   * has a gap, and a gap resyncs every subscriber).
+   */
+  replayed: Set<number> | null;
 }
+
+const REPLAYED_WINDOW_MS = 60_000;
 
 class ChatLog {
   /** The last ended turn and the current one, as streamed (older turns are read from the database). */
@@ -152,7 +160,7 @@ export class StreamHub {
     }
     for (const sub of log.subs) {
       if (sub.held) sub.held.push(e);
-      else sub.sink.push([e]);
+      else if (e.seq === undefined || !sub.replayed?.delete(e.seq)) sub.sink.push([e]);
     }
     if (e.type === 'deleted') {
       this.logs.delete(e.chat_id);
@@ -177,7 +185,7 @@ export class StreamHub {
     snapshot: () => Promise<StreamEvent[]>,
   ): Promise<() => void> {
     const log = this.log(chatId);
-    const sub: Sub = { sink, held: [] };
+    const sub: Sub = { sink, held: [], replayed: null };
     // Subscribe first, then read: nothing published meanwhile is lost. The memory log is taken
     // at once and the database read after it (after the owner's answer too, when another replica
     // runs the turn): an event the log forgets meanwhile was stored before the read began.
@@ -209,6 +217,12 @@ export class StreamHub {
       const state = await snapshot();
       const held = sub.held ?? [];
       sub.held = null;
+      // The database can be ahead of this replica's bus: what the read found that the log has
+      // not ingested yet will arrive live too.
+      for (const seq of bySeq.keys()) {
+        if (!log.seqs.has(seq) && seq > log.storedThrough && !held.some((e) => e.seq === seq)) (sub.replayed ??= new Set()).add(seq);
+      }
+      if (sub.replayed) setTimeout(() => (sub.replayed = null), REPLAYED_WINDOW_MS).unref();
       // What arrived live meanwhile joins the replay in seq order (a draft streamed while the
       // database was read comes before the message the read found), as it was published (the
       // database's JSON may order an object's keys differently).
