@@ -218,9 +218,9 @@ export class StreamHub {
       const held = sub.held ?? [];
       sub.held = null;
       // The database can be ahead of this replica's bus: what the read found that the log has
-      // not ingested yet will arrive live too.
+      // not ingested yet will arrive live too (events held meanwhile were ingested: in the log).
       for (const seq of bySeq.keys()) {
-        if (!log.seqs.has(seq) && seq > log.storedThrough && !held.some((e) => e.seq === seq)) (sub.replayed ??= new Set()).add(seq);
+        if (!log.seqs.has(seq) && seq > log.storedThrough) (sub.replayed ??= new Set()).add(seq);
       }
       if (sub.replayed) setTimeout(() => (sub.replayed = null), REPLAYED_WINDOW_MS).unref();
       // What arrived live meanwhile joins the replay in seq order (a draft streamed while the

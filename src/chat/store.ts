@@ -146,7 +146,7 @@ export interface MessageColumns {
 /**
  * A message as a run publishes it in its `message` event, from its stored columns. A step's
  * commit stores the event as a reference to the message row (`message_id`) instead of a second
- * copy of the reply: on the embedded database the copy cost a tenth of its thread's CPU.
+ * copy of the reply: on the embedded database the copy cost ~5 % of its thread's CPU.
  */
 export function publishedMessage(c: MessageColumns): Message {
   const m: Message = { id: c.id, seq: Number(c.seq), role: c.role, parts: c.parts };
