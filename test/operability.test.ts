@@ -146,7 +146,7 @@ test('sessions are closed in the audit trail when their gateway could not report
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-restart-'));
   const dataDir = path.join(dir, 'data');
   const env = { AIRLOCK_CLI_CONFIG: path.join(dir, 'cli.json') };
-  const target = net.createServer((s) => s.on('error', () => {}));
+  const target = net.createServer((s) => s.on('error', () => {}).pipe(s)); // echoes
   target.listen(0, '127.0.0.1');
   await once(target, 'listening');
   const port = await freePort(); // the same address every time: the gateway dials it back
@@ -167,9 +167,16 @@ test('sessions are closed in the audit trail when their gateway could not report
     }
   };
   const session = async (api: ApiClient) => (await api.get('/api/sessions?limit=1')).sessions[0];
+  // A launch that has carried bytes both ways, so its tube is up at both ends (a session that
+  // carried nothing may end before the gateway's side had a path, and is then reported without one).
   const launch = async (api: ApiClient, url: string) => {
     const run = runCli(['launch', 'svc'], { ...env, AIRLOCK_SERVER: url, AIRLOCK_TOKEN: api.token });
-    await run.waitErr(/Forwarding/);
+    const [, local] = await run.waitErr(/Forwarding (\S+:\d+)/);
+    const [host, lport] = local!.split(/:(?=\d+$)/);
+    const c = net.connect(Number(lport), host);
+    c.on('error', () => {});
+    c.write('ping');
+    await once(c, 'data');
     return run;
   };
   try {
@@ -197,6 +204,7 @@ test('sessions are closed in the audit trail when their gateway could not report
     const r1 = await session(second.admin);
     assert.equal(r1.id, s1.id);
     assert.ok(['relay', 'direct'].includes(r1.path), `path ${r1.path}`);
+    assert.ok(r1.bytes_up >= 4 && r1.bytes_down >= 4, `bytes ${r1.bytes_up}/${r1.bytes_down}`);
     assert.doesNotMatch(String(r1.error), /no longer had/);
 
     // 2. Everything dies; a new gateway process (same token) has no sessions: the server closes

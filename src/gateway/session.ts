@@ -26,7 +26,8 @@ export class GatewaySession {
   private conns = new Map<number, { conn: TubeConn; target: Target | null }>();
   private exitStatus: number | null = null;
   private error: string | null = null;
-  private usedDirect = false;
+  /** The path reported for the audit trail: 'direct' once it was used, else the relay once it was up. */
+  private usedPath: 'direct' | 'relay' | null = null;
   private ended = false;
 
   constructor(
@@ -40,7 +41,7 @@ export class GatewaySession {
     this.id = offer.session;
     this.tube.on('frame', (f) => this.frame(f.type, f.conn, f.payload));
     this.tube.on('path', (p) => {
-      if (p === 'direct') this.usedDirect = true;
+      if (this.usedPath !== 'direct') this.usedPath = p;
       this.log.debug({ session: this.id, path: p }, 'tube path');
       this.control({ type: 'path', session: this.id, path: p }); // the audit trail shows it while the session runs
     });
@@ -135,7 +136,7 @@ export class GatewaySession {
     this.control({
       type: 'ended',
       session: this.id,
-      path: this.usedDirect ? 'direct' : this.tube.bytesSent + this.tube.bytesReceived > 0 ? 'relay' : null,
+      path: this.usedPath, // as the live 'path' messages set it, so a lost one changes nothing
       bytes_up: this.tube.bytesReceived,
       bytes_down: this.tube.bytesSent,
       exit_status: this.exitStatus,
