@@ -8,7 +8,7 @@
 import { ApiClient } from '../src/client/api.js';
 import fs from 'node:fs';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { arg, pct, pgUrlWithSchema, processCpu, r2, runLoad, serverGauge, startAirlock, startBareRelay, startProvider } from './common.js';
+import { arg, otherThreadsCpu, pct, pgUrlWithSchema, processCpu, r2, runLoad, serverGauge, startAirlock, startBareRelay, startProvider } from './common.js';
 
 const quick = process.argv.includes('--quick');
 const CHATS = arg('chats', 50);
@@ -24,6 +24,8 @@ const WARMUP = arg('warmup', 1);
 const POLL_MESSAGES = arg('poll-messages', quick ? 1 : 3);
 // 0 skips the floor measurement (bench/bare-relay.ts).
 const BARE = arg('bare', 1) !== 0;
+
+const r2Or = (x: number | null) => (x === null ? null : r2(x));
 
 function log(msg: string) {
   process.stderr.write(`[bench:chat] ${msg}\n`);
@@ -72,6 +74,7 @@ async function measure(name: string, url: string, token: string, pid: number | u
   const cpu0 = processCpu(pid);
   const r = await runLoad(api, api, CHATS, messages, TTFT_MS, THINK_MS, WARMUP);
   const cpu1 = processCpu(pid);
+  const other = otherThreadsCpu(cpu0, cpu1, pid);
   const serverLagP99 = await serverLag();
   loop.disable();
   const summary = {
@@ -89,6 +92,10 @@ async function measure(name: string, url: string, token: string, pid: number | u
     // token passes through): steadier than latency figures on a shared machine.
     server_cpu_us_per_token: cpu0 && cpu1 ? r2(((cpu1.all - cpu0.all) * 1e6) / r.tokens) : null,
     server_main_cpu_us_per_token: cpu0 && cpu1 ? r2(((cpu1.main - cpu0.main) * 1e6) / r.tokens) : null,
+    // Of the other threads: the busiest (the embedded database's thread, where there is one) and
+    // the rest (V8's compiler and GC helpers, libuv's pool).
+    server_busiest_other_cpu_us_per_token: r2Or(other && (other.busiest * 1e6) / r.tokens),
+    server_rest_cpu_us_per_token: r2Or(other && (other.rest * 1e6) / r.tokens),
     messages: r.overhead.length,
   };
   log(`${name}: ${JSON.stringify(summary)}`);

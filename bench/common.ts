@@ -225,7 +225,7 @@ export async function pgUrlWithSchema(base: string): Promise<{ url: string; drop
  * CPU seconds (user + system) a process has used: all its threads, and its main thread alone
  * (the one that carries every token). Linux only (/proc); null elsewhere.
  */
-export function processCpu(pid: number | undefined): { all: number; main: number } | null {
+export function processCpu(pid: number | undefined): { all: number; main: number; threads: Map<string, number> } | null {
   if (!pid) return null;
   const ticks = (file: string) => {
     // Fields after the command name, which is in parentheses and may hold spaces.
@@ -233,10 +233,26 @@ export function processCpu(pid: number | undefined): { all: number; main: number
     return (Number(f[11]) + Number(f[12])) / 100; // utime, stime (USER_HZ = 100)
   };
   try {
-    return { all: ticks(`/proc/${pid}/stat`), main: ticks(`/proc/${pid}/task/${pid}/stat`) };
+    const threads = new Map<string, number>();
+    for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+      try {
+        threads.set(tid, ticks(`/proc/${pid}/task/${tid}/stat`));
+      } catch {
+        // the thread ended meanwhile
+      }
+    }
+    return { all: ticks(`/proc/${pid}/stat`), main: ticks(`/proc/${pid}/task/${pid}/stat`), threads };
   } catch {
     return null;
   }
+}
+
+/** CPU seconds between two samples: of the busiest thread other than the main one (the embedded database's, where there is one), and of all the others. */
+export function otherThreadsCpu(a: ReturnType<typeof processCpu>, b: ReturnType<typeof processCpu>, pid: number | undefined): { busiest: number; rest: number } | null {
+  if (!a || !b) return null;
+  const deltas = [...b.threads].filter(([tid]) => tid !== String(pid)).map(([tid, t]) => t - (a.threads.get(tid) ?? 0));
+  const busiest = Math.max(0, ...deltas);
+  return { busiest, rest: deltas.reduce((x, y) => x + y, 0) - busiest };
 }
 
 /** A server's Prometheus metrics, as text. */

@@ -276,3 +276,29 @@ test("a stop command for an earlier run of the chat (late on the bus) does not s
   assert.equal(s.events.filter((e) => e.type === 'status' && e.status === 'running').length, 1);
   s.close();
 });
+
+test("deleting a chat removes its messages, events and queue from the database; the owner's other chats keep theirs", async () => {
+  llm.script = () => text('ok');
+  const u = await t.user();
+  const kept = await u.post('/api/chats', { message: 'keep' });
+  const gone = await u.post('/api/chats', { message: 'drop' });
+  for (const c of [kept, gone]) {
+    const r = await StreamRecorder.open(u, c.id);
+    await r.waitStatus('waiting');
+    r.close();
+  }
+  const counts = async (id: string) =>
+    (
+      await t.db.query<{ m: number; e: number; q: number }>(
+        `SELECT (SELECT count(*)::int FROM chat_messages WHERE chat_id = $1) AS m, (SELECT count(*)::int FROM chat_events WHERE chat_id = $1) AS e,
+                (SELECT count(*)::int FROM chat_queue WHERE chat_id = $1) AS q`,
+        [id],
+      )
+    )[0]!;
+  assert.ok((await counts(gone.id)).m >= 2);
+  const before = await counts(kept.id);
+  await u.delete(`/api/chats/${gone.id}`);
+  assert.deepEqual(await counts(gone.id), { m: 0, e: 0, q: 0 });
+  assert.deepEqual(await counts(kept.id), before);
+  await assert.rejects(u.get(`/api/chats/${gone.id}`), (e: any) => e.status === 404);
+});
