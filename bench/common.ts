@@ -65,7 +65,7 @@ export async function startAirlock(env: NodeJS.ProcessEnv, args: string[] = [], 
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-bench-'));
   const { DATABASE_URL: _ignored, ...parentEnv } = process.env; // only an explicit --database-url counts
   const proc = spawn(process.execPath, [...(process.env.BENCH_SERVER_NODE_ARGS?.split(' ').filter(Boolean) ?? []), 'bin/airlock.js', 'server', '--port', '0', '--data-dir', path.join(dir, 'data'), ...args], {
-    env: { ...parentEnv, AIRLOCK_CLI_CONFIG: path.join(dir, 'cli.json'), AIRLOCK_LOG_LEVEL: 'warn', AIRLOCK_TITLES: '0', ...env },
+    env: { ...parentEnv, AIRLOCK_CLI_CONFIG: path.join(dir, 'cli.json'), AIRLOCK_LOG_LEVEL: process.env.BENCH_SERVER_LOG_LEVEL ?? 'warn', AIRLOCK_TITLES: '0', ...env },
     stdio: ['ignore', process.env.BENCH_SERVER_LOG ? 'inherit' : 'ignore', 'pipe'],
   });
   let err = '';

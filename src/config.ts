@@ -22,6 +22,7 @@ export const knobs = {
   wake: { env: 'AIRLOCK_CHAT_WAKE', default: 1, help: 'set 0 to disable wake signals (acquire only on the sweep timer; for comparison)' },
   earlyStart: { env: 'AIRLOCK_CHAT_EARLY_START', default: 1, help: "set 0 to start a send's provider call only after its claim commits (by default a chat this worker ran last starts it at once; the claim commits meanwhile)" },
   dbPrepared: { env: 'AIRLOCK_DB_PREPARED', default: 1, help: 'PostgreSQL: 1 prepares each statement once per connection (0 behind a pooler in transaction mode, e.g. PgBouncer)' },
+  dbUpkeepStatements: { env: 'AIRLOCK_DB_UPKEEP_STATEMENTS', default: 2_000, help: 'embedded database: statements between upkeep rounds (ANALYZE of tables that grew, VACUUM), each run when no statement waits; 0 turns upkeep off' },
   dbRetries: { env: 'AIRLOCK_DB_RETRIES', default: 5, help: 'retries of a chat step\'s commit whose database connection broke' },
   dbRetryBaseMs: { env: 'AIRLOCK_DB_RETRY_BASE_MS', default: 50, help: 'first such retry delay; doubles each attempt (at most 2 s)' },
   llmMaxRetries: { env: 'AIRLOCK_LLM_MAX_RETRIES', default: 4, help: 'retries of a transient provider error (429, 5xx, reset)' },

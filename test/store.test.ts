@@ -3,6 +3,7 @@
 // (its own thread) and, with AIRLOCK_TEST_DATABASE_URL, on PostgreSQL.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import { openTestDb } from './helpers/server.js';
 import { openDb } from '../src/store/db.js';
 import { ToolBox, builtinTools } from '../src/chat/tools/index.js';
@@ -133,5 +134,40 @@ test('step commits that share a statement keep their own fences: a stale one sto
     ]);
   } finally {
     await drop();
+  }
+});
+
+test('the embedded database keeps itself up: a table that grew is analyzed (its prepared plans follow) and vacuumed, when no statement waits', async () => {
+  const notices: { msg: string; table?: string }[] = [];
+  const collect = (fields: any, msg: string) => notices.push({ msg, table: fields.table });
+  process.env.AIRLOCK_DB_UPKEEP_STATEMENTS = '20'; // read by the database thread when it starts
+  let db;
+  try {
+    db = await openDb({ memory: true, log: { debug: collect, warn: collect } as any });
+  } finally {
+    delete process.env.AIRLOCK_DB_UPKEEP_STATEMENTS;
+  }
+  try {
+    await db.query('CREATE TABLE upkeep_t (id uuid PRIMARY KEY, owner uuid NOT NULL)');
+    const lookup = 'SELECT t.id FROM unnest($1::uuid[]) AS i(id) JOIN upkeep_t t ON t.id = i.id';
+    const one = [crypto.randomUUID()];
+    await db.query(lookup, [one]); // prepared and planned now, for an empty table
+    await db.query('INSERT INTO upkeep_t SELECT gen_random_uuid(), gen_random_uuid() FROM generate_series(1, 20000)');
+    const plan = async () => {
+      const [{ name }] = await db.query<{ name: string }>(`SELECT name FROM pg_prepared_statements WHERE statement LIKE '%JOIN upkeep_t t%'`);
+      return (await db.query<{ 'QUERY PLAN': string }>(`EXPLAIN EXECUTE ${name}('{${one[0]}}')`)).map((r) => r['QUERY PLAN']).join('\n');
+    };
+    assert.match(await plan(), /Seq Scan on upkeep_t/, 'the plan made for the empty table');
+    const stats = async () =>
+      (await db.query<{ a: boolean; v: boolean }>(`SELECT last_analyze IS NOT NULL AS a, last_vacuum IS NOT NULL AS v FROM pg_stat_user_tables WHERE relname = 'upkeep_t'`))[0];
+    for (let i = 0; !((await stats())?.a && (await stats())?.v); i++) {
+      if (i > 500) assert.fail(`no upkeep; notices: ${JSON.stringify(notices)}`);
+      await db.query(lookup, [one]);
+    }
+    assert.match(await plan(), /Index (Only )?Scan using upkeep_t_pkey/);
+    assert.ok(notices.some((n) => n.msg.endsWith('analyze') && n.table === 'public.upkeep_t'), JSON.stringify(notices));
+    assert.ok(notices.some((n) => n.msg.endsWith('vacuum') && n.table === 'public.chats'), 'every table is vacuumed');
+  } finally {
+    await db.close();
   }
 });

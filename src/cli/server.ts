@@ -109,7 +109,7 @@ export async function serverCommand(argv: string[]): Promise<number> {
   }
   let db;
   try {
-    db = await openDb(url ? { url } : { dataDir });
+    db = await openDb(url ? { url } : { dataDir, log });
   } catch (err) {
     if (err instanceof DataDirLockedError) throw new CliError(err.message);
     throw new CliError(`cannot open the database${url ? ` at ${redact(url)}` : ` in ${dataDir}`}: ${(err as Error).message}`);

@@ -6,6 +6,7 @@ import { migrate } from './migrations.js';
 import { num } from '../config.js';
 import { acquireDataDirLock } from './lockfile.js';
 import { isStalePlanError } from './retry.js';
+import type { Logger } from '../log.js';
 
 export type Row = Record<string, any>;
 
@@ -30,6 +31,8 @@ export interface OpenDbOptions {
   schema?: string;
   /** Embedded only: keep everything in memory (tests). */
   memory?: boolean;
+  /** Embedded only: where the database thread's upkeep reports (debug: what it did; warn: what failed). */
+  log?: Pick<Logger, 'debug' | 'warn'>;
 }
 
 const INT8 = 20;
@@ -61,6 +64,8 @@ async function openPglite(opts: OpenDbOptions): Promise<Db> {
     release?.();
     throw err;
   }
+  const log = opts.log;
+  if (log) thread.onNotice = ({ level, msg, ...fields }) => log[level](fields, msg);
   return {
     kind: 'pglite',
     query: (sql, params) => thread.query(sql, params),

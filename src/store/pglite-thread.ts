@@ -5,6 +5,8 @@
 import { Worker } from 'node:worker_threads';
 import type { Queryable, Row } from './db.js';
 
+import type { UpkeepNotice } from './pglite-upkeep.js';
+
 export interface ThreadInit {
   /** Undefined: in memory. */
   dataDir?: string;
@@ -22,6 +24,8 @@ export interface ThreadReply {
   rows?: unknown[];
   error?: { message: string; code?: string; detail?: string; hint?: string; constraint?: string; table?: string; column?: string; severity?: string };
   rolledBack?: boolean;
+  /** With id 0 after start-up: what the thread's upkeep did (pglite-upkeep.ts). */
+  notice?: UpkeepNotice;
 }
 
 export class DatabaseError extends Error {
@@ -42,6 +46,8 @@ export class PgliteThread implements Queryable {
   private nextId = 1;
   private pending = new Map<number, { resolve: (rows: unknown[]) => void; reject: (err: Error) => void }>();
   private dead: Error | null = null;
+  /** Receives the thread's upkeep notices. */
+  onNotice: (n: UpkeepNotice) => void = () => {};
 
   private constructor(init: ThreadInit) {
     const entry = new URL(fromSource ? './pglite-worker.ts' : './pglite-worker.js', import.meta.url);
@@ -50,6 +56,7 @@ export class PgliteThread implements Queryable {
       ? new Worker(`import('tsx/esm/api').then((m) => { m.register(); return import(${JSON.stringify(entry.href)}); })`, { eval: true, workerData: init })
       : new Worker(entry, { workerData: init });
     this.worker.on('message', (m: ThreadReply) => {
+      if (m.notice) return this.onNotice(m.notice);
       const p = this.pending.get(m.id);
       if (!p) return;
       this.pending.delete(m.id);

@@ -6,6 +6,8 @@ import { parentPort, workerData } from 'node:worker_threads';
 import type { Transaction } from '@electric-sql/pglite';
 import type { ThreadReply, ThreadRequest, ThreadInit } from './pglite-thread.js';
 import { PreparedStatements } from './pglite-prepared.js';
+import { Upkeep } from './pglite-upkeep.js';
+import { num } from '../config.js';
 
 const port = parentPort!;
 const init = workerData as ThreadInit;
@@ -34,11 +36,27 @@ async function main() {
   /** Open transactions by id: the handle, and how to end them (commit or roll back). */
   const txs = new Map<number, { t: Transaction; end: (commit: boolean) => void }>();
 
-  const reply = (id: number, run: () => Promise<unknown[]>) =>
-    run().then(
-      (rows) => port.postMessage({ id, rows } satisfies ThreadReply),
-      (err) => port.postMessage({ id, error: errorFields(err) } satisfies ThreadReply),
+  // Statements and transactions received and not yet answered: upkeep runs only when none are.
+  let open = 0;
+  const upkeep = new Upkeep(pg, num('dbUpkeepStatements'), (notice) => port.postMessage({ id: 0, notice } satisfies ThreadReply));
+  const ended = () => {
+    open--;
+    upkeep.statementEnded(() => open === 0);
+  };
+
+  const reply = (id: number, run: () => Promise<unknown[]>) => {
+    open++;
+    return run().then(
+      (rows) => {
+        port.postMessage({ id, rows } satisfies ThreadReply);
+        ended();
+      },
+      (err) => {
+        port.postMessage({ id, error: errorFields(err) } satisfies ThreadReply);
+        ended();
+      },
     );
+  };
 
   port.on('message', (m: ThreadRequest) => {
     switch (m.op) {
@@ -52,6 +70,7 @@ async function main() {
         return;
       }
       case 'begin': {
+        open++;
         // The transaction stays open (holding PGlite's connection) until 'end' arrives; PGlite
         // queues every other statement behind it, as a single connection does.
         const done = pg.transaction(
@@ -65,10 +84,12 @@ async function main() {
           () => {
             txs.delete(m.id);
             port.postMessage({ id: -m.id, rows: [] } satisfies ThreadReply);
+            ended();
           },
           (err) => {
             const began = txs.delete(m.id);
             port.postMessage({ id: began ? -m.id : m.id, error: errorFields(err), rolledBack: err instanceof RollbackRequested } satisfies ThreadReply);
+            ended();
           },
         );
         return;

@@ -1,0 +1,98 @@
+// Upkeep of the embedded database. PGlite is PostgreSQL without its background workers, so
+// autovacuum never runs, and without it:
+// - plans go stale: a prepared statement is planned once (generic plans), for the tables as they
+//   were then — empty, on a fresh data folder — and kept; a send batch went on seq-scanning
+//   `chats` when there were 100k of them (107 ms instead of 0.15). ANALYZE of a table that has
+//   grown replans the statements that read it;
+// - the space of updated and deleted rows is never reclaimed (a chat's row is rewritten twice a
+//   turn) and transaction ids are never frozen: VACUUM.
+// It is driven by the statements themselves, never by a timer: every `every` statements, at the
+// first moment no statement waits, one table at a time (a statement that arrives meanwhile waits
+// for that one table only; the rest is done at the next such moment).
+import type { PGlite } from '@electric-sql/pglite';
+
+export interface UpkeepNotice {
+  level: 'debug' | 'warn';
+  msg: string;
+  [field: string]: unknown;
+}
+
+/** A table is analyzed again once it has this many times the pages it had at its last ANALYZE (and at least MIN_PAGES). */
+const GROWTH = 2;
+const MIN_PAGES = 8;
+/** Every this many rounds, the system catalogs are vacuumed too (they are what the database's frozen-xid horizon waits on). */
+const CATALOG_EVERY = 10;
+
+type Step = { sql: string; table: string; what: 'analyze' | 'vacuum' };
+
+export class Upkeep {
+  private statements = 0;
+  private steps: Step[] = [];
+  private running = false;
+  private rounds = 0;
+  /** Pages of each table when it was last analyzed here (or as pg_class had them when first seen). */
+  private analyzedPages = new Map<string, number>();
+
+  constructor(
+    private pg: PGlite,
+    private every: number,
+    private notice: (n: UpkeepNotice) => void,
+  ) {}
+
+  /** Counts a statement that ended; runs due work when nothing waits (`idle()`). */
+  statementEnded(idle: () => boolean): void {
+    if (this.every <= 0) return;
+    this.statements++;
+    if (this.running || !idle()) return;
+    if (!this.steps.length && this.statements < this.every) return;
+    void this.run(idle);
+  }
+
+  private async run(idle: () => boolean): Promise<void> {
+    this.running = true;
+    try {
+      if (!this.steps.length) {
+        this.statements = 0;
+        this.steps = await this.plan();
+      }
+      while (this.steps.length && idle()) {
+        const step = this.steps.shift()!;
+        const t0 = performance.now();
+        try {
+          await this.pg.exec(step.sql);
+          this.notice({ level: 'debug', msg: `embedded database upkeep: ${step.what}`, table: step.table, ms: Math.round(performance.now() - t0) });
+        } catch (err) {
+          this.notice({ level: 'warn', msg: `embedded database upkeep: ${step.what} failed`, table: step.table, err: (err as Error).message });
+        }
+      }
+    } catch (err) {
+      this.notice({ level: 'warn', msg: 'embedded database upkeep failed', err: (err as Error).message });
+    } finally {
+      this.running = false;
+    }
+  }
+
+  /** This round's work: ANALYZE of the tables that grew, then VACUUM of every table. */
+  private async plan(): Promise<Step[]> {
+    const catalogs = ++this.rounds % CATALOG_EVERY === 0;
+    const { rows } = await this.pg.query<{ name: string; own: boolean; relpages: number; pages: number }>(
+      `SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS name, n.nspname = current_schema() AS own, c.relpages,
+              (pg_relation_size(c.oid) / current_setting('block_size')::int)::int AS pages
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+       WHERE c.relkind = 'r' AND (n.nspname = current_schema() OR ($1::boolean AND n.nspname = 'pg_catalog'))
+       ORDER BY n.nspname = current_schema() DESC, c.relname`,
+      [catalogs],
+    );
+    const steps: Step[] = [];
+    for (const t of rows.filter((r) => r.own)) {
+      const before = this.analyzedPages.get(t.name) ?? t.relpages;
+      if (!this.analyzedPages.has(t.name)) this.analyzedPages.set(t.name, before);
+      if (t.pages >= MIN_PAGES && t.pages >= GROWTH * Math.max(before, 1)) {
+        steps.push({ sql: `ANALYZE ${t.name}`, table: t.name, what: 'analyze' });
+        this.analyzedPages.set(t.name, t.pages);
+      }
+    }
+    for (const t of rows) steps.push({ sql: `VACUUM ${t.name}`, table: t.name, what: 'vacuum' });
+    return steps;
+  }
+}
