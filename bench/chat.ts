@@ -75,6 +75,10 @@ async function measure(name: string, url: string, token: string, pid: number | u
   const r = await runLoad(api, api, CHATS, messages, TTFT_MS, THINK_MS, WARMUP);
   const cpu1 = processCpu(pid);
   const other = otherThreadsCpu(cpu0, cpu1, pid);
+  if (process.env.BENCH_THREADS && cpu0 && cpu1) {
+    const per = [...cpu1.threads].map(([tid, t]) => [tid, Math.round((t - (cpu0.threads.get(tid) ?? 0)) * 1e3)] as const).filter(([, ms]) => ms > 0);
+    log(`${name}: CPU ms by thread (main ${pid}): ${per.sort((a, b) => b[1] - a[1]).map(([tid, ms]) => `${tid}:${ms}`).join(' ')}`);
+  }
   const serverLagP99 = await serverLag();
   loop.disable();
   const summary = {
