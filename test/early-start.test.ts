@@ -25,7 +25,7 @@ function fakeProviders() {
   return { calls, providers: { get: async (model: string) => ({ provider, model }) } as unknown as Providers };
 }
 
-const msg = (id: string, text: string): Message => ({ id, seq: 0, role: 'user', parts: [{ type: 'text', text }] });
+const msg = (id: string, text: string): Message => ({ id, seq: Number(id.slice(2)), role: 'user', parts: [{ type: 'text', text }] });
 const settings = { model: 'm1', system_prompt: 'be brief', client_tools: [] };
 const cached = { messages: [msg('m-1', 'hi'), { ...msg('m-2', 'hello'), role: 'assistant' as const }], epoch: 7, settings };
 
@@ -46,7 +46,9 @@ test('the call starts at once with the cached history plus the message; the run 
   assert.equal(calls[0]!.system, 'be brief');
   assert.ok(early.confirmedBy(settings, 7, 2));
   assert.ok(!early.confirmedBy(settings, 8, 2), 'another epoch: someone changed the chat');
-  assert.ok(!early.confirmedBy(settings, 7, 3), 'another message count');
+  assert.ok(!early.confirmedBy(settings, 7, 3), 'a message stored after the cached ones');
+  assert.ok(!early.confirmedBy(settings, 7, 1), 'the last cached message is not stored');
+  assert.ok(!early.confirmedBy(settings, 7, null), 'no message stored');
   assert.ok(!early.confirmedBy({ ...settings, model: 'm2' }, 7, 2), 'another model');
   assert.ok(early.matches(settings, [...cached.messages, sent]));
   assert.ok(!early.matches(settings, [...cached.messages, msg('m-4', 'other')]));

@@ -2,7 +2,7 @@
 // database: the commit (and, under load, its wait for the database) then overlaps the provider's
 // time to first token instead of preceding it. Only for a chat this worker ran last, whose history
 // and settings it has cached (history-cache.ts); the statement's result confirms them (same epoch,
-// same message count, same model, system prompt and tools), and the run takes the call over only
+// same last message, same model, system prompt and tools), and the run takes the call over only
 // if it would have made the very same request. Otherwise the call is aborted before anything is
 // read from it (the rare race: another replica or an edit changed the chat meanwhile).
 import { metrics } from '../metrics.js';
@@ -61,9 +61,9 @@ export class EarlyStart {
     });
   }
 
-  /** Whether the send's statement found the chat as cached (the chat's epoch and message count before it, its settings): nothing changed it since the run that cached it. */
-  confirmedBy(chat: ChatSettings, epochBefore: number, storedBefore: number | null): boolean {
-    return isCurrent(this.cached, epochBefore, storedBefore) && sameSettings(chat, this.cached.settings);
+  /** Whether the send's statement found the chat as cached (the chat's epoch and last message before it, its settings): nothing changed it since the run that cached it. */
+  confirmedBy(chat: ChatSettings, epochBefore: number, lastSeqBefore: number | null): boolean {
+    return isCurrent(this.cached, epochBefore, lastSeqBefore) && sameSettings(chat, this.cached.settings);
   }
 
   /** Whether the run's first call would send exactly this request. */

@@ -14,12 +14,14 @@ export interface CachedHistory {
 }
 
 /**
- * Whether `h` is still the chat's stored history, given the epoch and message count a send found
- * it at: every change to a chat's messages takes a new epoch, so the same epoch and count mean
- * nothing changed since the run that cached it.
+ * Whether `h` is still the chat's stored history, given the epoch and the seq of the last stored
+ * message a send found it at: every change to a chat's messages takes a new epoch, so the same
+ * epoch means nothing changed since the run that cached it; the last seq checks that the run
+ * stored what it cached (a run stores its steps in order and stops at the first that fails, so
+ * what it stored is a prefix of what it holds).
  */
-export const isCurrent = (h: CachedHistory, epochBefore: number, storedBefore: number | null): boolean =>
-  h.epoch === epochBefore && h.messages.length === storedBefore;
+export const isCurrent = (h: CachedHistory, epochBefore: number, lastSeqBefore: number | null): boolean =>
+  h.epoch === epochBefore && (h.messages.at(-1)?.seq ?? null) === lastSeqBefore;
 
 export class HistoryCache {
   private chats = new Map<string, CachedHistory>();

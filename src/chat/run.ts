@@ -144,7 +144,7 @@ export class ChatRun {
     // Claimed by its send, and nothing else changed the chat since this worker's last run of it
     // (every change of its messages takes a new epoch): the history is that run's plus the one
     // message the send stored.
-    if (entry && sent && isCurrent(entry, sent.epochBefore, sent.storedBefore)) return [...entry.messages, sent.message];
+    if (entry && sent && isCurrent(entry, sent.epochBefore, sent.lastSeqBefore)) return [...entry.messages, sent.message];
     if (cached) {
       const { total, messages } = await loadMessagesAfter(this.deps.db, this.chatId, cached.at(-1)?.seq ?? 0);
       if (cached.length + messages.length === total) return [...cached, ...messages];

@@ -84,7 +84,7 @@ export class Runner {
           this.log.debug({ chat_id: m.chat.id }, 'chat handed over by a send on another replica');
           const early = this.announcedEarly.take(m.chat.id);
           const sent = m.chat.sent;
-          if (early && sent && early.confirmedBy(m.chat, sent.epochBefore, sent.storedBefore)) m.chat.early = early;
+          if (early && sent && early.confirmedBy(m.chat, sent.epochBefore, sent.lastSeqBefore)) m.chat.early = early;
           else early?.abort();
           if (early) this.log.debug({ chat_id: m.chat.id, early: m.chat.early ? 'confirmed' : 'aborted' }, 'announced early call');
           if (this.reserve()) this.adopt(m.chat);

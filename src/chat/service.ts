@@ -47,7 +47,7 @@ interface IdleSend {
   leaseMs: number;
 }
 
-type IdleSendRow = ChatRow & { prev: string; msg_epoch: number; epoch_before: number; stored_before: number | null };
+type IdleSendRow = ChatRow & { prev: string; msg_epoch: number; epoch_before: number; last_seq_before: number | null };
 
 interface Effects {
   events: StreamEvent[];
@@ -279,8 +279,8 @@ export class ChatService {
     if (row.prev !== 'pending') fx.events.push(ev(chatId, seqOf(row.msg_epoch, 2), 'status', { status: 'pending' }));
     this.publish(chatId, fx);
     if (claimer) {
-      const claimed: ClaimedChat = { ...row, prev_status: 'pending', sent: { message: msg, epochBefore: row.epoch_before, storedBefore: row.stored_before! } };
-      if (early?.confirmedBy(row, row.epoch_before, row.stored_before)) claimed.early = early;
+      const claimed: ClaimedChat = { ...row, prev_status: 'pending', sent: { message: msg, epochBefore: row.epoch_before, lastSeqBefore: row.last_seq_before } };
+      if (early?.confirmedBy(row, row.epoch_before, row.last_seq_before)) claimed.early = early;
       else early?.abort();
       if (runner) runner.adopt(claimed);
       else {
@@ -292,9 +292,10 @@ export class ChatService {
   }
 
   /**
-   * The statement behind sendToIdle, for a batch of sends to distinct chats. stored_before: the
-   * message count a claimed turn checks its cached history against (counted only for a claim:
-   * nothing else uses it). Rows are locked in id order, so concurrent batches cannot deadlock.
+   * The statement behind sendToIdle, for a batch of sends to distinct chats. last_seq_before: the
+   * seq of the chat's last message, which a claimed turn checks its cached history against (read
+   * only for a claim: nothing else uses it; an index probe, where a count grew with the chat:
+   * 8 ms a send at 5,000 messages on the embedded database, against 0.5). Rows are locked in id order, so concurrent batches cannot deadlock.
    */
   private async sendToIdleBatch(items: IdleSend[]): Promise<(IdleSendRow | null)[]> {
     const rows = await this.db.query<IdleSendRow & { msg_id: string; parts: unknown }>(
@@ -312,7 +313,7 @@ export class ChatService {
                     lease_until = (CASE WHEN p.claimer IS NULL THEN NULL ELSE now() + p.lease_ms * interval '1 millisecond' END), updated_at = now()
                   FROM p WHERE chats.id = p.id
                   RETURNING chats.*, p.prev, p.epoch_before, p.msg_id, p.parts, chats.epoch - (CASE WHEN p.claimer IS NULL THEN 0 ELSE 1 END) AS msg_epoch,
-                    (CASE WHEN p.claimer IS NULL THEN NULL ELSE (SELECT count(*)::int FROM chat_messages WHERE chat_messages.chat_id = chats.id AND NOT deleted) END) AS stored_before),
+                    (CASE WHEN p.claimer IS NULL THEN NULL ELSE (SELECT seq FROM chat_messages WHERE chat_messages.chat_id = chats.id AND NOT deleted ORDER BY seq DESC LIMIT 1) END) AS last_seq_before),
             m AS (INSERT INTO chat_messages (id, chat_id, seq, role, parts)
                   SELECT c.msg_id, c.id, c.msg_epoch * ${EPOCH_SPAN} + 1, 'user', c.parts FROM c),
             e AS (INSERT INTO chat_events (chat_id, seq, type, data)

@@ -124,10 +124,10 @@ export async function loadMessagesAfter(q: Queryable, chatId: string, afterSeq: 
 }
 
 /** A chat a worker claimed: its row, the status it had, and, when its send claimed it, the message
- * that send stored and how many messages the chat had before (the history needs no read then). */
+ * that send stored and the seq of the chat's last message before it (the history needs no read then). */
 export type ClaimedChat = ChatRow & {
   prev_status?: string;
-  sent?: { message: Message; epochBefore: number; storedBefore: number };
+  sent?: { message: Message; epochBefore: number; lastSeqBefore: number | null };
   /** The first provider call, already started by the send (local claims only; never on the bus). */
   early?: EarlyStart;
 };
