@@ -137,22 +137,27 @@ test('step commits that share a statement keep their own fences: a stale one sto
   }
 });
 
-test('the embedded database keeps itself up: a table that grew is analyzed (its prepared plans follow) and vacuumed, when no statement waits', async () => {
+test('the embedded database keeps itself up: a table that grew is analyzed (its prepared plans follow) and vacuumed, the log checkpointed, when no statement waits', async () => {
   const notices: { msg: string; table?: string }[] = [];
   const collect = (fields: any, msg: string) => notices.push({ msg, table: fields.table });
-  process.env.AIRLOCK_DB_UPKEEP_STATEMENTS = '20'; // read by the database thread when it starts
+  // Read by the database thread when it starts.
+  process.env.AIRLOCK_DB_UPKEEP_STATEMENTS = '20';
+  process.env.AIRLOCK_DB_CHECKPOINT_WAL_MB = '1';
   let db;
   try {
     db = await openDb({ memory: true, log: { debug: collect, warn: collect } as any });
   } finally {
     delete process.env.AIRLOCK_DB_UPKEEP_STATEMENTS;
+    delete process.env.AIRLOCK_DB_CHECKPOINT_WAL_MB;
   }
+
   try {
     await db.query('CREATE TABLE upkeep_t (id uuid PRIMARY KEY, owner uuid NOT NULL)');
     const lookup = 'SELECT t.id FROM unnest($1::uuid[]) AS i(id) JOIN upkeep_t t ON t.id = i.id';
     const one = [crypto.randomUUID()];
     await db.query(lookup, [one]); // prepared and planned now, for an empty table
     await db.query('INSERT INTO upkeep_t SELECT gen_random_uuid(), gen_random_uuid() FROM generate_series(1, 20000)');
+    const [{ lsn }] = await db.query<{ lsn: string }>('SELECT pg_current_wal_insert_lsn()::text AS lsn');
     const plan = async () => {
       const [{ name }] = await db.query<{ name: string }>(`SELECT name FROM pg_prepared_statements WHERE statement LIKE '%JOIN upkeep_t t%'`);
       return (await db.query<{ 'QUERY PLAN': string }>(`EXPLAIN EXECUTE ${name}('{${one[0]}}')`)).map((r) => r['QUERY PLAN']).join('\n');
@@ -165,6 +170,10 @@ test('the embedded database keeps itself up: a table that grew is analyzed (its 
       await db.query(lookup, [one]);
     }
     assert.match(await plan(), /Index (Only )?Scan using upkeep_t_pkey/);
+    // The inserts wrote more than 1 MB of log: the round began with a checkpoint.
+    assert.ok(notices.some((n) => n.msg.endsWith('checkpoint')), JSON.stringify(notices));
+    const [{ after }] = await db.query<{ after: boolean }>('SELECT redo_lsn >= $1::pg_lsn AS after FROM pg_control_checkpoint()', [lsn]);
+    assert.ok(after, 'a checkpoint after the inserts');
     assert.ok(notices.some((n) => n.msg.endsWith('analyze') && n.table === 'public.upkeep_t'), JSON.stringify(notices));
     assert.ok(notices.some((n) => n.msg.endsWith('vacuum') && n.table === 'public.chats'), 'every table is vacuumed');
   } finally {

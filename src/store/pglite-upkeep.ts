@@ -5,7 +5,11 @@
 //   `chats` when there were 100k of them (107 ms instead of 0.15). ANALYZE of a table that has
 //   grown replans the statements that read it;
 // - the space of updated and deleted rows is never reclaimed (a chat's row is rewritten twice a
-//   turn) and transaction ids are never frozen: VACUUM.
+//   turn) and transaction ids are never frozen: VACUUM;
+// - there is no checkpointer: the write-ahead log grows to max_wal_size (1 GB) before the
+//   statement that crosses it makes a checkpoint itself, holding everything meanwhile, and a
+//   server killed before that replays all of it when it starts (~1 s per 100 MB here): a
+//   CHECKPOINT once `walBeforeCheckpoint` bytes have been written since the last one.
 // It is driven by the statements themselves, never by a timer: every `every` statements, at the
 // first moment no statement waits, one table at a time (a statement that arrives meanwhile waits
 // for that one table only; the rest is done at the next such moment).
@@ -23,7 +27,7 @@ const MIN_PAGES = 8;
 /** Every this many rounds, the system catalogs are vacuumed too (they are what the database's frozen-xid horizon waits on). */
 const CATALOG_EVERY = 10;
 
-type Step = { sql: string; table: string; what: 'analyze' | 'vacuum' };
+type Step = { sql: string; table: string; what: 'analyze' | 'vacuum' | 'checkpoint' };
 
 export class Upkeep {
   private statements = 0;
@@ -36,6 +40,8 @@ export class Upkeep {
   constructor(
     private pg: PGlite,
     private every: number,
+    /** A round starts with a checkpoint when this many bytes of write-ahead log were written since the last one. */
+    private walBeforeCheckpoint: number,
     private notice: (n: UpkeepNotice) => void,
   ) {}
 
@@ -60,9 +66,9 @@ export class Upkeep {
         const t0 = performance.now();
         try {
           await this.pg.exec(step.sql);
-          this.notice({ level: 'debug', msg: `embedded database upkeep: ${step.what}`, table: step.table, ms: Math.round(performance.now() - t0) });
+          this.notice({ level: 'debug', msg: `embedded database upkeep: ${step.what}`, ...(step.table && { table: step.table }), ms: Math.round(performance.now() - t0) });
         } catch (err) {
-          this.notice({ level: 'warn', msg: `embedded database upkeep: ${step.what} failed`, table: step.table, err: (err as Error).message });
+          this.notice({ level: 'warn', msg: `embedded database upkeep: ${step.what} failed`, ...(step.table && { table: step.table }), err: (err as Error).message });
         }
       }
     } catch (err) {
@@ -72,9 +78,14 @@ export class Upkeep {
     }
   }
 
-  /** This round's work: ANALYZE of the tables that grew, then VACUUM of every table. */
+  /** This round's work: a checkpoint when the log has grown, ANALYZE of the tables that grew, then VACUUM of every table. */
   private async plan(): Promise<Step[]> {
     const catalogs = ++this.rounds % CATALOG_EVERY === 0;
+    const steps: Step[] = [];
+    const [wal] = (
+      await this.pg.query<{ bytes: number }>('SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), redo_lsn)::float8 AS bytes FROM pg_control_checkpoint()')
+    ).rows;
+    if (wal && wal.bytes >= this.walBeforeCheckpoint) steps.push({ sql: 'CHECKPOINT', table: '', what: 'checkpoint' });
     const { rows } = await this.pg.query<{ name: string; own: boolean; relpages: number; pages: number }>(
       `SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS name, n.nspname = current_schema() AS own, c.relpages,
               (pg_relation_size(c.oid) / current_setting('block_size')::int)::int AS pages
@@ -83,7 +94,6 @@ export class Upkeep {
        ORDER BY n.nspname = current_schema() DESC, c.relname`,
       [catalogs],
     );
-    const steps: Step[] = [];
     for (const t of rows.filter((r) => r.own)) {
       const before = this.analyzedPages.get(t.name) ?? t.relpages;
       if (!this.analyzedPages.has(t.name)) this.analyzedPages.set(t.name, before);

@@ -38,7 +38,7 @@ async function main() {
 
   // Statements and transactions received and not yet answered: upkeep runs only when none are.
   let open = 0;
-  const upkeep = new Upkeep(pg, num('dbUpkeepStatements'), (notice) => port.postMessage({ id: 0, notice } satisfies ThreadReply));
+  const upkeep = new Upkeep(pg, num('dbUpkeepStatements'), num('dbCheckpointWalMb') * 2 ** 20, (notice) => port.postMessage({ id: 0, notice } satisfies ThreadReply));
   const ended = () => {
     open--;
     upkeep.statementEnded(() => open === 0);
