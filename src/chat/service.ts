@@ -295,7 +295,8 @@ export class ChatService {
    * The statement behind sendToIdle, for a batch of sends to distinct chats. last_seq_before: the
    * seq of the chat's last message, which a claimed turn checks its cached history against (read
    * only for a claim: nothing else uses it; an index probe, where a count grew with the chat:
-   * 8 ms a send at 5,000 messages on the embedded database, against 0.5). Rows are locked in id order, so concurrent batches cannot deadlock.
+   * 8 ms a send at 5,000 messages on the embedded database, against 0.5). Rows are locked in id
+   * order, so concurrent batches cannot deadlock.
    */
   private async sendToIdleBatch(items: IdleSend[]): Promise<(IdleSendRow | null)[]> {
     const rows = await this.db.query<IdleSendRow & { msg_id: string; parts: unknown }>(

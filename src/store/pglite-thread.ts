@@ -4,7 +4,6 @@
 // PostgreSQL fields (code, detail, constraint, …).
 import { Worker } from 'node:worker_threads';
 import type { Queryable, Row } from './db.js';
-
 import type { UpkeepNotice } from './pglite-upkeep.js';
 
 export interface ThreadInit {
