@@ -4,6 +4,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { openTestDb } from './helpers/server.js';
 import { openDb } from '../src/store/db.js';
 import { ToolBox, builtinTools } from '../src/chat/tools/index.js';
@@ -178,5 +181,38 @@ test('the embedded database keeps itself up: a table that grew is analyzed (its 
     assert.ok(notices.some((n) => n.msg.endsWith('vacuum') && n.table === 'public.chats'), 'every table is vacuumed');
   } finally {
     await db.close();
+  }
+});
+
+test("a start freezes the embedded database's template databases when they are old (PostgreSQL would stop writes), and keeps the data", async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-templates-'));
+  const notices: { msg: string; database?: string }[] = [];
+  const log = { debug: (f: any, msg: string) => notices.push({ msg, database: f.database }), warn: () => {} } as any;
+  try {
+    let db = await openDb({ dataDir: dir });
+    await db.query('CREATE TABLE kept (a int)');
+    await db.query('INSERT INTO kept VALUES (42)');
+    for (let i = 0; i < 30; i++) await db.query('UPDATE kept SET a = 42'); // transactions the templates' horizon falls behind by
+    const ages = async () =>
+      Object.fromEntries((await db.query<{ datname: string; age: number }>(`SELECT datname, age(datfrozenxid)::int AS age FROM pg_database WHERE datname LIKE 'template%'`)).map((r) => [r.datname, r.age]));
+    const before = await ages();
+    assert.ok(before.template0 >= 30 && before.template1 >= 30, JSON.stringify(before));
+    await db.close();
+    db = await openDb({ dataDir: dir, templateFreezeAge: 1, log }); // every template is at least 1 transaction old
+    try {
+      const after = await ages();
+      assert.ok(after.template0 <= 3 && after.template1 <= 3, JSON.stringify(after)); // a transaction or two since
+      assert.deepEqual(
+        notices.filter((n) => n.msg.endsWith('template frozen')).map((n) => n.database),
+        ['template0', 'template1'],
+      );
+      assert.deepEqual(await db.query('SELECT a FROM kept'), [{ a: 42 }]);
+      const [{ allow }] = await db.query<{ allow: boolean }>(`SELECT datallowconn AS allow FROM pg_database WHERE datname = 'template0'`);
+      assert.equal(allow, false, 'template0 takes no connections again');
+    } finally {
+      await db.close();
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });

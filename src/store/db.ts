@@ -33,6 +33,8 @@ export interface OpenDbOptions {
   memory?: boolean;
   /** Embedded only: where the database thread's upkeep reports (debug: what it did; warn: what failed). */
   log?: Pick<Logger, 'debug' | 'warn'>;
+  /** Embedded only (tests): the age of a template database at which a start freezes it (pglite-upkeep.ts). */
+  templateFreezeAge?: number;
 }
 
 const INT8 = 20;
@@ -57,15 +59,17 @@ async function openPglite(opts: OpenDbOptions): Promise<Db> {
     fs.mkdirSync(dir, { recursive: true });
     release = acquireDataDirLock(dir);
   }
+  const log = opts.log;
   let thread;
   try {
-    thread = await PgliteThread.start({ dataDir: dir ? path.join(dir, 'pgdata') : undefined });
+    thread = await PgliteThread.start(
+      { dataDir: dir ? path.join(dir, 'pgdata') : undefined, templateFreezeAge: opts.templateFreezeAge },
+      log && (({ level, msg, ...fields }) => log[level](fields, msg)),
+    );
   } catch (err) {
     release?.();
     throw err;
   }
-  const log = opts.log;
-  if (log) thread.onNotice = ({ level, msg, ...fields }) => log[level](fields, msg);
   return {
     kind: 'pglite',
     query: (sql, params) => thread.query(sql, params),

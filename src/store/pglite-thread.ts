@@ -9,6 +9,8 @@ import type { UpkeepNotice } from './pglite-upkeep.js';
 export interface ThreadInit {
   /** Undefined: in memory. */
   dataDir?: string;
+  /** Age (in transactions) of a template database's frozen horizon at which a start freezes it; tests lower it. */
+  templateFreezeAge?: number;
 }
 
 export type ThreadRequest =
@@ -71,8 +73,9 @@ export class PgliteThread implements Queryable {
     this.worker.on('exit', (code) => fail(new Error(`embedded database thread exited (${code})`)));
   }
 
-  static async start(init: ThreadInit): Promise<PgliteThread> {
+  static async start(init: ThreadInit, onNotice?: (n: UpkeepNotice) => void): Promise<PgliteThread> {
     const t = new PgliteThread(init);
+    if (onNotice) t.onNotice = onNotice;
     try {
       await t.wait(0);
     } catch (err) {

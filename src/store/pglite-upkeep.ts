@@ -27,7 +27,49 @@ const MIN_PAGES = 8;
 /** Every this many rounds, the system catalogs are vacuumed too (they are what the database's frozen-xid horizon waits on). */
 const CATALOG_EVERY = 10;
 
+/** Past this age of the templates' horizon a running server asks to be restarted (a start freezes them). */
+const TEMPLATES_WARN_AGE = 1_500_000_000;
+
 type Step = { sql: string; table: string; what: 'analyze' | 'vacuum' | 'checkpoint' };
+
+/**
+ * PostgreSQL stops writes when the oldest database's frozen-xid horizon is ~2^31 transactions
+ * old, and it counts the templates too: template0 and template1, which a PGlite opened on
+ * `postgres` cannot vacuum. A start that finds them `maxAge` old opens each in turn (template0
+ * takes connections for that moment), freezes it, and opens `postgres` again. Once in about a
+ * billion transactions; a server up for longer than that warns in its upkeep (below).
+ */
+export async function freezeOldTemplates(
+  pg: PGlite,
+  open: (database?: string) => Promise<PGlite>,
+  maxAge: number,
+  notice: (n: UpkeepNotice) => void,
+): Promise<PGlite> {
+  const old = (
+    await pg.query<{ datname: string; allow: boolean; age: number }>(
+      `SELECT datname, datallowconn AS allow, age(datfrozenxid)::float8 AS age FROM pg_database
+       WHERE datname IN ('template0', 'template1') AND age(datfrozenxid) >= $1 ORDER BY datname`,
+      [maxAge],
+    )
+  ).rows;
+  if (!old.length) return pg;
+  const closed = old.filter((d) => !d.allow).map((d) => d.datname);
+  for (const d of closed) await pg.exec(`ALTER DATABASE ${d} ALLOW_CONNECTIONS true`);
+  await pg.close();
+  for (const d of old) {
+    const t0 = performance.now();
+    const t = await open(d.datname);
+    try {
+      await t.exec('VACUUM FREEZE');
+    } finally {
+      await t.close();
+    }
+    notice({ level: 'debug', msg: 'embedded database upkeep: template frozen', database: d.datname, age: d.age, ms: Math.round(performance.now() - t0) });
+  }
+  const again = await open();
+  for (const d of closed) await again.exec(`ALTER DATABASE ${d} ALLOW_CONNECTIONS false`);
+  return again;
+}
 
 export class Upkeep {
   private statements = 0;
@@ -86,6 +128,14 @@ export class Upkeep {
       await this.pg.query<{ bytes: number }>('SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), redo_lsn)::float8 AS bytes FROM pg_control_checkpoint()')
     ).rows;
     if (wal && wal.bytes >= this.walBeforeCheckpoint) steps.push({ sql: 'CHECKPOINT', table: '', what: 'checkpoint' });
+    if (catalogs) {
+      const [t] = (await this.pg.query<{ age: number }>(`SELECT max(age(datfrozenxid))::float8 AS age FROM pg_database WHERE datname IN ('template0', 'template1')`)).rows;
+      if (t && t.age >= TEMPLATES_WARN_AGE)
+        this.notice({
+          level: 'warn',
+          msg: `restart the server soon: the embedded database's template databases are ${t.age} transactions old, and PostgreSQL stops all writes at about 2.1 billion; a start freezes them`,
+        });
+    }
     const { rows } = await this.pg.query<{ name: string; own: boolean; relpages: number; pages: number }>(
       `SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS name, n.nspname = current_schema() AS own, c.relpages,
               (pg_relation_size(c.oid) / current_setting('block_size')::int)::int AS pages

@@ -6,7 +6,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import type { Transaction } from '@electric-sql/pglite';
 import type { ThreadReply, ThreadRequest, ThreadInit } from './pglite-thread.js';
 import { PreparedStatements } from './pglite-prepared.js';
-import { Upkeep } from './pglite-upkeep.js';
+import { Upkeep, freezeOldTemplates } from './pglite-upkeep.js';
 import { num } from '../config.js';
 
 const port = parentPort!;
@@ -24,8 +24,10 @@ function errorFields(err: unknown): ThreadReply['error'] {
 async function main() {
   const { PGlite, types } = await import('@electric-sql/pglite');
   let pg: InstanceType<typeof PGlite>;
+  const openPglite = (database?: string) => PGlite.create(init.dataDir, { parsers: { [types.INT8]: (v: string) => Number(v) }, ...(database && { database }) });
   try {
-    pg = await PGlite.create(init.dataDir, { parsers: { [types.INT8]: (v: string) => Number(v) } });
+    pg = await openPglite();
+    if (init.dataDir) pg = await freezeOldTemplates(pg, openPglite, init.templateFreezeAge ?? TEMPLATE_FREEZE_AGE, (notice) => port.postMessage({ id: 0, notice } satisfies ThreadReply));
   } catch (err) {
     port.postMessage({ id: 0, error: errorFields(err) } satisfies ThreadReply);
     return;
@@ -109,6 +111,12 @@ async function main() {
     }
   });
 }
+
+/**
+ * Transactions since the template databases were last frozen after which a start freezes them
+ * again: PostgreSQL stops writes 2^31 - 3M transactions after the oldest database's horizon.
+ */
+const TEMPLATE_FREEZE_AGE = 1_000_000_000;
 
 class RollbackRequested extends Error {
   constructor() {
