@@ -54,21 +54,28 @@ export async function freezeOldTemplates(
   ).rows;
   if (!old.length) return pg;
   const closed = old.filter((d) => !d.allow).map((d) => d.datname);
-  for (const d of closed) await pg.exec(`ALTER DATABASE ${d} ALLOW_CONNECTIONS true`);
-  await pg.close();
-  for (const d of old) {
-    const t0 = performance.now();
-    const t = await open(d.datname);
-    try {
-      await t.exec('VACUUM FREEZE');
-    } finally {
-      await t.close();
+  let current: PGlite | null = pg;
+  try {
+    for (const d of closed) await pg.exec(`ALTER DATABASE ${d} ALLOW_CONNECTIONS true`);
+    await pg.close();
+    current = null;
+    for (const d of old) {
+      const t0 = performance.now();
+      const t = await open(d.datname);
+      try {
+        await t.exec('VACUUM FREEZE');
+      } finally {
+        await t.close();
+      }
+      notice({ level: 'debug', msg: 'embedded database upkeep: template frozen', database: d.datname, age: d.age, ms: Math.round(performance.now() - t0) });
     }
-    notice({ level: 'debug', msg: 'embedded database upkeep: template frozen', database: d.datname, age: d.age, ms: Math.round(performance.now() - t0) });
+  } catch (err) {
+    // Not a reason to refuse to start: the horizon is still ~a billion transactions away.
+    notice({ level: 'warn', msg: 'embedded database upkeep: could not freeze the template databases', err: (err as Error).message });
   }
-  const again = await open();
-  for (const d of closed) await again.exec(`ALTER DATABASE ${d} ALLOW_CONNECTIONS false`);
-  return again;
+  current ??= await open();
+  for (const d of closed) await current.exec(`ALTER DATABASE ${d} ALLOW_CONNECTIONS false`).catch(() => {});
+  return current;
 }
 
 export class Upkeep {
