@@ -28,9 +28,28 @@ export interface ProviderPacing {
   burst: number;
 }
 
+// The bench's own processes (fake provider, servers, bare relay) go with it: a bench stopped by a
+// signal (`timeout`, a CI job's kill) left them running, and the next bench shared the cores with them.
+const children = new Set<ChildProcess>();
+function started(proc: ChildProcess): ChildProcess {
+  children.add(proc);
+  proc.once('exit', () => children.delete(proc));
+  return proc;
+}
+const killChildren = () => {
+  for (const c of children) c.kill('SIGKILL');
+};
+process.once('exit', killChildren);
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  process.once(signal, () => {
+    killChildren();
+    process.exit(128 + os.constants.signals[signal]);
+  });
+}
+
 /** A helper process of the bench that prints the URL it serves on its first line of output. */
 async function startHelper(args: string[]): Promise<{ url: string; pid: number | undefined; close: () => void }> {
-  const proc = spawn(process.execPath, ['--import', 'tsx', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const proc = started(spawn(process.execPath, ['--import', 'tsx', ...args], { stdio: ['ignore', 'pipe', 'inherit'] }));
   const url = await new Promise<string>((resolve, reject) => {
     proc.stdout!.once('data', (d) => resolve(String(d).trim()));
     proc.once('exit', (c) => reject(new Error(`${args[0]} exited ${c}`)));
@@ -64,10 +83,13 @@ export interface ServerProc {
 export async function startAirlock(env: NodeJS.ProcessEnv, args: string[] = [], firstStart = true): Promise<ServerProc> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-bench-'));
   const { DATABASE_URL: _ignored, ...parentEnv } = process.env; // only an explicit --database-url counts
-  const proc = spawn(process.execPath, [...(process.env.BENCH_SERVER_NODE_ARGS?.split(' ').filter(Boolean) ?? []), 'bin/airlock.js', 'server', '--port', '0', '--data-dir', path.join(dir, 'data'), ...args], {
-    env: { ...parentEnv, AIRLOCK_CLI_CONFIG: path.join(dir, 'cli.json'), AIRLOCK_LOG_LEVEL: process.env.BENCH_SERVER_LOG_LEVEL ?? 'warn', AIRLOCK_TITLES: '0', ...env },
-    stdio: ['ignore', process.env.BENCH_SERVER_LOG ? 'inherit' : 'ignore', 'pipe'],
-  });
+  const nodeArgs = process.env.BENCH_SERVER_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+  const proc = started(
+    spawn(process.execPath, [...nodeArgs, 'bin/airlock.js', 'server', '--port', '0', '--data-dir', path.join(dir, 'data'), ...args], {
+      env: { ...parentEnv, AIRLOCK_CLI_CONFIG: path.join(dir, 'cli.json'), AIRLOCK_LOG_LEVEL: process.env.BENCH_SERVER_LOG_LEVEL ?? 'warn', AIRLOCK_TITLES: '0', ...env },
+      stdio: ['ignore', process.env.BENCH_SERVER_LOG ? 'inherit' : 'ignore', 'pipe'],
+    }),
+  );
   let err = '';
   const found = await new Promise<{ url: string; token: string | null; workerId: string | null }>((resolve, reject) => {
     proc.stderr!.on('data', (d) => {
