@@ -93,7 +93,7 @@ export async function serverCommand(argv: string[]): Promise<number> {
   const dataDir = path.resolve(values['data-dir'] ?? str('dataDir'));
   const url = values['database-url'] ?? process.env.DATABASE_URL;
 
-  const [{ openDb }, { DataDirLockedError }, { startServer }, { providersFromEnv }, { createLogger }] = await Promise.all([
+  const [{ openDb, embeddedDbDir }, { DataDirLockedError }, { startServer }, { providersFromEnv }, { createLogger }] = await Promise.all([
     import('../store/db.js'),
     import('../store/lockfile.js'),
     import('../server/app.js'),
@@ -106,6 +106,9 @@ export async function serverCommand(argv: string[]): Promise<number> {
     providers = providersFromEnv();
   } catch (err) {
     throw new CliError((err as Error).message);
+  }
+  if (!url && !fs.existsSync(embeddedDbDir(dataDir))) {
+    process.stderr.write(`First start: creating the embedded database in ${dataDir} (a few seconds)…\n`);
   }
   let db;
   try {

@@ -39,6 +39,9 @@ export interface OpenDbOptions {
 
 const INT8 = 20;
 
+/** Where the embedded database keeps its files inside a data folder. */
+export const embeddedDbDir = (dataDir: string) => path.join(dataDir, 'pgdata');
+
 export async function openDb(opts: OpenDbOptions): Promise<Db> {
   const db = opts.url ? await openPostgres(opts.url, opts.schema) : await openPglite(opts);
   try {
@@ -63,7 +66,7 @@ async function openPglite(opts: OpenDbOptions): Promise<Db> {
   let thread;
   try {
     thread = await PgliteThread.start(
-      { dataDir: dir ? path.join(dir, 'pgdata') : undefined, templateFreezeAge: opts.templateFreezeAge },
+      { dataDir: dir ? embeddedDbDir(dir) : undefined, templateFreezeAge: opts.templateFreezeAge },
       log && (({ level, msg, ...fields }) => log[level](fields, msg)),
     );
   } catch (err) {
