@@ -10,7 +10,9 @@ import { CliError, configPath, readConfig, writeConfig } from './config.js';
 const HELP = `Usage: airlock server [options]
 
 Runs the Airlock control plane: HTTP API, chat stream WebSockets and chat workers.
-With no database URL it uses the embedded database in --data-dir (one process per folder).
+With no database URL it uses the embedded database in --data-dir (one process per folder), which
+keeps itself vacuumed and loses nothing when the process is killed, but cannot fsync: an OS crash
+or power cut may lose its last commits. Use PostgreSQL where that matters.
 
 Options:
   --port N              listen port (AIRLOCK_PORT, default ${num('port')})
