@@ -4,11 +4,10 @@ import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { execFile } from 'node:child_process';
 import { startTestServer, type TestServer } from './helpers/server.js';
-import { GatewayProcess, waitGatewayOnline, runCli, killChildren, echoServer, bulkServer } from './helpers/launch.js';
+import { GatewayProcess, waitGatewayOnline, runCli, killChildren, echoServer, bulkServer, tempDir } from './helpers/launch.js';
 import { ApiClient } from '../src/client/api.js';
 
 let t: TestServer;
@@ -47,7 +46,7 @@ function roundTrip(port: number, data: Buffer): Promise<Buffer> {
 }
 
 async function launchPort(extraEnv: NodeJS.ProcessEnv = {}, args: string[] = []) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-launch-'));
+  const dir = tempDir('airlock-launch-');
   const timingFile = path.join(dir, 'timing.json');
   const run = runCli(['launch', 'echo', '--timing-json', timingFile, ...args], { ...env, ...extraEnv });
   const m = await run.waitErr(/Forwarding 127\.0\.0\.1:(\d+) → echo \((\w+) path\)/);

@@ -11,12 +11,29 @@ import type { TestServer } from './server.js';
 
 export const BIN = fileURLToPath(new URL('../../bin/airlock.js', import.meta.url));
 
+/** Files and folders this test process made, removed when it exits. */
+const made: string[] = [];
+process.once('exit', () => {
+  for (const p of made) fs.rmSync(p, { recursive: true, force: true });
+});
+
+/** A temporary folder, removed when the test process exits. */
+export function tempDir(prefix: string): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  made.push(dir);
+  return dir;
+}
+
+// The children's CLI config (a first server start writes its admin token there).
+const childConfig = path.join(os.tmpdir(), `airlock-none-${process.pid}.json`);
+made.push(childConfig);
+
 /** Environment for every child: loopback-only ICE, no CLI config from the developer's machine. */
 export function childEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   return {
     ...process.env,
     AIRLOCK_ICE_BIND_ADDRESS: '127.0.0.1',
-    AIRLOCK_CLI_CONFIG: path.join(os.tmpdir(), `airlock-none-${process.pid}.json`),
+    AIRLOCK_CLI_CONFIG: childConfig,
     AIRLOCK_LOG_LEVEL: 'warn',
     ...extra,
   };
