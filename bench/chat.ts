@@ -8,7 +8,7 @@
 import { ApiClient } from '../src/client/api.js';
 import fs from 'node:fs';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { arg, otherThreadsCpu, pct, pgUrlWithSchema, processCpu, r2, runLoad, serverGauge, startAirlock, startBareRelay, startProvider } from './common.js';
+import { arg, otherThreadsCpu, pct, threadCpu, pgUrlWithSchema, processCpu, r2, runLoad, serverGauge, startAirlock, startBareRelay, startProvider } from './common.js';
 
 const quick = process.argv.includes('--quick');
 const CHATS = arg('chats', 50);
@@ -76,7 +76,7 @@ async function measure(name: string, url: string, token: string, pid: number | u
   const cpu1 = processCpu(pid);
   const other = otherThreadsCpu(cpu0, cpu1, pid);
   if (process.env.BENCH_THREADS && cpu0 && cpu1) {
-    const per = [...cpu1.threads].map(([tid, t]) => [tid, Math.round((t - (cpu0.threads.get(tid) ?? 0)) * 1e3)] as const).filter(([, ms]) => ms > 0);
+    const per = threadCpu(cpu0, cpu1).map(([tid, s]) => [tid, Math.round(s * 1e3)] as const).filter(([, ms]) => ms > 0);
     log(`${name}: CPU ms by thread (main ${pid}): ${per.sort((a, b) => b[1] - a[1]).map(([tid, ms]) => `${tid}:${ms}`).join(' ')}`);
   }
   const serverLagP99 = await serverLag();

@@ -263,16 +263,21 @@ export function processCpu(pid: number | undefined): { all: number; main: number
         // the thread ended meanwhile
       }
     }
-    return { all: ticks(`/proc/${pid}/stat`), main: ticks(`/proc/${pid}/task/${pid}/stat`), threads };
+    return { all: ticks(`/proc/${pid}/stat`), main: threads.get(String(pid)) ?? 0, threads };
   } catch {
     return null;
   }
 }
 
+/** CPU seconds each thread used between two samples, by thread id. */
+export function threadCpu(a: NonNullable<ReturnType<typeof processCpu>>, b: NonNullable<ReturnType<typeof processCpu>>): [string, number][] {
+  return [...b.threads].map(([tid, t]) => [tid, t - (a.threads.get(tid) ?? 0)]);
+}
+
 /** CPU seconds between two samples: of the busiest thread other than the main one (the embedded database's, where there is one), and of all the others. */
 export function otherThreadsCpu(a: ReturnType<typeof processCpu>, b: ReturnType<typeof processCpu>, pid: number | undefined): { busiest: number; rest: number } | null {
   if (!a || !b) return null;
-  const deltas = [...b.threads].filter(([tid]) => tid !== String(pid)).map(([tid, t]) => t - (a.threads.get(tid) ?? 0));
+  const deltas = threadCpu(a, b).filter(([tid]) => tid !== String(pid)).map(([, s]) => s);
   const busiest = Math.max(0, ...deltas);
   return { busiest, rest: deltas.reduce((x, y) => x + y, 0) - busiest };
 }

@@ -216,3 +216,44 @@ test("a start freezes the embedded database's template databases when they are o
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('embedded upkeep failures are reported and do not stop it: a failing step warns with its table and error, the next steps run; a template freeze that fails warns and the database opens anyway', async () => {
+  const { PGlite } = await import('@electric-sql/pglite');
+  const { Upkeep, freezeOldTemplates } = await import('../src/store/pglite-upkeep.js');
+  const pg = await PGlite.create();
+  try {
+    await pg.exec('CREATE TABLE upkeep_bad (a int)');
+    await pg.exec('CREATE TABLE upkeep_t2 (a int)'); // vacuumed after upkeep_bad (tables go by name)
+    const notices: any[] = [];
+    // The database as the upkeep sees it, with VACUUM of one table failing (a full disk, say).
+    const failing = {
+      query: pg.query.bind(pg),
+      exec: (sql: string) => (sql.includes('upkeep_bad') ? Promise.reject(new Error('could not extend file: No space left on device')) : pg.exec(sql)),
+    } as unknown as InstanceType<typeof PGlite>;
+    const upkeep = new Upkeep(failing, 1, 2 ** 40, (n) => notices.push(n));
+    upkeep.statementEnded(() => true);
+    for (let i = 0; i < 500 && !notices.some((n) => n.table === 'public.upkeep_t2'); i++) await new Promise((r) => setTimeout(r, 10));
+    assert.deepEqual(
+      notices.filter((n) => n.level === 'warn'),
+      [{ level: 'warn', msg: 'embedded database upkeep: vacuum failed', table: 'public.upkeep_bad', err: 'could not extend file: No space left on device' }],
+    );
+    assert.ok(notices.some((n) => n.msg === 'embedded database upkeep: vacuum' && n.table === 'public.upkeep_t2'), 'the steps after it ran');
+  } finally {
+    await pg.close().catch(() => {});
+  }
+  const fresh = await PGlite.create();
+  const notices: any[] = [];
+  const open = async (database?: string) => {
+    if (database) throw new Error(`database "${database}" cannot be opened`);
+    return PGlite.create();
+  };
+  const back = await freezeOldTemplates(fresh, open, 1, (n) => notices.push(n));
+  try {
+    assert.deepEqual((await back.query('SELECT 1 AS one')).rows, [{ one: 1 }]);
+    assert.deepEqual(notices, [
+      { level: 'warn', msg: 'embedded database upkeep: could not freeze the template databases', err: 'database "template0" cannot be opened' },
+    ]);
+  } finally {
+    await back.close();
+  }
+});

@@ -6,7 +6,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import type { Transaction } from '@electric-sql/pglite';
 import type { ThreadReply, ThreadRequest, ThreadInit } from './pglite-thread.js';
 import { PreparedStatements } from './pglite-prepared.js';
-import { Upkeep, freezeOldTemplates } from './pglite-upkeep.js';
+import { Upkeep, freezeOldTemplates, type UpkeepNotice } from './pglite-upkeep.js';
 import { num } from '../config.js';
 
 const port = parentPort!;
@@ -24,10 +24,11 @@ function errorFields(err: unknown): ThreadReply['error'] {
 async function main() {
   const { PGlite, types } = await import('@electric-sql/pglite');
   let pg: InstanceType<typeof PGlite>;
+  const notify = (notice: UpkeepNotice) => port.postMessage({ id: 0, notice } satisfies ThreadReply);
   const openPglite = (database?: string) => PGlite.create(init.dataDir, { parsers: { [types.INT8]: (v: string) => Number(v) }, ...(database && { database }) });
   try {
     pg = await openPglite();
-    if (init.dataDir) pg = await freezeOldTemplates(pg, openPglite, init.templateFreezeAge ?? TEMPLATE_FREEZE_AGE, (notice) => port.postMessage({ id: 0, notice } satisfies ThreadReply));
+    if (init.dataDir) pg = await freezeOldTemplates(pg, openPglite, init.templateFreezeAge ?? TEMPLATE_FREEZE_AGE, notify);
   } catch (err) {
     port.postMessage({ id: 0, error: errorFields(err) } satisfies ThreadReply);
     return;
@@ -40,7 +41,7 @@ async function main() {
 
   // Statements and transactions received and not yet answered: upkeep runs only when none are.
   let open = 0;
-  const upkeep = new Upkeep(pg, num('dbUpkeepStatements'), num('dbCheckpointWalMb') * 2 ** 20, (notice) => port.postMessage({ id: 0, notice } satisfies ThreadReply));
+  const upkeep = new Upkeep(pg, num('dbUpkeepStatements'), num('dbCheckpointWalMb') * 2 ** 20, notify);
   const ended = () => {
     open--;
     upkeep.statementEnded(() => open === 0);
