@@ -1,4 +1,4 @@
-// One chat stream WebSocket: batches the events handed to it within a tick into one frame,
+// One chat stream WebSocket: batches the events handed to it by one callback into one frame,
 // bounds what it holds for a slow client, and tells a client that falls behind to resync
 // (then closes) instead of stalling the producer or skipping events.
 import type { WebSocket } from 'ws';
@@ -36,7 +36,10 @@ export class ChatStreamSocket implements Sink {
     for (const e of events) if (e.seq === undefined || e.seq > this.after) this.pending.push(e);
     if (!this.scheduled) {
       this.scheduled = true;
-      setImmediate(() => this.flush());
+      // A microtask, not setImmediate: events published by one callback (a provider read, a
+      // commit) still leave as one frame, but they leave when that callback is done instead of
+      // after every other callback the loop has ready (under load, tens of ms of them).
+      queueMicrotask(() => this.flush());
     }
   }
 
