@@ -24,6 +24,8 @@ export const knobs = {
   dbPrepared: { env: 'AIRLOCK_DB_PREPARED', default: 1, help: 'PostgreSQL: 1 prepares each statement once per connection (0 behind a pooler in transaction mode, e.g. PgBouncer)' },
   dbUpkeepStatements: { env: 'AIRLOCK_DB_UPKEEP_STATEMENTS', default: 2_000, help: 'embedded database: statements between upkeep rounds (ANALYZE of tables that grew, VACUUM, CHECKPOINT), each run when no statement waits; 0 turns upkeep off' },
   dbCheckpointWalMb: { env: 'AIRLOCK_DB_CHECKPOINT_WAL_MB', default: 256, help: 'embedded database: an upkeep round starts with a checkpoint once this many MB of write-ahead log were written since the last (bounds the log on disk and the replay after a crash)' },
+  backgroundNice: { env: 'AIRLOCK_BACKGROUND_NICE', default: 19, help: "Linux: niceness `airlock server` gives its other threads at start (V8's compilers and garbage-collection helpers, libuv's pool), so that the event loop, which every token passes through, gets the CPU first; 0 leaves them alone" },
+  dbThreadNice: { env: 'AIRLOCK_DB_THREAD_NICE', default: 5, help: "Linux: niceness of the embedded database's thread, for the same reason (statements that wait meanwhile go together in the next batch); 0 leaves it alone" },
   dbRetries: { env: 'AIRLOCK_DB_RETRIES', default: 5, help: 'retries of a chat step\'s commit whose database connection broke' },
   dbRetryBaseMs: { env: 'AIRLOCK_DB_RETRY_BASE_MS', default: 50, help: 'first such retry delay; doubles each attempt (at most 2 s)' },
   llmMaxRetries: { env: 'AIRLOCK_LLM_MAX_RETRIES', default: 4, help: 'retries of a transient provider error (429, 5xx, reset)' },

@@ -6,6 +6,7 @@ import { createSecureContext } from 'node:tls';
 import { ConfigError } from '../errors.js';
 import { num, str } from '../config.js';
 import { CliError, configPath, readConfig, writeConfig } from './config.js';
+import { niceOtherThreads } from '../thread-priority.js';
 
 const HELP = `Usage: airlock server [options]
 
@@ -60,6 +61,7 @@ export async function serverCommand(argv: string[]): Promise<number> {
     console.log(HELP);
     return 0;
   }
+  niceOtherThreads(num('backgroundNice'));
   const port = values.port !== undefined ? Number(values.port) : num('port');
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new CliError(`--port must be 0-65535, got ${values.port}`, 2);
   const concurrency = values.concurrency !== undefined ? Number(values.concurrency) : undefined;

@@ -8,6 +8,7 @@ import type { ThreadReply, ThreadRequest, ThreadInit } from './pglite-thread.js'
 import { PreparedStatements } from './pglite-prepared.js';
 import { Upkeep, freezeOldTemplates, type UpkeepNotice } from './pglite-upkeep.js';
 import { num } from '../config.js';
+import { niceThisThread } from '../thread-priority.js';
 
 const port = parentPort!;
 const init = workerData as ThreadInit;
@@ -22,6 +23,7 @@ function errorFields(err: unknown): ThreadReply['error'] {
 }
 
 async function main() {
+  niceThisThread(num('dbThreadNice'));
   const { PGlite, types } = await import('@electric-sql/pglite');
   let pg: InstanceType<typeof PGlite>;
   const notify = (notice: UpkeepNotice) => port.postMessage({ id: 0, notice } satisfies ThreadReply);
