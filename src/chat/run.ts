@@ -274,10 +274,11 @@ export class ChatRun {
       const { message } = result;
       if (!message.parts.length) return done('waiting'); // interrupted before the model said anything
       history.push(message);
-      this.emitMessage(message);
       const calls = message.parts.filter((p): p is Extract<Part, { type: 'tool_call' }> => p.type === 'tool_call');
-      // The last step's messages are stored by the statement that ends the turn.
-      if (this.stop || !calls.length) return done('waiting', [message]);
+      // The last step's message is stored by the statement that ends the turn, and its event goes
+      // out with the turn's end once stored: one frame to each client instead of two.
+      if (this.stop || !calls.length) return { ...done('waiting', [message]), unpublished: [message] };
+      this.emitMessage(message);
       const pendingClient = calls.filter((c) => clientNames.has(c.name) && !this.deps.tools.find(c.name));
       const local = calls.filter((c) => !pendingClient.includes(c));
       // A tool that must not run twice: store the call before running it, so that a worker that
@@ -442,6 +443,7 @@ export class ChatRun {
       this.finishing = false;
     }
     if (!fenced) throw new LostOwnership();
+    const messageEvents = (outcome.unpublished ?? []).map((m) => ev(this.chatId, m.seq, 'message', { message: m }));
     this.deps.history.set(this.chatId, this.history, this.epoch, settingsOf(this.chat));
     metrics.turns.inc({ status: outcome.status });
     this.deps.log.info(
@@ -449,11 +451,12 @@ export class ChatRun {
       'turn',
     );
     if (released) {
-      this.publishCommitted(releaseEvents);
+      this.publishCommitted([...messageEvents, ...releaseEvents]);
       this.deps.onFinished?.(this.chatId, outcome.status);
       return false;
     }
     // Not released: the queue has messages. Promote the head and keep the lease.
+    this.publishCommitted(messageEvents);
     const next = await this.deps.db.tx(async (q) => {
       await this.fence(q);
       const content = await popQueueHead(q, this.chatId);
@@ -465,7 +468,7 @@ export class ChatRun {
       await storeEvents(q, events);
       return { events, queue: await loadQueue(q, this.chatId) };
     });
-    if (!next) return this.finishTurn({ ...outcome, messages: [], events: [] }); // the queue emptied meanwhile
+    if (!next) return this.finishTurn({ ...outcome, messages: [], events: [], unpublished: [] }); // the queue emptied meanwhile
     this.stop = null;
     this.publishCommitted(next.events);
     this.publish(ev(this.chatId, undefined, 'queue', { queue: next.queue }));
@@ -481,6 +484,8 @@ interface TurnOutcome {
   messages: Message[];
   /** Durable events not stored yet (an error). */
   events: StreamEvent[];
+  /** Messages of `messages` whose events are published once the statement ending the turn stored them. */
+  unpublished?: Message[];
 }
 
 export function backoff(attempt: number, retryAfter?: number): number {
