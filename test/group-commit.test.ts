@@ -40,3 +40,23 @@ test('a failing batch is run again one call at a time: only the bad call fails',
   assert.deepEqual(await Promise.all([first, ...rest]), ['A:1', 'B:1', 'error: bad item in bad:1', 'C:1']);
   assert.deepEqual(batches, [['a:1'], ['b:1', 'bad:1', 'c:1'], ['b:1'], ['bad:1'], ['c:1']]);
 });
+
+test('the next batch leaves before the callers of the batch before it continue', async () => {
+  const order: string[] = [];
+  let release: (() => void) | null = null;
+  const gc = new GroupCommit<string, string>(
+    async (items) => {
+      order.push(`batch ${items.join(',')}`);
+      if (order.length === 1) await new Promise<void>((r) => (release = r));
+      return items;
+    },
+    { max: 10, key: (i) => i },
+  );
+  const a = gc.submit('a').then(() => order.push('a continues'));
+  const b = gc.submit('b').then(() => order.push('b continues'));
+  const c = gc.submit('c').then(() => order.push('c continues'));
+  release!();
+  await Promise.all([a, b, c]);
+  // The database is not left idle while a's caller publishes its events.
+  assert.deepEqual(order, ['batch a', 'batch b,c', 'a continues', 'b continues', 'c continues']);
+});

@@ -34,16 +34,43 @@ export class GroupCommit<I, O> {
   submit(item: I): Promise<O> {
     return new Promise<O>((resolve, reject) => {
       this.waiting.push({ item, resolve, reject });
-      if (this.inFlight < (this.opts.concurrency ?? 1)) void this.drain();
+      this.pump();
     });
   }
 
-  private async drain(): Promise<void> {
+  /** Starts batches while calls wait and fewer than `concurrency` are in flight. */
+  private pump(): void {
+    while (this.waiting.length && this.inFlight < (this.opts.concurrency ?? 1)) void this.run(this.take());
+  }
+
+  private async run(batch: Waiter<I, O>[]): Promise<void> {
     this.inFlight++;
+    let out: O[];
     try {
-      while (this.waiting.length) await this.runOne(this.take());
-    } finally {
+      out = await this.runBatch(batch.map((w) => w.item));
+    } catch (err) {
+      await this.oneByOne(batch, err);
       this.inFlight--;
+      this.pump();
+      return;
+    }
+    this.inFlight--;
+    // The next batch leaves before this one's callers continue: their continuations (publishing
+    // events, answering requests; ~7 ms for 45 turns that ended together) would otherwise run
+    // first and leave the database idle, and the calls waiting for it, meanwhile.
+    this.pump();
+    batch.forEach((w, i) => w.resolve(out[i]!));
+  }
+
+  /** After a failed batch: one call at a time, so that one call's failure is its own and not its batch's. */
+  private async oneByOne(batch: Waiter<I, O>[], err: unknown): Promise<void> {
+    if (batch.length === 1) return batch[0]!.reject(err);
+    for (const w of batch) {
+      try {
+        w.resolve((await this.runBatch([w.item]))[0]!);
+      } catch (e) {
+        w.reject(e);
+      }
     }
   }
 
@@ -60,22 +87,5 @@ export class GroupCommit<I, O> {
     }
     this.waiting = rest;
     return batch;
-  }
-
-  private async runOne(batch: Waiter<I, O>[]): Promise<void> {
-    try {
-      const out = await this.runBatch(batch.map((w) => w.item));
-      batch.forEach((w, i) => w.resolve(out[i]!));
-    } catch (err) {
-      if (batch.length === 1) return batch[0]!.reject(err);
-      // One at a time, so that one call's failure is its own and not its batch's.
-      for (const w of batch) {
-        try {
-          w.resolve((await this.runBatch([w.item]))[0]!);
-        } catch (e) {
-          w.reject(e);
-        }
-      }
-    }
   }
 }
