@@ -1,5 +1,6 @@
 // Every tunable delay, timeout and limit lives here, with its AIRLOCK_* variable and default.
 // README's "Configuration" table is generated from this list (`airlock help env`).
+import { ConfigError } from './errors.js';
 
 export interface Knob {
   env: string;
@@ -72,7 +73,7 @@ export function num(name: KnobName, env: NodeJS.ProcessEnv = process.env): numbe
   const raw = env[k.env];
   if (raw === undefined || raw === '') return Number(k.default);
   const v = Number(raw);
-  if (!Number.isFinite(v) || v < 0) throw new Error(`${k.env} must be a non-negative number, got ${JSON.stringify(raw)}`);
+  if (!Number.isFinite(v) || v < 0) throw new ConfigError(`${k.env} must be a non-negative number, got ${JSON.stringify(raw)}`);
   return v;
 }
 

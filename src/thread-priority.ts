@@ -9,7 +9,11 @@
 import fs from 'node:fs';
 import os from 'node:os';
 
-function renice(tid: number, nice: number): boolean {
+/** Linux's lowest priority. */
+const MAX_NICE = 19;
+
+function renice(tid: number, wanted: number): boolean {
+  const nice = Math.min(MAX_NICE, wanted);
   try {
     if (os.getPriority(tid) >= nice) return false;
     os.setPriority(tid, nice);

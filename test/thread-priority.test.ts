@@ -60,9 +60,12 @@ test('a worker thread raises its own niceness only', { skip: !linux && 'Linux on
   for (const [t, n] of Object.entries(r.after)) if (t !== r.tid && r.before[t] !== undefined) assert.equal(n, r.before[t], `thread ${t} unchanged`);
 });
 
-test('niceness 0 changes nothing', { skip: !linux && 'Linux only' }, () => {
+test('niceness 0 changes nothing; above 19 is 19', { skip: !linux && 'Linux only' }, () => {
   const r = runChild(`${prelude}
-    console.log(JSON.stringify({ others: niceOtherThreads(0), self: niceThisThread(0) }));
+    const zero = { others: niceOtherThreads(0), self: niceThisThread(0) };
+    niceOtherThreads(40);
+    console.log(JSON.stringify({ zero, pid: process.pid, after: niceness() }));
   `);
-  assert.deepEqual(r, { others: 0, self: false });
+  assert.deepEqual(r.zero, { others: 0, self: false });
+  for (const [t, n] of Object.entries(r.after)) assert.equal(n, t === String(r.pid) ? 0 : 19, `thread ${t}`);
 });

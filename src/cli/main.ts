@@ -1,6 +1,7 @@
 // `airlock` command-line entry: dispatches to subcommands, loading each one lazily so that
 // start-up stays small.
 import { CliError } from './config.js';
+import { ConfigError } from '../errors.js';
 
 const HELP = `airlock — self-hosted access plane for people and AI agents
 
@@ -78,6 +79,10 @@ function report(err: any): number {
   if (err instanceof CliError) {
     process.stderr.write(`airlock: ${err.message}\n`);
     return err.code;
+  }
+  if (err instanceof ConfigError) {
+    process.stderr.write(`airlock: ${err.message}\n`);
+    return 1;
   }
   if (err?.name === 'ApiClientError' || err?.constructor?.name === 'ApiClientError') {
     process.stderr.write(`airlock: ${err.message}${err.code ? ` (${err.code})` : ''}\n`);
