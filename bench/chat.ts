@@ -100,6 +100,9 @@ async function measure(name: string, url: string, token: string, pid: number | u
     // the rest (V8's compiler and GC helpers, libuv's pool).
     server_busiest_other_cpu_us_per_token: r2Or(other && (other.busiest * 1e6) / r.tokens),
     server_rest_cpu_us_per_token: r2Or(other && (other.rest * 1e6) / r.tokens),
+    // Per second of load, the ms the main thread was ready to run but waited for a CPU: the
+    // machine's cores taken by the server's other threads, the bench's clients and its provider.
+    server_main_cpu_wait_ms_per_s: cpu0?.mainWait != null && cpu1?.mainWait != null ? r2(((cpu1.mainWait - cpu0.mainWait) * 1e3) / r.seconds) : null,
     messages: r.overhead.length,
   };
   log(`${name}: ${JSON.stringify(summary)}`);

@@ -245,9 +245,10 @@ export async function pgUrlWithSchema(base: string): Promise<{ url: string; drop
 
 /**
  * CPU seconds (user + system) a process has used: all its threads, and its main thread alone
- * (the one that carries every token). Linux only (/proc); null elsewhere.
+ * (the one that carries every token), and the seconds that thread spent ready to run but waiting
+ * for a CPU (`mainWait`, from schedstat; null without it). Linux only (/proc); null elsewhere.
  */
-export function processCpu(pid: number | undefined): { all: number; main: number; threads: Map<string, number> } | null {
+export function processCpu(pid: number | undefined): { all: number; main: number; mainWait: number | null; threads: Map<string, number> } | null {
   if (!pid) return null;
   const ticks = (file: string) => {
     // Fields after the command name, which is in parentheses and may hold spaces.
@@ -263,7 +264,13 @@ export function processCpu(pid: number | undefined): { all: number; main: number
         // the thread ended meanwhile
       }
     }
-    return { all: ticks(`/proc/${pid}/stat`), main: threads.get(String(pid)) ?? 0, threads };
+    let mainWait: number | null = null;
+    try {
+      mainWait = Number(fs.readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8').split(' ')[1]) / 1e9; // run, wait (ns), slices
+    } catch {
+      // a kernel without schedstats
+    }
+    return { all: ticks(`/proc/${pid}/stat`), main: threads.get(String(pid)) ?? 0, mainWait, threads };
   } catch {
     return null;
   }
