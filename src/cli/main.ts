@@ -76,13 +76,9 @@ const argv0 = process.argv[2];
 
 /** Prints a failure as one line; returns the exit status it calls for. */
 function report(err: any): number {
-  if (err instanceof CliError) {
+  if (err instanceof CliError || err instanceof ConfigError) {
     process.stderr.write(`airlock: ${err.message}\n`);
-    return err.code;
-  }
-  if (err instanceof ConfigError) {
-    process.stderr.write(`airlock: ${err.message}\n`);
-    return 1;
+    return err instanceof CliError ? err.code : 1;
   }
   if (err?.name === 'ApiClientError' || err?.constructor?.name === 'ApiClientError') {
     process.stderr.write(`airlock: ${err.message}${err.code ? ` (${err.code})` : ''}\n`);

@@ -3,7 +3,6 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { createSecureContext } from 'node:tls';
-import { ConfigError } from '../errors.js';
 import { num, str } from '../config.js';
 import { CliError, configPath, readConfig, writeConfig } from './config.js';
 import { niceOtherThreads } from '../thread-priority.js';
@@ -128,7 +127,6 @@ export async function serverCommand(argv: string[]): Promise<number> {
   } catch (err) {
     await db.close();
     if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') throw new CliError(`port ${port} on ${host} is in use; pass --port`);
-    if (err instanceof ConfigError) throw new CliError(err.message);
     throw err;
   }
   const where = url ? `PostgreSQL ${redact(url)}` : `embedded database in ${dataDir}`;

@@ -45,21 +45,18 @@ export class GroupCommit<I, O> {
 
   private async run(batch: Waiter<I, O>[]): Promise<void> {
     this.inFlight++;
-    let out: O[];
+    let out: O[] | null = null;
     try {
       out = await this.runBatch(batch.map((w) => w.item));
     } catch (err) {
       await this.oneByOne(batch, err);
-      this.inFlight--;
-      this.pump();
-      return;
     }
     this.inFlight--;
     // The next batch leaves before this one's callers continue: their continuations (publishing
     // events, answering requests; ~7 ms for 45 turns that ended together) would otherwise run
     // first and leave the database idle, and the calls waiting for it, meanwhile.
     this.pump();
-    batch.forEach((w, i) => w.resolve(out[i]!));
+    if (out) batch.forEach((w, i) => w.resolve(out[i]!));
   }
 
   /** After a failed batch: one call at a time, so that one call's failure is its own and not its batch's. */
