@@ -55,3 +55,31 @@ test('the same sweep across replicas: objects made on one replica, bad input sen
     await c.close();
   }
 });
+
+/** Writes raw bytes to the server (ending the client's side after them) and returns all it answers. */
+async function rawRequest(bytes: string): Promise<string> {
+  const { default: net } = await import('node:net');
+  const u = new URL(t.url);
+  return new Promise<string>((resolve, reject) => {
+    const s = net.connect(Number(u.port), u.hostname);
+    let got = '';
+    s.on('data', (d) => (got += d));
+    s.on('close', () => resolve(got));
+    s.on('error', reject);
+    s.end(bytes);
+  });
+}
+
+test('requests the HTTP parser refuses get a JSON error too, and the server keeps serving', async () => {
+  const cut = await rawRequest(`POST /api/chats HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${t.admin.token}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"title":`);
+  assert.match(cut, /^HTTP\/1\.1 400 Bad Request\r\n/);
+  assert.match(cut, /content-type: application\/json/);
+  assert.match(cut, /\r\n\r\n\{"error":\{"code":"incomplete_body","message":"the request body ended before its declared length"\}\}$/);
+  const huge = await rawRequest(`GET /api/chats HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
+  assert.match(huge, /^HTTP\/1\.1 431 /);
+  assert.match(huge, /"code":"headers_too_large"/);
+  const garbage = await rawRequest('NOT HTTP AT ALL\r\n\r\n');
+  assert.match(garbage, /^HTTP\/1\.1 400 /);
+  assert.match(garbage, /"code":"bad_request","message":"malformed HTTP request \(HPE_/);
+  assert.ok(await t.admin.get('/api/chats'), 'the server still answers');
+});

@@ -20,7 +20,7 @@ import { ToolBox, type Tool } from '../chat/tools/index.js';
 import { Providers, type ProvidersConfig } from '../chat/providers/index.js';
 import { generateTitle } from '../chat/title.js';
 import { ev } from '../chat/store.js';
-import { Router, Reply, errorBody, readJsonBody, sendJson } from './http.js';
+import { Router, Reply, clientErrorReply, errorBody, readJsonBody, sendJson } from './http.js';
 import { ChatStreamSocket } from './chat-stream.js';
 import { wsBase } from '../client/wire.js';
 import { chatRoutes } from './routes/chats.js';
@@ -193,6 +193,7 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
   };
   const server = opts.tls ? https.createServer({ cert: opts.tls.cert, key: opts.tls.key }, handle) : http.createServer(handle);
   server.keepAliveTimeout = 65_000;
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => clientErrorReply(err, socket));
 
   let publicWsUrl = '';
   const signal = new SignalRouter(db, secrets, log, auth, bus, () => publicWsUrl);

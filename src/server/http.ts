@@ -1,11 +1,12 @@
 // A small router over node:http: JSON in, JSON out, errors as {error:{code,message}}.
-import type http from 'node:http';
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import { ApiError, badRequest, notFound } from '../errors.js';
 import type { User } from '../auth/tokens.js';
 
 export interface Ctx {
-  req: http.IncomingMessage;
-  res: http.ServerResponse;
+  req: IncomingMessage;
+  res: ServerResponse;
   params: Record<string, string>;
   query: URLSearchParams;
   user: User;
@@ -70,7 +71,7 @@ function matchParts(parts: string[], segs: string[]): Record<string, string> | n
   return params;
 }
 
-export async function readJsonBody(req: http.IncomingMessage, maxBytes: number): Promise<any> {
+export async function readJsonBody(req: IncomingMessage, maxBytes: number): Promise<any> {
   const tooLarge = () => {
     req.resume();
     return new ApiError(413, 'payload_too_large', `request body is larger than ${maxBytes} bytes`);
@@ -104,7 +105,32 @@ export async function readJsonBody(req: http.IncomingMessage, maxBytes: number):
   }
 }
 
-export function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
+/**
+ * A request Node's parser refuses (malformed, headers too large, a body cut short before its
+ * declared length, too slow) gets the same JSON error as any other, where Node would answer a
+ * bare `400 Bad Request`; a connection that is gone, or whose response has started, is closed.
+ */
+export function clientErrorReply(err: NodeJS.ErrnoException, socket: Duplex): void {
+  const started = (socket as Duplex & { _httpMessage?: ServerResponse | null })._httpMessage?.headersSent;
+  if (!socket.writable || err.code === 'ECONNRESET' || started) {
+    socket.destroy();
+    return;
+  }
+  const [status, code, message] =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'headers_too_large', 'the request headers are too large']
+      : err.code === 'HPE_INVALID_EOF_STATE'
+        ? [400, 'incomplete_body', 'the request body ended before its declared length']
+        : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+          ? [408, 'request_timeout', 'the request did not arrive in time']
+          : [400, 'bad_request', `malformed HTTP request (${err.code ?? err.message})`];
+  const body = JSON.stringify({ error: { code, message } });
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+  );
+}
+
+export function sendJson(res: ServerResponse, status: number, body: unknown): void {
   if (res.headersSent) {
     res.end();
     return;
