@@ -53,6 +53,7 @@ export const metrics = {
     buckets: [0.5, 1, 2, 5, 10, 20, 50, 100, 500, 1000],
     registers: [registry],
   }),
+  busSolo: new client.Gauge({ name: 'airlock_bus_solo', help: '1 while no other replica is on the bus and this one sends nothing to it', registers: [registry] }),
   busGaps: new client.Counter({ name: 'airlock_bus_gaps_total', help: 'bus reconnects after which messages may have been missed', registers: [registry] }),
   httpRequests: new client.Counter({ name: 'airlock_http_requests_total', help: 'HTTP requests by status class', labelNames: ['code'], registers: [registry] }),
 };

@@ -44,3 +44,60 @@ for (const kind of ['postgres', 'nats'] as const) {
     }
   });
 }
+
+/** A hang guard, not a speed check. */
+async function until(cond: () => boolean, what: string, ms = 20_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+test('postgres bus: a replica alone sends nothing; one that joins hears everything from the moment its open() returns; alone again once it leaves', { skip: PG_URL ? false : 'needs PostgreSQL (npm run test:pg)' }, async () => {
+  const { db, drop } = await openTestDb();
+  const quiet = process.env.AIRLOCK_BUS_SOLO_QUIET_MS;
+  process.env.AIRLOCK_BUS_SOLO_QUIET_MS = '300';
+  const { PgBus } = await import('../src/bus/pg.js');
+  let a: InstanceType<typeof PgBus> | undefined;
+  let b: Bus | undefined;
+  try {
+    a = (await openBus(db, silentLogger(), 'postgres')) as InstanceType<typeof PgBus>;
+    assert.equal(a.isSolo, true, 'no other replica holds the presence lock');
+    let sent = 0;
+    const send = (a as any).send.bind(a);
+    (a as any).send = (json: string, bytes: number) => {
+      sent++;
+      send(json, bytes);
+    };
+    const local: number[] = [];
+    a.subscribe('wake', (m: { n: number }) => local.push(m.n));
+    for (let n = 0; n < 5; n++) a.publish('wake', { n });
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(local, [0, 1, 2, 3, 4], 'local subscribers still get every message');
+    assert.equal(sent, 0, 'nothing goes to the bus');
+
+    b = await openBus(db, silentLogger(), 'postgres');
+    assert.equal(a.isSolo, false, 'the solo replica heard the joiner before its open() returned');
+    const got: number[] = [];
+    b.subscribe('wake', (m: { n: number }) => got.push(m.n));
+    a.publish('wake', { n: 5 });
+    await until(() => got.length === 1, 'the message to reach the replica that joined');
+    assert.deepEqual(got, [5]);
+    assert.ok(sent > 0);
+    // Neither goes solo while the other is there (heartbeats, the shared lock).
+    await new Promise((r) => setTimeout(r, 1_000));
+    assert.equal(a.isSolo, false);
+    assert.equal((b as InstanceType<typeof PgBus>).isSolo, false);
+
+    await b.close();
+    b = undefined;
+    await until(() => a!.isSolo, 'the remaining replica to go solo');
+  } finally {
+    if (quiet === undefined) delete process.env.AIRLOCK_BUS_SOLO_QUIET_MS;
+    else process.env.AIRLOCK_BUS_SOLO_QUIET_MS = quiet;
+    await a?.close();
+    await b?.close();
+    await drop();
+  }
+});

@@ -13,6 +13,7 @@ import type { StreamEvent } from '../src/chat/types.js';
 import { ApiClient } from '../src/client/api.js';
 
 const skip = PG_URL ? false : 'needs PostgreSQL (npm run test:pg)';
+const pgBusOnly = skip || (process.env.AIRLOCK_BUS?.startsWith('nats') ? 'the PostgreSQL bus only' : false);
 const words = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}${i} `);
 /** The fake provider's steps that stream `words(prefix, n)`. */
 const says = (prefix: string, n: number) => words(prefix, n).map((t) => ({ text: t }));
@@ -193,6 +194,42 @@ test('a message sent on one replica is run on another and streamed on a third; a
   }
 });
 
+test('a replica alone sends nothing to the bus; one that starts mid-turn streams that turn with no holes, and the first is alone again once it leaves', { skip: pgBusOnly }, async () => {
+  const c = await newCluster({ AIRLOCK_BUS_SOLO_QUIET_MS: '600' });
+  const solo = async (r: Replica) => /^airlock_bus_solo 1$/m.test(await (await fetch(`${r.url}/metrics`, { headers: { authorization: `Bearer ${c.token}` } })).text());
+  try {
+    const a = await c.start();
+    assert.equal(await solo(a), true, 'the only replica keeps its messages in the process');
+    const g = gate();
+    script = () => ({ steps: [...says('s', 15), { wait: g.promise }, ...says('t', 15)] });
+    const chat = await a.api.post('/api/chats', { title: 'solo' });
+    const ref = new ResumingClient(chat.id, () => [a]);
+    await ref.open();
+    await a.api.post(`/api/chats/${chat.id}/messages`, { content: 'hi' });
+    await ref.waitFor(hasText('s14 '));
+    // Everything so far stayed in a; b joins, and its client asks from the start.
+    const b = await c.start({ AIRLOCK_CHAT_CONCURRENCY: '0' });
+    assert.equal(await solo(a), false);
+    const late = new ResumingClient(chat.id, () => [b]);
+    await late.open(0);
+    await late.waitFor(hasText('s14 '));
+    g.open();
+    await Promise.all([ref, late].map((cl) => cl.waitFor(isWaiting)));
+    assert.equal(late.text(), [...words('s', 15), ...words('t', 15)].join(''));
+    assert.deepEqual(late.seqs, ref.seqs, late.trace.join('\n'));
+    late.close();
+    await b.kill('SIGTERM');
+    const deadline = Date.now() + 30_000;
+    while (!(await solo(a))) {
+      if (Date.now() > deadline) throw new Error('a never went solo again after b left');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    ref.close();
+  } finally {
+    await c.close();
+  }
+});
+
 test('turns of one chat sent to alternating replicas: each provider request carries the whole history (no stale cache)', { skip }, async () => {
   const c = await newCluster();
   try {
@@ -339,7 +376,6 @@ test('kill -9 of the replica running a turn: another replica completes it within
   }
 });
 
-const pgBusOnly = skip || (process.env.AIRLOCK_BUS?.startsWith('nats') ? 'terminates PostgreSQL bus connections' : false);
 test('the bus connections of a replica are terminated mid-stream: its clients resync and resume with no holes, the turn completes', { skip: pgBusOnly }, async () => {
   const c = await newCluster();
   try {

@@ -21,6 +21,8 @@ export abstract class RemoteBus extends LocalBus {
   private pending: [Topic, unknown][] = [];
   private scheduled = false;
   protected closed = false;
+  /** No other replica is there to hear (a transport that can know it sets this): publishes stay in this process. */
+  protected solo = false;
   /** How every batch this replica sends begins (a transport that hears its own can skip them unread). */
   protected readonly ownBatchPrefix = `{"o":${JSON.stringify(this.replicaId)},`;
 
@@ -42,7 +44,7 @@ export abstract class RemoteBus extends LocalBus {
 
   override publish(topic: Topic, msg: unknown): void {
     this.deliver(topic, msg);
-    if (this.closed) return;
+    if (this.closed || this.solo) return;
     this.pending.push([topic, msg]);
     if (!this.scheduled) {
       this.scheduled = true;
