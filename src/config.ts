@@ -57,7 +57,7 @@ export const knobs = {
   bus: { env: 'AIRLOCK_BUS', default: '', help: 'replica bus: local, postgres (LISTEN/NOTIFY) or nats://host:4222; default postgres on a PostgreSQL database, else local' },
   busReconnectMinMs: { env: 'AIRLOCK_BUS_RECONNECT_MIN_MS', default: 100, help: 'first reconnect delay after the bus connection broke' },
   busReconnectMaxMs: { env: 'AIRLOCK_BUS_RECONNECT_MAX_MS', default: 5_000, help: 'largest bus reconnect delay' },
-  busSolo: { env: 'AIRLOCK_BUS_SOLO', default: 1, help: 'PostgreSQL bus: a replica that finds no other one on the bus (advisory lock) keeps its messages in the process until one joins; 0 always sends' },
+  busSolo: { env: 'AIRLOCK_BUS_SOLO', default: 1, help: 'PostgreSQL bus: a replica that finds no other one on the bus (advisory lock) keeps its messages in the process until one joins; 0: this replica always sends' },
   busSoloQuietMs: { env: 'AIRLOCK_BUS_SOLO_QUIET_MS', default: 15_000, help: 'PostgreSQL bus: a replica tries to go solo only after hearing no other replica this long (replicas send a heartbeat every third of it)' },
   replayTimeoutMs: { env: 'AIRLOCK_REPLAY_TIMEOUT_MS', default: 2_000, help: 'a stream opened on another replica than the turn\'s waits this long for the owner\'s unsaved events' },
   drainMs: { env: 'AIRLOCK_DRAIN_MS', default: 10_000, help: 'on SIGTERM, time running turns get to finish before they are handed to another replica' },

@@ -7,6 +7,7 @@ import { openTestDb, PG_URL } from './helpers/server.js';
 import { openBus } from '../src/bus/open.js';
 import { silentLogger } from '../src/log.js';
 import type { Bus } from '../src/bus/bus.js';
+import type { PgBus } from '../src/bus/pg.js';
 
 const NATS_URL = process.env.AIRLOCK_BUS?.startsWith('nats://') ? process.env.AIRLOCK_BUS : undefined;
 
@@ -58,11 +59,10 @@ test('postgres bus: a replica alone sends nothing; one that joins hears everythi
   const { db, drop } = await openTestDb();
   const quiet = process.env.AIRLOCK_BUS_SOLO_QUIET_MS;
   process.env.AIRLOCK_BUS_SOLO_QUIET_MS = '300';
-  const { PgBus } = await import('../src/bus/pg.js');
-  let a: InstanceType<typeof PgBus> | undefined;
+  let a: PgBus | undefined;
   let b: Bus | undefined;
   try {
-    a = (await openBus(db, silentLogger(), 'postgres')) as InstanceType<typeof PgBus>;
+    a = (await openBus(db, silentLogger(), 'postgres')) as PgBus;
     assert.equal(a.isSolo, true, 'no other replica holds the presence lock');
     let sent = 0;
     const send = (a as any).send.bind(a);
@@ -88,7 +88,7 @@ test('postgres bus: a replica alone sends nothing; one that joins hears everythi
     // Neither goes solo while the other is there (heartbeats, the shared lock).
     await new Promise((r) => setTimeout(r, 1_000));
     assert.equal(a.isSolo, false);
-    assert.equal((b as InstanceType<typeof PgBus>).isSolo, false);
+    assert.equal((b as PgBus).isSolo, false);
 
     await b.close();
     b = undefined;
@@ -96,6 +96,34 @@ test('postgres bus: a replica alone sends nothing; one that joins hears everythi
   } finally {
     if (quiet === undefined) delete process.env.AIRLOCK_BUS_SOLO_QUIET_MS;
     else process.env.AIRLOCK_BUS_SOLO_QUIET_MS = quiet;
+    await a?.close();
+    await b?.close();
+    await drop();
+  }
+});
+
+test('postgres bus: a replica with AIRLOCK_BUS_SOLO=0 never goes solo, and no other does while it is there', { skip: PG_URL ? false : 'needs PostgreSQL (npm run test:pg)' }, async () => {
+  const { db, drop } = await openTestDb();
+  const saved = { quiet: process.env.AIRLOCK_BUS_SOLO_QUIET_MS, solo: process.env.AIRLOCK_BUS_SOLO };
+  process.env.AIRLOCK_BUS_SOLO_QUIET_MS = '300';
+  let a: PgBus | undefined;
+  let b: PgBus | undefined;
+  try {
+    process.env.AIRLOCK_BUS_SOLO = '0';
+    a = (await openBus(db, silentLogger(), 'postgres')) as PgBus;
+    delete process.env.AIRLOCK_BUS_SOLO;
+    assert.equal(a.isSolo, false, 'alone, but told never to go solo');
+    b = (await openBus(db, silentLogger(), 'postgres')) as PgBus;
+    await new Promise((r) => setTimeout(r, 1_000));
+    assert.equal(b.isSolo, false, 'the other replica holds the shared lock');
+    await a.close();
+    a = undefined;
+    await until(() => b!.isSolo, 'the remaining replica to go solo');
+  } finally {
+    for (const [k, v] of [['AIRLOCK_BUS_SOLO_QUIET_MS', saved.quiet], ['AIRLOCK_BUS_SOLO', saved.solo]] as const) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
     await a?.close();
     await b?.close();
     await drop();

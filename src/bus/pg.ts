@@ -36,8 +36,10 @@ export class PgBus extends RemoteBus {
   protected maxBatchBytes = NOTIFY_LIMIT;
   private listener: pg.Client | null = null;
   private notifier: pg.Client | null = null;
-  /** Holds the presence lock (null with AIRLOCK_BUS_SOLO=0). */
+  /** Holds the presence lock. */
   private presence: pg.Client | null = null;
+  /** AIRLOCK_BUS_SOLO=0: never goes solo (still holds the shared lock, so that no other replica does while it is here). */
+  private readonly mayGoSolo = num('busSolo') !== 0;
   private holdsExclusive = false;
   private member = false;
   private tryingSolo = false;
@@ -65,10 +67,7 @@ export class PgBus extends RemoteBus {
   static async open(conn: PgConn, log: Logger, replicaId?: string): Promise<PgBus> {
     const bus = new PgBus(conn, log, replicaId);
     await bus.connect();
-    if (num('busSolo')) {
-      const every = Math.max(50, bus.quietMs / 3);
-      bus.presenceTimer = setInterval(() => bus.presenceTick(), every).unref();
-    }
+    bus.presenceTimer = setInterval(() => bus.presenceTick(), Math.max(50, bus.quietMs / 3)).unref();
     return bus;
   }
 
@@ -87,8 +86,8 @@ export class PgBus extends RemoteBus {
   private async connect(): Promise<void> {
     const notifier = this.client();
     const listener = this.client();
-    const presence = num('busSolo') ? this.client('airlock-bus-presence') : null;
-    const all = presence ? [notifier, listener, presence] : [notifier, listener];
+    const presence = this.client('airlock-bus-presence');
+    const all = [notifier, listener, presence];
     try {
       await Promise.all(all.map((c) => c.connect()));
       const schema = (await notifier.query<{ s: string }>('SELECT current_schema() AS s')).rows[0]?.s ?? 'public';
@@ -107,7 +106,7 @@ export class PgBus extends RemoteBus {
     this.notifier = notifier;
     this.listener = listener;
     this.presence = presence;
-    if (presence) await this.join(presence);
+    await this.join(presence);
   }
 
   private lockArgs(): [number, string] {
@@ -151,7 +150,7 @@ export class PgBus extends RemoteBus {
   /** Goes solo if no other replica holds the presence lock and none was heard lately. */
   private async trySolo(): Promise<void> {
     const p = this.presence;
-    if (!p || !this.member || this.solo || this.tryingSolo || this.closed || this.reconnecting) return;
+    if (!p || !this.mayGoSolo || !this.member || this.solo || this.tryingSolo || this.closed || this.reconnecting) return;
     const heard = this.lastHeard;
     if (heard && Date.now() - heard < this.quietMs) return;
     this.tryingSolo = true;
