@@ -186,6 +186,9 @@ export class PgBus extends RemoteBus {
     this.releaseExclusive();
   }
 
+  /** The notice this replica sends after a reconnect (see RemoteBus.reconnected): not another replica's voice. */
+  private readonly ownGapNotice = JSON.stringify({ gap: this.replicaId });
+
   private outbox: [string, number][] = [];
   private sending = false;
 
@@ -247,7 +250,7 @@ export class PgBus extends RemoteBus {
   private onNotification(payload: string): void {
     // Our own batches come back too: skip them unread (a large one is not fetched, and does not
     // hold up the others' batches behind its fetch).
-    if (payload.startsWith(this.ownBatchPrefix)) return;
+    if (payload.startsWith(this.ownBatchPrefix) || payload === this.ownGapNotice) return;
     let ref: number | null = null;
     if (payload.startsWith('{"ref":')) {
       const r = JSON.parse(payload) as { ref: number; o?: string };
