@@ -2,7 +2,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startFakeLlm, text, gate, type FakeLlm } from './helpers/fake-llm.js';
-import { startTestServer, StreamRecorder, providerConfig, type TestServer } from './helpers/server.js';
+import { startTestServer, StreamRecorder, providerConfig, testSecrets, type TestServer } from './helpers/server.js';
 import type { StreamEvent } from '../src/chat/types.js';
 
 let llm: FakeLlm;
@@ -210,7 +210,7 @@ test('a server that has nothing in memory replays the durable events exactly fro
   const chat = await u.post('/api/chats', { message: 'add' });
   const live = await StreamRecorder.open(u, chat.id);
   await live.waitStatus('waiting');
-  const other = await startServer({ db: t.db, providers: {}, runner: false });
+  const other = await startServer({ db: t.db, providers: {}, runner: false, secrets: testSecrets() });
   try {
     const cold = await StreamRecorder.open(new ApiClient(other.url, u.token), chat.id, 0);
     await cold.waitFor((e) => e.type === 'caught_up');
@@ -239,7 +239,7 @@ test('an interrupted reply replays from the database as it was streamed', async 
   await u.post(`/api/chats/${chat.id}/interrupt`);
   await live.waitStatus('waiting');
   g.open();
-  const other = await startServer({ db: t.db, providers: {}, runner: false });
+  const other = await startServer({ db: t.db, providers: {}, runner: false, secrets: testSecrets() });
   try {
     const cold = await StreamRecorder.open(new ApiClient(other.url, u.token), chat.id, 0);
     await cold.waitFor((e) => e.type === 'caught_up');

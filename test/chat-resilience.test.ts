@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startFakeLlm, text, gate } from './helpers/fake-llm.js';
-import { startTestServer, StreamRecorder, providerConfig, PG_URL } from './helpers/server.js';
+import { startTestServer, StreamRecorder, providerConfig, testSecrets, PG_URL } from './helpers/server.js';
 import pg from 'pg';
 import { startServer } from '../src/server/app.js';
 import { ApiClient } from '../src/client/api.js';
@@ -30,7 +30,7 @@ test('a worker killed mid-turn: the lease expires, another worker completes the 
     // Let step 1's background write land before the crash, as it would on a live worker.
     await waitUntil(async () => (await u.get(`/api/chats/${chat.id}`)).messages.length === 3);
     a.server.runner!.crash();
-    b = await startServer({ db: a.db, bus: a.server.bus, providers: providerConfig(llm), titles: false, runner: fast });
+    b = await startServer({ db: a.db, bus: a.server.bus, providers: providerConfig(llm), titles: false, runner: fast, secrets: testSecrets() });
     await s.waitStatus('waiting');
     g.open();
     const full = await new ApiClient(b.url, u.token).get(`/api/chats/${chat.id}`);
@@ -86,7 +86,7 @@ test('a tool that is not safe to re-run, interrupted by a dead worker, is report
     assert.deepEqual(before.messages.map((m: any) => m.role), ['user', 'assistant']);
     assert.ok(before.messages[1].parts.some((p: any) => p.type === 'tool_call' && p.id === 'pay1'));
     a.server.runner!.crash();
-    b = await startServer({ db: a.db, bus: a.server.bus, providers: providerConfig(llm), titles: false, runner: fast, tools: [chargeCard] });
+    b = await startServer({ db: a.db, bus: a.server.bus, providers: providerConfig(llm), titles: false, runner: fast, tools: [chargeCard], secrets: testSecrets() });
     await s.waitStatus('waiting');
     assert.equal(charged.length, 1, 'the charge ran once');
     const full = await new ApiClient(b.url, u.token).get(`/api/chats/${chat.id}`);

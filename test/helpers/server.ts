@@ -9,6 +9,9 @@ import { SecretBox } from '../../src/access/secretbox.js';
 import type { StreamEvent } from '../../src/chat/types.js';
 import type { ProvidersConfig } from '../../src/chat/providers/index.js';
 
+/** A random credential key: a server started in a test never writes one into the working folder. */
+export const testSecrets = () => SecretBox.fromKey(crypto.randomBytes(32).toString('hex'));
+
 export const PG_URL = process.env.AIRLOCK_TEST_DATABASE_URL;
 export const backend = PG_URL ? 'postgres' : 'pglite';
 
@@ -41,7 +44,7 @@ export interface TestServer {
 export async function startTestServer(providers: ProvidersConfig, opts: Partial<ServerOptions> & { db?: Db } = {}): Promise<TestServer> {
   const own = opts.db ? null : await openTestDb();
   const db = opts.db ?? own!.db;
-  const secrets = opts.secrets ?? SecretBox.fromKey(crypto.randomBytes(32).toString('hex'));
+  const secrets = opts.secrets ?? testSecrets();
   const server = await startServer({ db, providers, titles: false, secrets, ...opts });
   let token = server.adminToken;
   if (!token) {
