@@ -87,3 +87,16 @@ test('an event that is not JSON is a retryable provider error, as before', () =>
   p.parse(openaiChunk('x'));
   assert.throws(() => p.parse('{"id":'), (err: unknown) => err instanceof ProviderError && err.retryable);
 });
+
+test('textOf: a hit is the changing string alone, and shapedWith(it) is what JSON.parse gives', () => {
+  const p = new DeltaJson('content');
+  assert.equal(p.textOf(openaiChunk('first')), undefined, 'nothing learned yet');
+  p.parseFull(openaiChunk('first'));
+  for (const t of texts) {
+    const data = openaiChunk(t);
+    const hit = p.textOf(data);
+    assert.equal(hit, t);
+    assert.deepEqual(p.shapedWith(hit!), JSON.parse(data));
+  }
+  assert.equal(p.textOf(openaiChunk('x', ',"usage":null')), undefined, 'another shape is a miss');
+});

@@ -1,6 +1,8 @@
 // The request bodies the providers send, on the wire: each message's JSON is made once and reused
 // by later turns (perMessageJson), so these pin down what a whole history looks like.
 import { test, after } from 'node:test';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import assert from 'node:assert/strict';
 import { startFakeLlm, type FakeLlm } from './helpers/fake-llm.js';
 import { OpenAIProvider } from '../src/chat/providers/openai.js';
@@ -109,4 +111,42 @@ test('Anthropic: consecutive messages of one role share an entry; tool results g
     ],
   });
   assert.deepEqual(second, first);
+});
+
+test('OpenAI stream: repeated chunks of shapes other than a bare text delta (usage on each, a finish reason) still yield all they carry', async () => {
+  const chunk = (content: string, finish: string | null, usage = '') =>
+    `data: {"id":"c","choices":[{"index":0,"delta":{"content":${JSON.stringify(content)}},"finish_reason":${JSON.stringify(finish)}}]${usage}}\n\n`;
+  const usage = ',"usage":{"prompt_tokens":4,"completion_tokens":1}';
+  const body = [
+    'data: {"id":"c","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}\n\n',
+    chunk('a', null, usage),
+    chunk('b', null, usage),
+    chunk('c', null),
+    chunk('d', null),
+    chunk('e', 'length'),
+    chunk('f', 'length'),
+    'data: [DONE]\n\n',
+  ].join('');
+  const server = http.createServer((_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    res.end(body);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  try {
+    const provider = new OpenAIProvider({ baseUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, apiKey: 'k', timeoutMs: 10_000 });
+    let text = '';
+    const other: unknown[] = [];
+    for await (const e of provider.stream({ model: 'm', system: null, messages: [msg('user', [{ type: 'text', text: 'hi' }])], tools: [], signal: new AbortController().signal })) {
+      if (e.type === 'text') text += e.text;
+      else other.push(e);
+    }
+    assert.equal(text, 'abcdef');
+    assert.deepEqual(other, [
+      { type: 'usage', input_tokens: 4, output_tokens: 1 },
+      { type: 'usage', input_tokens: 4, output_tokens: 1 },
+      { type: 'finish', reason: 'length' },
+    ]);
+  } finally {
+    server.close();
+  }
 });

@@ -36,11 +36,22 @@ export class OpenAIProvider implements Provider {
     const calls = new Map<number, { id: string; name: string; args: string }>();
     let finish = 'stop';
     const json = new DeltaJson('content');
+    // Whether the learned shape is a bare text delta: an event of that shape is then just its text.
+    let plainOf: unknown = undefined;
+    let plain = false;
     for await (const batch of ssePost(this.url, body, { headers: this.headers, signal: req.signal, timeoutMs: this.cfg.timeoutMs })) {
       const out: LlmEvent[] = [];
       for (const ev of batch) {
         if (ev.data === '[DONE]') continue; // the stream ends after it; reading on keeps the connection reusable
-        const chunk = json.parse(ev.data);
+        const text = json.textOf(ev.data);
+        if (text !== undefined) {
+          if (json.shaped !== plainOf) plain = isPlainTextDelta((plainOf = json.shaped));
+          if (plain) {
+            if (text) appendDelta(out, 'text', text);
+            continue;
+          }
+        }
+        const chunk = text !== undefined ? json.shapedWith(text) : json.parseFull(ev.data);
         if (chunk?.error) {
           for (const e of out) yield e; // what was read before the error still streams
           throw new ProviderError(`provider stream failed: ${chunk.error.message ?? JSON.stringify(chunk.error)}`, true);
@@ -69,6 +80,16 @@ export class OpenAIProvider implements Provider {
     }
     yield { type: 'finish', reason: finish };
   }
+}
+
+/** A chunk whose only news is `choices[0].delta.content` (what the loop above would read of it is that text alone). */
+function isPlainTextDelta(chunk: any): boolean {
+  if (!chunk || typeof chunk !== 'object' || chunk.error || chunk.usage) return false;
+  const choices = chunk.choices;
+  if (!Array.isArray(choices) || choices.length !== 1) return false;
+  const c = choices[0];
+  if (!c || typeof c !== 'object' || c.finish_reason || !c.delta || typeof c.delta !== 'object') return false;
+  return Object.keys(c.delta).every((k) => k === 'content' || k === 'role');
 }
 
 /** A message's entries in OpenAI's `messages` (a tool message holds one per result), as JSON array items. */
