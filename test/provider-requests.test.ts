@@ -150,3 +150,40 @@ test('OpenAI stream: repeated chunks of shapes other than a bare text delta (usa
     server.close();
   }
 });
+
+test('Anthropic stream: text deltas read by their text alone, other repeated shapes (a text block start) in full', async () => {
+  const ev = (name: string, data: object) => `event: ${name}\ndata: ${JSON.stringify(data)}\n\n`;
+  const body = [
+    ev('message_start', { type: 'message_start', message: { id: 'msg', type: 'message', role: 'assistant', content: [], usage: { input_tokens: 5, output_tokens: 1 } } }),
+    ev('content_block_start', { type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } }),
+    ev('content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: 'a' } }),
+    ev('content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: 'b' } }),
+    ev('content_block_stop', { type: 'content_block_stop', index: 0 }),
+    ev('content_block_start', { type: 'content_block_start', index: 1, content_block: { type: 'text', text: 'c' } }),
+    ev('content_block_start', { type: 'content_block_start', index: 1, content_block: { type: 'text', text: 'd' } }),
+    ev('content_block_stop', { type: 'content_block_stop', index: 1 }),
+    ev('message_delta', { type: 'message_delta', delta: { stop_reason: 'max_tokens', stop_sequence: null }, usage: { output_tokens: 7 } }),
+    ev('message_stop', { type: 'message_stop' }),
+  ].join('');
+  const server = http.createServer((_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    res.end(body);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  try {
+    const provider = new AnthropicProvider({ baseUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, apiKey: 'k', timeoutMs: 10_000 });
+    let text = '';
+    const other: unknown[] = [];
+    for await (const e of provider.stream({ model: 'm', system: null, messages: [msg('user', [{ type: 'text', text: 'hi' }])], tools: [], signal: new AbortController().signal })) {
+      if (e.type === 'text') text += e.text;
+      else other.push(e);
+    }
+    assert.equal(text, 'abcd');
+    assert.deepEqual(other, [
+      { type: 'usage', input_tokens: 5, output_tokens: 7 },
+      { type: 'finish', reason: 'max_tokens' },
+    ]);
+  } finally {
+    server.close();
+  }
+});

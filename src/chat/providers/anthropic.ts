@@ -39,10 +39,21 @@ export class AnthropicProvider implements Provider {
     let output = 0;
     let finish = 'end_turn';
     const json = new DeltaJson('text');
+    // Whether the learned shape is a text delta: an event of that shape is then just its text.
+    let plainOf: unknown = undefined;
+    let plain = false;
     for await (const batch of ssePost(this.url, body, { headers: this.headers, signal: req.signal, timeoutMs: this.cfg.timeoutMs })) {
       const out: LlmEvent[] = [];
       for (const sse of batch) {
-        const ev = json.parse(sse.data);
+        const text = json.textOf(sse.data);
+        if (text !== undefined) {
+          if (json.shaped !== plainOf) plain = isTextDelta((plainOf = json.shaped));
+          if (plain) {
+            appendDelta(out, 'text', text);
+            continue;
+          }
+        }
+        const ev = text !== undefined ? json.shapedWith(text) : json.parseFull(sse.data);
         switch (ev?.type) {
           case 'message_start':
             input = ev.message?.usage?.input_tokens ?? 0;
@@ -84,6 +95,11 @@ export class AnthropicProvider implements Provider {
     yield { type: 'usage', input_tokens: input, output_tokens: output };
     yield { type: 'finish', reason: finish };
   }
+}
+
+/** A `content_block_delta` of text: all the loop above reads of it is the text. */
+function isTextDelta(ev: any): boolean {
+  return ev?.type === 'content_block_delta' && ev.delta?.type === 'text_delta' && typeof ev.delta.text === 'string';
 }
 
 /** A message's content blocks as JSON array items (a message without any gets an "(empty)" text block). */
