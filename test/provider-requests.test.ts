@@ -113,6 +113,27 @@ test('Anthropic: consecutive messages of one role share an entry; tool results g
   assert.deepEqual(second, first);
 });
 
+/** A provider's stream of a fixed SSE body (served by a bare HTTP server): its text, and its other events. */
+async function streamOf(make: (baseUrl: string) => Provider, body: string): Promise<{ text: string; other: unknown[] }> {
+  const server = http.createServer((_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    res.end(body);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  try {
+    const provider = make(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+    let text = '';
+    const other: unknown[] = [];
+    for await (const e of provider.stream({ model: 'm', system: null, messages: [msg('user', [{ type: 'text', text: 'hi' }])], tools: [], signal: new AbortController().signal })) {
+      if (e.type === 'text') text += e.text;
+      else other.push(e);
+    }
+    return { text, other };
+  } finally {
+    server.close();
+  }
+}
+
 test('OpenAI stream: repeated chunks of shapes other than a bare text delta (usage on each, a finish reason) still yield all they carry', async () => {
   const chunk = (content: string, finish: string | null, usage = '') =>
     `data: {"id":"c","choices":[{"index":0,"delta":{"content":${JSON.stringify(content)}},"finish_reason":${JSON.stringify(finish)}}]${usage}}\n\n`;
@@ -127,28 +148,13 @@ test('OpenAI stream: repeated chunks of shapes other than a bare text delta (usa
     chunk('f', 'length'),
     'data: [DONE]\n\n',
   ].join('');
-  const server = http.createServer((_req, res) => {
-    res.writeHead(200, { 'content-type': 'text/event-stream' });
-    res.end(body);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  try {
-    const provider = new OpenAIProvider({ baseUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, apiKey: 'k', timeoutMs: 10_000 });
-    let text = '';
-    const other: unknown[] = [];
-    for await (const e of provider.stream({ model: 'm', system: null, messages: [msg('user', [{ type: 'text', text: 'hi' }])], tools: [], signal: new AbortController().signal })) {
-      if (e.type === 'text') text += e.text;
-      else other.push(e);
-    }
-    assert.equal(text, 'abcdef');
-    assert.deepEqual(other, [
-      { type: 'usage', input_tokens: 4, output_tokens: 1 },
-      { type: 'usage', input_tokens: 4, output_tokens: 1 },
-      { type: 'finish', reason: 'length' },
-    ]);
-  } finally {
-    server.close();
-  }
+  const { text, other } = await streamOf((baseUrl) => new OpenAIProvider({ baseUrl, apiKey: 'k', timeoutMs: 10_000 }), body);
+  assert.equal(text, 'abcdef');
+  assert.deepEqual(other, [
+    { type: 'usage', input_tokens: 4, output_tokens: 1 },
+    { type: 'usage', input_tokens: 4, output_tokens: 1 },
+    { type: 'finish', reason: 'length' },
+  ]);
 });
 
 test('Anthropic stream: text deltas read by their text alone, other repeated shapes (a text block start) in full', async () => {
@@ -165,25 +171,10 @@ test('Anthropic stream: text deltas read by their text alone, other repeated sha
     ev('message_delta', { type: 'message_delta', delta: { stop_reason: 'max_tokens', stop_sequence: null }, usage: { output_tokens: 7 } }),
     ev('message_stop', { type: 'message_stop' }),
   ].join('');
-  const server = http.createServer((_req, res) => {
-    res.writeHead(200, { 'content-type': 'text/event-stream' });
-    res.end(body);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  try {
-    const provider = new AnthropicProvider({ baseUrl: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, apiKey: 'k', timeoutMs: 10_000 });
-    let text = '';
-    const other: unknown[] = [];
-    for await (const e of provider.stream({ model: 'm', system: null, messages: [msg('user', [{ type: 'text', text: 'hi' }])], tools: [], signal: new AbortController().signal })) {
-      if (e.type === 'text') text += e.text;
-      else other.push(e);
-    }
-    assert.equal(text, 'abcd');
-    assert.deepEqual(other, [
-      { type: 'usage', input_tokens: 5, output_tokens: 7 },
-      { type: 'finish', reason: 'max_tokens' },
-    ]);
-  } finally {
-    server.close();
-  }
+  const { text, other } = await streamOf((baseUrl) => new AnthropicProvider({ baseUrl, apiKey: 'k', timeoutMs: 10_000 }), body);
+  assert.equal(text, 'abcd');
+  assert.deepEqual(other, [
+    { type: 'usage', input_tokens: 5, output_tokens: 7 },
+    { type: 'finish', reason: 'max_tokens' },
+  ]);
 });
