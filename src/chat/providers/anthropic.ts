@@ -38,20 +38,14 @@ export class AnthropicProvider implements Provider {
     let input = 0;
     let output = 0;
     let finish = 'end_turn';
-    const json = new DeltaJson('text');
-    // Whether the learned shape is a text delta: an event of that shape is then just its text.
-    let plainOf: unknown = undefined;
-    let plain = false;
+    const json = new DeltaJson('text', isTextDelta);
     for await (const batch of ssePost(this.url, body, { headers: this.headers, signal: req.signal, timeoutMs: this.cfg.timeoutMs })) {
       const out: LlmEvent[] = [];
       for (const sse of batch) {
         const text = json.textOf(sse.data);
-        if (text !== undefined) {
-          if (json.shaped !== plainOf) plain = isTextDelta((plainOf = json.shaped));
-          if (plain) {
-            appendDelta(out, 'text', text);
-            continue;
-          }
+        if (text !== undefined && json.shapeIsBareText) {
+          appendDelta(out, 'text', text);
+          continue;
         }
         const ev = text !== undefined ? json.shapedWith(text) : json.parseFull(sse.data);
         switch (ev?.type) {

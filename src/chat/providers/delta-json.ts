@@ -13,6 +13,8 @@ interface Shape {
   parsed: any;
   /** Keys from the root to the object that holds the string, then the string's own key. */
   path: (string | number)[];
+  /** The caller's `isBareText` of `parsed`: an event of this shape carries nothing but its string. */
+  bare: boolean;
 }
 
 /** Shapes that never repeat (a field that changes with every event) stop the learning after this many. */
@@ -24,8 +26,14 @@ export class DeltaJson {
   private hits = 0;
   private readonly marker: string;
 
-  /** key: the field whose string changes from event to event ("content", "text"). */
-  constructor(private readonly key: string) {
+  /**
+   * key: the field whose string changes from event to event ("content", "text"). isBareText: whether
+   * an event (a learned shape's first) carries nothing its reader needs but that string.
+   */
+  constructor(
+    private readonly key: string,
+    private readonly isBareText: (event: any) => boolean = () => false,
+  ) {
     this.marker = `"${key}":"`;
   }
 
@@ -45,8 +53,8 @@ export class DeltaJson {
   }
 
   /**
-   * The changing string of `data` when `data` has the last learned shape (it stands for `shaped`
-   * with that string at the key), without building the object; undefined otherwise (then parseFull).
+   * The changing string of `data` when `data` has the last learned shape (it stands for
+   * shapedWith(that string)), without building the object; undefined otherwise (then parseFull).
    */
   textOf(data: string): string | undefined {
     const s = this.shape;
@@ -61,9 +69,9 @@ export class DeltaJson {
     return undefined;
   }
 
-  /** The object of the learned shape (its string is the first event's): what a textOf hit stands for, but for the string. */
-  get shaped(): unknown {
-    return this.shape?.parsed;
+  /** Whether a textOf hit carries nothing but its string (the learned shape passed isBareText). */
+  get shapeIsBareText(): boolean {
+    return this.shape?.bare ?? false;
   }
 
   /** JSON.parse, learning the shape. */
@@ -86,7 +94,7 @@ export class DeltaJson {
     if (end < 0) return null;
     const path = pathTo(parsed, this.key);
     if (!path) return null;
-    return { prefix: data.slice(0, start), suffix: data.slice(end), parsed, path };
+    return { prefix: data.slice(0, start), suffix: data.slice(end), parsed, path, bare: this.isBareText(parsed) };
   }
 }
 

@@ -35,21 +35,15 @@ export class OpenAIProvider implements Provider {
     );
     const calls = new Map<number, { id: string; name: string; args: string }>();
     let finish = 'stop';
-    const json = new DeltaJson('content');
-    // Whether the learned shape is a bare text delta: an event of that shape is then just its text.
-    let plainOf: unknown = undefined;
-    let plain = false;
+    const json = new DeltaJson('content', isPlainTextDelta);
     for await (const batch of ssePost(this.url, body, { headers: this.headers, signal: req.signal, timeoutMs: this.cfg.timeoutMs })) {
       const out: LlmEvent[] = [];
       for (const ev of batch) {
         if (ev.data === '[DONE]') continue; // the stream ends after it; reading on keeps the connection reusable
         const text = json.textOf(ev.data);
-        if (text !== undefined) {
-          if (json.shaped !== plainOf) plain = isPlainTextDelta((plainOf = json.shaped));
-          if (plain) {
-            if (text) appendDelta(out, 'text', text);
-            continue;
-          }
+        if (text !== undefined && json.shapeIsBareText) {
+          if (text) appendDelta(out, 'text', text);
+          continue;
         }
         const chunk = text !== undefined ? json.shapedWith(text) : json.parseFull(ev.data);
         if (chunk?.error) {
