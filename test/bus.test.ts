@@ -3,7 +3,7 @@
 // NATS when AIRLOCK_BUS is a nats:// URL (npm run test:nats).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { openTestDb, PG_URL } from './helpers/server.js';
+import { openTestDb, waitUntil, PG_URL } from './helpers/server.js';
 import { openBus } from '../src/bus/open.js';
 import { silentLogger } from '../src/log.js';
 import type { Bus } from '../src/bus/bus.js';
@@ -46,15 +46,6 @@ for (const kind of ['postgres', 'nats'] as const) {
   });
 }
 
-/** A hang guard, not a speed check. */
-async function until(cond: () => boolean, what: string, ms = 20_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
 test('postgres bus: a replica alone sends nothing; one that joins hears everything from the moment its open() returns; alone again once it leaves', { skip: PG_URL ? false : 'needs PostgreSQL (npm run test:pg)' }, async () => {
   const { db, drop } = await openTestDb();
   const quiet = process.env.AIRLOCK_BUS_SOLO_QUIET_MS;
@@ -82,7 +73,7 @@ test('postgres bus: a replica alone sends nothing; one that joins hears everythi
     const got: number[] = [];
     b.subscribe('wake', (m: { n: number }) => got.push(m.n));
     a.publish('wake', { n: 5 });
-    await until(() => got.length === 1, 'the message to reach the replica that joined');
+    await waitUntil(() => got.length === 1, 'the message to reach the replica that joined', 20_000);
     assert.deepEqual(got, [5]);
     assert.ok(sent > 0);
     // Neither goes solo while the other is there (heartbeats, the shared lock).
@@ -92,7 +83,7 @@ test('postgres bus: a replica alone sends nothing; one that joins hears everythi
 
     await b.close();
     b = undefined;
-    await until(() => a!.isSolo, 'the remaining replica to go solo');
+    await waitUntil(() => a!.isSolo, 'the remaining replica to go solo', 20_000);
   } finally {
     if (quiet === undefined) delete process.env.AIRLOCK_BUS_SOLO_QUIET_MS;
     else process.env.AIRLOCK_BUS_SOLO_QUIET_MS = quiet;
@@ -118,7 +109,7 @@ test('postgres bus: a replica with AIRLOCK_BUS_SOLO=0 never goes solo, and no ot
     assert.equal(b.isSolo, false, 'the other replica holds the shared lock');
     await a.close();
     a = undefined;
-    await until(() => b!.isSolo, 'the remaining replica to go solo');
+    await waitUntil(() => b!.isSolo, 'the remaining replica to go solo', 20_000);
   } finally {
     for (const [k, v] of [['AIRLOCK_BUS_SOLO_QUIET_MS', saved.quiet], ['AIRLOCK_BUS_SOLO', saved.solo]] as const) {
       if (v === undefined) delete process.env[k];

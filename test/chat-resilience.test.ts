@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startFakeLlm, text, gate } from './helpers/fake-llm.js';
-import { startTestServer, StreamRecorder, providerConfig, testSecrets, PG_URL } from './helpers/server.js';
+import { startTestServer, StreamRecorder, providerConfig, testSecrets, waitUntil, PG_URL } from './helpers/server.js';
 import pg from 'pg';
 import { startServer } from '../src/server/app.js';
 import { ApiClient } from '../src/client/api.js';
@@ -213,15 +213,6 @@ test('a slow client is told to resync; a fast client beside it gets every event'
     await llm.close();
   }
 });
-
-/** Polls a condition (test-only; 60 s hang guard so a lost event fails instead of timing the file out). */
-async function waitUntil(cond: () => Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + 60_000;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`condition not met in 60 s: ${cond.toString()}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 test("a heartbeat whose statement ran while a turn ended does not cancel the chat's next turn, claimed meanwhile", async () => {
   const { openTestDb } = await import('./helpers/server.js');

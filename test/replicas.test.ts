@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { StreamRecorder } from './helpers/server.js';
+import { StreamRecorder, waitUntil } from './helpers/server.js';
 import { startFakeLlm, gate, type FakeLlm, type Reply } from './helpers/fake-llm.js';
 import { cluster, PG_URL, type Cluster, type Replica } from './helpers/replicas.js';
 import { GatewayProcess, runCli, killChildren, echoServer, waitGatewayOnline } from './helpers/launch.js';
@@ -219,11 +219,7 @@ test('a replica alone sends nothing to the bus; one that starts mid-turn streams
     assert.deepEqual(late.seqs, ref.seqs, late.trace.join('\n'));
     late.close();
     await b.kill('SIGTERM');
-    const deadline = Date.now() + 30_000;
-    while (!(await solo(a))) {
-      if (Date.now() > deadline) throw new Error('a never went solo again after b left');
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    await waitUntil(() => solo(a), 'a to go solo again after b left', 30_000);
     ref.close();
   } finally {
     await c.close();

@@ -12,6 +12,15 @@ import type { ProvidersConfig } from '../../src/chat/providers/index.js';
 /** A random credential key: a server started in a test never writes one into the working folder. */
 export const testSecrets = () => SecretBox.fromKey(crypto.randomBytes(32).toString('hex'));
 
+/** Polls a condition every 20 ms: a hang guard (`ms`), not a speed check, so a lost event fails with `what` instead of timing the file out. */
+export async function waitUntil(cond: () => boolean | Promise<boolean>, what = cond.toString(), ms = 60_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`condition not met in ${ms / 1000} s: ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 export const PG_URL = process.env.AIRLOCK_TEST_DATABASE_URL;
 export const backend = PG_URL ? 'postgres' : 'pglite';
 
