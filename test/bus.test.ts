@@ -120,3 +120,31 @@ test('postgres bus: a replica with AIRLOCK_BUS_SOLO=0 never goes solo, and no ot
     await drop();
   }
 });
+
+test('postgres bus: a replica alone that does not let a new one in (hung) delays its start by the join timeout only, with a warning', { skip: PG_URL ? false : 'needs PostgreSQL (npm run test:pg)' }, async () => {
+  const { db, drop } = await openTestDb();
+  const { default: pg } = await import('pg');
+  const { pino } = await import('pino');
+  const schema = (await db.query<{ s: string }>('SELECT current_schema() AS s'))[0]!.s;
+  // A "solo replica" that never reads the bus: the presence lock held exclusively, nothing else.
+  const hung = new pg.Client({ connectionString: PG_URL });
+  await hung.connect();
+  const lines: string[] = [];
+  let b: PgBus | undefined;
+  try {
+    await hung.query('SELECT pg_advisory_lock($1, hashtext($2))', [0x41524c4b, `airlock_bus_${schema}`]);
+    const log = pino({ level: 'info' }, { write: (l: string) => lines.push(l) });
+    b = (await openBus(db, log, 'postgres')) as PgBus;
+    assert.equal(b.isSolo, false, 'it started, and does not go solo beside a replica it cannot account for');
+    assert.ok(
+      lines.some((l) => JSON.parse(l).msg === 'bus: a replica alone on the bus did not let this one in within 10000 ms; starting anyway'),
+      lines.join(''),
+    );
+    await hung.end(); // the hung replica's connection goes: its lock with it
+    await waitUntil(() => b!.isSolo, 'the new replica to go solo once the hung one is gone', 30_000);
+  } finally {
+    await hung.end().catch(() => {});
+    await b?.close();
+    await drop();
+  }
+});
