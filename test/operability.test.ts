@@ -9,7 +9,7 @@ import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
-import { startTestServer } from './helpers/server.js';
+import { startTestServer, waitUntil } from './helpers/server.js';
 import { runCli, killChildren, GatewayProcess, waitGatewayOnline, freePort } from './helpers/launch.js';
 import { ApiClient } from '../src/client/api.js';
 
@@ -160,12 +160,12 @@ test('sessions are closed in the audit trail when their gateway could not report
   };
   const gateways: GatewayProcess[] = [];
   const servers: Awaited<ReturnType<typeof start>>[] = [];
-  const until = async (what: string, cond: () => Promise<boolean>) => {
-    for (let i = 0; !(await cond()); i++) {
-      if (i > 1500) throw new Error(`${what} did not happen in 30 s; gateway log:\n${gateways.map((g) => g.log).join('\n')}`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  };
+  // 90 s: a client killed while its tube is on the direct path says nothing; the gateway learns it
+  // only when WebRTC's liveness checks give up on the peer, about 30 s later (more on a slow host).
+  const until = (what: string, cond: () => Promise<boolean>) =>
+    waitUntil(cond, what, 90_000).catch((err) => {
+      throw new Error(`${err.message}; gateway log:\n${gateways.map((g) => g.log).join('\n')}`);
+    });
   const session = async (api: ApiClient) => (await api.get('/api/sessions?limit=1')).sessions[0];
   // A launch that has carried bytes both ways, so its tube is up at both ends (a session that
   // carried nothing may end before the gateway's side had a path, and is then reported without one).
