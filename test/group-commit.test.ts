@@ -2,7 +2,7 @@
 // in the next one; the same key never shares a batch; one bad call fails alone.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { GroupCommit } from '../src/store/group-commit.js';
+import { CALLERS_PER_TURN, GroupCommit } from '../src/store/group-commit.js';
 
 function recorder(fail?: (item: string) => boolean) {
   const batches: string[][] = [];
@@ -59,4 +59,33 @@ test('the next batch leaves before the callers of the batch before it continue',
   await Promise.all([a, b, c]);
   // The database is not left idle while a's caller publishes its events.
   assert.deepEqual(order, ['batch a', 'batch b,c', 'a continues', 'b continues', 'c continues']);
+});
+
+test("a large batch's callers continue a few per event-loop turn, other work runs between them, and a later batch's never overtake", async () => {
+  const order: string[] = [];
+  let release: (() => void) | null = null;
+  let batches = 0;
+  const gc = new GroupCommit<string, string>(
+    async (items) => {
+      if (batches++ === 0) await new Promise<void>((r) => (release = r));
+      return items;
+    },
+    { max: 20, key: (i) => i },
+  );
+  const first = gc.submit('first');
+  const big = Array.from({ length: 10 }, (_, i) =>
+    gc.submit(`c${i}`).then(() => {
+      order.push(`c${i}`);
+      // Work that became ready meanwhile (a socket read, say): it runs between the callers.
+      if (i === 0) setImmediate(() => order.push('other'));
+      // A call made by the first caller goes in a later batch, committed before the last callers continue.
+      if (i === 0) void gc.submit('later').then(() => order.push('later'));
+    }),
+  );
+  release!();
+  await first;
+  await Promise.all(big);
+  await new Promise((r) => setTimeout(r, 10));
+  assert.equal(CALLERS_PER_TURN, 4);
+  assert.deepEqual(order, ['c0', 'c1', 'c2', 'c3', 'c4', 'c5', 'c6', 'c7', 'other', 'c8', 'c9', 'later']);
 });
