@@ -20,8 +20,8 @@ export const batchesInFlight = (db: { kind?: 'pglite' | 'postgres' }): number =>
  * committed. Each continuation is a turn's boundary (publishing events, the HTTP answer, the next
  * provider call: ~1-2 ms on a slow 2-core VM), and 50 of them in one block kept the socket reads
  * of the other chats' tokens and the next sends waiting ~80 ms; in turns, the loop reads its
- * sockets between them (bench:chat lockstep, 13 alternated pairs: overhead p50 and p99 ~20 %
- * lower, token p99 unchanged).
+ * sockets between them (bench:chat lockstep, 21 alternated pairs: overhead p50 median ~20 %
+ * lower, p99 10-20 % lower, token p99 unchanged).
  */
 export const CALLERS_PER_TURN = 4;
 
