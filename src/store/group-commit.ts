@@ -69,22 +69,19 @@ export class GroupCommit<I, O> {
     if (out) this.settle(batch.map((w, i) => () => w.resolve(out[i]!)));
   }
 
+  /** Continuations not run yet; while any wait, a settleSome is scheduled. */
   private settling: (() => void)[] = [];
-  private settleScheduled = false;
 
   /** The first callers continue at once, the rest CALLERS_PER_TURN per event-loop turn. */
   private settle(continuations: (() => void)[]): void {
+    const idle = this.settling.length === 0;
     this.settling.push(...continuations);
-    if (!this.settleScheduled) this.settleSome();
+    if (idle) this.settleSome();
   }
 
   private settleSome = (): void => {
-    this.settleScheduled = false;
     for (let n = 0; n < CALLERS_PER_TURN && this.settling.length; n++) this.settling.shift()!();
-    if (this.settling.length) {
-      this.settleScheduled = true;
-      setImmediate(this.settleSome);
-    }
+    if (this.settling.length) setImmediate(this.settleSome);
   };
 
   /** After a failed batch: one call at a time, so that one call's failure is its own and not its batch's. */
