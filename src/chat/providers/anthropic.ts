@@ -47,7 +47,7 @@ export class AnthropicProvider implements Provider {
           appendDelta(out, 'text', text);
           continue;
         }
-        const ev = text !== undefined ? json.shapedWith(text) : json.parseFull(sse.data);
+        const ev = json.eventOf(sse.data, text);
         switch (ev?.type) {
           case 'message_start':
             input = ev.message?.usage?.input_tokens ?? 0;

@@ -43,7 +43,11 @@ export class DeltaJson {
   }
 
   parse(data: string): any {
-    const text = this.textOf(data);
+    return this.eventOf(data, this.textOf(data));
+  }
+
+  /** The event of `data`, given what textOf(data) returned (a caller that read it first does not read it twice). */
+  eventOf(data: string, text: string | undefined): any {
     return text !== undefined ? this.shapedWith(text) : this.parseFull(data);
   }
 

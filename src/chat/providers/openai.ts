@@ -45,7 +45,7 @@ export class OpenAIProvider implements Provider {
           if (text) appendDelta(out, 'text', text);
           continue;
         }
-        const chunk = text !== undefined ? json.shapedWith(text) : json.parseFull(ev.data);
+        const chunk = json.eventOf(ev.data, text);
         if (chunk?.error) {
           for (const e of out) yield e; // what was read before the error still streams
           throw new ProviderError(`provider stream failed: ${chunk.error.message ?? JSON.stringify(chunk.error)}`, true);
