@@ -6,6 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import * as pty from 'node-pty';
 import { startFakeLlm, gate, type FakeLlm } from './helpers/fake-llm.js';
 
 const BIN = path.resolve('bin/airlock.js');
@@ -116,6 +117,57 @@ test('Ctrl-C during a reply interrupts the turn: partial reply kept, exit 130', 
   const reply = json.messages[1];
   assert.equal(reply.interrupted, true);
   assert.equal(reply.parts[0].text, 'partial words');
+});
+
+test('interactive session: Ctrl-C interrupts the reply, lines typed meanwhile follow it, Ctrl-C on an empty prompt quits', async () => {
+  const g = gate();
+  llm.script = (req) => {
+    const last = req.messages[req.messages.length - 1].content;
+    if (last === 'tell me a story') return { steps: [{ text: 'once upon' }, { wait: g.promise }, { text: ' never shown' }] };
+    return { steps: [{ text: `re: ${last}` }] };
+  };
+  const term = pty.spawn(process.execPath, [BIN, 'chat'], { name: 'xterm', cols: 120, rows: 40, env: env as Record<string, string> });
+  let screen = '';
+  term.onData((d) => (screen += d.replace(/\x1b\[[0-9;]*[A-Za-z]/g, '')));
+  const exited = new Promise<number>((r) => term.onExit(({ exitCode }) => r(exitCode)));
+  const waitFor = async (re: RegExp, from = 0) => {
+    for (let i = 0; !re.test(screen.slice(from)); i++) {
+      if (i > 1500) throw new Error(`timed out waiting for ${re} in:\n${screen}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  try {
+    await waitFor(/you> /);
+    term.write('tell me a story\r');
+    await waitFor(/once upon/);
+    term.write('and then?\r'); // not echoed into the reply; sent when it ends
+    await waitFor(/\[sent when this reply ends\] and then\?/);
+    term.write('\x03');
+    await waitFor(/\[interrupted\]/);
+    const afterInterrupt = screen.indexOf('[interrupted]');
+    await waitFor(/you> and then\?\s+re: and then\?/, afterInterrupt);
+    await waitFor(/re: and then\?\s+you> $/, afterInterrupt);
+    term.write('half typed');
+    await waitFor(/you> half typed$/, afterInterrupt);
+    term.write('\x03'); // clears the line
+    await waitFor(/you> $/, screen.length - 6);
+    term.write('\x03'); // quits
+    assert.equal(await exited, 0, screen);
+  } finally {
+    g.open();
+    term.kill();
+  }
+  const chatId = /chat (\S+)/.exec(screen)![1]!;
+  const json = JSON.parse((await run(['chat', 'show', chatId, '--json'])).stdout);
+  assert.deepEqual(
+    json.messages.map((m: any) => [m.role, m.parts[0].text, Boolean(m.interrupted)]),
+    [
+      ['user', 'tell me a story', false],
+      ['assistant', 'once upon', true],
+      ['user', 'and then?', false],
+      ['assistant', 're: and then?', false],
+    ],
+  );
 });
 
 test('a reader that goes away (| head) ends `airlock chat` quietly', async () => {

@@ -1,10 +1,11 @@
 // `airlock chat`: new chats, send, live streaming output (Ctrl-C interrupts the turn), list, show.
 import readline from 'node:readline';
 import { parseArgs } from 'node:util';
-import { ApiClient } from '../client/api.js';
+import { ApiClient, ApiClientError } from '../client/api.js';
 import { num } from '../config.js';
 import type { Message, StreamEvent } from '../chat/types.js';
 import { CliError, resolveClient } from './config.js';
+import { TypeAhead } from './type-ahead.js';
 
 const HELP = `Usage:
   airlock chat [MESSAGE]              new chat; with MESSAGE, ask once and print the reply,
@@ -22,7 +23,9 @@ Options:
   --server URL, --token T   override the saved login
 
 While a reply streams, Ctrl-C interrupts the turn (the partial reply is kept); a second
-Ctrl-C exits.`;
+Ctrl-C stops waiting (exits; in an interactive session, back to the prompt). In an interactive
+session, lines typed while a reply streams are sent, in order, when it ends; at the prompt,
+Ctrl-C clears the line and on an empty line quits, as Ctrl-D does.`;
 
 export async function chatCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -96,26 +99,90 @@ export async function chatCommand(argv: string[]): Promise<number> {
     }
     return session.send(chatId, piped);
   }
-  // Interactive session.
-  const rl = readline.createInterface({ input: process.stdin, output: process.stdout, prompt: 'you> ' });
-  process.stderr.write(chatId ? `continuing chat ${chatId}; Ctrl-D to quit\n` : 'new chat; Ctrl-D to quit\n');
-  rl.prompt();
+  return interactive(session, out, (text) =>
+    chatId
+      ? session.send(chatId, text)
+      : api.post('/api/chats', { message: text, model: values.model, system_prompt: values.system }).then((chat) => {
+          chatId = chat.id as string;
+          process.stderr.write(`chat ${chatId}\n`);
+          return session.follow(chatId, 0);
+        }),
+    chatId ? `continuing chat ${chatId}` : 'new chat',
+  );
+}
+
+/**
+ * The interactive session: a prompt, then the reply streamed. While it streams, Ctrl-C
+ * interrupts the turn (twice: back to the prompt) and lines typed meanwhile are sent, in order,
+ * when it ends. At the prompt, Ctrl-C clears the line, or on an empty one quits, as Ctrl-D does.
+ */
+async function interactive(session: TurnRunner, out: Printer, turn: (text: string) => Promise<number>, what: string): Promise<number> {
+  process.stderr.write(`${what}; Ctrl-D to quit\n`);
   let code = 0;
-  for await (const line of rl) {
-    const text = line.trim();
-    if (text) {
-      rl.pause();
-      if (!chatId) {
-        const chat = await api.post('/api/chats', { message: text, model: values.model, system_prompt: values.system });
-        chatId = chat.id;
-        process.stderr.write(`chat ${chat.id}\n`);
-        code = await session.follow(chat.id, 0);
-      } else code = await session.send(chatId, text);
-      rl.resume();
+  let unfinished = '';
+  const typedAhead: string[] = [];
+  for (;;) {
+    let text = typedAhead.shift();
+    if (text !== undefined) process.stdout.write(`you> ${text}\n`);
+    else {
+      const line = await prompt(unfinished);
+      if (line === null) return code;
+      text = line.trim();
+      if (!text) continue;
     }
-    rl.prompt();
+    const keys = new TypeAhead(
+      process.stdin,
+      () => {
+        if (session.interrupt() === 'gave up') typedAhead.length = 0;
+      },
+      (line) => {
+        typedAhead.push(line);
+        out.endLine();
+        process.stderr.write(`[sent when this reply ends] ${line}\n`);
+      },
+    );
+    keys.start();
+    try {
+      code = await turn(text);
+    } catch (err) {
+      // The session goes on: a refused message (no provider configured, too long) or a lost
+      // server is reported and the user can try again or quit.
+      if (!(err instanceof ApiClientError || err instanceof CliError)) throw err;
+      out.endLine();
+      process.stderr.write(`airlock: ${err.message}\n`);
+      code = 1;
+      typedAhead.length = 0;
+    } finally {
+      unfinished = keys.stop();
+    }
   }
-  return code;
+}
+
+/** One line from the user (null: Ctrl-D, or Ctrl-C on an empty line), `typed` already in it. */
+function prompt(typed: string): Promise<string | null> {
+  const rl = readline.createInterface({ input: process.stdin, output: process.stdout, prompt: 'you> ' });
+  return new Promise((resolve) => {
+    let answered = false;
+    // Closed from inside the line's own keypress: keys after it in the same read (a pasted
+    // block) reach the TypeAhead the caller starts next.
+    rl.once('line', (line) => {
+      answered = true;
+      rl.close();
+      resolve(line);
+    });
+    rl.once('close', () => {
+      if (!answered) {
+        process.stdout.write('\n');
+        resolve(null);
+      }
+    });
+    rl.on('SIGINT', () => {
+      if (!rl.line) return rl.close();
+      rl.write(null, { ctrl: true, name: 'u' }); // clear what is typed
+    });
+    rl.prompt();
+    if (typed) rl.write(typed);
+  });
 }
 
 async function readAll(stream: NodeJS.ReadableStream): Promise<string> {
@@ -126,10 +193,18 @@ async function readAll(stream: NodeJS.ReadableStream): Promise<string> {
 
 /** Streams one turn to the terminal and returns the exit code (0 ok, 1 error, 130 interrupted). */
 class TurnRunner {
+  /** Ctrl-C for the turn being followed. */
+  private current: (() => 'interrupting' | 'gave up') | null = null;
+
   constructor(
     private api: ApiClient,
     private out: Printer,
   ) {}
+
+  /** Ctrl-C from the keyboard: the first interrupts the turn, the second stops following it. */
+  interrupt(): 'interrupting' | 'gave up' | 'idle' {
+    return this.current?.() ?? 'idle';
+  }
 
   async send(chatId: string, content: string): Promise<number> {
     const chat = await this.api.get(`/api/chats/${encodeURIComponent(chatId)}`);
@@ -146,17 +221,24 @@ class TurnRunner {
       const finish = (code: number) => {
         if (finished) return;
         finished = true;
+        this.current = null;
         process.off('SIGINT', onSigint);
         ws?.close();
         this.out.endLine();
         resolve(code);
       };
-      const onSigint = () => {
-        if (interrupted) return finish(130);
+      const onSigint = (): 'interrupting' | 'gave up' => {
+        if (interrupted) {
+          finish(130);
+          return 'gave up';
+        }
         interrupted = true;
-        process.stderr.write('\n^C interrupting… (Ctrl-C again to quit)\n');
+        this.out.endLine();
+        process.stderr.write('^C interrupting… (Ctrl-C again to stop waiting)\n');
         this.api.post(`/api/chats/${chatId}/interrupt`).catch((err) => process.stderr.write(`interrupt failed: ${err.message}\n`));
+        return 'interrupting';
       };
+      this.current = onSigint;
       process.on('SIGINT', onSigint);
       let ws: import('ws').WebSocket | undefined;
       const onEvents = (events: StreamEvent[]) => {
@@ -184,6 +266,7 @@ class TurnRunner {
           if (start) await start();
         })
         .catch((err) => {
+          this.current = null;
           process.off('SIGINT', onSigint);
           ws?.close();
           reject(err);
