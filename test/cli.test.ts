@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import * as pty from 'node-pty';
 import { startFakeLlm, gate, type FakeLlm } from './helpers/fake-llm.js';
+import { freePort } from './helpers/launch.js';
 
 const BIN = path.resolve('bin/airlock.js');
 let llm: FakeLlm;
@@ -168,6 +169,53 @@ test('interactive session: Ctrl-C interrupts the reply, lines typed meanwhile fo
       ['assistant', 're: and then?', false],
     ],
   );
+});
+
+test('a reply outlives its server: killed mid-turn, the CLI reconnects and the restarted server finishes it', async () => {
+  const port = await freePort();
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-cli-restart-'));
+  const env2 = { ...env, AIRLOCK_CLI_CONFIG: path.join(d, 'cli.json'), AIRLOCK_LEASE_MS: '1000', AIRLOCK_HEARTBEAT_MS: '300' };
+  const startServer = async () => {
+    const srv = spawn(process.execPath, [BIN, 'server', '--data-dir', path.join(d, 'data'), '--port', String(port)], { env: env2 });
+    let err = '';
+    await new Promise<void>((resolve, reject) => {
+      srv.stderr!.on('data', (c) => {
+        err += c;
+        if (/listening on/.test(err) && (/logged in as admin/.test(err) || !/First start/.test(err))) resolve();
+      });
+      srv.on('exit', (c) => reject(new Error(`server exited ${c}: ${err}`)));
+    });
+    return srv;
+  };
+  const g = gate();
+  let calls = 0;
+  llm.script = () => (++calls === 1 ? { steps: [{ text: 'first try' }, { wait: g.promise }] } : { steps: [{ text: 'the whole answer' }] });
+  let second: ChildProcess | null = null;
+  try {
+    const first = await startServer();
+    const p = spawn(process.execPath, [BIN, 'chat', 'survive this'], { env: env2 });
+    let stdout = '';
+    let stderr = '';
+    p.stderr.on('data', (c) => (stderr += c));
+    const closed = new Promise<number>((r) => p.on('close', (c) => r(c ?? -1)));
+    await new Promise<void>((resolve) => p.stdout.on('data', (c) => (stdout += c).includes('first try') && resolve()));
+    first.kill('SIGKILL');
+    await new Promise((r) => first.once('exit', r));
+    g.open(); // the dead server's provider call: nothing reads it any more
+    second = await startServer();
+    assert.equal(await closed, 0, stderr);
+    assert.equal(stdout, 'first try\nthe whole answer\n');
+    assert.match(stderr, /the stream closed .*reconnecting/);
+    assert.match(stderr, /the reply starts over/);
+    const chatId = /chat (\S+)/.exec(stderr)![1]!;
+    const shown = JSON.parse((await run(['chat', 'show', chatId, '--json'], { env: env2 })).stdout);
+    assert.deepEqual(shown.messages.map((m: any) => m.parts[0].text), ['survive this', 'the whole answer']);
+  } finally {
+    g.open();
+    second?.kill('SIGTERM');
+    if (second) await new Promise((r) => second!.once('exit', r));
+    fs.rmSync(d, { recursive: true, force: true });
+  }
 });
 
 test('a reader that goes away (| head) ends `airlock chat` quietly', async () => {

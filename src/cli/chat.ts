@@ -212,20 +212,39 @@ class TurnRunner {
     return this.follow(chatId, chat.last_seq, () => this.api.post(`/api/chats/${chatId}/messages`, { content }));
   }
 
+  /**
+   * Prints the chat's events after `after` until its turn (and any queued after it) ends; `start`
+   * (the send) runs once the stream is open. A stream that closes mid-turn (the server restarting
+   * or draining, a network fault, a resync because we fell behind) is reopened from the last seq
+   * seen, so nothing is missed or printed twice.
+   */
   follow(chatId: string, after: number, start?: () => Promise<unknown>): Promise<number> {
     return new Promise<number>((resolve, reject) => {
       let interrupted = false;
       let turnStarted = !start;
+      let textShown = false;
       let queueEmpty = true;
       let finished = false;
-      const finish = (code: number) => {
-        if (finished) return;
+      let lastSeq = after;
+      /** When the stream was lost (0: it is up, or events have come since it was reopened). */
+      let lostSince = 0;
+      let ws: import('ws').WebSocket | undefined;
+      const end = () => {
         finished = true;
         this.current = null;
         process.off('SIGINT', onSigint);
         ws?.close();
         this.out.endLine();
+      };
+      const finish = (code: number) => {
+        if (finished) return;
+        end();
         resolve(code);
+      };
+      const fail = (err: unknown) => {
+        if (finished) return;
+        end();
+        reject(err);
       };
       const onSigint = (): 'interrupting' | 'gave up' => {
         if (interrupted) {
@@ -240,40 +259,69 @@ class TurnRunner {
       };
       this.current = onSigint;
       process.on('SIGINT', onSigint);
-      let ws: import('ws').WebSocket | undefined;
       const onEvents = (events: StreamEvent[]) => {
+        lostSince = 0;
         for (const e of events) {
+          if (finished) return;
+          if (e.seq !== undefined && e.seq > lastSeq) lastSeq = e.seq;
           if (e.type === 'queue') queueEmpty = (e.queue as unknown[]).length === 0;
           else if (e.type === 'status' && e.status === 'running') turnStarted = true;
-          else if (e.type === 'resync') {
-            process.stderr.write('\n[stream fell behind; reconnecting]\n');
+          else if (e.type === 'history_truncated' && e.reason === 'worker_lost' && textShown) {
+            // The server that ran the turn died; another runs it again from its start.
+            this.out.endLine();
+            process.stderr.write('[the reply starts over: the server running it stopped]\n');
+            textShown = false;
           }
           if (!turnStarted) continue;
+          if (e.type === 'delta') textShown = true;
           this.out.event(e);
-          if (e.type === 'status' && ['waiting', 'error', 'requires_action'].includes(e.status as string) && queueEmpty) {
-            finish(e.status === 'error' ? 1 : interrupted ? 130 : 0);
+          if (e.type === 'status' && ['waiting', 'error', 'requires_action'].includes(e.status as string)) {
+            textShown = false;
+            if (queueEmpty) finish(e.status === 'error' ? 1 : interrupted ? 130 : 0);
           }
         }
       };
-      this.api
-        .openStream(chatId, after, onEvents)
-        .then(async (socket) => {
-          ws = socket;
-          if (finished) return socket.close(); // the whole turn arrived with the replay
-          socket.on('close', (code, reason) => {
-            if (!finished) reject(new CliError(`the stream closed${reason.length ? `: ${reason}` : ' unexpectedly'} (${code})`));
+      let sent = !start;
+      const connect = () => {
+        this.api
+          .openStream(chatId, lastSeq, onEvents)
+          .then(async (socket) => {
+            ws = socket;
+            if (finished) return socket.close(); // the whole turn arrived with the replay
+            socket.on('close', (code, reason) => {
+              if (finished) return;
+              if (!lostSince) {
+                this.out.endLine();
+                process.stderr.write(`[the stream closed (${reason.length ? String(reason) : `code ${code}`}); reconnecting…]\n`);
+                lostSince = Date.now();
+                connect();
+              } else retry(new Error(`closed again (${code})`));
+            });
+            if (!sent) {
+              sent = true;
+              await start!().catch(fail);
+            }
+          })
+          .catch((err) => {
+            // The first connection and refusals (token revoked, chat deleted) are final.
+            const status = err instanceof ApiClientError ? err.status : 0;
+            if (!lostSince || (status >= 400 && status < 500)) return fail(err);
+            retry(err);
           });
-          if (start) await start();
-        })
-        .catch((err) => {
-          this.current = null;
-          process.off('SIGINT', onSigint);
-          ws?.close();
-          reject(err);
-        });
+      };
+      const retry = (err: Error) => {
+        const waited = Date.now() - lostSince;
+        if (waited > RECONNECT_FOR_MS) return fail(new CliError(`lost the chat's stream and could not reconnect for ${Math.round(waited / 1000)} s: ${err.message}`));
+        setTimeout(connect, Math.min(RECONNECT_MAX_DELAY_MS, 100 + waited / 4));
+      };
+      connect();
     });
   }
 }
+
+/** How long `follow` tries to reopen a lost stream, and the longest wait between two tries. */
+const RECONNECT_FOR_MS = 60_000;
+const RECONNECT_MAX_DELAY_MS = 2_000;
 
 class Printer {
   private midLine = false;
