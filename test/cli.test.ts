@@ -148,6 +148,8 @@ test('interactive session: Ctrl-C interrupts the reply, lines typed meanwhile fo
     const afterInterrupt = screen.indexOf('[interrupted]');
     await waitFor(/you> and then\?\s+re: and then\?/, afterInterrupt);
     await waitFor(/re: and then\?\s+you> $/, afterInterrupt);
+    term.write('one\rtwo\r'); // pasted: the second line arrives with the first
+    await waitFor(/re: one\s+you> two\s+re: two\s+you> $/, afterInterrupt);
     term.write('half typed');
     await waitFor(/you> half typed$/, afterInterrupt);
     term.write('\x03'); // clears the line
@@ -167,6 +169,10 @@ test('interactive session: Ctrl-C interrupts the reply, lines typed meanwhile fo
       ['assistant', 'once upon', true],
       ['user', 'and then?', false],
       ['assistant', 're: and then?', false],
+      ['user', 'one', false],
+      ['assistant', 're: one', false],
+      ['user', 'two', false],
+      ['assistant', 're: two', false],
     ],
   );
 });

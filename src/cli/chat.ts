@@ -122,14 +122,6 @@ async function interactive(session: TurnRunner, out: Printer, turn: (text: strin
   let unfinished = '';
   const typedAhead: string[] = [];
   for (;;) {
-    let text = typedAhead.shift();
-    if (text !== undefined) process.stdout.write(`you> ${text}\n`);
-    else {
-      const line = await prompt(unfinished);
-      if (line === null) return code;
-      text = line.trim();
-      if (!text) continue;
-    }
     const keys = new TypeAhead(
       process.stdin,
       () => {
@@ -141,7 +133,19 @@ async function interactive(session: TurnRunner, out: Printer, turn: (text: strin
         process.stderr.write(`[sent when this reply ends] ${line}\n`);
       },
     );
-    keys.start();
+    let text = typedAhead.shift();
+    if (text !== undefined) {
+      process.stdout.write(`you> ${text}\n`);
+      keys.start();
+    } else {
+      const line = await prompt(unfinished, keys);
+      if (line === null) return code;
+      text = line.trim();
+      if (!text) {
+        unfinished = keys.stop();
+        continue;
+      }
+    }
     try {
       code = await turn(text);
     } catch (err) {
@@ -158,16 +162,19 @@ async function interactive(session: TurnRunner, out: Printer, turn: (text: strin
   }
 }
 
-/** One line from the user (null: Ctrl-D, or Ctrl-C on an empty line), `typed` already in it. */
-function prompt(typed: string): Promise<string | null> {
+/**
+ * One line from the user (null: Ctrl-D, or Ctrl-C on an empty line), `typed` already in it. The
+ * moment the line is entered, `next` takes the keyboard: it starts inside that key's own event,
+ * so the keys after it in the same read (a pasted block) reach it rather than nobody.
+ */
+function prompt(typed: string, next: TypeAhead): Promise<string | null> {
   const rl = readline.createInterface({ input: process.stdin, output: process.stdout, prompt: 'you> ' });
   return new Promise((resolve) => {
     let answered = false;
-    // Closed from inside the line's own keypress: keys after it in the same read (a pasted
-    // block) reach the TypeAhead the caller starts next.
     rl.once('line', (line) => {
       answered = true;
       rl.close();
+      next.start();
       resolve(line);
     });
     rl.once('close', () => {
