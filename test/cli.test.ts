@@ -224,6 +224,21 @@ test('a reply outlives its server: killed mid-turn, the CLI reconnects and the r
   }
 });
 
+test('a chat deleted while its reply streams ends `airlock chat` with a message, exit 1', async () => {
+  const g = gate();
+  llm.script = () => ({ steps: [{ text: 'soon gone' }, { wait: g.promise }] });
+  const p = spawn(process.execPath, [BIN, 'chat', 'delete me mid-reply'], { env });
+  let stderr = '';
+  p.stderr.on('data', (d) => (stderr += d));
+  const closed = new Promise<number>((r) => p.on('close', (c) => r(c ?? -1)));
+  await new Promise<void>((resolve) => p.stdout.on('data', (d) => String(d).includes('soon gone') && resolve()));
+  const chatId = /chat (\S+)/.exec(stderr)![1]!;
+  assert.equal((await run(['chat', 'delete', chatId])).code, 0);
+  assert.equal(await closed, 1, stderr);
+  g.open();
+  assert.match(stderr, /the chat was deleted/);
+});
+
 test('a reader that goes away (| head) ends `airlock chat` quietly', async () => {
   const g = gate();
   llm.script = () => ({ steps: [{ text: 'first line\n' }, { wait: g.promise }, ...Array.from({ length: 50 }, (_, i) => ({ text: `more ${i}\n` }))] });

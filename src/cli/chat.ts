@@ -273,6 +273,11 @@ class TurnRunner {
           if (e.seq !== undefined && e.seq > lastSeq) lastSeq = e.seq;
           if (e.type === 'queue') queueEmpty = (e.queue as unknown[]).length === 0;
           else if (e.type === 'status' && e.status === 'running') turnStarted = true;
+          else if (e.type === 'deleted') {
+            this.out.endLine();
+            process.stderr.write('[the chat was deleted]\n');
+            return finish(1);
+          }
           else if (e.type === 'history_truncated' && e.reason === 'worker_lost' && textShown) {
             // The server that ran the turn died; another runs it again from its start.
             this.out.endLine();
