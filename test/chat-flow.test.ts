@@ -92,6 +92,23 @@ test('sending while a turn runs queues the message; the queue is promoted in ord
   s.close();
 });
 
+test('a send to an idle chat that still holds queued messages (a worker died with them) queues behind them', async () => {
+  llm.script = (req) => text(`reply to ${req.messages[req.messages.length - 1].content}`);
+  const u = await t.user();
+  const chat = await u.post('/api/chats', { message: 'first' });
+  const s = await StreamRecorder.open(u, chat.id, 0);
+  await s.waitStatus('waiting');
+  await t.db.query(`INSERT INTO chat_queue (chat_id, content) VALUES ($1, 'older')`, [chat.id]);
+  const sent = await u.post(`/api/chats/${chat.id}/messages`, { content: 'newer' });
+  assert.equal(sent.message, null);
+  assert.equal(sent.queued.content, 'newer', 'the caller is told its own message is queued, not handed the one that runs');
+  await s.waitFor((e) => e.type === 'message' && (e.message as any).parts[0].text === 'reply to newer');
+  const full = await u.get(`/api/chats/${chat.id}`);
+  const texts = full.messages.map((m: any) => `${m.role}:${m.parts[0].text}`);
+  assert.deepEqual(texts, ['user:first', 'assistant:reply to first', 'user:older', 'assistant:reply to older', 'user:newer', 'assistant:reply to newer']);
+  s.close();
+});
+
 test('a burst of sends (one statement for many chats): each chat answers once; a second send in the burst queues', async () => {
   const g = gate(); // holds the first chat's turn until the burst is answered
   llm.script = (req) => {

@@ -239,6 +239,47 @@ test('a chat deleted while its reply streams ends `airlock chat` with a message,
   assert.match(stderr, /the chat was deleted/);
 });
 
+test('airlock chat --chat ID while another turn runs: the message queues and each command prints only its own reply', async () => {
+  const g = gate();
+  llm.script = (req) => {
+    const last = req.messages[req.messages.length - 1].content;
+    return last === 'busy turn' ? { steps: [{ text: 'not yours' }, { wait: g.promise }, { text: ' at all' }] } : { steps: [{ text: `re: ${last}` }] };
+  };
+  const first = spawn(process.execPath, [BIN, 'chat', 'busy turn'], { env });
+  let firstOut = '';
+  let firstErr = '';
+  first.stderr.on('data', (d) => (firstErr += d));
+  const firstClosed = new Promise<number>((r) => first.on('close', (c) => r(c ?? -1)));
+  await new Promise<void>((resolve) => first.stdout.on('data', (d) => (firstOut += d).includes('not yours') && resolve()));
+  const chatId = /chat (\S+)/.exec(firstErr)![1]!;
+  const queued = async (n: number) => {
+    for (let i = 0; ; i++) {
+      const shown = JSON.parse((await run(['chat', 'show', chatId, '--json'])).stdout);
+      if (shown.queue.length === n) return shown.queue.map((q: any) => q.content);
+      assert.ok(i < 200, `the queue never held ${n}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+  const second = run(['chat', '--chat', chatId, 'my question']);
+  await queued(1);
+  // Ctrl-C while a message waits in the queue takes it off the queue.
+  const third = spawn(process.execPath, [BIN, 'chat', '--chat', chatId, 'never mind'], { env });
+  let thirdErr = '';
+  third.stderr.on('data', (d) => (thirdErr += d));
+  const thirdClosed = new Promise<number>((r) => third.on('close', (c) => r(c ?? -1)));
+  await queued(2);
+  third.kill('SIGINT');
+  assert.equal(await thirdClosed, 130, thirdErr);
+  assert.match(thirdErr, /off the queue/);
+  assert.deepEqual(await queued(1), ['my question']);
+  g.open();
+  const r = await second;
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, 're: my question\n');
+  assert.equal(await firstClosed, 0, firstErr);
+  assert.equal(firstOut, 'not yours at all\n');
+});
+
 test('a reader that goes away (| head) ends `airlock chat` quietly', async () => {
   const g = gate();
   llm.script = () => ({ steps: [{ text: 'first line\n' }, { wait: g.promise }, ...Array.from({ length: 50 }, (_, i) => ({ text: `more ${i}\n` }))] });

@@ -13,7 +13,9 @@ import type { WorkerDirectory } from './workers.js';
 import {
   type ChatRow,
   type ClaimedChat,
+  type QueuedMessage,
   chatOut,
+  enqueue,
   ev,
   insertMessages,
   loadMessages,
@@ -195,11 +197,7 @@ export class ChatService {
       const busyNow = chat.status === 'running' || chat.status === 'requires_action';
       if (busyNow) {
         if (queued.length >= num('maxQueue')) throw conflict(`the queue is full (${num('maxQueue')} messages)`, 'queue_full');
-        const rows = await q.query<{ id: number; created_at: Date }>(
-          'INSERT INTO chat_queue (chat_id, content) VALUES ($1, $2) RETURNING id, created_at',
-          [chat.id, content],
-        );
-        const item = { id: Number(rows[0]!.id), content, created_at: new Date(rows[0]!.created_at).toISOString() };
+        const item = await enqueue(q, chat.id, content);
         fx.events.push(ev(chat.id, undefined, 'queue', { queue: [...queued, item] }));
         if (busy === 'interrupt' && chat.status === 'running') {
           await q.query('UPDATE chats SET interrupt_requested = true WHERE id = $1', [chat.id]);
@@ -207,12 +205,14 @@ export class ChatService {
         }
         return { queued: item, message: null };
       }
-      // Idle (or pending, or after an error): older queued messages go first.
+      // Idle (or pending, or after an error): older queued messages go first, and this one
+      // joins the end of the queue (the caller is told it is queued).
       const seq = await reserveSeqs(q, chat.id);
       let n = 0;
       const msgs: Message[] = [];
+      let ownItem: QueuedMessage | null = null;
       if (queued.length) {
-        await q.query('INSERT INTO chat_queue (chat_id, content) VALUES ($1, $2)', [chat.id, content]);
+        ownItem = await enqueue(q, chat.id, content);
         const head = (await popQueueHead(q, chat.id))!;
         msgs.push(userMessage(head, seq(++n)));
       } else {
@@ -228,7 +228,7 @@ export class ChatService {
       await storeEvents(q, fx.events);
       if (queued.length) fx.events.push(ev(chat.id, undefined, 'queue', { queue: await loadQueue(q, chat.id) }));
       fx.wake = true;
-      return { queued: null, message: msgs[msgs.length - 1]! };
+      return ownItem ? { queued: ownItem, message: null } : { queued: null, message: msgs[msgs.length - 1]! };
     });
   }
 

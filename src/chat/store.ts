@@ -181,6 +181,12 @@ export function messageOut(r: any): Message {
   };
 }
 
+/** Appends a message to the chat's queue. */
+export async function enqueue(q: Queryable, chatId: string, content: string): Promise<QueuedMessage> {
+  const rows = await q.query<{ id: number; created_at: Date }>('INSERT INTO chat_queue (chat_id, content) VALUES ($1, $2) RETURNING id, created_at', [chatId, content]);
+  return { id: Number(rows[0]!.id), content, created_at: new Date(rows[0]!.created_at).toISOString() };
+}
+
 export async function loadQueue(q: Queryable, chatId: string): Promise<QueuedMessage[]> {
   const rows = await q.query<QueuedMessage & { created_at: Date }>(
     'SELECT id, content, created_at FROM chat_queue WHERE chat_id = $1 ORDER BY id',

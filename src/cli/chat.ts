@@ -216,21 +216,30 @@ class TurnRunner {
   async send(chatId: string, content: string): Promise<number> {
     const chat = await this.api.get(`/api/chats/${encodeURIComponent(chatId)}`);
     // Subscribe from the chat's current position first, so nothing of the new turn is missed.
-    return this.follow(chatId, chat.last_seq, () => this.api.post(`/api/chats/${chatId}/messages`, { content }));
+    return this.follow(chatId, chat.last_seq, async () => {
+      const sent = await this.api.post(`/api/chats/${chatId}/messages`, { content });
+      return sent.message ? { messageId: sent.message.id as string } : { queueId: sent.queued.id as number };
+    });
   }
 
   /**
-   * Prints the chat's events after `after` until its turn (and any queued after it) ends; `start`
-   * (the send) runs once the stream is open. A stream that closes mid-turn (the server restarting
-   * or draining, a network fault, a resync because we fell behind) is reopened from the last seq
-   * seen, so nothing is missed or printed twice.
+   * Prints the reply to one user message of the chat: the first after `after` (a new chat's), or
+   * the one `send` (run once the stream is open) sent or queued. Other turns before it (the chat
+   * was busy) and after it (messages queued behind it) are not printed. A stream that closes
+   * mid-turn (the server restarting or draining, a network fault, a resync because we fell
+   * behind) is reopened from the last seq seen, so nothing is missed or printed twice.
    */
-  follow(chatId: string, after: number, start?: () => Promise<unknown>): Promise<number> {
+  follow(chatId: string, after: number, send?: () => Promise<OurMessage>): Promise<number> {
     return new Promise<number>((resolve, reject) => {
+      let ours: OurMessage | null = send ? null : { first: true };
+      /** Events that came before `send` said which message is ours. */
+      const held: StreamEvent[] = [];
+      /** Our reply is being printed (our user message has been seen). */
+      let mine = false;
+      let queueHead: number | undefined;
+      let queuedSeen = false;
       let interrupted = false;
-      let turnStarted = !start;
       let textShown = false;
-      let queueEmpty = true;
       let finished = false;
       let lastSeq = after;
       /** When the stream was lost (0: it is up, or events have come since it was reopened). */
@@ -253,6 +262,8 @@ class TurnRunner {
         end();
         reject(err);
       };
+      const interruptTurn = () =>
+        this.api.post(`/api/chats/${chatId}/interrupt`).catch((err) => process.stderr.write(`interrupt failed: ${err.message}\n`));
       const onSigint = (): 'interrupting' | 'gave up' => {
         if (interrupted) {
           finish(130);
@@ -260,40 +271,74 @@ class TurnRunner {
         }
         interrupted = true;
         this.out.endLine();
-        process.stderr.write('^C interrupting… (Ctrl-C again to stop waiting)\n');
-        this.api.post(`/api/chats/${chatId}/interrupt`).catch((err) => process.stderr.write(`interrupt failed: ${err.message}\n`));
+        process.stderr.write('^C stopping… (Ctrl-C again to stop waiting)\n');
+        if (ours) stopOurs(ours); // else once the send says what it did
         return 'interrupting';
+      };
+      /** Ctrl-C: a message still queued behind another turn leaves the queue; one running is interrupted. */
+      const stopOurs = (ours: OurMessage) => {
+        if (mine || !('queueId' in ours)) return void interruptTurn();
+        this.api.delete(`/api/chats/${chatId}/queue/${ours.queueId}`).then(
+          () => {
+            if (finished) return;
+            process.stderr.write('[your message was taken off the queue]\n');
+            finish(130);
+          },
+          () => void interruptTurn(), // promoted meanwhile: it runs now
+        );
       };
       this.current = onSigint;
       process.on('SIGINT', onSigint);
+      const onEvent = (e: StreamEvent, ours: OurMessage) => {
+        if (e.type === 'deleted') {
+          this.out.endLine();
+          process.stderr.write('[the chat was deleted]\n');
+          return finish(1);
+        }
+        if (e.type === 'queue') {
+          const queue = e.queue as { id: number }[];
+          if ('queueId' in ours && !mine) {
+            const there = queue.some((q) => q.id === ours.queueId);
+            if (queuedSeen && !there) {
+              process.stderr.write('[your message was taken off the queue]\n');
+              return finish(interrupted ? 130 : 1);
+            }
+            queuedSeen ||= there;
+          }
+          queueHead = queue[0]?.id;
+          return;
+        }
+        if (e.type === 'message' && (e.message as Message).role === 'user') {
+          // A user message after ours: the turn queued behind it begins, ours is over.
+          if (mine) return finish(interrupted ? 130 : 0);
+          const m = e.message as Message;
+          // A queued message is promoted while it heads the queue (the queue event follows).
+          mine = 'first' in ours || ('messageId' in ours ? m.id === ours.messageId : queueHead === ours.queueId);
+          return;
+        }
+        if (!mine) return;
+        if (e.type === 'history_truncated' && e.reason === 'worker_lost' && textShown) {
+          // The server that ran the turn died; another runs it again from its start.
+          this.out.endLine();
+          process.stderr.write('[the reply starts over: the server running it stopped]\n');
+          textShown = false;
+        }
+        if (e.type === 'delta') textShown = true;
+        this.out.event(e);
+        if (e.type === 'status' && ['waiting', 'error', 'requires_action'].includes(e.status as string)) {
+          finish(e.status === 'error' ? 1 : interrupted ? 130 : 0);
+        }
+      };
       const onEvents = (events: StreamEvent[]) => {
         lostSince = 0;
         for (const e of events) {
           if (finished) return;
           if (e.seq !== undefined && e.seq > lastSeq) lastSeq = e.seq;
-          if (e.type === 'queue') queueEmpty = (e.queue as unknown[]).length === 0;
-          else if (e.type === 'status' && e.status === 'running') turnStarted = true;
-          else if (e.type === 'deleted') {
-            this.out.endLine();
-            process.stderr.write('[the chat was deleted]\n');
-            return finish(1);
-          }
-          else if (e.type === 'history_truncated' && e.reason === 'worker_lost' && textShown) {
-            // The server that ran the turn died; another runs it again from its start.
-            this.out.endLine();
-            process.stderr.write('[the reply starts over: the server running it stopped]\n');
-            textShown = false;
-          }
-          if (!turnStarted) continue;
-          if (e.type === 'delta') textShown = true;
-          this.out.event(e);
-          if (e.type === 'status' && ['waiting', 'error', 'requires_action'].includes(e.status as string)) {
-            textShown = false;
-            if (queueEmpty) finish(e.status === 'error' ? 1 : interrupted ? 130 : 0);
-          }
+          if (ours) onEvent(e, ours);
+          else held.push(e);
         }
       };
-      let sent = !start;
+      let sent = !send;
       const connect = () => {
         this.api
           .openStream(chatId, lastSeq, onEvents)
@@ -311,7 +356,15 @@ class TurnRunner {
             });
             if (!sent) {
               sent = true;
-              await start!().catch(fail);
+              let known: OurMessage;
+              try {
+                known = await send!();
+              } catch (err) {
+                return fail(err);
+              }
+              ours = known;
+              for (const e of held.splice(0)) if (!finished) onEvent(e, known);
+              if (interrupted && !finished) stopOurs(known);
             }
           })
           .catch((err) => {
@@ -330,6 +383,9 @@ class TurnRunner {
     });
   }
 }
+
+/** Which user message's reply `follow` prints: a new chat's first, one sent, or one queued. */
+type OurMessage = { first: true } | { messageId: string } | { queueId: number };
 
 /** How long `follow` tries to reopen a lost stream, and the longest wait between two tries. */
 const RECONNECT_FOR_MS = 60_000;
