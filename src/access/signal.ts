@@ -375,8 +375,18 @@ export class SignalRouter {
    */
   private endByServer(s: Session, code: number, reason: string): void {
     s.endReason ??= reason;
-    send(s.client, { type: 'ended', reason });
-    s.client.close(code, reason);
+    // The audit trail has the reason before the client hears it (whoever reacts to the client's
+    // exit finds it there); a database that does not answer delays the cut by 2 s at most.
+    let told = false;
+    const tell = () => {
+      if (told) return;
+      told = true;
+      clearTimeout(cap);
+      send(s.client, { type: 'ended', reason });
+      s.client.close(code, reason);
+    };
+    const cap = setTimeout(tell, 2000);
+    store.endSession(this.db, s.id, { error: s.endReason }).then(tell, tell);
   }
 
   private fromBus(m: Exclude<BusSignal, { kind: 'gateway_deleted' | 'end_session' }>): void {
