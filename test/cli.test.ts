@@ -93,6 +93,16 @@ test('airlock chat MESSAGE streams the reply and exits 0; list and show', async 
   assert.equal(piped.code, 0, piped.stderr);
   const json = JSON.parse((await run(['chat', 'show', chatId, '--json'])).stdout);
   assert.deepEqual(json.messages.filter((m: any) => m.role === 'user').map((m: any) => m.parts[0].text), ['hi from the cli', 'and again', 'from stdin']);
+  // Archive, list archived, refused send, unarchive.
+  assert.equal((await run(['chat', 'archive', chatId])).code, 0);
+  assert.doesNotMatch((await run(['chat', 'list'])).stdout, new RegExp(chatId));
+  assert.match((await run(['chat', 'list', '--archived'])).stdout, new RegExp(chatId));
+  const refused = await run(['chat', '--chat', chatId, 'still there?']);
+  assert.equal(refused.code, 1);
+  assert.match(refused.stderr, /archived; unarchive it first/);
+  const back = await run(['chat', 'unarchive', chatId]);
+  assert.equal(back.code, 0, back.stderr);
+  assert.match((await run(['chat', 'list'])).stdout, new RegExp(chatId));
 });
 
 test('Ctrl-C during a reply interrupts the turn: partial reply kept, exit 130', async () => {

@@ -13,7 +13,7 @@ const HELP = `Usage:
   airlock chat --chat ID [MESSAGE]    continue a chat
   airlock chat list [--archived]      your chats, newest first
   airlock chat show ID                a chat's messages
-  airlock chat archive ID | delete ID
+  airlock chat archive ID | unarchive ID | delete ID
 
 Options:
   --model M            model for a new chat (e.g. gpt-4o-mini, anthropic:claude-sonnet-4-5)
@@ -55,16 +55,16 @@ export async function chatCommand(argv: string[]): Promise<number> {
   if (sub === 'list' && !values.chat) {
     const { chats } = await api.get(`/api/chats?archived=${values.archived ? 'true' : 'false'}`);
     if (values.json) console.log(JSON.stringify(chats));
-    else if (!chats.length) console.log('No chats yet. Start one with `airlock chat "hello"`.');
+    else if (!chats.length) console.log(values.archived ? 'No archived chats.' : 'No chats yet. Start one with `airlock chat "hello"`.');
     else for (const c of chats) console.log(`${c.id}  ${c.status.padEnd(15)}  ${c.updated_at.slice(0, 16).replace('T', ' ')}  ${c.title || '(untitled)'}`);
     return 0;
   }
-  if ((sub === 'show' || sub === 'archive' || sub === 'delete') && !values.chat) {
+  if ((sub === 'show' || sub === 'archive' || sub === 'unarchive' || sub === 'delete') && !values.chat) {
     const id = args[0];
     if (!id) throw new CliError(`airlock chat ${sub} ID`, 2);
-    if (sub === 'archive') {
-      await api.post(`/api/chats/${encodeURIComponent(id)}/archive`);
-      console.log(`Archived ${id}`);
+    if (sub === 'archive' || sub === 'unarchive') {
+      await api.post(`/api/chats/${encodeURIComponent(id)}/${sub}`);
+      console.log(`${sub === 'archive' ? 'Archived' : 'Unarchived'} ${id}`);
       return 0;
     }
     if (sub === 'delete') {
