@@ -1,0 +1,270 @@
+// What `airlock chat` prints of one turn: the reply to the user's own message, followed live on
+// the chat's stream (resumed if the stream drops), and Ctrl-C handling for it.
+import { type ApiClient, ApiClientError } from '../client/api.js';
+import type { Message, StreamEvent } from '../chat/types.js';
+import { CliError } from './config.js';
+
+/** Streams one turn to the terminal and returns the exit code (0 ok, 1 error, 130 interrupted). */
+export class TurnRunner {
+  /** Ctrl-C for the turn being followed. */
+  private current: (() => 'interrupting' | 'gave up') | null = null;
+
+  constructor(
+    private api: ApiClient,
+    private out: Printer,
+  ) {}
+
+  /** Ctrl-C from the keyboard: the first interrupts the turn, the second stops following it. */
+  interrupt(): 'interrupting' | 'gave up' | 'idle' {
+    return this.current?.() ?? 'idle';
+  }
+
+  async send(chatId: string, content: string): Promise<number> {
+    const chat = await this.api.get(`/api/chats/${encodeURIComponent(chatId)}`);
+    // Subscribe from the chat's current position first, so nothing of the new turn is missed.
+    return this.follow(chatId, chat.last_seq, async () => {
+      const sent = await this.api.post(`/api/chats/${chatId}/messages`, { content });
+      return sent.message ? { messageId: sent.message.id as string } : { queueId: sent.queued.id as number };
+    });
+  }
+
+  /**
+   * Prints the reply to one user message of the chat: the first after `after` (a new chat's), or
+   * the one `send` (run once the stream is open) sent or queued. Other turns before it (the chat
+   * was busy) and after it (messages queued behind it) are not printed. A stream that closes
+   * mid-turn (the server restarting or draining, a network fault, a resync because we fell
+   * behind) is reopened from the last seq seen, so nothing is missed or printed twice.
+   */
+  follow(chatId: string, after: number, send?: () => Promise<OurMessage>): Promise<number> {
+    return new Promise<number>((resolve, reject) => {
+      let ours: OurMessage | null = send ? null : { first: true };
+      /** Events that came before `send` said which message is ours. */
+      const held: StreamEvent[] = [];
+      /** Our reply is being printed (our user message has been seen). */
+      let mine = false;
+      let queueHead: number | undefined;
+      let queuedSeen = false;
+      let interrupted = false;
+      let textShown = false;
+      let finished = false;
+      let lastSeq = after;
+      /** When the stream was lost (0: it is up, or events have come since it was reopened). */
+      let lostSince = 0;
+      let ws: import('ws').WebSocket | undefined;
+      const end = () => {
+        finished = true;
+        this.current = null;
+        process.off('SIGINT', onSigint);
+        ws?.close();
+        this.out.endLine();
+      };
+      const finish = (code: number) => {
+        if (finished) return;
+        end();
+        resolve(code);
+      };
+      const fail = (err: unknown) => {
+        if (finished) return;
+        end();
+        reject(err);
+      };
+      const interruptTurn = () =>
+        this.api.post(`/api/chats/${chatId}/interrupt`).catch((err) => process.stderr.write(`interrupt failed: ${err.message}\n`));
+      const onSigint = (): 'interrupting' | 'gave up' => {
+        if (interrupted) {
+          finish(130);
+          return 'gave up';
+        }
+        interrupted = true;
+        this.out.endLine();
+        process.stderr.write('^C stopping… (Ctrl-C again to stop waiting)\n');
+        if (ours) stopOurs(ours); // else once the send says what it did
+        return 'interrupting';
+      };
+      /** Ctrl-C: a message still queued behind another turn leaves the queue; one running is interrupted. */
+      const stopOurs = (ours: OurMessage) => {
+        if (mine || !('queueId' in ours)) return void interruptTurn();
+        this.api.delete(`/api/chats/${chatId}/queue/${ours.queueId}`).then(
+          () => {
+            if (finished) return;
+            process.stderr.write('[your message was taken off the queue]\n');
+            finish(130);
+          },
+          () => void interruptTurn(), // promoted meanwhile: it runs now
+        );
+      };
+      this.current = onSigint;
+      process.on('SIGINT', onSigint);
+      const onEvent = (e: StreamEvent, ours: OurMessage) => {
+        if (e.type === 'deleted') {
+          this.out.endLine();
+          process.stderr.write('[the chat was deleted]\n');
+          return finish(1);
+        }
+        if (e.type === 'queue') {
+          const queue = e.queue as { id: number }[];
+          if ('queueId' in ours && !mine) {
+            const there = queue.some((q) => q.id === ours.queueId);
+            if (queuedSeen && !there) {
+              process.stderr.write('[your message was taken off the queue]\n');
+              return finish(interrupted ? 130 : 1);
+            }
+            queuedSeen ||= there;
+          }
+          queueHead = queue[0]?.id;
+          return;
+        }
+        if (e.type === 'message' && (e.message as Message).role === 'user') {
+          // A user message after ours: the turn queued behind it begins, ours is over.
+          if (mine) return finish(interrupted ? 130 : 0);
+          const m = e.message as Message;
+          // A queued message is promoted while it heads the queue (the queue event follows).
+          mine = 'first' in ours || ('messageId' in ours ? m.id === ours.messageId : queueHead === ours.queueId);
+          return;
+        }
+        if (!mine) return;
+        if (e.type === 'history_truncated' && e.reason === 'worker_lost' && textShown) {
+          // The server that ran the turn died; another runs it again from its start.
+          this.out.endLine();
+          process.stderr.write('[the reply starts over: the server running it stopped]\n');
+          textShown = false;
+        }
+        if (e.type === 'delta') textShown = true;
+        this.out.event(e);
+        if (e.type === 'status' && ['waiting', 'error', 'requires_action'].includes(e.status as string)) {
+          finish(e.status === 'error' ? 1 : interrupted ? 130 : 0);
+        }
+      };
+      const onEvents = (events: StreamEvent[]) => {
+        lostSince = 0;
+        for (const e of events) {
+          if (finished) return;
+          if (e.seq !== undefined && e.seq > lastSeq) lastSeq = e.seq;
+          if (ours) onEvent(e, ours);
+          else held.push(e);
+        }
+      };
+      let sent = !send;
+      const connect = () => {
+        this.api
+          .openStream(chatId, lastSeq, onEvents)
+          .then(async (socket) => {
+            ws = socket;
+            if (finished) return socket.close(); // the whole turn arrived with the replay
+            socket.on('close', (code, reason) => {
+              if (finished) return;
+              if (!lostSince) {
+                this.out.endLine();
+                process.stderr.write(`[the stream closed (${reason.length ? String(reason) : `code ${code}`}); reconnecting…]\n`);
+                lostSince = Date.now();
+                connect();
+              } else retry(new Error(`closed again (${code})`));
+            });
+            if (!sent) {
+              sent = true;
+              let known: OurMessage;
+              try {
+                known = await send!();
+              } catch (err) {
+                return fail(err);
+              }
+              ours = known;
+              for (const e of held.splice(0)) if (!finished) onEvent(e, known);
+              if (interrupted && !finished) stopOurs(known);
+            }
+          })
+          .catch((err) => {
+            // The first connection and refusals (token revoked, chat deleted) are final.
+            const status = err instanceof ApiClientError ? err.status : 0;
+            if (!lostSince || (status >= 400 && status < 500)) return fail(err);
+            retry(err);
+          });
+      };
+      const retry = (err: Error) => {
+        const waited = Date.now() - lostSince;
+        if (waited > RECONNECT_FOR_MS) return fail(new CliError(`lost the chat's stream and could not reconnect for ${Math.round(waited / 1000)} s: ${err.message}`));
+        setTimeout(connect, Math.min(RECONNECT_MAX_DELAY_MS, 100 + waited / 4));
+      };
+      connect();
+    });
+  }
+}
+
+/** Which user message's reply `follow` prints: a new chat's first, one sent, or one queued. */
+type OurMessage = { first: true } | { messageId: string } | { queueId: number };
+
+/** How long `follow` tries to reopen a lost stream, and the longest wait between two tries. */
+const RECONNECT_FOR_MS = 60_000;
+const RECONNECT_MAX_DELAY_MS = 2_000;
+
+export class Printer {
+  private midLine = false;
+  private lastKind = '';
+
+  constructor(private reasoning: boolean) {}
+
+  event(e: StreamEvent): void {
+    switch (e.type) {
+      case 'delta':
+        if (e.kind === 'reasoning') {
+          if (this.reasoning) process.stderr.write(`\x1b[2m${e.text}\x1b[0m`);
+          return;
+        }
+        if (this.lastKind !== 'text' && this.midLine) this.endLine();
+        process.stdout.write(e.text as string);
+        this.midLine = !(e.text as string).endsWith('\n');
+        this.lastKind = 'text';
+        return;
+      case 'tool_call': {
+        const c = e.call as { name: string; args: unknown };
+        this.endLine();
+        process.stderr.write(`⚙ ${c.name}(${JSON.stringify(c.args)})\n`);
+        this.lastKind = 'tool';
+        return;
+      }
+      case 'tool_result': {
+        const r = e.result as { output: string; is_error?: boolean };
+        process.stderr.write(`  → ${r.is_error ? 'error: ' : ''}${r.output.slice(0, 500)}\n`);
+        return;
+      }
+      case 'retry':
+        this.endLine();
+        process.stderr.write(`[provider error, retry ${e.attempt}/${e.max_retries} in ${e.delay_ms} ms: ${e.error}]\n`);
+        return;
+      case 'error':
+        this.endLine();
+        process.stderr.write(`error: ${e.message}\n`);
+        return;
+      case 'message': {
+        const m = e.message as Message;
+        if (m.role === 'assistant' && m.interrupted) {
+          this.endLine();
+          process.stderr.write('[interrupted]\n');
+        }
+        return;
+      }
+      case 'action_required':
+        this.endLine();
+        process.stderr.write(`[the model called client-side tools: ${(e.calls as { name: string }[]).map((c) => c.name).join(', ')}; answer with POST /api/chats/${e.chat_id}/tool-results]\n`);
+        return;
+    }
+  }
+
+  endLine(): void {
+    if (this.midLine) process.stdout.write('\n');
+    this.midLine = false;
+    this.lastKind = '';
+  }
+
+  transcript(chat: { id: string; title: string; status: string; model: string; messages: Message[]; queue: { content: string }[] }): void {
+    console.log(`# ${chat.title || '(untitled)'}  [${chat.status}, ${chat.model}]  ${chat.id}`);
+    for (const m of chat.messages) {
+      for (const p of m.parts) {
+        if (p.type === 'text' && p.text) console.log(`\n${m.role === 'user' ? 'you' : 'assistant'}> ${p.text}${m.interrupted ? ' [interrupted]' : ''}`);
+        else if (p.type === 'tool_call') console.log(`⚙ ${p.name}(${JSON.stringify(p.args)})`);
+        else if (p.type === 'tool_result') console.log(`  → ${p.is_error ? 'error: ' : ''}${p.output.slice(0, 500)}`);
+      }
+    }
+    for (const q of chat.queue) console.log(`\n(queued) you> ${q.content}`);
+  }
+}
