@@ -170,7 +170,7 @@ test('with no provider configured, sending fails fast and says how to configure 
     const t2 = await startTestServer({ openai: { baseUrl: 'http://127.0.0.1:9/v1' } }, { db: t.db });
     try {
       const u2 = new (await import('../src/client/api.js')).ApiClient(t2.url, u.token);
-      await assert.rejects(u2.post('/api/chats', { message: 'hi', model: 'anthropic:claude-x' }), (err: any) => err.status === 422 && /anthropic provider/.test(err.message));
+      await assert.rejects(u2.post('/api/chats', { message: 'hi', model: 'anthropic:claude-x' }), (err: any) => err.status === 422 && /anthropic provider.*this server has: openai.*AIRLOCK_ANTHROPIC_API_KEY/.test(err.message));
     } finally {
       await t2.server.close();
     }

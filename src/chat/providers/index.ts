@@ -81,7 +81,9 @@ export class Providers {
     if (!this.configured.length) throw new ApiError(422, 'no_provider', HOW_TO_CONFIGURE);
     const { provider } = this.resolve(model);
     if (!this.config[provider]) {
-      throw new ApiError(422, 'no_provider', `model "${model}" needs the ${provider} provider, which is not configured (${HOW_TO_CONFIGURE})`);
+      const how = provider === 'anthropic' ? 'AIRLOCK_ANTHROPIC_API_KEY (and AIRLOCK_ANTHROPIC_BASE_URL for a proxy)' : 'AIRLOCK_OPENAI_API_KEY (and AIRLOCK_OPENAI_BASE_URL for any OpenAI-compatible server)';
+      const have = this.configured.join(', ');
+      throw new ApiError(422, 'no_provider', `model "${model}" needs the ${provider} provider, which is not configured (this server has: ${have}); set ${how} or the "${provider}" entry of the AIRLOCK_CONFIG file, then restart the server, or pick a model of ${have}`);
     }
   }
 
