@@ -1,7 +1,7 @@
 // What `airlock chat` prints of one turn: the reply to the user's own message, followed live on
 // the chat's stream (resumed if the stream drops), and Ctrl-C handling for it.
 import { type ApiClient, ApiClientError } from '../client/api.js';
-import type { Message, StreamEvent } from '../chat/types.js';
+import type { Message, Part, StreamEvent } from '../chat/types.js';
 import { CliError } from './config.js';
 
 /** Streams one turn to the terminal and returns the exit code (0 ok, 1 error, 130 interrupted). */
@@ -200,58 +200,102 @@ const RECONNECT_MAX_DELAY_MS = 2_000;
 export class Printer {
   private midLine = false;
   private lastKind = '';
+  /** Text printed from the draft of the assistant message not yet committed. */
+  private draftText = '';
+  /** Tool calls and results printed from drafts (by call id). */
+  private shownCalls = new Set<string>();
+  private shownResults = new Set<string>();
 
-  constructor(private reasoning: boolean) {}
+  constructor(
+    private reasoning: boolean,
+    private stdout: Pick<NodeJS.WritableStream, 'write'> = process.stdout,
+    private stderr: Pick<NodeJS.WritableStream, 'write'> = process.stderr,
+  ) {}
 
   event(e: StreamEvent): void {
     switch (e.type) {
       case 'delta':
         if (e.kind === 'reasoning') {
-          if (this.reasoning) process.stderr.write(`\x1b[2m${e.text}\x1b[0m`);
+          if (this.reasoning) this.stderr.write(`\x1b[2m${e.text}\x1b[0m`);
           return;
         }
-        if (this.lastKind !== 'text' && this.midLine) this.endLine();
-        process.stdout.write(e.text as string);
-        this.midLine = !(e.text as string).endsWith('\n');
-        this.lastKind = 'text';
+        this.text(e.text as string);
+        this.draftText += e.text as string;
         return;
-      case 'tool_call': {
-        const c = e.call as { name: string; args: unknown };
-        this.endLine();
-        process.stderr.write(`⚙ ${c.name}(${JSON.stringify(c.args)})\n`);
-        this.lastKind = 'tool';
-        return;
-      }
-      case 'tool_result': {
-        const r = e.result as { output: string; is_error?: boolean };
-        process.stderr.write(`  → ${r.is_error ? 'error: ' : ''}${r.output.slice(0, 500)}\n`);
-        return;
-      }
+      case 'tool_call':
+        return this.call((e.call as Extract<Part, { type: 'tool_call' }>));
+      case 'tool_result':
+        return this.result(e.result as Extract<Part, { type: 'tool_result' }>);
       case 'retry':
         this.endLine();
-        process.stderr.write(`[provider error, retry ${e.attempt}/${e.max_retries} in ${e.delay_ms} ms: ${e.error}]\n`);
+        this.stderr.write(`[provider error, retry ${e.attempt}/${e.max_retries} in ${e.delay_ms} ms: ${e.error}]\n`);
+        this.draftText = ''; // the draft is abandoned; the retry streams the reply again
+        return;
+      case 'history_truncated':
+        this.draftText = '';
         return;
       case 'error':
         this.endLine();
-        process.stderr.write(`error: ${e.message}\n`);
+        this.stderr.write(`error: ${e.message}\n`);
         return;
-      case 'message': {
-        const m = e.message as Message;
-        if (m.role === 'assistant' && m.interrupted) {
-          this.endLine();
-          process.stderr.write('[interrupted]\n');
-        }
-        return;
-      }
+      case 'message':
+        return this.committed(e.message as Message);
       case 'action_required':
         this.endLine();
-        process.stderr.write(`[the model called client-side tools: ${(e.calls as { name: string }[]).map((c) => c.name).join(', ')}; answer with POST /api/chats/${e.chat_id}/tool-results]\n`);
+        this.stderr.write(`[the model called client-side tools: ${(e.calls as { name: string }[]).map((c) => c.name).join(', ')}; answer with POST /api/chats/${e.chat_id}/tool-results]\n`);
         return;
     }
   }
 
+  /**
+   * A stored message replaces its drafts: what the drafts did not show is printed from it. A
+   * stream resumed from a replica that kept no drafts (restarted, or another one) has only this.
+   */
+  private committed(m: Message): void {
+    if (m.role === 'assistant') {
+      const text = m.parts.map((p) => (p.type === 'text' ? p.text : '')).join('');
+      if (text.startsWith(this.draftText)) this.text(text.slice(this.draftText.length));
+      else {
+        this.endLine();
+        this.text(text);
+      }
+      this.draftText = '';
+      for (const p of m.parts) if (p.type === 'tool_call') this.call(p);
+      if (m.interrupted) {
+        this.endLine();
+        this.stderr.write('[interrupted]\n');
+      }
+    } else if (m.role === 'tool') {
+      for (const p of m.parts) if (p.type === 'tool_result') this.result(p);
+    }
+  }
+
+  private text(t: string): void {
+    if (!t) return;
+    if (this.lastKind !== 'text' && this.midLine) this.endLine();
+    this.stdout.write(t);
+    this.midLine = !t.endsWith('\n');
+    this.lastKind = 'text';
+  }
+
+  private call(c: Extract<Part, { type: 'tool_call' }>): void {
+    if (this.shownCalls.has(c.id)) return;
+    this.shownCalls.add(c.id);
+    this.endLine();
+    this.stderr.write(`⚙ ${c.name}(${JSON.stringify(c.args)})\n`);
+    this.lastKind = 'tool';
+  }
+
+  private result(r: Extract<Part, { type: 'tool_result' }>): void {
+    if (this.shownResults.has(r.tool_call_id)) return;
+    this.shownResults.add(r.tool_call_id);
+    this.endLine();
+    this.lastKind = 'tool';
+    this.stderr.write(`  → ${r.is_error ? 'error: ' : ''}${r.output.slice(0, 500)}\n`);
+  }
+
   endLine(): void {
-    if (this.midLine) process.stdout.write('\n');
+    if (this.midLine) this.stdout.write('\n');
     this.midLine = false;
     this.lastKind = '';
   }
