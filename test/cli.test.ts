@@ -185,6 +185,18 @@ test('interactive session: Ctrl-C interrupts the reply, lines typed meanwhile fo
       ['assistant', 're: two', false],
     ],
   );
+  // Continuing it interactively shows its last exchange first.
+  const again = pty.spawn(process.execPath, [BIN, 'chat', '--chat', chatId], { name: 'xterm', cols: 120, rows: 40, env: env as Record<string, string> });
+  let shown = '';
+  again.onData((d) => (shown += d.replace(/\x1b\[[0-9;]*[A-Za-z]/g, '')));
+  const againExit = new Promise<number>((r) => again.onExit(({ exitCode }) => r(exitCode)));
+  for (let i = 0; !/you> $/.test(shown); i++) {
+    assert.ok(i < 1500, `no prompt:\n${shown}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  again.write('\x04');
+  assert.equal(await againExit, 0, shown);
+  assert.match(shown, /\(6 earlier messages: airlock chat show \S+\)\s+you> two\s+assistant> re: two\s+continuing chat/);
 });
 
 test('a reply outlives its server: killed mid-turn, the CLI reconnects and the restarted server finishes it', async () => {

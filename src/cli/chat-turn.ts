@@ -300,9 +300,12 @@ export class Printer {
     this.lastKind = '';
   }
 
-  transcript(chat: { id: string; title: string; status: string; model: string; messages: Message[]; queue: { content: string }[] }): void {
+  /** A chat's messages (with `last`, only that many, and a line that says how to see the rest). */
+  transcript(chat: { id: string; title: string; status: string; model: string; messages: Message[]; queue: { content: string }[] }, last?: number): void {
     console.log(`# ${chat.title || '(untitled)'}  [${chat.status}, ${chat.model}]  ${chat.id}`);
-    for (const m of chat.messages) {
+    const shown = last === undefined ? chat.messages : chat.messages.slice(-last);
+    if (shown.length < chat.messages.length) console.log(`(${chat.messages.length - shown.length} earlier messages: airlock chat show ${chat.id})`);
+    for (const m of shown) {
       for (const p of m.parts) {
         if (p.type === 'text' && p.text) console.log(`\n${m.role === 'user' ? 'you' : 'assistant'}> ${p.text}${m.interrupted ? ' [interrupted]' : ''}`);
         else if (p.type === 'tool_call') console.log(`⚙ ${p.name}(${JSON.stringify(p.args)})`);

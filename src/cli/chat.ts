@@ -79,7 +79,7 @@ export async function chatCommand(argv: string[]): Promise<number> {
 
   const message = positionals.join(' ');
   let chatId = values.chat;
-  if (chatId) await api.get(`/api/chats/${encodeURIComponent(chatId)}`); // fail fast on an unknown id
+  const existing = chatId ? await api.get(`/api/chats/${encodeURIComponent(chatId)}`) : null; // fail fast on an unknown id
   const session = new TurnRunner(api, out);
   if (message) {
     if (!chatId) {
@@ -98,6 +98,8 @@ export async function chatCommand(argv: string[]): Promise<number> {
     }
     return session.send(chatId, piped);
   }
+  // Continuing a chat: its last exchange, for context.
+  if (existing) out.transcript(existing, 2);
   return interactive(session, out, (text) =>
     chatId
       ? session.send(chatId, text)
