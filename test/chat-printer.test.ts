@@ -60,3 +60,9 @@ test('an interrupted reply is marked', () => {
   assert.equal(out.stdout, 'partial\n');
   assert.equal(out.stderr, '[interrupted]\n');
 });
+
+test("a turn that failed mid-draft leaves nothing behind for the next turn's reply", () => {
+  const { out, feed } = printer();
+  feed(delta('cut sh'), { type: 'status', status: 'error', error: 'provider gone' } as any, { type: 'status', status: 'running' } as any, delta('Fine'), assistant([{ type: 'text', text: 'Fine' }]));
+  assert.equal(out.stdout, 'cut sh\nFine\n');
+});

@@ -234,6 +234,10 @@ export class Printer {
       case 'history_truncated':
         this.draftText = '';
         return;
+      case 'status': // a turn starts or ends: no draft carries over (a failed one has no message)
+        this.draftText = '';
+        this.endLine();
+        return;
       case 'error':
         this.endLine();
         this.stderr.write(`error: ${e.message}\n`);
