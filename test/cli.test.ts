@@ -153,11 +153,14 @@ test('interactive session: Ctrl-C interrupts the reply, lines typed meanwhile fo
     await waitFor(/once upon/);
     term.write('and then?\r'); // not echoed into the reply; sent when it ends
     await waitFor(/\[sent when this reply ends\] and then\?/);
+    term.write('still typ'); // unfinished: back in the prompt after the replies
     term.write('\x03');
     await waitFor(/\[interrupted\]/);
     const afterInterrupt = screen.indexOf('[interrupted]');
     await waitFor(/you> and then\?\s+re: and then\?/, afterInterrupt);
-    await waitFor(/re: and then\?\s+you> $/, afterInterrupt);
+    await waitFor(/re: and then\?\s+you> still typ$/, afterInterrupt);
+    term.write('\x15'); // Ctrl-U: clear it
+    await waitFor(/you> $/, screen.length - 12);
     term.write('one\rtwo\r'); // pasted: the second line arrives with the first
     await waitFor(/re: one\s+you> two\s+re: two\s+you> $/, afterInterrupt);
     term.write('half typed');

@@ -30,6 +30,7 @@ export async function interactive(session: TurnRunner, out: Printer, turn: (text
     let text = typedAhead.shift();
     if (text !== undefined) {
       process.stdout.write(`you> ${text}\n`);
+      keys.partial = unfinished; // what was being typed after it is still being typed
       keys.start();
     } else {
       const line = await prompt(unfinished, keys);
