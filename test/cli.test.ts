@@ -301,6 +301,7 @@ test('airlock chat --chat ID while another turn runs: the message queues and eac
   const r = await second;
   assert.equal(r.code, 0, r.stderr);
   assert.equal(r.stdout, 're: my question\n');
+  assert.match(r.stderr, /queued: it runs when the turn before it ends/);
   assert.equal(await firstClosed, 0, firstErr);
   assert.equal(firstOut, 'not yours at all\n');
 });

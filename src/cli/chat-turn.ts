@@ -24,7 +24,13 @@ export class TurnRunner {
     // Subscribe from the chat's current position first, so nothing of the new turn is missed.
     return this.follow(chatId, chat.last_seq, async () => {
       const sent = await this.api.post(`/api/chats/${chatId}/messages`, { content });
-      return sent.message ? { messageId: sent.message.id as string } : { queueId: sent.queued.id as number };
+      if (sent.message) return { messageId: sent.message.id as string };
+      process.stderr.write(
+        chat.status === 'requires_action'
+          ? `[queued: the chat waits for the results of client-side tools (POST /api/chats/${chatId}/tool-results); Ctrl-C takes your message back]\n`
+          : '[queued: it runs when the turn before it ends; Ctrl-C takes it back]\n',
+      );
+      return { queueId: sent.queued.id as number };
     });
   }
 
