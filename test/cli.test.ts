@@ -9,6 +9,7 @@ import path from 'node:path';
 import * as pty from 'node-pty';
 import { startFakeLlm, gate, type FakeLlm } from './helpers/fake-llm.js';
 import { freePort } from './helpers/launch.js';
+import { waitUntil } from './helpers/server.js';
 
 const BIN = path.resolve('bin/airlock.js');
 let llm: FakeLlm;
@@ -130,6 +131,23 @@ test('Ctrl-C during a reply interrupts the turn: partial reply kept, exit 130', 
   assert.equal(reply.parts[0].text, 'partial words');
 });
 
+/** `airlock chat ARGS` in a real pseudo-terminal: what it has shown (escape sequences dropped), waits on it, its exit code. */
+function chatInTerminal(args: string[]) {
+  const term = pty.spawn(process.execPath, [BIN, 'chat', ...args], { name: 'xterm', cols: 120, rows: 40, env: env as Record<string, string> });
+  const t = {
+    term,
+    screen: '',
+    exited: new Promise<number>((r) => term.onExit(({ exitCode }) => r(exitCode))),
+    /** Until `re` matches what was shown from offset `from` on. */
+    waitFor: (re: RegExp, from = 0) =>
+      waitUntil(() => re.test(t.screen.slice(from)), String(re), 30_000).catch((err) => {
+        throw new Error(`${err.message} in:\n${t.screen}`);
+      }),
+  };
+  term.onData((d) => (t.screen += d.replace(/\x1b\[[0-9;]*[A-Za-z]/g, '')));
+  return t;
+}
+
 test('interactive session: Ctrl-C interrupts the reply, lines typed meanwhile follow it, Ctrl-C on an empty prompt quits', async () => {
   const g = gate();
   llm.script = (req) => {
@@ -137,16 +155,8 @@ test('interactive session: Ctrl-C interrupts the reply, lines typed meanwhile fo
     if (last === 'tell me a story') return { steps: [{ text: 'once upon' }, { wait: g.promise }, { text: ' never shown' }] };
     return { steps: [{ text: `re: ${last}` }] };
   };
-  const term = pty.spawn(process.execPath, [BIN, 'chat'], { name: 'xterm', cols: 120, rows: 40, env: env as Record<string, string> });
-  let screen = '';
-  term.onData((d) => (screen += d.replace(/\x1b\[[0-9;]*[A-Za-z]/g, '')));
-  const exited = new Promise<number>((r) => term.onExit(({ exitCode }) => r(exitCode)));
-  const waitFor = async (re: RegExp, from = 0) => {
-    for (let i = 0; !re.test(screen.slice(from)); i++) {
-      if (i > 1500) throw new Error(`timed out waiting for ${re} in:\n${screen}`);
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  };
+  const session = chatInTerminal([]);
+  const { term, waitFor } = session;
   try {
     await waitFor(/you> /);
     term.write('tell me a story\r');
@@ -156,24 +166,24 @@ test('interactive session: Ctrl-C interrupts the reply, lines typed meanwhile fo
     term.write('still typ'); // unfinished: back in the prompt after the replies
     term.write('\x03');
     await waitFor(/\[interrupted\]/);
-    const afterInterrupt = screen.indexOf('[interrupted]');
+    const afterInterrupt = session.screen.indexOf('[interrupted]');
     await waitFor(/you> and then\?\s+re: and then\?/, afterInterrupt);
     await waitFor(/re: and then\?\s+you> still typ$/, afterInterrupt);
     term.write('\x15'); // Ctrl-U: clear it
-    await waitFor(/you> $/, screen.length - 12);
+    await waitFor(/you> $/, session.screen.length - 12);
     term.write('one\rtwo\r'); // pasted: the second line arrives with the first
     await waitFor(/re: one\s+you> two\s+re: two\s+you> $/, afterInterrupt);
     term.write('half typed');
     await waitFor(/you> half typed$/, afterInterrupt);
     term.write('\x03'); // clears the line
-    await waitFor(/you> $/, screen.length - 6);
+    await waitFor(/you> $/, session.screen.length - 6);
     term.write('\x03'); // quits
-    assert.equal(await exited, 0, screen);
+    assert.equal(await session.exited, 0, session.screen);
   } finally {
     g.open();
     term.kill();
   }
-  const chatId = /chat (\S+)/.exec(screen)![1]!;
+  const chatId = /chat (\S+)/.exec(session.screen)![1]!;
   const json = JSON.parse((await run(['chat', 'show', chatId, '--json'])).stdout);
   assert.deepEqual(
     json.messages.map((m: any) => [m.role, m.parts[0].text, Boolean(m.interrupted)]),
@@ -189,17 +199,11 @@ test('interactive session: Ctrl-C interrupts the reply, lines typed meanwhile fo
     ],
   );
   // Continuing it interactively shows its last exchange first.
-  const again = pty.spawn(process.execPath, [BIN, 'chat', '--chat', chatId], { name: 'xterm', cols: 120, rows: 40, env: env as Record<string, string> });
-  let shown = '';
-  again.onData((d) => (shown += d.replace(/\x1b\[[0-9;]*[A-Za-z]/g, '')));
-  const againExit = new Promise<number>((r) => again.onExit(({ exitCode }) => r(exitCode)));
-  for (let i = 0; !/you> $/.test(shown); i++) {
-    assert.ok(i < 1500, `no prompt:\n${shown}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  again.write('\x04');
-  assert.equal(await againExit, 0, shown);
-  assert.match(shown, /\(6 earlier messages: airlock chat show \S+\)\s+you> two\s+assistant> re: two\s+continuing chat/);
+  const again = chatInTerminal(['--chat', chatId]);
+  await again.waitFor(/you> $/);
+  again.term.write('\x04');
+  assert.equal(await again.exited, 0, again.screen);
+  assert.match(again.screen, /\(6 earlier messages: airlock chat show \S+\)\s+you> two\s+assistant> re: two\s+continuing chat/);
 });
 
 test('a reply outlives its server: killed mid-turn, the CLI reconnects and the restarted server finishes it', async () => {
@@ -278,12 +282,9 @@ test('airlock chat --chat ID while another turn runs: the message queues and eac
   await new Promise<void>((resolve) => first.stdout.on('data', (d) => (firstOut += d).includes('not yours') && resolve()));
   const chatId = /chat (\S+)/.exec(firstErr)![1]!;
   const queued = async (n: number) => {
-    for (let i = 0; ; i++) {
-      const shown = JSON.parse((await run(['chat', 'show', chatId, '--json'])).stdout);
-      if (shown.queue.length === n) return shown.queue.map((q: any) => q.content);
-      assert.ok(i < 200, `the queue never held ${n}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    let queue: { content: string }[] = [];
+    await waitUntil(async () => (queue = JSON.parse((await run(['chat', 'show', chatId, '--json'])).stdout).queue).length === n, `the queue holding ${n}`);
+    return queue.map((q) => q.content);
   };
   const second = run(['chat', '--chat', chatId, 'my question']);
   await queued(1);
