@@ -81,14 +81,15 @@ export async function chatCommand(argv: string[]): Promise<number> {
   let chatId = values.chat;
   const existing = chatId ? await api.get(`/api/chats/${encodeURIComponent(chatId)}`) : null; // fail fast on an unknown id
   const session = new TurnRunner(api, out);
-  if (message) {
-    if (!chatId) {
-      const chat = await api.post('/api/chats', { message, model: values.model, system_prompt: values.system });
-      process.stderr.write(`chat ${chat.id}\n`);
-      return session.follow(chat.id, 0);
-    }
-    return session.send(chatId, message);
-  }
+  /** Sends `text` to the chat, or starts a new chat with it (and says which); prints the reply. */
+  const ask = async (text: string): Promise<number> => {
+    if (chatId) return session.send(chatId, text);
+    const chat = await api.post('/api/chats', { message: text, model: values.model, system_prompt: values.system });
+    chatId = chat.id as string;
+    process.stderr.write(`chat ${chatId}\n`);
+    return session.follow(chatId, 0);
+  };
+  if (message) return ask(message);
   if (!process.stdin.isTTY) {
     const piped = (await readAll(process.stdin)).trim();
     if (!piped) throw new CliError('nothing to send: give a MESSAGE or pipe one in', 2);
@@ -100,16 +101,7 @@ export async function chatCommand(argv: string[]): Promise<number> {
   }
   // Continuing a chat: its last exchange, for context.
   if (existing) out.transcript(existing, 2);
-  return interactive(session, out, (text) =>
-    chatId
-      ? session.send(chatId, text)
-      : api.post('/api/chats', { message: text, model: values.model, system_prompt: values.system }).then((chat) => {
-          chatId = chat.id as string;
-          process.stderr.write(`chat ${chatId}\n`);
-          return session.follow(chatId, 0);
-        }),
-    chatId ? `continuing chat ${chatId}` : 'new chat',
-  );
+  return interactive(session, out, ask, chatId ? `continuing chat ${chatId}` : 'new chat');
 }
 
 async function readAll(stream: NodeJS.ReadableStream): Promise<string> {
