@@ -66,3 +66,16 @@ test("a turn that failed mid-draft leaves nothing behind for the next turn's rep
   feed(delta('cut sh'), { type: 'status', status: 'error', error: 'provider gone' } as any, { type: 'status', status: 'running' } as any, delta('Fine'), assistant([{ type: 'text', text: 'Fine' }]));
   assert.equal(out.stdout, 'cut sh\nFine\n');
 });
+
+test('a reply taken over from a dead server says it starts over only when printed text was not stored', () => {
+  const lost = { type: 'history_truncated', after_seq: 1, reason: 'worker_lost' } as any;
+  const dropped = printer();
+  dropped.feed(delta('first try'), lost, delta('Whole'), assistant([{ type: 'text', text: 'Whole' }]));
+  assert.equal(dropped.out.stdout, 'first try\nWhole\n');
+  assert.equal(dropped.out.stderr, '[the reply starts over: the server running it stopped]\n');
+  const kept = printer();
+  kept.feed(delta('Stored'), assistant([{ type: 'text', text: 'Stored' }]), lost);
+  assert.equal(kept.out.stdout, 'Stored\n');
+  assert.equal(kept.out.stderr, '');
+});
+

@@ -4,7 +4,7 @@
 import type { Bus } from '../bus/bus.js';
 import type { Db } from '../store/db.js';
 import { num } from '../config.js';
-import { type StreamEvent, epochOf, isDraft } from './types.js';
+import { type StreamEvent, TURN_ENDS, epochOf, isDraft } from './types.js';
 import { type MessageColumns, ev, publishedMessage } from './store.js';
 
 export interface Sink {
@@ -49,9 +49,6 @@ class ChatLog {
   statusEpoch = 0;
   lastActive = Date.now();
 }
-
-/** Statuses that end a turn (published once the turn is stored). */
-const TURN_ENDS = new Set(['waiting', 'error', 'requires_action']);
 
 export class StreamHub {
   private logs = new Map<string, ChatLog>();

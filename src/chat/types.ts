@@ -2,6 +2,9 @@
 
 export type ChatStatus = 'waiting' | 'pending' | 'running' | 'requires_action' | 'error';
 
+/** Statuses that end a turn (published once the turn is stored). */
+export const TURN_ENDS: ReadonlySet<string> = new Set<ChatStatus>(['waiting', 'error', 'requires_action']);
+
 export type Part =
   | { type: 'text'; text: string }
   | { type: 'reasoning'; text: string }

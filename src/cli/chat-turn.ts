@@ -1,7 +1,7 @@
 // What `airlock chat` prints of one turn: the reply to the user's own message, followed live on
 // the chat's stream (resumed if the stream drops), and Ctrl-C handling for it.
 import { type ApiClient, ApiClientError } from '../client/api.js';
-import type { Message, Part, StreamEvent } from '../chat/types.js';
+import { type Message, type Part, type StreamEvent, TURN_ENDS } from '../chat/types.js';
 import { CliError } from './config.js';
 
 /** Streams one turn to the terminal and returns the exit code (0 ok, 1 error, 130 interrupted). */
@@ -51,7 +51,6 @@ export class TurnRunner {
       let queueHead: number | undefined;
       let queuedSeen = false;
       let interrupted = false;
-      let textShown = false;
       let finished = false;
       let lastSeq = after;
       /** When the stream was lost (0: it is up, or events have come since it was reopened). */
@@ -129,15 +128,8 @@ export class TurnRunner {
           return;
         }
         if (!mine) return;
-        if (e.type === 'history_truncated' && e.reason === 'worker_lost' && textShown) {
-          // The server that ran the turn died; another runs it again from its start.
-          this.out.endLine();
-          process.stderr.write('[the reply starts over: the server running it stopped]\n');
-          textShown = false;
-        }
-        if (e.type === 'delta') textShown = true;
         this.out.event(e);
-        if (e.type === 'status' && ['waiting', 'error', 'requires_action'].includes(e.status as string)) {
+        if (e.type === 'status' && TURN_ENDS.has(e.status as string)) {
           finish(e.status === 'error' ? 1 : interrupted ? 130 : 0);
         }
       };
@@ -238,11 +230,21 @@ export class Printer {
         this.draftText = ''; // the draft is abandoned; the retry streams the reply again
         return;
       case 'history_truncated':
+        // What was printed of a draft is dropped: the server that ran the turn died, another
+        // runs it again from its start.
+        if (e.reason === 'worker_lost' && this.draftText) {
+          this.endLine();
+          this.stderr.write('[the reply starts over: the server running it stopped]\n');
+        }
         this.draftText = '';
         return;
-      case 'status': // a turn starts or ends: no draft carries over (a failed one has no message)
-        this.draftText = '';
-        this.endLine();
+      case 'status':
+        // A turn ends: no draft carries over (a failed one has no message). Not at `running`:
+        // a turn taken over from a dead server starts so, before it drops the old draft.
+        if (TURN_ENDS.has(e.status as string)) {
+          this.draftText = '';
+          this.endLine();
+        }
         return;
       case 'error':
         this.endLine();
