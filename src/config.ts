@@ -66,6 +66,7 @@ export const knobs = {
   tlsCert: { env: 'AIRLOCK_TLS_CERT', default: '', help: 'PEM certificate file: serve HTTPS/WSS (with AIRLOCK_TLS_KEY)' },
   tlsKey: { env: 'AIRLOCK_TLS_KEY', default: '', help: 'PEM private key file for AIRLOCK_TLS_CERT' },
   requestTimeoutMs: { env: 'AIRLOCK_REQUEST_TIMEOUT_MS', default: 30_000, help: 'CLI HTTP request timeout' },
+  streamReconnectMs: { env: 'AIRLOCK_STREAM_RECONNECT_MS', default: 60_000, help: 'how long `airlock chat` tries to reopen a chat stream that dropped mid-reply' },
 } satisfies Record<string, Knob>;
 
 export type KnobName = keyof typeof knobs;

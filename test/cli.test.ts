@@ -206,7 +206,7 @@ test('interactive session: Ctrl-C interrupts the reply, lines typed meanwhile fo
   assert.match(again.screen, /\(6 earlier messages: airlock chat show \S+\)\s+you> two\s+assistant> re: two\s+continuing chat/);
 });
 
-test('a reply outlives its server: killed mid-turn, the CLI reconnects and the restarted server finishes it', async () => {
+test('a reply outlives its server: killed mid-turn, the CLI reconnects and the restarted server finishes it; a server that stays gone ends the command with a clear error', async () => {
   const port = await freePort();
   const d = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-cli-restart-'));
   const env2 = { ...env, AIRLOCK_CLI_CONFIG: path.join(d, 'cli.json'), AIRLOCK_LEASE_MS: '1000', AIRLOCK_HEARTBEAT_MS: '300' };
@@ -224,7 +224,11 @@ test('a reply outlives its server: killed mid-turn, the CLI reconnects and the r
   };
   const g = gate();
   let calls = 0;
-  llm.script = () => (++calls === 1 ? { steps: [{ text: 'first try' }, { wait: g.promise }] } : { steps: [{ text: 'the whole answer' }] });
+  llm.script = () => {
+    calls++;
+    if (calls === 2) return { steps: [{ text: 'the whole answer' }] };
+    return { steps: [{ text: calls === 1 ? 'first try' : 'cut off' }, { wait: g.promise }] };
+  };
   let second: ChildProcess | null = null;
   try {
     const first = await startServer();
@@ -245,6 +249,17 @@ test('a reply outlives its server: killed mid-turn, the CLI reconnects and the r
     const chatId = /chat (\S+)/.exec(stderr)![1]!;
     const shown = JSON.parse((await run(['chat', 'show', chatId, '--json'], { env: env2 })).stdout);
     assert.deepEqual(shown.messages.map((m: any) => m.parts[0].text), ['survive this', 'the whole answer']);
+    // The server goes and does not come back: the command gives up after AIRLOCK_STREAM_RECONNECT_MS.
+    const q = spawn(process.execPath, [BIN, 'chat', '--chat', chatId, 'and now?'], { env: { ...env2, AIRLOCK_STREAM_RECONNECT_MS: '1500' } });
+    let qErr = '';
+    q.stderr.on('data', (c) => (qErr += c));
+    const qClosed = new Promise<number>((r) => q.on('close', (c) => r(c ?? -1)));
+    await new Promise<void>((resolve) => q.stdout.on('data', (c) => String(c).includes('cut off') && resolve()));
+    second.kill('SIGKILL');
+    await new Promise((r) => second!.once('exit', r));
+    second = null;
+    assert.equal(await qClosed, 1, qErr);
+    assert.match(qErr, /lost the chat's stream and could not reconnect for \d+ s: cannot (reach the Airlock server|open the stream)/);
   } finally {
     g.open();
     second?.kill('SIGTERM');

@@ -2,6 +2,7 @@
 // the chat's stream (resumed if the stream drops), and Ctrl-C handling for it.
 import { type ApiClient, ApiClientError } from '../client/api.js';
 import { type Message, type Part, type StreamEvent, TURN_ENDS } from '../chat/types.js';
+import { num } from '../config.js';
 import { CliError } from './config.js';
 
 /** Streams one turn to the terminal and returns the exit code (0 ok, 1 error, 130 interrupted). */
@@ -180,7 +181,7 @@ export class TurnRunner {
       };
       const retry = (err: Error) => {
         const waited = Date.now() - lostSince;
-        if (waited > RECONNECT_FOR_MS) return fail(new CliError(`lost the chat's stream and could not reconnect for ${Math.round(waited / 1000)} s: ${err.message}`));
+        if (waited > num('streamReconnectMs')) return fail(new CliError(`lost the chat's stream and could not reconnect for ${Math.round(waited / 1000)} s: ${err.message}`));
         setTimeout(connect, Math.min(RECONNECT_MAX_DELAY_MS, 100 + waited / 4));
       };
       connect();
@@ -191,8 +192,7 @@ export class TurnRunner {
 /** Which user message's reply `follow` prints: a new chat's first, one sent, or one queued. */
 type OurMessage = { first: true } | { messageId: string } | { queueId: number };
 
-/** How long `follow` tries to reopen a lost stream, and the longest wait between two tries. */
-const RECONNECT_FOR_MS = 60_000;
+/** The longest wait between two tries to reopen a lost stream. */
 const RECONNECT_MAX_DELAY_MS = 2_000;
 
 export class Printer {
