@@ -322,6 +322,22 @@ test('airlock chat --chat ID while another turn runs: the message queues and eac
   assert.equal(firstOut, 'not yours at all\n');
 });
 
+test('a token revoked while its reply streams ends `airlock chat` with the refusal, exit 1 (no endless reconnecting)', async () => {
+  const g = gate();
+  llm.script = () => ({ steps: [{ text: 'for a while' }, { wait: g.promise }] });
+  const { id, token } = JSON.parse((await run(['token', 'create', '--name', 'revoked-mid-reply', '--json'])).stdout);
+  const p = spawn(process.execPath, [BIN, 'chat', 'keep talking'], { env: { ...env, AIRLOCK_TOKEN: token } });
+  let stderr = '';
+  p.stderr.on('data', (d) => (stderr += d));
+  const closed = new Promise<number>((r) => p.on('close', (c) => r(c ?? -1)));
+  await new Promise<void>((resolve) => p.stdout.on('data', (d) => String(d).includes('for a while') && resolve()));
+  assert.equal((await run(['token', 'revoke', id])).code, 0);
+  assert.equal(await closed, 1, stderr);
+  g.open();
+  assert.match(stderr, /the stream closed \(the API token was revoked\); reconnecting…/);
+  assert.match(stderr, /airlock: the API token is unknown or has expired/);
+});
+
 test('a reader that goes away (| head) ends `airlock chat` quietly', async () => {
   const g = gate();
   llm.script = () => ({ steps: [{ text: 'first line\n' }, { wait: g.promise }, ...Array.from({ length: 50 }, (_, i) => ({ text: `more ${i}\n` }))] });
