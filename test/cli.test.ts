@@ -223,11 +223,12 @@ test('a reply outlives its server: killed mid-turn, the CLI reconnects and the r
     return srv;
   };
   const g = gate();
+  const never = gate(); // the last reply: its server is killed while it waits
   let calls = 0;
   llm.script = () => {
     calls++;
     if (calls === 2) return { steps: [{ text: 'the whole answer' }] };
-    return { steps: [{ text: calls === 1 ? 'first try' : 'cut off' }, { wait: g.promise }] };
+    return { steps: [{ text: calls === 1 ? 'first try' : 'cut off' }, { wait: calls === 1 ? g.promise : never.promise }] };
   };
   let second: ChildProcess | null = null;
   try {
@@ -262,6 +263,7 @@ test('a reply outlives its server: killed mid-turn, the CLI reconnects and the r
     assert.match(qErr, /lost the chat's stream and could not reconnect for \d+ s: cannot (reach the Airlock server|open the stream)/);
   } finally {
     g.open();
+    never.open();
     second?.kill('SIGTERM');
     if (second) await new Promise((r) => second!.once('exit', r));
     fs.rmSync(d, { recursive: true, force: true });
