@@ -98,6 +98,27 @@ test('an abort ends the call with an AbortError and closes the connection; a cut
   await assert.rejects(collect(ssePost(url, jsonBody({}), opts())), (err: any) => err instanceof ProviderError && err.retryable && /connection/.test(err.message));
 });
 
+test('a consumer that stops reading holds the response back, and gets every event in order when it reads on', async () => {
+  const n = 300; // well over the chunks held before the response is paused
+  let written!: () => void;
+  const allWritten = new Promise<void>((r) => (written = r));
+  handler = async (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    for (let i = 0; i < n; i++) {
+      res.write(`data: ${i}\n\n`);
+      await new Promise((r) => setImmediate(r)); // each its own read
+    }
+    res.end();
+    written();
+  };
+  const got: string[] = [];
+  for await (const batch of ssePost(url, jsonBody({}), opts())) {
+    if (!got.length) await allWritten; // the first batch waits until the server has written everything
+    got.push(...batch.map((e) => e.data));
+  }
+  assert.deepEqual(got, Array.from({ length: n }, (_, i) => String(i)));
+});
+
 test('calls reuse one connection', async () => {
   handler = (_req, res) => res.writeHead(200, { 'content-type': 'text/event-stream' }).end('data: ok\n\n');
   await collect(ssePost(url, jsonBody({}), opts()));

@@ -37,6 +37,8 @@ export function toolSpecs(tools: ToolBox, clientTools: ClientTool[]): ToolSpec[]
 export class EarlyStart {
   private controller = new AbortController();
   private iterator: Promise<AsyncIterator<LlmEvent>>;
+  /** The iterator once open: every read after the first goes straight to it. */
+  private opened: AsyncIterator<LlmEvent> | null = null;
   private first: Promise<IteratorResult<LlmEvent>> | null;
   private settled = false;
 
@@ -45,7 +47,7 @@ export class EarlyStart {
     private messages: Message[],
     open: (signal: AbortSignal) => Promise<AsyncIterable<LlmEvent>>,
   ) {
-    this.iterator = open(this.controller.signal).then((s) => s[Symbol.asyncIterator]());
+    this.iterator = open(this.controller.signal).then((s) => (this.opened = s[Symbol.asyncIterator]()));
     this.first = this.iterator.then((it) => it.next());
     this.first.catch(() => {}); // read (or dropped) by whoever takes the call over
   }
@@ -78,10 +80,11 @@ export class EarlyStart {
     else signal.addEventListener('abort', () => this.controller.abort(), { once: true });
     return {
       [Symbol.asyncIterator]: () => ({
-        next: async () => {
+        next: () => {
           const first = this.first;
           this.first = null;
-          return first ?? (await this.iterator).next();
+          // Not an async wrapper: it would add a promise to every read of the turn.
+          return first ?? this.opened?.next() ?? this.iterator.then((it) => it.next());
         },
         return: async () => {
           this.controller.abort();

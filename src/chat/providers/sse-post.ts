@@ -114,20 +114,21 @@ export async function* ssePost(url: string, payload: Buffer, opts: SsePostOption
       throw new ProviderError(`provider returned ${status}: ${errorMessage(text) || http.STATUS_CODES[status] || 'error'}`, retryableStatus(status), status, retryAfterMs(flatHeaders(res.headers)));
     }
     res.setEncoding('utf8');
+    const chunks = new ChunkQueue(res);
     let buf = '';
     try {
-      for await (const chunk of res as AsyncIterable<string>) {
-        buf += chunk;
+      for (let chunk: string | null; (chunk = chunks.shift() ?? (await chunks.next())) !== null; ) {
+        buf = buf ? buf + chunk : chunk;
         if (buf.includes('\r')) buf = normalizeNewlines(buf);
         let end: number;
         let start = 0;
         const batch: SseEvent[] = [];
         while ((end = buf.indexOf('\n\n', start)) >= 0) {
-          const ev = parseBlock(buf.slice(start, end));
+          const ev = parseBlockAt(buf, start, end);
           if (ev) batch.push(ev);
           start = end + 2;
         }
-        if (start) buf = buf.slice(start);
+        if (start) buf = start < buf.length ? buf.slice(start) : '';
         if (batch.length) yield batch;
       }
     } catch (err) {
@@ -158,6 +159,79 @@ function normalizeNewlines(s: string): string {
   const tail = s.endsWith('\r') ? '\r' : '';
   return s.slice(0, s.length - tail.length).replace(/\r\n?/g, '\n') + tail;
 }
+
+/** The event of the block buf[start, end): a lone `data: ` line (every OpenAI event) without copying it first. */
+function parseBlockAt(buf: string, start: number, end: number): SseEvent | null {
+  if (buf.startsWith('data: ', start)) {
+    const nl = buf.indexOf('\n', start);
+    if (nl < 0 || nl >= end) return { event: '', data: buf.slice(start + 6, end) };
+  }
+  return parseBlock(buf.slice(start, end));
+}
+
+/**
+ * A response's text chunks as they arrive, read one at a time: lighter than the stream's async
+ * iterator, which allocated more per read than anything else on a token's way in. Holds at most
+ * MAX_QUEUED chunks (the response is paused meanwhile).
+ */
+class ChunkQueue {
+  private queue: string[] = [];
+  private head = 0;
+  private done = false;
+  private error: unknown = null;
+  private wake: (() => void) | null = null;
+
+  constructor(private res: http.IncomingMessage) {
+    res.on('data', (c: string) => {
+      this.queue.push(c);
+      if (this.queue.length - this.head >= MAX_QUEUED) res.pause();
+      this.notify();
+    });
+    res.on('end', () => this.finish(null));
+    res.on('error', (err) => this.finish(err));
+    // Closed without an end: the caller finds the response incomplete.
+    res.on('close', () => this.finish(null));
+  }
+
+  private finish(err: unknown): void {
+    if (this.done) return;
+    this.done = true;
+    this.error = err;
+    this.notify();
+  }
+
+  private notify(): void {
+    const w = this.wake;
+    this.wake = null;
+    w?.();
+  }
+
+  /** The next queued chunk, or undefined when none is queued (then await next()). */
+  shift(): string | undefined {
+    if (this.head === this.queue.length) return undefined;
+    const c = this.queue[this.head++]!;
+    if (this.head === this.queue.length) {
+      this.queue.length = 0;
+      this.head = 0;
+      if (this.res.isPaused() && !this.done) this.res.resume();
+    }
+    return c;
+  }
+
+  /** The next chunk once one arrives; null at the end; throws the response's error. */
+  async next(): Promise<string | null> {
+    for (;;) {
+      const c = this.shift();
+      if (c !== undefined) return c;
+      if (this.done) {
+        if (this.error) throw this.error;
+        return null;
+      }
+      await new Promise<void>((resolve) => (this.wake = resolve));
+    }
+  }
+}
+const MAX_QUEUED = 64;
 
 function parseBlock(block: string): SseEvent | null {
   let event = '';
