@@ -5,7 +5,8 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { ssePost, type SseEvent } from '../src/chat/providers/sse-post.js';
+import { PassThrough } from 'node:stream';
+import { ChunkQueue, MAX_QUEUED, ssePost, type SseEvent } from '../src/chat/providers/sse-post.js';
 import { ProviderError } from '../src/chat/providers/types.js';
 
 const jsonBody = (v: unknown) => Buffer.from(JSON.stringify(v));
@@ -98,7 +99,7 @@ test('an abort ends the call with an AbortError and closes the connection; a cut
   await assert.rejects(collect(ssePost(url, jsonBody({}), opts())), (err: any) => err instanceof ProviderError && err.retryable && /connection/.test(err.message));
 });
 
-test('a consumer that stops reading holds the response back, and gets every event in order when it reads on', async () => {
+test('a consumer that stops reading while many reads arrive gets every event, in order, when it reads on', async () => {
   const n = 300; // well over the chunks held before the response is paused
   let written!: () => void;
   const allWritten = new Promise<void>((r) => (written = r));
@@ -117,6 +118,21 @@ test('a consumer that stops reading holds the response back, and gets every even
     got.push(...batch.map((e) => e.data));
   }
   assert.deepEqual(got, Array.from({ length: n }, (_, i) => String(i)));
+});
+
+test('the response reader holds a bounded number of chunks: past it the response is paused, and resumed once they are taken', async () => {
+  const res = new PassThrough({ encoding: 'utf8' });
+  const q = new ChunkQueue(res);
+  for (let i = 0; i < MAX_QUEUED * 3; i++) res.write(`${i},`);
+  res.end();
+  assert.equal(q.held, MAX_QUEUED);
+  assert.equal(res.isPaused(), true);
+  let all = '';
+  for (let c; (c = q.shift() ?? (await q.next())) !== null; ) {
+    assert.ok(q.held <= MAX_QUEUED);
+    all += c;
+  }
+  assert.equal(all, Array.from({ length: MAX_QUEUED * 3 }, (_, i) => `${i},`).join(''));
 });
 
 test('calls reuse one connection', async () => {

@@ -4,6 +4,7 @@
 // 0.7-0.9 ms to the first parsed event, against 0.3 and 0.3 ms here (tmp/sdk.ts, loopback), and
 // were the largest part of the server's CPU time per token.
 import http from 'node:http';
+import type { Readable } from 'node:stream';
 import { keepAliveRequest } from '../../keep-alive.js';
 import { ProviderError, retryAfterMs, retryableStatus } from './types.js';
 
@@ -174,14 +175,14 @@ function parseBlockAt(buf: string, start: number, end: number): SseEvent | null 
  * iterator, which allocated more per read than anything else on a token's way in. Holds at most
  * MAX_QUEUED chunks (the response is paused meanwhile).
  */
-class ChunkQueue {
+export class ChunkQueue {
   private queue: string[] = [];
   private head = 0;
   private done = false;
   private error: unknown = null;
   private wake: (() => void) | null = null;
 
-  constructor(private res: http.IncomingMessage) {
+  constructor(private res: Readable) {
     res.on('data', (c: string) => {
       this.queue.push(c);
       if (this.queue.length - this.head >= MAX_QUEUED) res.pause();
@@ -204,6 +205,11 @@ class ChunkQueue {
     const w = this.wake;
     this.wake = null;
     w?.();
+  }
+
+  /** Chunks received and not yet taken. */
+  get held(): number {
+    return this.queue.length - this.head;
   }
 
   /** The next queued chunk, or undefined when none is queued (then await next()). */
@@ -231,7 +237,7 @@ class ChunkQueue {
     }
   }
 }
-const MAX_QUEUED = 64;
+export const MAX_QUEUED = 64;
 
 function parseBlock(block: string): SseEvent | null {
   let event = '';
