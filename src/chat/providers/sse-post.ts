@@ -129,7 +129,7 @@ export async function* ssePost(url: string, payload: Buffer, opts: SsePostOption
           if (ev) batch.push(ev);
           start = end + 2;
         }
-        if (start) buf = start < buf.length ? buf.slice(start) : '';
+        if (start) buf = buf.slice(start);
         if (batch.length) yield batch;
       }
     } catch (err) {
@@ -185,7 +185,7 @@ export class ChunkQueue {
   constructor(private res: Readable) {
     res.on('data', (c: string) => {
       this.queue.push(c);
-      if (this.queue.length - this.head >= MAX_QUEUED) res.pause();
+      if (this.held >= MAX_QUEUED) res.pause();
       this.notify();
     });
     res.on('end', () => this.finish(null));
