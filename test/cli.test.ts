@@ -109,22 +109,14 @@ test('airlock chat MESSAGE streams the reply and exits 0; list and show', async 
 test('Ctrl-C during a reply interrupts the turn: partial reply kept, exit 130', async () => {
   const g = gate();
   llm.script = () => ({ steps: [{ text: 'partial words' }, { wait: g.promise }, { text: ' never shown' }] });
-  const p = spawn(process.execPath, [BIN, 'chat', 'tell me a long story'], { env });
-  let stdout = '';
-  let stderr = '';
-  p.stderr.on('data', (d) => (stderr += d));
-  await new Promise<void>((resolve) =>
-    p.stdout.on('data', (d) => {
-      stdout += d;
-      if (stdout.includes('partial words')) resolve();
-    }),
-  );
-  p.kill('SIGINT');
-  const code = await new Promise<number>((r) => p.on('close', (c) => r(c ?? -1)));
+  const p = chatInBackground(['tell me a long story']);
+  await p.printed('partial words');
+  p.proc.kill('SIGINT');
+  const code = await p.closed;
   g.open();
-  assert.equal(code, 130, stderr);
-  assert.match(stderr, /interrupt/);
-  const chatId = /chat (\S+)/.exec(stderr)![1]!;
+  assert.equal(code, 130, p.stderr);
+  assert.match(p.stderr, /interrupt/);
+  const chatId = /chat (\S+)/.exec(p.stderr)![1]!;
   const json = JSON.parse((await run(['chat', 'show', chatId, '--json'])).stdout);
   const reply = json.messages[1];
   assert.equal(reply.interrupted, true);
@@ -145,6 +137,28 @@ function chatInTerminal(args: string[]) {
       }),
   };
   term.onData((d) => (t.screen += d.replace(/\x1b\[[0-9;]*[A-Za-z]/g, '')));
+  return t;
+}
+
+/** `airlock chat ARGS` in the background (no terminal): what it has printed, waits on it, its exit code. */
+function chatInBackground(args: string[], childEnv: NodeJS.ProcessEnv = env) {
+  const proc = spawn(process.execPath, [BIN, 'chat', ...args], { env: childEnv });
+  const t = {
+    proc,
+    stdout: '',
+    stderr: '',
+    closed: new Promise<number>((r) => proc.on('close', (c) => r(c ?? -1))),
+    /** Until `text` is on stdout; fails if the command ends first. */
+    printed: (text: string) =>
+      new Promise<void>((resolve, reject) => {
+        const check = () => t.stdout.includes(text) && resolve();
+        check();
+        proc.stdout.on('data', check);
+        proc.once('close', () => reject(new Error(`airlock chat ended without printing ${JSON.stringify(text)}; stderr:\n${t.stderr}`)));
+      }),
+  };
+  proc.stdout.on('data', (d) => (t.stdout += d));
+  proc.stderr.on('data', (d) => (t.stderr += d));
   return t;
 }
 
@@ -233,34 +247,27 @@ test('a reply outlives its server: killed mid-turn, the CLI reconnects and the r
   let second: ChildProcess | null = null;
   try {
     const first = await startServer();
-    const p = spawn(process.execPath, [BIN, 'chat', 'survive this'], { env: env2 });
-    let stdout = '';
-    let stderr = '';
-    p.stderr.on('data', (c) => (stderr += c));
-    const closed = new Promise<number>((r) => p.on('close', (c) => r(c ?? -1)));
-    await new Promise<void>((resolve) => p.stdout.on('data', (c) => (stdout += c).includes('first try') && resolve()));
+    const p = chatInBackground(['survive this'], env2);
+    await p.printed('first try');
     first.kill('SIGKILL');
     await new Promise((r) => first.once('exit', r));
     g.open(); // the dead server's provider call: nothing reads it any more
     second = await startServer();
-    assert.equal(await closed, 0, stderr);
-    assert.equal(stdout, 'first try\nthe whole answer\n');
-    assert.match(stderr, /the stream closed .*reconnecting/);
-    assert.match(stderr, /the reply starts over/);
-    const chatId = /chat (\S+)/.exec(stderr)![1]!;
+    assert.equal(await p.closed, 0, p.stderr);
+    assert.equal(p.stdout, 'first try\nthe whole answer\n');
+    assert.match(p.stderr, /the stream closed .*reconnecting/);
+    assert.match(p.stderr, /the reply starts over/);
+    const chatId = /chat (\S+)/.exec(p.stderr)![1]!;
     const shown = JSON.parse((await run(['chat', 'show', chatId, '--json'], { env: env2 })).stdout);
     assert.deepEqual(shown.messages.map((m: any) => m.parts[0].text), ['survive this', 'the whole answer']);
     // The server goes and does not come back: the command gives up after AIRLOCK_STREAM_RECONNECT_MS.
-    const q = spawn(process.execPath, [BIN, 'chat', '--chat', chatId, 'and now?'], { env: { ...env2, AIRLOCK_STREAM_RECONNECT_MS: '1500' } });
-    let qErr = '';
-    q.stderr.on('data', (c) => (qErr += c));
-    const qClosed = new Promise<number>((r) => q.on('close', (c) => r(c ?? -1)));
-    await new Promise<void>((resolve) => q.stdout.on('data', (c) => String(c).includes('cut off') && resolve()));
+    const q = chatInBackground(['--chat', chatId, 'and now?'], { ...env2, AIRLOCK_STREAM_RECONNECT_MS: '1500' });
+    await q.printed('cut off');
     second.kill('SIGKILL');
     await new Promise((r) => second!.once('exit', r));
     second = null;
-    assert.equal(await qClosed, 1, qErr);
-    assert.match(qErr, /lost the chat's stream and could not reconnect for \d+ s: cannot (reach the Airlock server|open the stream)/);
+    assert.equal(await q.closed, 1, q.stderr);
+    assert.match(q.stderr, /lost the chat's stream and could not reconnect for \d+ s: cannot (reach the Airlock server|open the stream)/);
   } finally {
     g.open();
     never.open();
@@ -273,16 +280,13 @@ test('a reply outlives its server: killed mid-turn, the CLI reconnects and the r
 test('a chat deleted while its reply streams ends `airlock chat` with a message, exit 1', async () => {
   const g = gate();
   llm.script = () => ({ steps: [{ text: 'soon gone' }, { wait: g.promise }] });
-  const p = spawn(process.execPath, [BIN, 'chat', 'delete me mid-reply'], { env });
-  let stderr = '';
-  p.stderr.on('data', (d) => (stderr += d));
-  const closed = new Promise<number>((r) => p.on('close', (c) => r(c ?? -1)));
-  await new Promise<void>((resolve) => p.stdout.on('data', (d) => String(d).includes('soon gone') && resolve()));
-  const chatId = /chat (\S+)/.exec(stderr)![1]!;
+  const p = chatInBackground(['delete me mid-reply']);
+  await p.printed('soon gone');
+  const chatId = /chat (\S+)/.exec(p.stderr)![1]!;
   assert.equal((await run(['chat', 'delete', chatId])).code, 0);
-  assert.equal(await closed, 1, stderr);
+  assert.equal(await p.closed, 1, p.stderr);
   g.open();
-  assert.match(stderr, /the chat was deleted/);
+  assert.match(p.stderr, /the chat was deleted/);
 });
 
 test('airlock chat --chat ID while another turn runs: the message queues and each command prints only its own reply', async () => {
@@ -291,13 +295,9 @@ test('airlock chat --chat ID while another turn runs: the message queues and eac
     const last = req.messages[req.messages.length - 1].content;
     return last === 'busy turn' ? { steps: [{ text: 'not yours' }, { wait: g.promise }, { text: ' at all' }] } : { steps: [{ text: `re: ${last}` }] };
   };
-  const first = spawn(process.execPath, [BIN, 'chat', 'busy turn'], { env });
-  let firstOut = '';
-  let firstErr = '';
-  first.stderr.on('data', (d) => (firstErr += d));
-  const firstClosed = new Promise<number>((r) => first.on('close', (c) => r(c ?? -1)));
-  await new Promise<void>((resolve) => first.stdout.on('data', (d) => (firstOut += d).includes('not yours') && resolve()));
-  const chatId = /chat (\S+)/.exec(firstErr)![1]!;
+  const first = chatInBackground(['busy turn']);
+  await first.printed('not yours');
+  const chatId = /chat (\S+)/.exec(first.stderr)![1]!;
   const queued = async (n: number) => {
     let queue: { content: string }[] = [];
     await waitUntil(async () => (queue = JSON.parse((await run(['chat', 'show', chatId, '--json'])).stdout).queue).length === n, `the queue holding ${n}`);
@@ -306,38 +306,32 @@ test('airlock chat --chat ID while another turn runs: the message queues and eac
   const second = run(['chat', '--chat', chatId, 'my question']);
   await queued(1);
   // Ctrl-C while a message waits in the queue takes it off the queue.
-  const third = spawn(process.execPath, [BIN, 'chat', '--chat', chatId, 'never mind'], { env });
-  let thirdErr = '';
-  third.stderr.on('data', (d) => (thirdErr += d));
-  const thirdClosed = new Promise<number>((r) => third.on('close', (c) => r(c ?? -1)));
+  const third = chatInBackground(['--chat', chatId, 'never mind']);
   await queued(2);
-  third.kill('SIGINT');
-  assert.equal(await thirdClosed, 130, thirdErr);
-  assert.match(thirdErr, /off the queue/);
+  third.proc.kill('SIGINT');
+  assert.equal(await third.closed, 130, third.stderr);
+  assert.match(third.stderr, /off the queue/);
   assert.deepEqual(await queued(1), ['my question']);
   g.open();
   const r = await second;
   assert.equal(r.code, 0, r.stderr);
   assert.equal(r.stdout, 're: my question\n');
   assert.match(r.stderr, /queued: it runs when the turn before it ends/);
-  assert.equal(await firstClosed, 0, firstErr);
-  assert.equal(firstOut, 'not yours at all\n');
+  assert.equal(await first.closed, 0, first.stderr);
+  assert.equal(first.stdout, 'not yours at all\n');
 });
 
 test('a token revoked while its reply streams ends `airlock chat` with the refusal, exit 1 (no endless reconnecting)', async () => {
   const g = gate();
   llm.script = () => ({ steps: [{ text: 'for a while' }, { wait: g.promise }] });
   const { id, token } = JSON.parse((await run(['token', 'create', '--name', 'revoked-mid-reply', '--json'])).stdout);
-  const p = spawn(process.execPath, [BIN, 'chat', 'keep talking'], { env: { ...env, AIRLOCK_TOKEN: token } });
-  let stderr = '';
-  p.stderr.on('data', (d) => (stderr += d));
-  const closed = new Promise<number>((r) => p.on('close', (c) => r(c ?? -1)));
-  await new Promise<void>((resolve) => p.stdout.on('data', (d) => String(d).includes('for a while') && resolve()));
+  const p = chatInBackground(['keep talking'], { ...env, AIRLOCK_TOKEN: token });
+  await p.printed('for a while');
   assert.equal((await run(['token', 'revoke', id])).code, 0);
-  assert.equal(await closed, 1, stderr);
+  assert.equal(await p.closed, 1, p.stderr);
   g.open();
-  assert.match(stderr, /the stream closed \(the API token was revoked\); reconnecting…/);
-  assert.match(stderr, /airlock: the API token is unknown or has expired/);
+  assert.match(p.stderr, /the stream closed \(the API token was revoked\); reconnecting…/);
+  assert.match(p.stderr, /airlock: the API token is unknown or has expired/);
 });
 
 test('a reader that goes away (| head) ends `airlock chat` quietly', async () => {
