@@ -171,7 +171,15 @@ for (const mode of ['direct', 'relay'] as const) {
       // 40 echo connections at once through another tube while the 64 MiB flow.
       const payloads = Array.from({ length: 40 }, (_, i) => crypto.randomBytes(20_000 + i * 1000));
       const echoed = await within(Promise.all(payloads.map((p) => roundTrip(echoPort, p))), () => 'the echo connections stalled');
-      echoed.forEach((b, i) => assert.ok(b.equals(payloads[i]!), `echo connection ${i} came back intact`));
+      // What went wrong, when something does (seen twice in CI on the direct path, not reproduced):
+      // bytes lost at the end (a cut connection) or in the middle, or changed ones.
+      echoed.forEach((b, i) => {
+        const sent = payloads[i]!;
+        if (b.equals(sent)) return;
+        let at = 0;
+        while (at < Math.min(b.length, sent.length) && b[at] === sent[at]) at++;
+        assert.fail(`echo connection ${i} came back damaged: ${b.length} of ${sent.length} bytes, first difference at ${at}; client:\n${echoRun.stderr.slice(-2000)}\ngateway log:\n${gw.log.slice(-3000)}`);
+      });
       const got = await within(big, () => `the 64 MiB transfer stalled on the ${mode} path`);
       assert.equal(got.bytes, 64 << 20);
       assert.equal(got.sha256, bulk.sha256);
