@@ -233,6 +233,77 @@ test('flow control: a local client that reads nothing holds the target back; whe
   }
 });
 
+/** How a TCP connection ended, seen from one side: a clean end (with the bytes read) or an error code. */
+function outcome(s: net.Socket): Promise<{ end?: number; error?: string }> {
+  return new Promise((resolve) => {
+    let bytes = 0;
+    s.on('data', (d) => (bytes += d.length));
+    s.on('end', () => resolve({ end: bytes }));
+    s.on('error', (err: NodeJS.ErrnoException) => resolve({ error: err.code ?? err.message }));
+  });
+}
+
+test('a reset on one side of a connection reaches the other side as a reset, never as a clean end', async () => {
+  // A cut connection must not look whole to the application (a download that looks complete). The
+  // resets here come when no data is in flight: a Node (libuv) reader takes a reset that arrives
+  // together with data for a clean end (EPOLLHUP after a partial read), whatever the sender did.
+  const RESPONSE = 200_000;
+  // A target that sends a response, then aborts its connection when the client answers.
+  const cutter = net.createServer((s) => {
+    s.write(crypto.randomBytes(RESPONSE));
+    s.once('data', () => s.resetAndDestroy());
+  });
+  // A target that records how its connections end.
+  const ends: Promise<{ end?: number; error?: string }>[] = [];
+  const witness = net.createServer((s) => void ends.push(outcome(s)));
+  await Promise.all([cutter, witness].map((srv) => new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()))));
+  const portOf = (srv: net.Server) => (srv.address() as net.AddressInfo).port;
+  await t.admin.post('/api/resources', { name: 'cutter', kind: 'tcp', target: `127.0.0.1:${portOf(cutter)}`, gateway: 'site-a' });
+  await t.admin.post('/api/resources', { name: 'witness', kind: 'tcp', target: `127.0.0.1:${portOf(witness)}`, gateway: 'site-a' });
+  try {
+    // The target resets: the local application sees a reset, and launch says that the connection was cut.
+    const cut = runCli(['launch', 'cutter'], env);
+    const cutPort = Number((await cut.waitErr(/Forwarding 127\.0\.0\.1:(\d+)/))[1]);
+    const expectReset = async () => {
+      const local = net.connect(cutPort, '127.0.0.1');
+      let got = 0;
+      local.on('data', (d) => {
+        got += d.length;
+        if (got === RESPONSE) local.write('x');
+      });
+      const how = await within(outcome(local), () => `no outcome (${got} bytes):\n${cut.stderr}`);
+      assert.deepEqual(how, { error: 'ECONNRESET' }, `client:\n${cut.stderr}\ngateway log:\n${gw.log.slice(-3000)}`);
+    };
+    await expectReset();
+    await within(cut.waitErr(/a connection to cutter was cut: read ECONNRESET/), () => `no word of the cut:\n${cut.stderr}`);
+    // The session lives on: the next connection gets its bytes (and its reset) the same way.
+    await expectReset();
+    cut.proc.kill('SIGINT');
+    assert.equal(await cut.exited(), 0);
+
+    // The local application resets: the target sees a reset too, not a clean end.
+    const w = runCli(['launch', 'witness'], env);
+    const wPort = Number((await w.waitErr(/Forwarding 127\.0\.0\.1:(\d+)/))[1]);
+    const local = net.connect(wPort, '127.0.0.1');
+    await new Promise((r) => local.write('hello', r));
+    while (ends.length === 0) await new Promise((r) => setTimeout(r, 20));
+    local.resetAndDestroy();
+    assert.deepEqual(await within(ends[0]!, () => `the target's connection did not end:\n${w.stderr}\ngateway log:\n${gw.log.slice(-2000)}`), { error: 'ECONNRESET' });
+    // A clean close still reads as one on the other side.
+    const clean = net.connect(wPort, '127.0.0.1');
+    await new Promise((r) => clean.write('bye', r));
+    while (ends.length === 1) await new Promise((r) => setTimeout(r, 20));
+    clean.end();
+    assert.deepEqual(await within(ends[1]!, () => 'the clean close did not arrive'), { end: 3 });
+    clean.destroy();
+    w.proc.kill('SIGINT');
+    assert.equal(await w.exited(), 0);
+  } finally {
+    cutter.close();
+    witness.close();
+  }
+});
+
 test('CLI mistakes get a clear message and a non-zero exit', async () => {
   const cases: [string[], NodeJS.ProcessEnv, number, RegExp][] = [
     [['launch'], env, 2, /usage: airlock launch <resource>/],

@@ -117,6 +117,10 @@ async function forwardPort(session: ClientSession, srv: net.Server, resource: st
       () => {
         if (first) timing.mark('target_connected');
         first = false;
+        // The application on the local port got a reset; say why here (a closed tube says so itself).
+        void c.cut.then((reason) => {
+          if (!session.tube.closed) process.stderr.write(`airlock: a connection to ${resource} was cut: ${reason}\n`);
+        });
       },
       (err: Error) => {
         process.stderr.write(`airlock: connection to ${resource} failed: ${err.message}\n`);

@@ -9,8 +9,10 @@ export interface ClientConn {
   conn: TubeConn;
   /** Resolves when the gateway reached the target; rejects with its reason. */
   opened: Promise<void>;
-  /** Resolves with the remote exit status (ssh, shell). */
+  /** Resolves with the exit status of the remote process (ssh, shell). */
   exit: Promise<number>;
+  /** Resolves with the reason if the connection is cut (an error on either side, the tube closed). */
+  cut: Promise<string>;
 }
 
 export class ClientSession {
@@ -57,12 +59,16 @@ export class ClientSession {
     const id = this.next++;
     const conn = new TubeConn(this.open.tube, id, { window: num('tubeWindowBytes') });
     const entry = { conn, opened: deferred<void>(), exit: deferred<number>() };
+    const cut = deferred<string>();
     this.conns.set(id, entry);
     if (opts.expectExit) this.exits.set(id, entry.exit);
-    conn.onFinish = () => this.conns.delete(id);
+    conn.onFinish = (err) => {
+      this.conns.delete(id);
+      if (err) cut.resolve(err);
+    };
     this.open.tube.send(F.OPEN, id, JSON.stringify(req));
     conn.attach(stream);
-    return { conn, opened: entry.opened.promise, exit: entry.exit.promise };
+    return { conn, opened: entry.opened.promise, exit: entry.exit.promise, cut: cut.promise };
   }
 
   get tube() {

@@ -1,7 +1,7 @@
 // One connection inside a tube, bridged to a local Node stream (a socket, an SSH channel, a
 // PTY, the terminal). Credit-based flow control: a side sends at most `window` bytes the other
 // side has not yet written out, so a fast source cannot fill a slow side's memory.
-import type { OnReadOpts } from 'node:net';
+import { Socket, type OnReadOpts } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { F, u32 } from './frame.js';
 import type { Tube } from './tube.js';
@@ -99,7 +99,7 @@ export class TubeConn {
     stream.on('error', (err) => this.fail(err.message));
     // A stream that is gone cannot take more bytes either: the connection is over.
     stream.on('close', () => {
-      if (!this.ended.local) {
+      if (!this.ended.local && !this.finished) {
         this.ended.local = true;
         this.tube.send(F.END, this.id);
       }
@@ -178,10 +178,24 @@ export class TubeConn {
     this.destroy(reason);
   }
 
+  /** Ends the connection as cut (an error, or the tube closed): a TCP peer gets a reset, not a clean end. */
   destroy(reason?: string): void {
     if (this.finished) return;
-    this.finish(reason);
-    this.stream?.destroy();
+    this.finish(reason ?? 'closed');
+    const s = this.stream;
+    // A FIN would tell the application on the socket that the stream ended whole, when it was cut
+    // short: a download would look complete. RST says it was not. (A reset that arrives together
+    // with data can still read as a clean end to a libuv reader: it takes EPOLLHUP after a partial
+    // read for EOF without reading the error.)
+    if (s instanceof Socket && !s.destroyed) {
+      try {
+        s.resetAndDestroy();
+        return;
+      } catch {
+        /* not a TCP handle: a plain destroy below */
+      }
+    }
+    s?.destroy();
   }
 
   private finish(err?: string): void {

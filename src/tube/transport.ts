@@ -74,6 +74,7 @@ export class DataChannelTransport implements Transport {
   // sendMessageBinary copies the message into the native side before it returns.
   readonly copiesOnSend = true;
   private closed = false;
+  private closeCb: ((reason: string) => void) | null = null;
   private early: Buffer[] | null = [];
   private deliver: ((frame: Buffer) => void) | null = null;
 
@@ -94,9 +95,18 @@ export class DataChannelTransport implements Transport {
     if (this.closed) return;
     try {
       this.dc.sendMessageBinary(frame);
-    } catch {
-      this.closed = true;
+    } catch (err) {
+      // The frame is lost: the tube must not go on as if it had been sent, and the other side
+      // must learn it (the tube does not close a path that reported itself gone).
+      this.lost(`data channel send failed: ${(err as Error).message}`);
+      this.close();
     }
+  }
+
+  private lost(reason: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.closeCb?.(reason);
   }
 
   buffered(): number {
@@ -119,14 +129,11 @@ export class DataChannelTransport implements Transport {
   }
 
   onClose(cb: (reason: string) => void): void {
-    this.dc.onClosed(guard(() => {
-      this.closed = true;
-      cb('data channel closed');
-    }));
+    this.closeCb = cb;
+    this.dc.onClosed(guard(() => this.lost('data channel closed')));
   }
 
   close(): void {
-    if (this.closed) return;
     this.closed = true;
     try {
       this.dc.close();
