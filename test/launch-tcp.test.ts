@@ -170,11 +170,12 @@ for (const mode of ['direct', 'relay'] as const) {
       const big = drain(port);
       // 40 echo connections at once through another tube while the 64 MiB flow.
       const payloads = Array.from({ length: 40 }, (_, i) => crypto.randomBytes(20_000 + i * 1000));
-      const echoed = await within(Promise.all(payloads.map((p) => roundTrip(echoPort, p))), () => 'the echo connections stalled');
+      const echoed = await within(Promise.all(payloads.map((p) => roundTrip(echoPort, p).catch((err: Error) => err))), () => 'the echo connections stalled');
       // What went wrong, when something does (seen twice in CI on the direct path, not reproduced):
-      // bytes lost at the end (a cut connection) or in the middle, or changed ones.
+      // a cut connection (a reset, with launch's word of why), bytes lost, or changed ones.
       echoed.forEach((b, i) => {
         const sent = payloads[i]!;
+        if (b instanceof Error) assert.fail(`echo connection ${i} failed: ${b.message}; client:\n${echoRun.stderr.slice(-2000)}\ngateway log:\n${gw.log.slice(-3000)}`);
         if (b.equals(sent)) return;
         let at = 0;
         while (at < Math.min(b.length, sent.length) && b[at] === sent[at]) at++;
