@@ -36,6 +36,8 @@ export class WsTransport implements Transport {
   constructor(private ws: WebSocket) {}
 
   send(frame: Buffer): void {
+    // A socket past OPEN is closing: its 'close' event follows and ends the tube (onClose) if this
+    // was its send path, so a frame dropped here is never mistaken for one delivered.
     if (this.ws.readyState !== this.ws.OPEN) return;
     this.ws.send(frame, { binary: true }, () => this.maybeDrain());
   }
