@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { execFile } from 'node:child_process';
+import { once } from 'node:events';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { GatewayProcess, waitGatewayOnline, runCli, killChildren, echoServer, bulkServer, tempDir } from './helpers/launch.js';
 import { ApiClient } from '../src/client/api.js';
@@ -285,15 +286,21 @@ test('a reset on one side of a connection reaches the other side as a reset, nev
     // The local application resets: the target sees a reset too, not a clean end.
     const w = runCli(['launch', 'witness'], env);
     const wPort = Number((await w.waitErr(/Forwarding 127\.0\.0\.1:(\d+)/))[1]);
+    const reached = once(witness, 'connection');
     const local = net.connect(wPort, '127.0.0.1');
-    await new Promise((r) => local.write('hello', r));
-    while (ends.length === 0) await new Promise((r) => setTimeout(r, 20));
+    local.write('hello');
+    // 'hello' has gone all the way through before the reset (a reset that comes with data can read
+    // as a clean end, see above).
+    const [target] = (await within(reached, () => `the target was not reached:\n${w.stderr}`)) as [net.Socket];
+    await within(once(target, 'data'), () => `'hello' did not reach the target:\n${w.stderr}`);
     local.resetAndDestroy();
     assert.deepEqual(await within(ends[0]!, () => `the target's connection did not end:\n${w.stderr}\ngateway log:\n${gw.log.slice(-2000)}`), { error: 'ECONNRESET' });
     // A clean close still reads as one on the other side.
+    const reachedAgain = once(witness, 'connection');
     const clean = net.connect(wPort, '127.0.0.1');
-    await new Promise((r) => clean.write('bye', r));
-    while (ends.length === 1) await new Promise((r) => setTimeout(r, 20));
+    clean.write('bye');
+    const [again] = (await within(reachedAgain, () => `the target was not reached again:\n${w.stderr}`)) as [net.Socket];
+    await within(once(again, 'data'), () => `'bye' did not reach the target:\n${w.stderr}`);
     clean.end();
     assert.deepEqual(await within(ends[1]!, () => 'the clean close did not arrive'), { end: 3 });
     clean.destroy();
