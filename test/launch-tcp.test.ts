@@ -10,6 +10,7 @@ import { once } from 'node:events';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { GatewayProcess, waitGatewayOnline, runCli, killChildren, echoServer, bulkServer, tempDir } from './helpers/launch.js';
 import { ApiClient } from '../src/client/api.js';
+import { within } from './helpers/within.js';
 
 let t: TestServer;
 let gw: GatewayProcess;
@@ -54,11 +55,6 @@ async function launchPort(extraEnv: NodeJS.ProcessEnv = {}, args: string[] = [])
   return { run, port: Number(m[1]), path: m[2], timingFile };
 }
 
-/** Fails with a description of where things stood instead of hanging the suite. */
-function within<T>(p: Promise<T>, what: () => string, ms = 60_000): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([p.finally(() => clearTimeout(timer)), new Promise<T>((_, reject) => (timer = setTimeout(() => reject(new Error(what())), ms)))]);
-}
 
 async function lastSession(): Promise<any> {
   const { sessions } = await t.admin.get('/api/sessions?limit=1');

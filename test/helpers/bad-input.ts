@@ -7,6 +7,10 @@
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 import { ApiClient } from '../../src/client/api.js';
+import { within } from './within.js';
+
+/** Sockets must answer: a hang is a failure with a name, not a test timeout. */
+const SOCKET_ANSWER_MS = 10_000;
 
 export interface SweepTarget {
   /** Where the objects are created. */
@@ -201,13 +205,8 @@ function nextMessage(ws: WebSocket, what: string, pred: (m: any) => boolean = ()
       box.waiters.push(w);
     }),
     what,
+    SOCKET_ANSWER_MS,
   );
-}
-
-/** Sockets must answer: a hang is a failure with a name, not a test timeout. */
-function within<T>(p: Promise<T>, what: string, ms = 10_000): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([p, new Promise<T>((_, reject) => (timer = setTimeout(() => reject(new Error(what)), ms)))]).finally(() => clearTimeout(timer));
 }
 
 function upgrade(url: string, path: string, token: string | null): Promise<{ status: number; body: any } | WebSocket> {
@@ -234,7 +233,7 @@ function upgrade(url: string, path: string, token: string | null): Promise<{ sta
     });
     ws.on('open', () => resolve(ws));
     ws.on('error', () => {});
-  }), `upgrade of ${path}: no answer`);
+  }), `upgrade of ${path}: no answer`, SOCKET_ANSWER_MS);
 }
 
 async function refused(url: string, path: string, token: string | null, status: number[]) {
@@ -249,7 +248,7 @@ async function closesWith(open: () => Promise<WebSocket>, frame: string | Buffer
   const ws = await open();
   const closed = new Promise<{ code: number; reason: string }>((r) => ws.on('close', (c, why) => r({ code: c, reason: String(why) })));
   ws.send(frame);
-  const got = await within(closed, `${what}: the server did not close the socket`);
+  const got = await within(closed, `${what}: the server did not close the socket`, SOCKET_ANSWER_MS);
   assert.equal(got.code, code, `${what}: closed ${got.code} ${got.reason}`);
   if (reason) assert.match(got.reason, reason, what);
   else assert.ok(got.reason.length > 0 || code === 1009, `${what}: a reason`);

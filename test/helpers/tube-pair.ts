@@ -6,13 +6,9 @@ import { Peer } from '../../src/tube/peer.js';
 import { Tube } from '../../src/tube/tube.js';
 import { DataChannelTransport } from '../../src/tube/transport.js';
 import { F } from '../../src/tube/frame.js';
+import { within } from './within.js';
 
 process.env.AIRLOCK_ICE_BIND_ADDRESS = '127.0.0.1';
-
-function bounded<T>(p: Promise<T>, what: string, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([p.finally(() => clearTimeout(timer)), new Promise<T>((_, reject) => (timer = setTimeout(() => reject(new Error(what)), ms)))]);
-}
 
 const peers: Peer[] = [];
 
@@ -49,7 +45,7 @@ async function tubePair(attempt = 1): Promise<[Tube, Tube]> {
     }),
   );
   try {
-    await bounded(Promise.all([aOpen, bOpen]), `the data channel did not open in ${attempt} attempts`, 10_000);
+    await within(Promise.all([aOpen, bOpen]), `the data channel did not open in ${attempt} attempts`, 10_000);
   } catch (err) {
     a.close();
     b.close();
@@ -71,7 +67,7 @@ const scenarios: Record<string, () => Promise<unknown>> = {
       }),
     );
     for (let i = 0; i < 100; i++) a.send(F.DATA, 7, Buffer.from(`frame ${i}`));
-    await bounded(all, `${got.length} of 100 frames arrived`, 20_000);
+    await within(all, () => `${got.length} of 100 frames arrived`, 20_000);
     return { got, sent: a.bytesSent, received: b.bytesReceived };
   },
   /** A frame over the channel's message size limit: how each side's tube ends. */
@@ -81,8 +77,8 @@ const scenarios: Record<string, () => Promise<unknown>> = {
     const bClosed = new Promise<string>((resolve) => b.once('closed', resolve));
     a.send(F.DATA, 1, Buffer.alloc(300_000));
     return {
-      sender: await bounded(aClosed, 'the sending tube did not close', 20_000),
-      receiver: await bounded(bClosed, 'the receiving tube did not close', 20_000),
+      sender: await within(aClosed, 'the sending tube did not close', 20_000),
+      receiver: await within(bClosed, 'the receiving tube did not close', 20_000),
     };
   },
 };
