@@ -8,7 +8,7 @@
 import { ApiClient } from '../src/client/api.js';
 import fs from 'node:fs';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { arg, otherThreadsCpu, pct, threadCpu, pgUrlWithSchema, processCpu, r2, runLoad, serverGauge, startAirlock, startBareRelay, startProvider } from './common.js';
+import { arg, otherThreadsCpu, pct, threadCpu, pgUrlWithSchema, processCpu, r2, runLoad, serverGauge, serverSum, startAirlock, startBareRelay, startProvider } from './common.js';
 
 const quick = process.argv.includes('--quick');
 const CHATS = arg('chats', 50);
@@ -46,8 +46,11 @@ async function scenario(name: string, providerUrl: string, opts: { databaseUrl?:
   try {
     // The server's own event-loop delay over the load (prom-client resets it on every scrape;
     // sampled every 10 ms, so a coarse figure): the part of a token's wait spent in the server.
-    const serverLag = () => serverGauge(srv.url, srv.token!, 'nodejs_eventloop_lag_p99_seconds');
-    return await measure(name, srv.url, srv.token!, srv.proc.pid, messages, serverLag);
+    return await measure(name, srv.url, srv.token!, srv.proc.pid, messages, {
+      lagP99: () => serverGauge(srv.url, srv.token!, 'nodejs_eventloop_lag_p99_seconds'),
+      // The main thread's GC pauses, all kinds together (prom-client observes them).
+      gcSeconds: () => serverSum(srv.url, srv.token!, 'nodejs_gc_duration_seconds_sum'),
+    });
   } finally {
     await srv.stop();
   }
@@ -58,19 +61,28 @@ async function bareRelay(providerUrl: string, messages: number) {
   log('bare relay: starting (no database, no auth, no event log: the floor of this machine and load)');
   const relay = await startBareRelay(providerUrl);
   try {
-    return await measure('bare relay', relay.url, 'none', relay.pid, messages, async () => null);
+    return await measure('bare relay', relay.url, 'none', relay.pid, messages, null);
   } finally {
     relay.close();
   }
 }
 
-async function measure(name: string, url: string, token: string, pid: number | undefined, messages: number, serverLag: () => Promise<number | null>) {
+/** What the server's own metrics tell (null for the bare relay, which has none). */
+interface ServerMetrics {
+  /** The event loop's delay p99 since the last reading (prom-client resets it on every scrape). */
+  lagP99(): Promise<number | null>;
+  /** Seconds the main thread has spent in GC pauses since the start. */
+  gcSeconds(): Promise<number | null>;
+}
+
+async function measure(name: string, url: string, token: string, pid: number | undefined, messages: number, server: ServerMetrics | null) {
   log(`${name}: ${CHATS} chats × ${messages} messages × ${TOKENS} tokens (TTFT ${TTFT_MS} ms, ${BURST} tokens every ${TOKEN_INTERVAL_MS} ms per chat)`);
   const api = new ApiClient(url, token, 120_000);
   // The clients' own event loop: a token waits in it too before the bench sees it.
   const loop = monitorEventLoopDelay({ resolution: 1 });
   loop.enable();
-  await serverLag();
+  await server?.lagP99();
+  const gc0 = await server?.gcSeconds();
   const cpu0 = processCpu(pid);
   const r = await runLoad(api, api, CHATS, messages, TTFT_MS, THINK_MS, WARMUP);
   const cpu1 = processCpu(pid);
@@ -79,7 +91,8 @@ async function measure(name: string, url: string, token: string, pid: number | u
     const per = threadCpu(cpu0, cpu1).map(([tid, s]) => [tid, Math.round(s * 1e3)] as const).filter(([, ms]) => ms > 0);
     log(`${name}: CPU ms by thread (main ${pid}): ${per.sort((a, b) => b[1] - a[1]).map(([tid, ms]) => `${tid}:${ms}`).join(' ')}`);
   }
-  const serverLagP99 = await serverLag();
+  const serverLagP99 = (await server?.lagP99()) ?? null;
+  const gc1 = await server?.gcSeconds();
   loop.disable();
   const summary = {
     overhead_p50_ms: r2(pct(r.overhead, 50)),
@@ -92,6 +105,9 @@ async function measure(name: string, url: string, token: string, pid: number | u
     tokens_per_s: Math.round(r.tokens / r.seconds),
     client_loop_delay_p99_ms: r2(loop.percentile(99) / 1e6),
     server_loop_delay_p99_ms: serverLagP99 === null ? null : r2(serverLagP99 * 1000),
+    // Per second of load, the ms the main thread stood still for its GC: every token that
+    // arrives meanwhile waits (about 40 % of the tokens read late, in the seventeenth session).
+    server_gc_ms_per_s: gc0 != null && gc1 != null ? r2(((gc1 - gc0) * 1e3) / r.seconds) : null,
     // The server's CPU per token streamed, all threads and its main thread (the one every
     // token passes through): steadier than latency figures on a shared machine.
     server_cpu_us_per_token: cpu0 && cpu1 ? r2(((cpu1.all - cpu0.all) * 1e6) / r.tokens) : null,

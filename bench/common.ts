@@ -294,11 +294,20 @@ async function metricsText(url: string, token: string): Promise<string> {
   return (await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${token}` } })).text();
 }
 
+/** The values of every series of a metric in Prometheus text, labels or none. */
+function seriesValues(text: string, metric: string): number[] {
+  return [...text.matchAll(new RegExp(`^${metric}(?:\\{[^}]*\\})? (\\S+)$`, 'gm'))].map((m) => Number(m[1]));
+}
+
 /** One of a server's own Prometheus gauges (the first series), or null. */
 export async function serverGauge(url: string, token: string, metric: string): Promise<number | null> {
-  const text = await metricsText(url, token);
-  const m = new RegExp(`^${metric}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text);
-  return m ? Number(m[1]) : null;
+  return seriesValues(await metricsText(url, token), metric)[0] ?? null;
+}
+
+/** The sum of every series of one of a server's own Prometheus metrics (e.g. a histogram's `_sum` by label), or null when it has none. */
+export async function serverSum(url: string, token: string, metric: string): Promise<number | null> {
+  const values = seriesValues(await metricsText(url, token), metric);
+  return values.length ? values.reduce((a, b) => a + b, 0) : null;
 }
 
 /** One of a server's own Prometheus histograms, as cumulative [upper bound, count] buckets. */
