@@ -55,7 +55,6 @@ async function launchPort(extraEnv: NodeJS.ProcessEnv = {}, args: string[] = [])
   return { run, port: Number(m[1]), path: m[2], timingFile };
 }
 
-
 async function lastSession(): Promise<any> {
   const { sessions } = await t.admin.get('/api/sessions?limit=1');
   return sessions[0];

@@ -8,7 +8,7 @@ import { num } from '../config.js';
 import { F, i32, type OpenRequest } from '../tube/frame.js';
 import { Tube } from '../tube/tube.js';
 import { TubeConn } from '../tube/conn.js';
-import { DataChannelTransport, WsTransport, guard, webrtcEnabled } from '../tube/transport.js';
+import { DataChannelTransport, WsTransport, guard, webrtcEnabled, whenOpen } from '../tube/transport.js';
 import { Peer, type Signal } from '../tube/peer.js';
 import { connectTarget, TargetError, type Target, type TargetSpec } from './connectors.js';
 
@@ -74,9 +74,7 @@ export class GatewaySession {
       this.peer.pc.onDataChannel(
         guard((dc: DataChannel) => {
           const transport = new DataChannelTransport(dc);
-          const add = () => this.tube.add(transport);
-          if (dc.isOpen()) add();
-          else dc.onOpen(guard(add));
+          whenOpen(dc, () => this.tube.add(transport));
         }),
       );
     }

@@ -145,6 +145,12 @@ export class DataChannelTransport implements Transport {
   }
 }
 
+/** Runs `fn` once the channel is open: now if it already is (a channel the other side opened can be open before it is handed over). */
+export function whenOpen(dc: DataChannel, fn: () => void): void {
+  if (dc.isOpen()) fn();
+  else dc.onOpen(guard(fn));
+}
+
 export function guard<A extends unknown[]>(fn: (...a: A) => void): (...a: A) => void {
   return (...a: A) => {
     try {

@@ -4,7 +4,7 @@
 import type { DataChannel } from 'node-datachannel';
 import { Peer } from '../../src/tube/peer.js';
 import { Tube } from '../../src/tube/tube.js';
-import { DataChannelTransport } from '../../src/tube/transport.js';
+import { DataChannelTransport, whenOpen } from '../../src/tube/transport.js';
 import { F } from '../../src/tube/frame.js';
 import { within } from './within.js';
 
@@ -28,12 +28,10 @@ async function tubePair(attempt = 1): Promise<[Tube, Tube]> {
   const bOpen = new Promise<void>((resolve) =>
     b.pc.onDataChannel((dc: DataChannel) => {
       const t = new DataChannelTransport(dc);
-      const add = () => {
+      whenOpen(dc, () => {
         tb.add(t);
         resolve();
-      };
-      if (dc.isOpen()) add();
-      else dc.onOpen(add);
+      });
     }),
   );
   const dc = a.pc.createDataChannel('tube');
