@@ -96,6 +96,11 @@ test('airlock server --tls-cert/--tls-key serves HTTPS; option mistakes exit non
     const noNats = runCli(['server', '--port', '0', '--data-dir', path.join(dir, 'd7'), '--bus', 'nats://127.0.0.1:1'], env);
     assert.equal(await noNats.exited(), 1);
     assert.match(noNats.stderr, /cannot connect to NATS at nats:\/\/127\.0\.0\.1:1/);
+    // PostgreSQL that cannot be reached: its client thread's error, the password left out.
+    const noPg = runCli(['server', '--port', '0', '--data-dir', path.join(dir, 'd8'), '--database-url', 'postgres://airlock:hunter2@127.0.0.1:1/airlock'], env);
+    assert.equal(await noPg.exited(), 1);
+    assert.match(noPg.stderr, /cannot open the database at postgres:\/\/airlock:\*+@127\.0\.0\.1:1\/airlock: connect ECONNREFUSED/);
+    assert.doesNotMatch(noPg.stderr, /hunter2/);
     const badBus = runCli(['server', '--port', '0', '--data-dir', path.join(dir, 'd4'), '--bus', 'carrier-pigeon'], env);
     assert.equal(await badBus.exited(), 1);
     assert.match(badBus.stderr, /AIRLOCK_BUS must be local, postgres or nats/);

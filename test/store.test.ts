@@ -7,8 +7,9 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { openTestDb } from './helpers/server.js';
+import { PG_URL, openTestDb } from './helpers/server.js';
 import { openDb } from '../src/store/db.js';
+import { isConnectionError } from '../src/store/retry.js';
 import { ToolBox, builtinTools } from '../src/chat/tools/index.js';
 
 test('statement errors carry their PostgreSQL code; a failed transaction rolls back', async () => {
@@ -37,10 +38,32 @@ test('statement errors carry their PostgreSQL code; a failed transaction rolls b
   }
 });
 
-test('the embedded database: a query after close is refused with a clear error', async () => {
-  const db = await openDb({ memory: true });
-  await db.close();
-  await assert.rejects(db.query('SELECT 1'), /embedded database thread exited/);
+test('a query after close is refused with a clear error', async () => {
+  const { db, drop } = await openTestDb();
+  await drop();
+  await assert.rejects(db.query('SELECT 1'), db.kind === 'postgres' ? /PostgreSQL client thread exited/ : /embedded database thread exited/);
+  await assert.rejects(db.tx((q) => q.query('SELECT 1')), /thread exited/);
+});
+
+test('PostgreSQL: a transaction whose connection is killed fails as a connection error (callers retry those) and the next statements run on new connections', { skip: PG_URL ? false : 'needs PostgreSQL (npm run test:pg)' }, async () => {
+  const { db, drop } = await openTestDb();
+  try {
+    await db.query('CREATE TABLE store_k (a int)');
+    await assert.rejects(
+      db.tx(async (q) => {
+        await q.query('INSERT INTO store_k VALUES (1)');
+        const [{ pid }] = await q.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+        await db.query('SELECT pg_terminate_backend($1)', [pid]);
+        await q.query('INSERT INTO store_k VALUES (2)');
+      }),
+      (err: unknown) => isConnectionError(err),
+    );
+    // The killed connection is not reused: nothing of the transaction was kept, and what follows runs.
+    for (let i = 0; i < 25; i++) assert.deepEqual(await db.query('SELECT count(*)::int AS n FROM store_k'), [{ n: 0 }]);
+    assert.deepEqual(await db.tx((q) => q.query('INSERT INTO store_k VALUES (3) RETURNING a')), [{ a: 3 }]);
+  } finally {
+    await drop();
+  }
 });
 
 test('tools with the same name are refused', () => {

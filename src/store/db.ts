@@ -1,11 +1,8 @@
 // One query API over the embedded database (PGlite in a data folder) and PostgreSQL (`pg`).
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { migrate } from './migrations.js';
-import { num } from '../config.js';
 import { acquireDataDirLock } from './lockfile.js';
-import { isStalePlanError } from './retry.js';
 import type { Logger } from '../log.js';
 
 export type Row = Record<string, any>;
@@ -37,8 +34,6 @@ export interface OpenDbOptions {
   templateFreezeAge?: number;
 }
 
-const INT8 = 20;
-
 /** Where the embedded database keeps its files inside a data folder. */
 export const embeddedDbDir = (dataDir: string) => path.join(dataDir, 'pgdata');
 
@@ -54,7 +49,7 @@ export async function openDb(opts: OpenDbOptions): Promise<Db> {
 }
 
 async function openPglite(opts: OpenDbOptions): Promise<Db> {
-  const { PgliteThread } = await import('./pglite-thread.js');
+  const { DbThread } = await import('./db-thread.js');
   let release: (() => void) | undefined;
   let dir: string | undefined;
   if (!opts.memory) {
@@ -65,7 +60,8 @@ async function openPglite(opts: OpenDbOptions): Promise<Db> {
   const log = opts.log;
   let thread;
   try {
-    thread = await PgliteThread.start(
+    thread = await DbThread.start(
+      'pglite-worker',
       { dataDir: dir ? embeddedDbDir(dir) : undefined, templateFreezeAge: opts.templateFreezeAge },
       log && (({ level, msg, ...fields }) => log[level](fields, msg)),
     );
@@ -88,95 +84,14 @@ async function openPglite(opts: OpenDbOptions): Promise<Db> {
 }
 
 async function openPostgres(url: string, schema?: string): Promise<Db> {
-  const { default: pgmod } = await import('pg');
-  const typeParser = (oid: number, format?: any) =>
-    oid === INT8 ? (v: string) => Number(v) : pgmod.types.getTypeParser(oid, format);
-  const options = schema ? `-c search_path=${schema}` : undefined;
-  if (schema) {
-    if (!/^[a-z_][a-z0-9_]*$/.test(schema)) throw new Error(`invalid schema name ${schema}`);
-    const c = new pgmod.Client({ connectionString: url });
-    await c.connect();
-    try {
-      await c.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
-    } finally {
-      await c.end();
-    }
-  }
-  const pool = new pgmod.Pool({ connectionString: url, options, max: 20, types: { getTypeParser: typeParser } as any });
-  const statements = new NamedStatements(num('dbPrepared') !== 0);
-  const run = async (c: { query: import('pg').Pool['query'] }, sql: string, params?: unknown[]) => {
-    try {
-      return (await c.query(statements.config(sql, params))).rows;
-    } catch (err) {
-      if (!statements.stale(err)) throw err;
-      return (await c.query(sql, params as any[])).rows;
-    }
-  };
-  pool.on('error', () => {
-    /* an idle client died; the pool replaces it on next use */
-  });
+  if (schema && !/^[a-z_][a-z0-9_]*$/.test(schema)) throw new Error(`invalid schema name ${schema}`);
+  const { DbThread } = await import('./db-thread.js');
+  const thread = await DbThread.start('pg-worker', { url, schema });
   return {
     kind: 'postgres',
-    pg: { connectionString: url, options },
-    async query<T extends Row>(sql: string, params?: unknown[]) {
-      return (await run(pool, sql, params)) as T[];
-    },
-    async tx(fn) {
-      const client = await pool.connect();
-      try {
-        await client.query('BEGIN');
-        const q: Queryable = {
-          async query<T extends Row>(sql: string, params?: unknown[]) {
-            return (await run(client as any, sql, params)) as T[];
-          },
-        };
-        const out = await fn(q);
-        await client.query('COMMIT');
-        return out;
-      } catch (err) {
-        await client.query('ROLLBACK').catch(() => {});
-        throw err;
-      } finally {
-        client.release();
-      }
-    },
-    async close() {
-      await pool.end();
-    },
+    pg: { connectionString: url, options: schema ? `-c search_path=${schema}` : undefined },
+    query: (sql, params) => thread.query(sql, params),
+    tx: (fn) => thread.tx(fn),
+    close: () => thread.close(),
   };
 }
-
-/**
- * Named (prepared) statements on PostgreSQL: each parameterized statement is parsed and planned
- * once per connection instead of on every call, and its text is not sent again. The send
- * statement took 1.1-1.7 ms unnamed and 0.8-0.9 ms named (tmp/pgnamed.ts, loopback).
- */
-class NamedStatements {
-  private names = new Map<string, string>();
-
-  constructor(private enabled: boolean) {}
-
-  config(sql: string, params?: unknown[]): { name?: string; text: string; values?: any[] } {
-    if (!this.enabled || !params?.length) return { text: sql, values: params as any[] };
-    let name = this.names.get(sql);
-    if (!name) {
-      if (this.names.size >= MAX_NAMED) return { text: sql, values: params as any[] };
-      name = `airlock_${crypto.createHash('sha1').update(sql).digest('hex').slice(0, 24)}`;
-      this.names.set(sql, name);
-    }
-    return { name, text: sql, values: params as any[] };
-  }
-
-  /**
-   * A table changed under a prepared statement (a newer replica migrated the schema): PostgreSQL
-   * refuses its old plan's row type. From then on statements go unnamed; the caller runs it again.
-   */
-  stale(err: unknown): boolean {
-    if (!this.enabled || !isStalePlanError(err)) return false;
-    this.enabled = false;
-    return true;
-  }
-}
-
-/** Distinct statement texts beyond this run unnamed (ours are a fixed set; this is a guard). */
-const MAX_NAMED = 500;

@@ -1,26 +1,18 @@
 // The embedded database's own thread. PGlite runs PostgreSQL compiled to WebAssembly, and every
 // statement runs synchronously on the thread that owns it; on the server's main thread that
 // blocked token streaming for as long as each statement took. Here it runs beside the main thread,
-// which only exchanges messages with it (see pglite-thread.ts for the other side).
+// which only exchanges messages with it (see db-thread.ts for the other side).
 import { parentPort, workerData } from 'node:worker_threads';
 import type { Transaction } from '@electric-sql/pglite';
-import type { ThreadReply, ThreadRequest, ThreadInit } from './pglite-thread.js';
+import type { ThreadReply, ThreadRequest, PgliteInit } from './db-thread.js';
+import { errorFields } from './db-thread.js';
 import { PreparedStatements } from './pglite-prepared.js';
 import { Upkeep, freezeOldTemplates, type UpkeepNotice } from './pglite-upkeep.js';
 import { num } from '../config.js';
 import { niceThisThread } from '../thread-priority.js';
 
 const port = parentPort!;
-const init = workerData as ThreadInit;
-
-function errorFields(err: unknown): ThreadReply['error'] {
-  const e = err as Record<string, unknown> & Error;
-  const out: NonNullable<ThreadReply['error']> = { message: e?.message ?? String(err) };
-  for (const k of ['code', 'detail', 'hint', 'constraint', 'table', 'column', 'severity'] as const) {
-    if (typeof e?.[k] === 'string') out[k] = e[k] as string;
-  }
-  return out;
-}
+const init = workerData as PgliteInit;
 
 async function main() {
   niceThisThread(num('dbThreadNice'));

@@ -1,16 +1,33 @@
-// The main thread's side of the embedded database: PGlite runs in a worker thread
-// (pglite-worker.ts) so that its statements, which run synchronously, never block the event loop
-// that streams tokens. Queries and transactions are messages; errors come back with their
-// PostgreSQL fields (code, detail, constraint, …).
+// The main thread's side of the database thread. The embedded database (PGlite, pglite-worker.ts)
+// runs its statements synchronously, so it runs in a worker thread that never blocks the event
+// loop that streams tokens. PostgreSQL's client (pg-worker.ts) runs in one too: each statement's
+// socket write wakes a PostgreSQL backend, and that system call, with the protocol's encoding and
+// parsing, cost the event loop ~0.4 ms per turn, which the tokens of other chats waited behind.
+// Queries and transactions are messages; errors come back with their PostgreSQL fields (code,
+// detail, constraint, …).
 import { Worker } from 'node:worker_threads';
 import type { Queryable, Row } from './db.js';
 import type { UpkeepNotice } from './pglite-upkeep.js';
 
-export interface ThreadInit {
+/** What the embedded database's thread opens. */
+export interface PgliteInit {
   /** Undefined: in memory. */
   dataDir?: string;
   /** Age (in transactions) of a template database's frozen horizon at which a start freezes it; tests lower it. */
   templateFreezeAge?: number;
+}
+
+/** What PostgreSQL's client thread connects to. */
+export interface PgInit {
+  url: string;
+  /** Created if missing; every connection's search_path. */
+  schema?: string;
+}
+
+/** Each thread's entry file (beside this one) and what it is given. */
+export interface ThreadKinds {
+  'pglite-worker': PgliteInit;
+  'pg-worker': PgInit;
 }
 
 export type ThreadRequest =
@@ -29,6 +46,16 @@ export interface ThreadReply {
   notice?: UpkeepNotice;
 }
 
+/** An error's message and PostgreSQL fields, as a thread sends them back. */
+export function errorFields(err: unknown): ThreadReply['error'] {
+  const e = err as Record<string, unknown> & Error;
+  const out: NonNullable<ThreadReply['error']> = { message: e?.message ?? String(err) };
+  for (const k of ['code', 'detail', 'hint', 'constraint', 'table', 'column', 'severity'] as const) {
+    if (typeof e?.[k] === 'string') out[k] = e[k] as string;
+  }
+  return out;
+}
+
 export class DatabaseError extends Error {
   code?: string;
   detail?: string;
@@ -39,10 +66,10 @@ export class DatabaseError extends Error {
   }
 }
 
-/** Bundled: dist/pglite-worker.js beside this chunk; from source (tests, under tsx): the .ts file. */
+/** Bundled: dist/<entry>.js beside this chunk; from source (tests, under tsx): the .ts file. */
 const fromSource = import.meta.url.endsWith('.ts');
 
-export class PgliteThread implements Queryable {
+export class DbThread implements Queryable {
   private worker: Worker;
   private nextId = 1;
   private pending = new Map<number, { resolve: (rows: unknown[]) => void; reject: (err: Error) => void }>();
@@ -50,8 +77,8 @@ export class PgliteThread implements Queryable {
   /** Receives the thread's upkeep notices. */
   onNotice: (n: UpkeepNotice) => void = () => {};
 
-  private constructor(init: ThreadInit) {
-    const entry = new URL(fromSource ? './pglite-worker.ts' : './pglite-worker.js', import.meta.url);
+  private constructor(kind: keyof ThreadKinds, init: ThreadKinds[keyof ThreadKinds]) {
+    const entry = new URL(`./${kind}.${fromSource ? 'ts' : 'js'}`, import.meta.url);
     // Node 20 does not apply `--import tsx` to workers: from source, register tsx in the worker first.
     this.worker = fromSource
       ? new Worker(`import('tsx/esm/api').then((m) => { m.register(); return import(${JSON.stringify(entry.href)}); })`, { eval: true, workerData: init })
@@ -69,12 +96,13 @@ export class PgliteThread implements Queryable {
       for (const p of this.pending.values()) p.reject(err);
       this.pending.clear();
     };
-    this.worker.on('error', (err) => fail(new Error(`embedded database thread failed: ${err.message}`)));
-    this.worker.on('exit', (code) => fail(new Error(`embedded database thread exited (${code})`)));
+    const name = kind === 'pg-worker' ? 'PostgreSQL client thread' : 'embedded database thread';
+    this.worker.on('error', (err) => fail(new Error(`${name} failed: ${err.message}`)));
+    this.worker.on('exit', (code) => fail(new Error(`${name} exited (${code})`)));
   }
 
-  static async start(init: ThreadInit, onNotice?: (n: UpkeepNotice) => void): Promise<PgliteThread> {
-    const t = new PgliteThread(init);
+  static async start<K extends keyof ThreadKinds>(kind: K, init: ThreadKinds[K], onNotice?: (n: UpkeepNotice) => void): Promise<DbThread> {
+    const t = new DbThread(kind, init);
     if (onNotice) t.onNotice = onNotice;
     try {
       await t.wait(0);
