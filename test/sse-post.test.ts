@@ -7,6 +7,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { PassThrough } from 'node:stream';
 import { ChunkQueue, MAX_QUEUED, ssePost, type SseEvent } from '../src/chat/providers/sse-post.js';
+import { providerThread, threadedSsePost } from '../src/chat/providers/provider-io.js';
 import { ProviderError } from '../src/chat/providers/types.js';
 
 const jsonBody = (v: unknown) => Buffer.from(JSON.stringify(v));
@@ -32,93 +33,109 @@ async function collect(it: AsyncIterable<SseEvent[]>): Promise<SseEvent[]> {
   return out;
 }
 
-test('events split anywhere, CRLF line ends, multi-line data, comments and named events', async () => {
-  const wire = ': a comment\r\nevent: first\r\ndata: {"a":1}\r\n\r\ndata: line one\r\ndata: line two\r\n\r\ndata:no-space\n\nevent: last\ndata: ü✓\n\n';
-  handler = async (_req, res) => {
-    res.writeHead(200, { 'content-type': 'text/event-stream' });
-    // One byte per write, so every boundary (inside CRLF, inside a multi-byte character) is hit.
-    for (const b of Buffer.from(wire)) {
-      res.write(Buffer.from([b]));
-      await new Promise((r) => setImmediate(r));
+// Each case runs against the client on the event loop and against the provider calls' thread
+// (provider-io.ts), which the providers use by default: the same events, errors and aborts.
+const impls = [
+  ['on the event loop', ssePost],
+  ['from the provider thread', threadedSsePost],
+] as const;
+for (const [where, post] of impls) {
+  test(`events split anywhere, CRLF line ends, multi-line data, comments and named events (${where})`, async () => {
+    const wire = ': a comment\r\nevent: first\r\ndata: {"a":1}\r\n\r\ndata: line one\r\ndata: line two\r\n\r\ndata:no-space\n\nevent: last\ndata: ü✓\n\n';
+    handler = async (_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      // One byte per write, so every boundary (inside CRLF, inside a multi-byte character) is hit.
+      for (const b of Buffer.from(wire)) {
+        res.write(Buffer.from([b]));
+        await new Promise((r) => setImmediate(r));
+      }
+      res.end();
+    };
+    assert.deepEqual(await collect(post(url, jsonBody({ q: 1 }), opts())), [
+      { event: 'first', data: '{"a":1}' },
+      { event: '', data: 'line one\nline two' },
+      { event: '', data: 'no-space' },
+      { event: 'last', data: 'ü✓' },
+    ]);
+  });
+
+  test(`an error status becomes a ProviderError with the body\'s message, retryability and Retry-After (${where})`, async () => {
+    handler = (_req, res) => res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '2' }).end(JSON.stringify({ error: { message: 'slow down' } }));
+    await assert.rejects(collect(post(url, jsonBody({}), opts())), (err: any) => err instanceof ProviderError && err.status === 429 && err.retryable && err.retryAfterMs === 2000 && /429: slow down/.test(err.message));
+    handler = (_req, res) => res.writeHead(401).end(JSON.stringify({ type: 'error', error: { type: 'authentication_error', message: 'invalid x-api-key' } }));
+    await assert.rejects(collect(post(url, jsonBody({}), opts())), (err: any) => err instanceof ProviderError && err.status === 401 && !err.retryable && /invalid x-api-key/.test(err.message));
+    handler = (_req, res) => res.writeHead(502).end('<html>bad gateway</html>');
+    await assert.rejects(collect(post(url, jsonBody({}), opts())), (err: any) => err.status === 502 && err.retryable && /bad gateway/.test(err.message));
+  });
+
+  test(`a provider that stops sending times out (retryable), before and during the stream (${where})`, async () => {
+    handler = () => {}; // never answers
+    await assert.rejects(collect(post(url, jsonBody({}), opts(undefined, 200))), (err: any) => err instanceof ProviderError && err.retryable && /timed out/.test(err.message));
+    handler = (_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write('data: one\n\n'); // then nothing
+    };
+    const got: string[] = [];
+    await assert.rejects(
+      (async () => {
+        for await (const batch of post(url, jsonBody({}), opts(undefined, 200))) got.push(...batch.map((e) => e.data));
+      })(),
+      /timed out/,
+    );
+    assert.deepEqual(got, ['one']);
+  });
+
+  test(`an abort ends the call with an AbortError and closes the connection; a cut connection is a retryable error (${where})`, async () => {
+    let closed!: Promise<void>;
+    handler = (req, res) => {
+      closed = new Promise((r) => res.on('close', () => r()));
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write('data: one\n\n');
+    };
+    const ac = new AbortController();
+    await assert.rejects(
+      (async () => {
+        for await (const _ of post(url, jsonBody({}), opts(ac.signal))) ac.abort();
+      })(),
+      (err: any) => err.name === 'AbortError',
+    );
+    await closed; // the server saw the connection go
+    handler = (req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write('data: one\n\n', () => req.socket.destroy());
+    };
+    await assert.rejects(collect(post(url, jsonBody({}), opts())), (err: any) => err instanceof ProviderError && err.retryable && /connection/.test(err.message));
+  });
+
+  test(`a consumer that stops reading while many reads arrive gets every event, in order, when it reads on (${where})`, async () => {
+    const n = 300; // well over the chunks held before the response is paused
+    let written!: () => void;
+    const allWritten = new Promise<void>((r) => (written = r));
+    handler = async (_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      for (let i = 0; i < n; i++) {
+        res.write(`data: ${i}\n\n`);
+        await new Promise((r) => setImmediate(r)); // each its own read
+      }
+      res.end();
+      written();
+    };
+    const got: string[] = [];
+    for await (const batch of post(url, jsonBody({}), opts())) {
+      if (!got.length) await allWritten; // the first batch waits until the server has written everything
+      got.push(...batch.map((e) => e.data));
     }
-    res.end();
-  };
-  assert.deepEqual(await collect(ssePost(url, jsonBody({ q: 1 }), opts())), [
-    { event: 'first', data: '{"a":1}' },
-    { event: '', data: 'line one\nline two' },
-    { event: '', data: 'no-space' },
-    { event: 'last', data: 'ü✓' },
-  ]);
-});
+    assert.deepEqual(got, Array.from({ length: n }, (_, i) => String(i)));
+  });
 
-test('an error status becomes a ProviderError with the body\'s message, retryability and Retry-After', async () => {
-  handler = (_req, res) => res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '2' }).end(JSON.stringify({ error: { message: 'slow down' } }));
-  await assert.rejects(collect(ssePost(url, jsonBody({}), opts())), (err: any) => err instanceof ProviderError && err.status === 429 && err.retryable && err.retryAfterMs === 2000 && /429: slow down/.test(err.message));
-  handler = (_req, res) => res.writeHead(401).end(JSON.stringify({ type: 'error', error: { type: 'authentication_error', message: 'invalid x-api-key' } }));
-  await assert.rejects(collect(ssePost(url, jsonBody({}), opts())), (err: any) => err instanceof ProviderError && err.status === 401 && !err.retryable && /invalid x-api-key/.test(err.message));
-  handler = (_req, res) => res.writeHead(502).end('<html>bad gateway</html>');
-  await assert.rejects(collect(ssePost(url, jsonBody({}), opts())), (err: any) => err.status === 502 && err.retryable && /bad gateway/.test(err.message));
-});
-
-test('a provider that stops sending times out (retryable), before and during the stream', async () => {
-  handler = () => {}; // never answers
-  await assert.rejects(collect(ssePost(url, jsonBody({}), opts(undefined, 200))), (err: any) => err instanceof ProviderError && err.retryable && /timed out/.test(err.message));
-  handler = (_req, res) => {
-    res.writeHead(200, { 'content-type': 'text/event-stream' });
-    res.write('data: one\n\n'); // then nothing
-  };
-  const got: string[] = [];
-  await assert.rejects(
-    (async () => {
-      for await (const batch of ssePost(url, jsonBody({}), opts(undefined, 200))) got.push(...batch.map((e) => e.data));
-    })(),
-    /timed out/,
-  );
-  assert.deepEqual(got, ['one']);
-});
-
-test('an abort ends the call with an AbortError and closes the connection; a cut connection is a retryable error', async () => {
-  let closed!: Promise<void>;
-  handler = (req, res) => {
-    closed = new Promise((r) => res.on('close', () => r()));
-    res.writeHead(200, { 'content-type': 'text/event-stream' });
-    res.write('data: one\n\n');
-  };
-  const ac = new AbortController();
-  await assert.rejects(
-    (async () => {
-      for await (const _ of ssePost(url, jsonBody({}), opts(ac.signal))) ac.abort();
-    })(),
-    (err: any) => err.name === 'AbortError',
-  );
-  await closed; // the server saw the connection go
-  handler = (req, res) => {
-    res.writeHead(200, { 'content-type': 'text/event-stream' });
-    res.write('data: one\n\n', () => req.socket.destroy());
-  };
-  await assert.rejects(collect(ssePost(url, jsonBody({}), opts())), (err: any) => err instanceof ProviderError && err.retryable && /connection/.test(err.message));
-});
-
-test('a consumer that stops reading while many reads arrive gets every event, in order, when it reads on', async () => {
-  const n = 300; // well over the chunks held before the response is paused
-  let written!: () => void;
-  const allWritten = new Promise<void>((r) => (written = r));
-  handler = async (_req, res) => {
-    res.writeHead(200, { 'content-type': 'text/event-stream' });
-    for (let i = 0; i < n; i++) {
-      res.write(`data: ${i}\n\n`);
-      await new Promise((r) => setImmediate(r)); // each its own read
-    }
-    res.end();
-    written();
-  };
-  const got: string[] = [];
-  for await (const batch of ssePost(url, jsonBody({}), opts())) {
-    if (!got.length) await allWritten; // the first batch waits until the server has written everything
-    got.push(...batch.map((e) => e.data));
-  }
-  assert.deepEqual(got, Array.from({ length: n }, (_, i) => String(i)));
-});
+  test(`calls reuse one connection (${where})`, async () => {
+    handler = (_req, res) => res.writeHead(200, { 'content-type': 'text/event-stream' }).end('data: ok\n\n');
+    await collect(post(url, jsonBody({}), opts()));
+    const before = connections;
+    for (let i = 0; i < 5; i++) assert.deepEqual(await collect(post(url, jsonBody({}), opts())), [{ event: '', data: 'ok' }]);
+    assert.equal(connections, before);
+  });
+}
 
 test('the response reader holds a bounded number of chunks: past it the response is paused, and resumed once they are taken', async () => {
   const res = new PassThrough({ encoding: 'utf8' });
@@ -133,14 +150,6 @@ test('the response reader holds a bounded number of chunks: past it the response
     all += c;
   }
   assert.equal(all, Array.from({ length: MAX_QUEUED * 3 }, (_, i) => `${i},`).join(''));
-});
-
-test('calls reuse one connection', async () => {
-  handler = (_req, res) => res.writeHead(200, { 'content-type': 'text/event-stream' }).end('data: ok\n\n');
-  await collect(ssePost(url, jsonBody({}), opts()));
-  const before = connections;
-  for (let i = 0; i < 5; i++) assert.deepEqual(await collect(ssePost(url, jsonBody({}), opts())), [{ event: '', data: 'ok' }]);
-  assert.equal(connections, before);
 });
 
 test('the providers: an event that is not JSON and an error inside the stream become ProviderErrors with the provider\'s words', async () => {
@@ -214,4 +223,24 @@ test('a burst written at once is one batch, and each provider merges it into one
     { type: 'usage', input_tokens: 3, output_tokens: 0 },
     { type: 'finish', reason: 'end_turn' },
   ]);
+});
+
+test('the provider thread ends mid-call: the call fails with a retryable error, and the next call runs on a new thread', async () => {
+  handler = (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    res.write('data: one\n\n');
+  };
+  const got: string[] = [];
+  await assert.rejects(
+    (async () => {
+      for await (const batch of threadedSsePost(url, jsonBody({}), opts())) {
+        got.push(...batch.map((e) => e.data));
+        await providerThread()!.terminate();
+      }
+    })(),
+    (err: any) => err instanceof ProviderError && err.retryable && /provider call's thread exited/.test(err.message),
+  );
+  assert.deepEqual(got, ['one']);
+  handler = (_req, res) => res.writeHead(200, { 'content-type': 'text/event-stream' }).end('data: ok\n\n');
+  assert.deepEqual(await collect(threadedSsePost(url, jsonBody({}), opts())), [{ event: '', data: 'ok' }]);
 });

@@ -5,7 +5,8 @@
 // parsing, cost the event loop ~0.4 ms per turn, which the tokens of other chats waited behind.
 // Queries and transactions are messages; errors come back with their PostgreSQL fields (code,
 // detail, constraint, …).
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
+import { startWorker } from '../worker-thread.js';
 import type { Queryable, Row } from './db.js';
 import type { UpkeepNotice } from './pglite-upkeep.js';
 
@@ -66,9 +67,6 @@ export class DatabaseError extends Error {
   }
 }
 
-/** Bundled: dist/<entry>.js beside this chunk; from source (tests, under tsx): the .ts file. */
-const fromSource = import.meta.url.endsWith('.ts');
-
 export class DbThread implements Queryable {
   private worker: Worker;
   private nextId = 1;
@@ -78,11 +76,7 @@ export class DbThread implements Queryable {
   onNotice: (n: UpkeepNotice) => void = () => {};
 
   private constructor(kind: keyof ThreadKinds, init: ThreadKinds[keyof ThreadKinds]) {
-    const entry = new URL(`./${kind}.${fromSource ? 'ts' : 'js'}`, import.meta.url);
-    // Node 20 does not apply `--import tsx` to workers: from source, register tsx in the worker first.
-    this.worker = fromSource
-      ? new Worker(`import('tsx/esm/api').then((m) => { m.register(); return import(${JSON.stringify(entry.href)}); })`, { eval: true, workerData: init })
-      : new Worker(entry, { workerData: init });
+    this.worker = startWorker(import.meta.url, kind, init);
     this.worker.on('message', (m: ThreadReply) => {
       if (m.notice) return this.onNotice(m.notice);
       const p = this.pending.get(m.id);

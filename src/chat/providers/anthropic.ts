@@ -1,7 +1,8 @@
 // Anthropic messages API, streamed.
 import type { Message } from '../types.js';
 import { type LlmEvent, type LlmRequest, type Provider, ProviderError, appendDelta, parseArgs } from './types.js';
-import { jsonBodyWithMessages, perMessageJson, ssePost } from './sse-post.js';
+import { jsonBodyWithMessages, perMessageJson } from './sse-post.js';
+import { providerSsePost } from './provider-io.js';
 import { DeltaJson } from './delta-json.js';
 
 const API_VERSION = '2023-06-01';
@@ -39,7 +40,7 @@ export class AnthropicProvider implements Provider {
     let output = 0;
     let finish = 'end_turn';
     const json = new DeltaJson('text', isTextDelta);
-    for await (const batch of ssePost(this.url, body, { headers: this.headers, signal: req.signal, timeoutMs: this.cfg.timeoutMs })) {
+    for await (const batch of providerSsePost(this.url, body, { headers: this.headers, signal: req.signal, timeoutMs: this.cfg.timeoutMs })) {
       const out: LlmEvent[] = [];
       for (const sse of batch) {
         const text = json.textOf(sse.data);

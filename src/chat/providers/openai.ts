@@ -2,7 +2,8 @@
 import type { Message } from '../types.js';
 import { textOf } from '../types.js';
 import { type LlmEvent, type LlmRequest, type Provider, ProviderError, appendDelta, parseArgs } from './types.js';
-import { jsonBodyWithMessages, perMessageJson, ssePost } from './sse-post.js';
+import { jsonBodyWithMessages, perMessageJson } from './sse-post.js';
+import { providerSsePost } from './provider-io.js';
 import { DeltaJson } from './delta-json.js';
 
 export interface OpenAIConfig {
@@ -36,7 +37,7 @@ export class OpenAIProvider implements Provider {
     const calls = new Map<number, { id: string; name: string; args: string }>();
     let finish = 'stop';
     const json = new DeltaJson('content', isPlainTextDelta);
-    for await (const batch of ssePost(this.url, body, { headers: this.headers, signal: req.signal, timeoutMs: this.cfg.timeoutMs })) {
+    for await (const batch of providerSsePost(this.url, body, { headers: this.headers, signal: req.signal, timeoutMs: this.cfg.timeoutMs })) {
       const out: LlmEvent[] = [];
       for (const ev of batch) {
         if (ev.data === '[DONE]') continue; // the stream ends after it; reading on keeps the connection reusable

@@ -1,0 +1,187 @@
+// Streamed provider calls, made from their own thread (provider-io-worker.ts). Every token passes
+// through the main thread; what a call costs besides its events does not have to. Sending a
+// request (the chat's whole history, a socket write that wakes the provider, the request's
+// headers and its connection's bookkeeping) and reading the stream (socket reads, HTTP chunked
+// decoding, text decoding, splitting the events) took ~0.3 ms per turn and a third of what the
+// main thread allocated (its garbage collector's pauses stop every stream). Here the main thread
+// posts the request and gets each read's events, as ssePost (sse-post.ts) would yield them.
+import type { Worker } from 'node:worker_threads';
+import { startWorker } from '../../worker-thread.js';
+import { ProviderError } from './types.js';
+import { type SseEvent, type SsePostOptions, ssePost } from './sse-post.js';
+import { num } from '../../config.js';
+
+export type IoRequest =
+  | { op: 'start'; id: number; url: string; payload: Uint8Array; headers: Record<string, string>; timeoutMs: number }
+  | { op: 'abort'; id: number }
+  /** The main thread took n more of the call's batches. */
+  | { op: 'ack'; id: number; n: number };
+
+export type IoReply =
+  | { id: number; events: SseEvent[] }
+  | { id: number; done: true }
+  | { id: number; error: { name: string; message: string; provider?: { retryable: boolean; status?: number; retryAfterMs?: number } } };
+
+/** Batches a call may have in flight to the main thread before the thread stops reading it. */
+export const IO_WINDOW = 64;
+/** The main thread acknowledges batches in groups of this many. */
+const ACK_EVERY = 16;
+
+function abortError(): Error {
+  const e = new Error('the provider call was aborted');
+  e.name = 'AbortError';
+  return e;
+}
+
+class Call {
+  private queue: (SseEvent[] | null)[] = [];
+  private head = 0;
+  private error: Error | null = null;
+  private wake: (() => void) | null = null;
+  private taken = 0;
+  ended = false;
+
+  constructor(
+    readonly id: number,
+    private io: ProviderIo,
+  ) {}
+
+  deliver(m: IoReply): void {
+    if ('events' in m) this.queue.push(m.events);
+    else {
+      this.ended = true;
+      if ('error' in m) this.error = fromWire(m.error);
+      else this.queue.push(null);
+    }
+    const w = this.wake;
+    this.wake = null;
+    w?.();
+  }
+
+  fail(err: Error): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.error = err;
+    const w = this.wake;
+    this.wake = null;
+    w?.();
+  }
+
+  /** The next batch, null at the end; throws the call's error. */
+  async next(): Promise<SseEvent[] | null> {
+    for (;;) {
+      if (this.head < this.queue.length) {
+        const b = this.queue[this.head++]!;
+        if (this.head === this.queue.length) {
+          this.queue.length = 0;
+          this.head = 0;
+        }
+        if (b !== null && ++this.taken === ACK_EVERY) {
+          this.io.post({ op: 'ack', id: this.id, n: this.taken });
+          this.taken = 0;
+        }
+        return b;
+      }
+      if (this.error) throw this.error;
+      await new Promise<void>((resolve) => (this.wake = resolve));
+    }
+  }
+}
+
+function fromWire(e: Extract<IoReply, { error: unknown }>['error']): Error {
+  if (e.name === 'AbortError') return abortError();
+  if (e.provider) return new ProviderError(e.message, e.provider.retryable, e.provider.status, e.provider.retryAfterMs);
+  return new Error(e.message);
+}
+
+class ProviderIo {
+  private static current: ProviderIo | null = null;
+  private worker: Worker;
+  private calls = new Map<number, Call>();
+  private nextId = 1;
+
+  static get running(): Worker | null {
+    return ProviderIo.current?.worker ?? null;
+  }
+
+  /** The thread, started on the first call (and again after one failed). */
+  static get(): ProviderIo {
+    return (ProviderIo.current ??= new ProviderIo());
+  }
+
+  private constructor() {
+    this.worker = startWorker(import.meta.url, 'provider-io-worker', null);
+    this.worker.on('message', (replies: IoReply[]) => {
+      for (const m of replies) {
+        const call = this.calls.get(m.id);
+        if (!call) continue;
+        call.deliver(m);
+        if (call.ended && this.calls.delete(m.id) && !this.calls.size) this.settle();
+      }
+    });
+    const fail = (why: string) => {
+      if (ProviderIo.current === this) ProviderIo.current = null;
+      // Retryable: the next attempt starts a new thread.
+      for (const c of this.calls.values()) c.fail(new ProviderError(`the provider call's thread ${why}`, true));
+      this.calls.clear();
+    };
+    this.worker.on('error', (err) => fail(`failed: ${err.message}`));
+    this.worker.on('exit', (code) => fail(`exited (${code})`));
+    this.worker.unref(); // idle, it does not keep the process alive (unref'd after the listeners: adding one refs it)
+  }
+
+  /** While a call is in flight the thread keeps the process alive, as the call's socket would. */
+  private settle(): void {
+    if (this.calls.size) this.worker.ref();
+    else this.worker.unref();
+  }
+
+  post(m: IoRequest): void {
+    this.worker.postMessage(m);
+  }
+
+  start(url: string, payload: Buffer, opts: SsePostOptions): Call {
+    const call = new Call(this.nextId++, this);
+    this.calls.set(call.id, call);
+    if (this.calls.size === 1) this.settle();
+    const start: IoRequest = { op: 'start', id: call.id, url, payload, headers: opts.headers, timeoutMs: opts.timeoutMs };
+    // A body that owns its memory moves to the thread instead of being copied (a chat's whole history).
+    const owns = payload.byteOffset === 0 && payload.byteLength === payload.buffer.byteLength && !(payload.buffer instanceof SharedArrayBuffer);
+    this.worker.postMessage(start, owns ? [payload.buffer as ArrayBuffer] : []);
+    return call;
+  }
+
+  abort(call: Call): void {
+    if (call.ended || !this.calls.delete(call.id)) return;
+    if (!this.calls.size) this.settle();
+    this.post({ op: 'abort', id: call.id });
+  }
+}
+
+/** The provider calls' thread, if one is running (tests end it to see calls fail over to a new one). */
+export function providerThread(): Worker | null {
+  return ProviderIo.running;
+}
+
+/** ssePost (sse-post.ts), run by the provider calls' thread: the same events, errors and abort. */
+export async function* threadedSsePost(url: string, payload: Buffer, opts: SsePostOptions): AsyncGenerator<SseEvent[]> {
+  if (opts.signal.aborted) throw abortError();
+  const io = ProviderIo.get();
+  const call = io.start(url, payload, opts);
+  const onAbort = () => {
+    io.abort(call);
+    call.fail(abortError());
+  };
+  opts.signal.addEventListener('abort', onAbort, { once: true });
+  try {
+    for (let batch: SseEvent[] | null; (batch = await call.next()) !== null; ) yield batch;
+  } finally {
+    opts.signal.removeEventListener('abort', onAbort);
+    io.abort(call); // stopped early (the consumer broke off): the thread drops the connection
+  }
+}
+
+/** How the providers make a streamed call: from the provider calls' thread unless AIRLOCK_PROVIDER_THREAD=0. */
+export function providerSsePost(url: string, payload: Buffer, opts: SsePostOptions): AsyncGenerator<SseEvent[]> {
+  return num('providerThread') ? threadedSsePost(url, payload, opts) : ssePost(url, payload, opts);
+}
