@@ -1,8 +1,8 @@
 // Anthropic messages API, streamed.
 import type { Message } from '../types.js';
-import { type LlmEvent, type LlmRequest, type Provider, ProviderError, appendDelta, parseArgs } from './types.js';
-import { jsonBodyWithMessages, perMessageJson } from './sse-post.js';
-import { providerSsePost } from './provider-io.js';
+import { type LlmEvent, type LlmRequest, type Provider, type StreamDecoder, ProviderError, appendDelta, parseArgs } from './types.js';
+import { type SseEvent, jsonBodyWithMessages, perMessageJson } from './sse-post.js';
+import { decodedCall } from './provider-io.js';
 import { DeltaJson } from './delta-json.js';
 
 const API_VERSION = '2023-06-01';
@@ -35,60 +35,69 @@ export class AnthropicProvider implements Provider {
       },
       toAnthropic(req.messages),
     );
-    const blocks = new Map<number, { type: string; id?: string; name?: string; json: string }>();
-    let input = 0;
-    let output = 0;
-    let finish = 'end_turn';
-    const json = new DeltaJson('text', isTextDelta);
-    for await (const batch of providerSsePost(this.url, body, { headers: this.headers, signal: req.signal, timeoutMs: this.cfg.timeoutMs })) {
-      const out: LlmEvent[] = [];
-      for (const sse of batch) {
-        const text = json.textOf(sse.data);
-        if (text !== undefined && json.shapeIsBareText) {
-          appendDelta(out, 'text', text);
-          continue;
-        }
-        const ev = json.eventOf(sse.data, text);
-        switch (ev?.type) {
-          case 'message_start':
-            input = ev.message?.usage?.input_tokens ?? 0;
-            output = ev.message?.usage?.output_tokens ?? 0;
-            break;
-          case 'content_block_start':
-            blocks.set(ev.index, { type: ev.content_block.type, id: ev.content_block.id, name: ev.content_block.name, json: '' });
-            if (ev.content_block.type === 'text' && ev.content_block.text) appendDelta(out, 'text', ev.content_block.text);
-            break;
-          case 'content_block_delta': {
-            const d = ev.delta;
-            if (d.type === 'text_delta') appendDelta(out, 'text', d.text);
-            else if (d.type === 'thinking_delta') appendDelta(out, 'reasoning', d.thinking);
-            else if (d.type === 'input_json_delta') {
-              const b = blocks.get(ev.index);
-              if (b) b.json += d.partial_json;
-            }
-            break;
-          }
-          case 'content_block_stop': {
+    yield* decodedCall('anthropic', () => new AnthropicDecoder(), this.url, body, { headers: this.headers, signal: req.signal, timeoutMs: this.cfg.timeoutMs });
+  }
+}
+
+/** Anthropic's message stream events as stream events. */
+export class AnthropicDecoder implements StreamDecoder {
+  private blocks = new Map<number, { type: string; id?: string; name?: string; json: string }>();
+  private input = 0;
+  private output = 0;
+  private finish = 'end_turn';
+  private json = new DeltaJson('text', isTextDelta);
+
+  read(batch: SseEvent[], out: LlmEvent[]): void {
+    const { json, blocks } = this;
+    for (const sse of batch) {
+      const text = json.textOf(sse.data);
+      if (text !== undefined && json.shapeIsBareText) {
+        appendDelta(out, 'text', text);
+        continue;
+      }
+      const ev = json.eventOf(sse.data, text);
+      switch (ev?.type) {
+        case 'message_start':
+          this.input = ev.message?.usage?.input_tokens ?? 0;
+          this.output = ev.message?.usage?.output_tokens ?? 0;
+          break;
+        case 'content_block_start':
+          blocks.set(ev.index, { type: ev.content_block.type, id: ev.content_block.id, name: ev.content_block.name, json: '' });
+          if (ev.content_block.type === 'text' && ev.content_block.text) appendDelta(out, 'text', ev.content_block.text);
+          break;
+        case 'content_block_delta': {
+          const d = ev.delta;
+          if (d.type === 'text_delta') appendDelta(out, 'text', d.text);
+          else if (d.type === 'thinking_delta') appendDelta(out, 'reasoning', d.thinking);
+          else if (d.type === 'input_json_delta') {
             const b = blocks.get(ev.index);
-            if (b?.type === 'tool_use') out.push({ type: 'tool_call', id: b.id ?? `toolu_${ev.index}`, name: b.name ?? '', args: parseArgs(b.json) });
-            break;
+            if (b) b.json += d.partial_json;
           }
-          case 'message_delta':
-            if (ev.usage?.output_tokens !== undefined) output = ev.usage.output_tokens;
-            if (ev.delta?.stop_reason) finish = ev.delta.stop_reason;
-            break;
-          case 'error': {
-            // An error inside the stream (e.g. overloaded_error after the 200); what was read before it still streams.
-            for (const e of out) yield e;
-            const type = String(ev.error?.type ?? '');
-            throw new ProviderError(`provider stream failed: ${ev.error?.message ?? type ?? 'error'}`, /overloaded|rate_limit|api_error/.test(type));
-          }
+          break;
+        }
+        case 'content_block_stop': {
+          const b = blocks.get(ev.index);
+          if (b?.type === 'tool_use') out.push({ type: 'tool_call', id: b.id ?? `toolu_${ev.index}`, name: b.name ?? '', args: parseArgs(b.json) });
+          break;
+        }
+        case 'message_delta':
+          if (ev.usage?.output_tokens !== undefined) this.output = ev.usage.output_tokens;
+          if (ev.delta?.stop_reason) this.finish = ev.delta.stop_reason;
+          break;
+        case 'error': {
+          // An error inside the stream (e.g. overloaded_error after the 200); what was read before it still streams.
+          const type = String(ev.error?.type ?? '');
+          throw new ProviderError(`provider stream failed: ${ev.error?.message ?? type ?? 'error'}`, /overloaded|rate_limit|api_error/.test(type));
         }
       }
-      for (const e of out) yield e;
     }
-    yield { type: 'usage', input_tokens: input, output_tokens: output };
-    yield { type: 'finish', reason: finish };
+  }
+
+  end(): LlmEvent[] {
+    return [
+      { type: 'usage', input_tokens: this.input, output_tokens: this.output },
+      { type: 'finish', reason: this.finish },
+    ];
   }
 }
 

@@ -1,9 +1,9 @@
 // OpenAI-compatible chat completions (OpenAI, vLLM, Ollama, llama.cpp server), streamed.
 import type { Message } from '../types.js';
 import { textOf } from '../types.js';
-import { type LlmEvent, type LlmRequest, type Provider, ProviderError, appendDelta, parseArgs } from './types.js';
-import { jsonBodyWithMessages, perMessageJson } from './sse-post.js';
-import { providerSsePost } from './provider-io.js';
+import { type LlmEvent, type LlmRequest, type Provider, type StreamDecoder, ProviderError, appendDelta, parseArgs } from './types.js';
+import { type SseEvent, jsonBodyWithMessages, perMessageJson } from './sse-post.js';
+import { decodedCall } from './provider-io.js';
 import { DeltaJson } from './delta-json.js';
 
 export interface OpenAIConfig {
@@ -34,46 +34,52 @@ export class OpenAIProvider implements Provider {
       },
       [req.system ? JSON.stringify({ role: 'system', content: req.system }) : '', ...req.messages.map(messageJson)],
     );
-    const calls = new Map<number, { id: string; name: string; args: string }>();
-    let finish = 'stop';
-    const json = new DeltaJson('content', isPlainTextDelta);
-    for await (const batch of providerSsePost(this.url, body, { headers: this.headers, signal: req.signal, timeoutMs: this.cfg.timeoutMs })) {
-      const out: LlmEvent[] = [];
-      for (const ev of batch) {
-        if (ev.data === '[DONE]') continue; // the stream ends after it; reading on keeps the connection reusable
-        const text = json.textOf(ev.data);
-        if (text !== undefined && json.shapeIsBareText) {
-          if (text) appendDelta(out, 'text', text);
-          continue;
-        }
-        const chunk = json.eventOf(ev.data, text);
-        if (chunk?.error) {
-          for (const e of out) yield e; // what was read before the error still streams
-          throw new ProviderError(`provider stream failed: ${chunk.error.message ?? JSON.stringify(chunk.error)}`, true);
-        }
-        const choice = chunk.choices?.[0];
-        if (choice) {
-          const delta = choice.delta as Record<string, any> | undefined;
-          const reasoning = delta?.reasoning_content ?? delta?.reasoning;
-          if (typeof reasoning === 'string' && reasoning) appendDelta(out, 'reasoning', reasoning);
-          if (delta?.content) appendDelta(out, 'text', delta.content);
-          for (const tc of delta?.tool_calls ?? []) {
-            const cur = calls.get(tc.index) ?? { id: '', name: '', args: '' };
-            if (tc.id) cur.id = tc.id;
-            if (tc.function?.name) cur.name += tc.function.name;
-            if (tc.function?.arguments) cur.args += tc.function.arguments;
-            calls.set(tc.index, cur);
-          }
-          if (choice.finish_reason) finish = choice.finish_reason;
-        }
-        if (chunk.usage) out.push({ type: 'usage', input_tokens: chunk.usage.prompt_tokens ?? 0, output_tokens: chunk.usage.completion_tokens ?? 0 });
+    yield* decodedCall('openai', () => new OpenAIDecoder(), this.url, body, { headers: this.headers, signal: req.signal, timeoutMs: this.cfg.timeoutMs });
+  }
+}
+
+/** OpenAI's chat completion chunks as stream events. */
+export class OpenAIDecoder implements StreamDecoder {
+  private calls = new Map<number, { id: string; name: string; args: string }>();
+  private finish = 'stop';
+  private json = new DeltaJson('content', isPlainTextDelta);
+
+  read(batch: SseEvent[], out: LlmEvent[]): void {
+    const { json, calls } = this;
+    for (const ev of batch) {
+      if (ev.data === '[DONE]') continue; // the stream ends after it; reading on keeps the connection reusable
+      const text = json.textOf(ev.data);
+      if (text !== undefined && json.shapeIsBareText) {
+        if (text) appendDelta(out, 'text', text);
+        continue;
       }
-      for (const e of out) yield e;
+      const chunk = json.eventOf(ev.data, text);
+      if (chunk?.error) throw new ProviderError(`provider stream failed: ${chunk.error.message ?? JSON.stringify(chunk.error)}`, true);
+      const choice = chunk.choices?.[0];
+      if (choice) {
+        const delta = choice.delta as Record<string, any> | undefined;
+        const reasoning = delta?.reasoning_content ?? delta?.reasoning;
+        if (typeof reasoning === 'string' && reasoning) appendDelta(out, 'reasoning', reasoning);
+        if (delta?.content) appendDelta(out, 'text', delta.content);
+        for (const tc of delta?.tool_calls ?? []) {
+          const cur = calls.get(tc.index) ?? { id: '', name: '', args: '' };
+          if (tc.id) cur.id = tc.id;
+          if (tc.function?.name) cur.name += tc.function.name;
+          if (tc.function?.arguments) cur.args += tc.function.arguments;
+          calls.set(tc.index, cur);
+        }
+        if (choice.finish_reason) this.finish = choice.finish_reason;
+      }
+      if (chunk.usage) out.push({ type: 'usage', input_tokens: chunk.usage.prompt_tokens ?? 0, output_tokens: chunk.usage.completion_tokens ?? 0 });
     }
-    for (const [i, c] of [...calls.entries()].sort((a, b) => a[0] - b[0])) {
-      yield { type: 'tool_call', id: c.id || `call_${i}`, name: c.name, args: parseArgs(c.args) };
-    }
-    yield { type: 'finish', reason: finish };
+  }
+
+  end(): LlmEvent[] {
+    const out: LlmEvent[] = [...this.calls.entries()]
+      .sort((a, b) => a[0] - b[0])
+      .map(([i, c]) => ({ type: 'tool_call', id: c.id || `call_${i}`, name: c.name, args: parseArgs(c.args) }));
+    out.push({ type: 'finish', reason: this.finish });
+    return out;
   }
 }
 

@@ -1,10 +1,11 @@
 // The provider calls' own thread (provider-io.ts is the main thread's side): it sends each streamed
-// call's request and reads its server-sent events, and passes each read's events on.
+// call's request, reads its server-sent events in the call's format, and passes each read's events on.
 import { parentPort } from 'node:worker_threads';
 import { ssePost } from './sse-post.js';
+import { decoderFor } from './decoders.js';
 import { ProviderError } from './types.js';
 import type { IoReply, IoRequest } from './provider-io.js';
-import { IO_WINDOW } from './provider-io.js';
+import { IO_WINDOW, decodeStream } from './provider-io.js';
 
 const port = parentPort!;
 
@@ -38,7 +39,8 @@ async function run(m: Extract<IoRequest, { op: 'start' }>): Promise<void> {
   calls.set(m.id, call);
   const payload = Buffer.from(m.payload.buffer, m.payload.byteOffset, m.payload.byteLength);
   try {
-    for await (const events of ssePost(m.url, payload, { headers: m.headers, signal: call.abort.signal, timeoutMs: m.timeoutMs })) {
+    const sse = ssePost(m.url, payload, { headers: m.headers, signal: call.abort.signal, timeoutMs: m.timeoutMs });
+    for await (const events of decodeStream(decoderFor(m.format), sse)) {
       send({ id: m.id, events });
       // Bounded: past the window the response is left unread (its socket pauses) until the main thread catches up.
       if (++call.unacked >= IO_WINDOW) await new Promise<void>((resolve) => (call.resume = resolve));

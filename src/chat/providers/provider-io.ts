@@ -2,23 +2,24 @@
 // through the main thread; what a call costs besides its events does not have to. Sending a
 // request (the chat's whole history, a socket write that wakes the provider, the request's
 // headers and its connection's bookkeeping) and reading the stream (socket reads, HTTP chunked
-// decoding, text decoding, splitting the events) took ~0.3 ms per turn and a third of what the
-// main thread allocated (its garbage collector's pauses stop every stream). Here the main thread
-// posts the request and gets each read's events, as ssePost (sse-post.ts) would yield them.
+// decoding, text decoding, splitting the server-sent events, reading their JSON) took ~0.3 ms per
+// turn and most of what the main thread allocated (its garbage collector's pauses stop every
+// stream). Here the main thread posts the request and gets each read's events as the chat loop
+// takes them (a read's tokens merged into one text event).
 import type { Worker } from 'node:worker_threads';
 import { startWorker } from '../../worker-thread.js';
-import { ProviderError } from './types.js';
+import { type LlmEvent, type StreamDecoder, type StreamFormat, ProviderError } from './types.js';
 import { type SseEvent, type SsePostOptions, ssePost } from './sse-post.js';
 import { num } from '../../config.js';
 
 export type IoRequest =
-  | { op: 'start'; id: number; url: string; payload: Uint8Array; headers: Record<string, string>; timeoutMs: number }
+  | { op: 'start'; id: number; format: StreamFormat; url: string; payload: Uint8Array; headers: Record<string, string>; timeoutMs: number }
   | { op: 'abort'; id: number }
   /** The main thread took n more of the call's batches. */
   | { op: 'ack'; id: number; n: number };
 
 export type IoReply =
-  | { id: number; events: SseEvent[] }
+  | { id: number; events: LlmEvent[] }
   | { id: number; done: true }
   | { id: number; error: { name: string; message: string; provider?: { retryable: boolean; status?: number; retryAfterMs?: number } } };
 
@@ -34,7 +35,7 @@ function abortError(): Error {
 }
 
 class Call {
-  private queue: (SseEvent[] | null)[] = [];
+  private queue: (LlmEvent[] | null)[] = [];
   private head = 0;
   private error: Error | null = null;
   private wake: (() => void) | null = null;
@@ -68,7 +69,7 @@ class Call {
   }
 
   /** The next batch, null at the end; throws the call's error. */
-  async next(): Promise<SseEvent[] | null> {
+  async next(): Promise<LlmEvent[] | null> {
     for (;;) {
       if (this.head < this.queue.length) {
         const b = this.queue[this.head++]!;
@@ -140,11 +141,11 @@ class ProviderIo {
     this.worker.postMessage(m);
   }
 
-  start(url: string, payload: Buffer, opts: SsePostOptions): Call {
+  start(format: StreamFormat, url: string, payload: Buffer, opts: SsePostOptions): Call {
     const call = new Call(this.nextId++, this);
     this.calls.set(call.id, call);
     if (this.calls.size === 1) this.settle();
-    const start: IoRequest = { op: 'start', id: call.id, url, payload, headers: opts.headers, timeoutMs: opts.timeoutMs };
+    const start: IoRequest = { op: 'start', id: call.id, format, url, payload, headers: opts.headers, timeoutMs: opts.timeoutMs };
     // A body that owns its memory moves to the thread instead of being copied (a chat's whole history).
     const owns = payload.byteOffset === 0 && payload.byteLength === payload.buffer.byteLength && !(payload.buffer instanceof SharedArrayBuffer);
     this.worker.postMessage(start, owns ? [payload.buffer as ArrayBuffer] : []);
@@ -163,25 +164,49 @@ export function providerThread(): Worker | null {
   return ProviderIo.running;
 }
 
-/** ssePost (sse-post.ts), run by the provider calls' thread: the same events, errors and abort. */
-export async function* threadedSsePost(url: string, payload: Buffer, opts: SsePostOptions): AsyncGenerator<SseEvent[]> {
+/** A call's events, read by the provider calls' thread: a batch per read, then the stream's end (decoder.end()). */
+export async function* threadedCall(format: StreamFormat, url: string, payload: Buffer, opts: SsePostOptions): AsyncGenerator<LlmEvent[]> {
   if (opts.signal.aborted) throw abortError();
   const io = ProviderIo.get();
-  const call = io.start(url, payload, opts);
+  const call = io.start(format, url, payload, opts);
   const onAbort = () => {
     io.abort(call);
     call.fail(abortError());
   };
   opts.signal.addEventListener('abort', onAbort, { once: true });
   try {
-    for (let batch: SseEvent[] | null; (batch = await call.next()) !== null; ) yield batch;
+    for (let batch: LlmEvent[] | null; (batch = await call.next()) !== null; ) yield batch;
   } finally {
     opts.signal.removeEventListener('abort', onAbort);
     io.abort(call); // stopped early (the consumer broke off): the thread drops the connection
   }
 }
 
-/** How the providers make a streamed call: from the provider calls' thread unless AIRLOCK_PROVIDER_THREAD=0. */
-export function providerSsePost(url: string, payload: Buffer, opts: SsePostOptions): AsyncGenerator<SseEvent[]> {
-  return num('providerThread') ? threadedSsePost(url, payload, opts) : ssePost(url, payload, opts);
+/** The same on the event loop. */
+export async function* directCall(decoder: StreamDecoder, url: string, payload: Buffer, opts: SsePostOptions): AsyncGenerator<LlmEvent[]> {
+  yield* decodeStream(decoder, ssePost(url, payload, opts));
+}
+
+/** The events of a stream of server-sent event batches: a batch per read (what came before an error, then the error), then the end. */
+export async function* decodeStream(decoder: StreamDecoder, batches: AsyncIterable<SseEvent[]>): AsyncGenerator<LlmEvent[]> {
+  for await (const batch of batches) {
+    const out: LlmEvent[] = [];
+    try {
+      decoder.read(batch, out);
+    } catch (err) {
+      if (out.length) yield out; // what was read before the error still streams
+      throw err;
+    }
+    if (out.length) yield out;
+  }
+  yield decoder.end();
+}
+
+/**
+ * How the providers make a streamed call: from the provider calls' thread (which makes its own
+ * decoder for `format`) unless AIRLOCK_PROVIDER_THREAD=0, then on the event loop with `decoder()`.
+ */
+export async function* decodedCall(format: StreamFormat, decoder: () => StreamDecoder, url: string, payload: Buffer, opts: SsePostOptions): AsyncGenerator<LlmEvent> {
+  const batches = num('providerThread') ? threadedCall(format, url, payload, opts) : directCall(decoder(), url, payload, opts);
+  for await (const batch of batches) yield* batch;
 }

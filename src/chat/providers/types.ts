@@ -29,6 +29,21 @@ export interface Provider {
   stream(req: LlmRequest): AsyncIterable<LlmEvent>;
 }
 
+/** The wire formats a provider's stream is read in (decoders.ts makes the reader of each). */
+export type StreamFormat = 'openai' | 'anthropic';
+
+/**
+ * Reads one call's server-sent events into the events the chat loop gets: a batch at a time (the
+ * events of one read), then end() once the stream has ended. Holds the call's state (partial tool
+ * calls, usage, the learned delta shape).
+ */
+export interface StreamDecoder {
+  /** Adds the batch's events to `out`; throws (a ProviderError) when the stream reports an error, after adding what came before it. */
+  read(batch: { event: string; data: string }[], out: LlmEvent[]): void;
+  /** The events that follow the stream's end (tool calls gathered from their deltas, usage, finish). */
+  end(): LlmEvent[];
+}
+
 /**
  * Adds a text or reasoning delta to the events of one read: it joins the last one when that is of
  * the same kind, so a burst read at once streams as one event (no delay is added to merge).
