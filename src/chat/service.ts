@@ -5,7 +5,7 @@ import type { Db, Queryable } from '../store/db.js';
 import { num } from '../config.js';
 import { metrics } from '../metrics.js';
 import { ApiError, conflict, notFound, badRequest } from '../errors.js';
-import { GroupCommit, batchesInFlight } from '../store/group-commit.js';
+import { GroupCommit } from '../store/group-commit.js';
 import type { Providers } from './providers/index.js';
 import { ToolBox } from './tools/index.js';
 import type { Runner } from './runner.js';
@@ -74,7 +74,6 @@ export class ChatService {
     this.idleSends = new GroupCommit((items) => this.sendToIdleBatch(items), {
       max: 64,
       key: (s) => s.chatId,
-      concurrency: batchesInFlight(db),
     });
   }
 

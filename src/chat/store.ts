@@ -1,7 +1,7 @@
 // SQL for chats, messages, the queue and the durable part of the event log.
 import crypto from 'node:crypto';
-import type { Db, Queryable } from '../store/db.js';
-import { GroupCommit, batchesInFlight } from '../store/group-commit.js';
+import type { Queryable } from '../store/db.js';
+import { GroupCommit } from '../store/group-commit.js';
 import type { EarlyStart } from './early-start.js';
 import type { ChatStatus, ClientTool, Message, Part, PendingAction, StreamEvent } from './types.js';
 import { isDurable, seqOf } from './types.js';
@@ -274,7 +274,6 @@ export async function fencedCommit(
     batcher = new GroupCommit((items) => commitBatch(db, items), {
       max: 64,
       key: (c) => c.fence.chatId,
-      concurrency: batchesInFlight(db as Partial<Db>),
     });
     commitBatchers.set(db, batcher);
   }
