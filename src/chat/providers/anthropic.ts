@@ -2,7 +2,7 @@
 import type { Message } from '../types.js';
 import { type LlmEvent, type LlmRequest, type Provider, type StreamDecoder, ProviderError, appendDelta, parseArgs } from './types.js';
 import { type SseEvent, jsonBodyWithMessages, perMessageJson } from './sse-post.js';
-import { decodedCall } from './provider-io.js';
+import { decodedCall, providerThreadOn } from './provider-io.js';
 import { DeltaJson } from './delta-json.js';
 
 const API_VERSION = '2023-06-01';
@@ -11,6 +11,8 @@ export interface AnthropicConfig {
   baseUrl?: string;
   apiKey?: string;
   timeoutMs: number;
+  /** Calls from the provider calls' thread (provider-io.ts); by default as AIRLOCK_PROVIDER_THREAD says. */
+  threaded?: boolean;
 }
 
 export class AnthropicProvider implements Provider {
@@ -35,7 +37,7 @@ export class AnthropicProvider implements Provider {
       },
       toAnthropic(req.messages),
     );
-    yield* decodedCall('anthropic', () => new AnthropicDecoder(), this.url, body, { headers: this.headers, signal: req.signal, timeoutMs: this.cfg.timeoutMs });
+    yield* decodedCall(this.cfg.threaded ?? providerThreadOn(), 'anthropic', () => new AnthropicDecoder(), this.url, body, { headers: this.headers, signal: req.signal, timeoutMs: this.cfg.timeoutMs });
   }
 }
 

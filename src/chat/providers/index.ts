@@ -49,6 +49,10 @@ export function providersFromEnv(env: NodeJS.ProcessEnv = process.env): Provider
 export class Providers {
   private cache = new Map<ProviderName, Provider>();
 
+  /** Read when the server starts (a bad value stops it there), not when a provider is first used. */
+  private timeoutMs = num('llmTimeoutMs');
+  private threaded = num('providerThread') !== 0;
+
   constructor(readonly config: ProvidersConfig) {}
 
   get configured(): ProviderName[] {
@@ -93,13 +97,13 @@ export class Providers {
     if (!settings) throw new Error(HOW_TO_CONFIGURE);
     let p = this.cache.get(r.provider);
     if (!p) {
-      const timeoutMs = num('llmTimeoutMs');
+      const cfg = { ...settings, timeoutMs: this.timeoutMs, threaded: this.threaded };
       if (r.provider === 'openai') {
         const { OpenAIProvider } = await import('./openai.js');
-        p = new OpenAIProvider({ ...settings, timeoutMs });
+        p = new OpenAIProvider(cfg);
       } else {
         const { AnthropicProvider } = await import('./anthropic.js');
-        p = new AnthropicProvider({ ...settings, timeoutMs });
+        p = new AnthropicProvider(cfg);
       }
       this.cache.set(r.provider, p);
     }

@@ -3,13 +3,15 @@ import type { Message } from '../types.js';
 import { textOf } from '../types.js';
 import { type LlmEvent, type LlmRequest, type Provider, type StreamDecoder, ProviderError, appendDelta, parseArgs } from './types.js';
 import { type SseEvent, jsonBodyWithMessages, perMessageJson } from './sse-post.js';
-import { decodedCall } from './provider-io.js';
+import { decodedCall, providerThreadOn } from './provider-io.js';
 import { DeltaJson } from './delta-json.js';
 
 export interface OpenAIConfig {
   baseUrl?: string;
   apiKey?: string;
   timeoutMs: number;
+  /** Calls from the provider calls' thread (provider-io.ts); by default as AIRLOCK_PROVIDER_THREAD says. */
+  threaded?: boolean;
 }
 
 export class OpenAIProvider implements Provider {
@@ -34,7 +36,7 @@ export class OpenAIProvider implements Provider {
       },
       [req.system ? JSON.stringify({ role: 'system', content: req.system }) : '', ...req.messages.map(messageJson)],
     );
-    yield* decodedCall('openai', () => new OpenAIDecoder(), this.url, body, { headers: this.headers, signal: req.signal, timeoutMs: this.cfg.timeoutMs });
+    yield* decodedCall(this.cfg.threaded ?? providerThreadOn(), 'openai', () => new OpenAIDecoder(), this.url, body, { headers: this.headers, signal: req.signal, timeoutMs: this.cfg.timeoutMs });
   }
 }
 

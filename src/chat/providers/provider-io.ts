@@ -9,7 +9,7 @@
 import type { Worker } from 'node:worker_threads';
 import { startWorker } from '../../worker-thread.js';
 import { type LlmEvent, type StreamDecoder, type StreamFormat, ProviderError } from './types.js';
-import { type SseEvent, type SsePostOptions, ssePost } from './sse-post.js';
+import { type SseEvent, type SsePostOptions, abortError, ssePost } from './sse-post.js';
 import { num } from '../../config.js';
 
 export type IoRequest =
@@ -27,12 +27,6 @@ export type IoReply =
 export const IO_WINDOW = 64;
 /** The main thread acknowledges batches in groups of this many. */
 const ACK_EVERY = 16;
-
-function abortError(): Error {
-  const e = new Error('the provider call was aborted');
-  e.name = 'AbortError';
-  return e;
-}
 
 class Call {
   private queue: (LlmEvent[] | null)[] = [];
@@ -54,15 +48,17 @@ class Call {
       if ('error' in m) this.error = fromWire(m.error);
       else this.queue.push(null);
     }
-    const w = this.wake;
-    this.wake = null;
-    w?.();
+    this.notify();
   }
 
   fail(err: Error): void {
     if (this.ended) return;
     this.ended = true;
     this.error = err;
+    this.notify();
+  }
+
+  private notify(): void {
     const w = this.wake;
     this.wake = null;
     w?.();
@@ -117,7 +113,7 @@ class ProviderIo {
         const call = this.calls.get(m.id);
         if (!call) continue;
         call.deliver(m);
-        if (call.ended && this.calls.delete(m.id) && !this.calls.size) this.settle();
+        if (call.ended && this.calls.delete(m.id) && !this.calls.size) this.refWhileBusy();
       }
     });
     const fail = (why: string) => {
@@ -132,7 +128,7 @@ class ProviderIo {
   }
 
   /** While a call is in flight the thread keeps the process alive, as the call's socket would. */
-  private settle(): void {
+  private refWhileBusy(): void {
     if (this.calls.size) this.worker.ref();
     else this.worker.unref();
   }
@@ -144,7 +140,7 @@ class ProviderIo {
   start(format: StreamFormat, url: string, payload: Buffer, opts: SsePostOptions): Call {
     const call = new Call(this.nextId++, this);
     this.calls.set(call.id, call);
-    if (this.calls.size === 1) this.settle();
+    if (this.calls.size === 1) this.refWhileBusy();
     const start: IoRequest = { op: 'start', id: call.id, format, url, payload, headers: opts.headers, timeoutMs: opts.timeoutMs };
     // A body that owns its memory moves to the thread instead of being copied (a chat's whole history).
     const owns = payload.byteOffset === 0 && payload.byteLength === payload.buffer.byteLength && !(payload.buffer instanceof SharedArrayBuffer);
@@ -154,7 +150,7 @@ class ProviderIo {
 
   abort(call: Call): void {
     if (call.ended || !this.calls.delete(call.id)) return;
-    if (!this.calls.size) this.settle();
+    if (!this.calls.size) this.refWhileBusy();
     this.post({ op: 'abort', id: call.id });
   }
 }
@@ -204,9 +200,12 @@ export async function* decodeStream(decoder: StreamDecoder, batches: AsyncIterab
 
 /**
  * How the providers make a streamed call: from the provider calls' thread (which makes its own
- * decoder for `format`) unless AIRLOCK_PROVIDER_THREAD=0, then on the event loop with `decoder()`.
+ * decoder for `format`), or on the event loop with `decoder()`.
  */
-export async function* decodedCall(format: StreamFormat, decoder: () => StreamDecoder, url: string, payload: Buffer, opts: SsePostOptions): AsyncGenerator<LlmEvent> {
-  const batches = num('providerThread') ? threadedCall(format, url, payload, opts) : directCall(decoder(), url, payload, opts);
+export async function* decodedCall(threaded: boolean, format: StreamFormat, decoder: () => StreamDecoder, url: string, payload: Buffer, opts: SsePostOptions): AsyncGenerator<LlmEvent> {
+  const batches = threaded ? threadedCall(format, url, payload, opts) : directCall(decoder(), url, payload, opts);
   for await (const batch of batches) yield* batch;
 }
+
+/** AIRLOCK_PROVIDER_THREAD: whether calls go from the thread (the server reads it at start; a provider made without `threaded` reads it per call). */
+export const providerThreadOn = (): boolean => num('providerThread') !== 0;

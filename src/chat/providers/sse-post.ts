@@ -24,7 +24,8 @@ export interface SsePostOptions {
 /** Error bodies are read up to this many bytes for their message. */
 const MAX_ERROR_BODY = 64 * 1024;
 
-function abortError(): Error {
+/** What an aborted call throws (its name is what callers check). */
+export function abortError(): Error {
   const e = new Error('the provider call was aborted');
   e.name = 'AbortError';
   return e;
