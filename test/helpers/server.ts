@@ -104,6 +104,7 @@ export class StreamRecorder {
   }
 
   private add(evs: StreamEvent[]): void {
+    if (this.left) return;
     for (const e of evs) {
       this.events.push(e);
       for (const w of [...this.waiters]) {
@@ -155,7 +156,11 @@ export class StreamRecorder {
     return this.events.filter((e) => e.type === 'delta' && e.kind === kind).map((e) => e.text).join('');
   }
 
+  /** Set by close(): a client that left takes nothing more (frames the server sent before it saw the close still arrive). */
+  private left = false;
+
   close(): void {
+    this.left = true;
     this.ws.close();
   }
 }
