@@ -11,6 +11,7 @@ import { startWorker } from '../../worker-thread.js';
 import { type LlmEvent, type StreamDecoder, type StreamFormat, ProviderError } from './types.js';
 import { type SseEvent, type SsePostOptions, abortError, ssePost } from './sse-post.js';
 import { num } from '../../config.js';
+import { WakeQueue } from './wake-queue.js';
 
 export type IoRequest =
   | { op: 'start'; id: number; format: StreamFormat; url: string; payload: Uint8Array; headers: Record<string, string>; timeoutMs: number }
@@ -29,59 +30,35 @@ export const IO_WINDOW = 64;
 const ACK_EVERY = 16;
 
 class Call {
-  private queue: (LlmEvent[] | null)[] = [];
-  private head = 0;
-  private error: Error | null = null;
-  private wake: (() => void) | null = null;
+  private queue = new WakeQueue<LlmEvent[]>();
   private taken = 0;
-  ended = false;
 
   constructor(
     readonly id: number,
     private io: ProviderIo,
   ) {}
 
+  get ended(): boolean {
+    return this.queue.done;
+  }
+
   deliver(m: IoReply): void {
     if ('events' in m) this.queue.push(m.events);
-    else {
-      this.ended = true;
-      if ('error' in m) this.error = fromWire(m.error);
-      else this.queue.push(null);
-    }
-    this.notify();
+    else this.queue.end('error' in m ? fromWire(m.error) : null);
   }
 
   fail(err: Error): void {
-    if (this.ended) return;
-    this.ended = true;
-    this.error = err;
-    this.notify();
-  }
-
-  private notify(): void {
-    const w = this.wake;
-    this.wake = null;
-    w?.();
+    this.queue.end(err);
   }
 
   /** The next batch, null at the end; throws the call's error. */
   async next(): Promise<LlmEvent[] | null> {
-    for (;;) {
-      if (this.head < this.queue.length) {
-        const b = this.queue[this.head++]!;
-        if (this.head === this.queue.length) {
-          this.queue.length = 0;
-          this.head = 0;
-        }
-        if (b !== null && ++this.taken === ACK_EVERY) {
-          this.io.post({ op: 'ack', id: this.id, n: this.taken });
-          this.taken = 0;
-        }
-        return b;
-      }
-      if (this.error) throw this.error;
-      await new Promise<void>((resolve) => (this.wake = resolve));
+    const b = await this.queue.next();
+    if (b !== null && ++this.taken === ACK_EVERY) {
+      this.io.post({ op: 'ack', id: this.id, n: this.taken });
+      this.taken = 0;
     }
+    return b;
   }
 }
 

@@ -7,6 +7,7 @@ import http from 'node:http';
 import type { Readable } from 'node:stream';
 import { keepAliveRequest } from '../../keep-alive.js';
 import { ProviderError, retryAfterMs, retryableStatus } from './types.js';
+import { WakeQueue } from './wake-queue.js';
 
 export interface SseEvent {
   /** The `event:` field, or '' when the server sent none (OpenAI sends none). */
@@ -177,65 +178,35 @@ function parseBlockAt(buf: string, start: number, end: number): SseEvent | null 
  * MAX_QUEUED chunks (the response is paused meanwhile).
  */
 export class ChunkQueue {
-  private queue: string[] = [];
-  private head = 0;
-  private done = false;
-  private error: unknown = null;
-  private wake: (() => void) | null = null;
+  private queue: WakeQueue<string>;
 
-  constructor(private res: Readable) {
+  constructor(res: Readable) {
+    this.queue = new WakeQueue(() => {
+      if (res.isPaused() && !this.queue.done) res.resume();
+    });
     res.on('data', (c: string) => {
       this.queue.push(c);
       if (this.held >= MAX_QUEUED) res.pause();
-      this.notify();
     });
-    res.on('end', () => this.finish(null));
-    res.on('error', (err) => this.finish(err));
+    res.on('end', () => this.queue.end());
+    res.on('error', (err) => this.queue.end(err));
     // Closed without an end: the caller finds the response incomplete.
-    res.on('close', () => this.finish(null));
-  }
-
-  private finish(err: unknown): void {
-    if (this.done) return;
-    this.done = true;
-    this.error = err;
-    this.notify();
-  }
-
-  private notify(): void {
-    const w = this.wake;
-    this.wake = null;
-    w?.();
+    res.on('close', () => this.queue.end());
   }
 
   /** Chunks received and not yet taken. */
   get held(): number {
-    return this.queue.length - this.head;
+    return this.queue.held;
   }
 
   /** The next queued chunk, or undefined when none is queued (then await next()). */
   shift(): string | undefined {
-    if (this.head === this.queue.length) return undefined;
-    const c = this.queue[this.head++]!;
-    if (this.head === this.queue.length) {
-      this.queue.length = 0;
-      this.head = 0;
-      if (this.res.isPaused() && !this.done) this.res.resume();
-    }
-    return c;
+    return this.queue.shift();
   }
 
   /** The next chunk once one arrives; null at the end; throws the response's error. */
-  async next(): Promise<string | null> {
-    for (;;) {
-      const c = this.shift();
-      if (c !== undefined) return c;
-      if (this.done) {
-        if (this.error) throw this.error;
-        return null;
-      }
-      await new Promise<void>((resolve) => (this.wake = resolve));
-    }
+  next(): Promise<string | null> {
+    return this.queue.next();
   }
 }
 export const MAX_QUEUED = 64;
