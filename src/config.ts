@@ -27,6 +27,7 @@ export const knobs = {
   dbCheckpointWalMb: { env: 'AIRLOCK_DB_CHECKPOINT_WAL_MB', default: 256, help: 'embedded database: an upkeep round starts with a checkpoint once this many MB of write-ahead log were written since the last (bounds the log on disk and the replay after a crash)' },
   backgroundNice: { env: 'AIRLOCK_BACKGROUND_NICE', default: 19, help: "Linux: niceness `airlock server` gives its other threads at start (V8's compilers and garbage-collection helpers, libuv's pool), so that the event loop, which every token passes through, gets the CPU first; 0 leaves them alone" },
   dbThreadNice: { env: 'AIRLOCK_DB_THREAD_NICE', default: 5, help: "Linux: niceness of the embedded database's thread, for the same reason (statements that wait meanwhile go together in the next batch); 0 leaves it alone" },
+  dbInitCache: { env: 'AIRLOCK_DB_INIT_CACHE', default: '', help: "folder where a freshly initialized embedded database is kept, so that the next new one is copied from it instead of running PGlite's initdb (seconds of CPU); default $XDG_CACHE_HOME/airlock or ~/.cache/airlock; off: none" },
   dbRetries: { env: 'AIRLOCK_DB_RETRIES', default: 5, help: 'retries of a chat step\'s commit whose database connection broke' },
   dbRetryBaseMs: { env: 'AIRLOCK_DB_RETRY_BASE_MS', default: 50, help: 'first such retry delay; doubles each attempt (at most 2 s)' },
   llmMaxRetries: { env: 'AIRLOCK_LLM_MAX_RETRIES', default: 4, help: 'retries of a transient provider error (429, 5xx, reset)' },
@@ -79,6 +80,11 @@ export function num(name: KnobName, env: NodeJS.ProcessEnv = process.env): numbe
   const v = Number(raw);
   if (!Number.isFinite(v) || v < 0) throw new ConfigError(`${k.env} must be a non-negative number, got ${JSON.stringify(raw)}`);
   return v;
+}
+
+/** Reads every numeric setting once: a bad one stops a start before its slow work (the database). */
+export function checkNumbers(env: NodeJS.ProcessEnv = process.env): void {
+  for (const name of Object.keys(knobs) as KnobName[]) if (typeof knobs[name].default === 'number') num(name, env);
 }
 
 export function str(name: KnobName, env: NodeJS.ProcessEnv = process.env): string {

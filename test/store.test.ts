@@ -280,3 +280,57 @@ test('embedded upkeep failures are reported and do not stop it: a failing step w
     await back.close();
   }
 });
+
+test('a new embedded database is copied from the cached result of initdb when there is a safe one; an unsafe or broken cache is made again', async () => {
+  const { PGlite } = await import('@electric-sql/pglite');
+  const { initdbCacheFile, readInitdbCache } = await import('../src/store/pglite-initdb-cache.js');
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-initdb-cache-'));
+  const cache = path.join(root, 'cache');
+  const file = initdbCacheFile(cache);
+  const saved = process.env.AIRLOCK_DB_INIT_CACHE;
+  process.env.AIRLOCK_DB_INIT_CACHE = cache; // read by the database thread, which copies the environment when it starts
+  const hasMarker = async (db: Awaited<ReturnType<typeof openDb>>) => (await db.query(`SELECT to_regclass('public.from_cache') IS NOT NULL AS has`))[0]!.has as boolean;
+  const open = async (opts: Parameters<typeof openDb>[0]) => {
+    const warnings: string[] = [];
+    const db = await openDb({ ...opts, log: { debug: () => {}, warn: (_f: unknown, msg: string) => warnings.push(msg) } as any });
+    try {
+      return { marker: await hasMarker(db), warnings };
+    } finally {
+      await db.close(); // waits for the cache to be written
+    }
+  };
+  try {
+    // No cache yet: initdb runs, and what it made is cached, readable by this user only.
+    assert.deepEqual(await open({ dataDir: path.join(root, 'a') }), { marker: false, warnings: [] });
+    assert.equal(fs.statSync(file).mode & 0o777, 0o600);
+    assert.equal(fs.statSync(cache).mode & 0o777, 0o700);
+    // It holds initdb's result only: no migration, no data of the database that made it.
+    const plain = await PGlite.create({ loadDataDir: (await readInitdbCache(file))! });
+    assert.deepEqual((await plain.query(`SELECT count(*)::int AS n FROM pg_tables WHERE schemaname = 'public'`)).rows, [{ n: 0 }]);
+    // A marked cache shows where the next new databases come from.
+    await plain.exec('CREATE TABLE from_cache (a int)');
+    const marked = Buffer.from(await (await plain.dumpDataDir('gzip')).arrayBuffer());
+    await plain.close();
+    fs.writeFileSync(file, marked);
+    assert.deepEqual(await open({ memory: true }), { marker: true, warnings: [] });
+    assert.deepEqual(await open({ dataDir: path.join(root, 'b') }), { marker: true, warnings: [] });
+    // A database that exists is opened as it is.
+    assert.deepEqual(await open({ dataDir: path.join(root, 'a') }), { marker: false, warnings: [] });
+    // A cache another user could have written is not used, and is replaced.
+    fs.chmodSync(file, 0o666);
+    assert.deepEqual(await open({ memory: true }), { marker: false, warnings: [] });
+    assert.equal(fs.statSync(file).mode & 0o777, 0o600);
+    // A cache that does not load: a warning, initdb instead, and a good cache again.
+    fs.writeFileSync(file, marked.subarray(0, marked.length >> 1));
+    const broken = await open({ dataDir: path.join(root, 'c') });
+    assert.equal(broken.marker, false);
+    assert.equal(broken.warnings.length, 1);
+    assert.match(broken.warnings[0]!, /the cached initialized database .* did not load \(.*\); running initdb instead/);
+    assert.deepEqual(await open({ dataDir: path.join(root, 'd') }), { marker: false, warnings: [] });
+    assert.ok(fs.statSync(file).size > marked.length / 2, 'cached again whole');
+  } finally {
+    if (saved === undefined) delete process.env.AIRLOCK_DB_INIT_CACHE;
+    else process.env.AIRLOCK_DB_INIT_CACHE = saved;
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+});

@@ -3,7 +3,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { createSecureContext } from 'node:tls';
-import { num, str } from '../config.js';
+import { checkNumbers, num, str } from '../config.js';
+import { checkBusSpec } from '../bus/open.js';
 import { CliError, configPath, readConfig, writeConfig } from './config.js';
 import { niceOtherThreads } from '../thread-priority.js';
 
@@ -95,6 +96,9 @@ export async function serverCommand(argv: string[]): Promise<number> {
   const host = values.host ?? str('host');
   const dataDir = path.resolve(values['data-dir'] ?? str('dataDir'));
   const url = values['database-url'] ?? process.env.DATABASE_URL;
+  // Setting mistakes stop the start here, not after the database opened (seconds, and a data folder made).
+  checkNumbers();
+  checkBusSpec(str('bus'), !!url);
 
   const [{ openDb, embeddedDbDir }, { DataDirLockedError }, { startServer }, { providersFromEnv }, { createLogger }] = await Promise.all([
     import('../store/db.js'),

@@ -3,10 +3,12 @@
 // blocked token streaming for as long as each statement took. Here it runs beside the main thread,
 // which only exchanges messages with it (see db-thread.ts for the other side).
 import { parentPort, workerData } from 'node:worker_threads';
-import type { Transaction } from '@electric-sql/pglite';
+import fs from 'node:fs';
+import type { PGlite, Transaction } from '@electric-sql/pglite';
 import type { ThreadReply, ThreadRequest, PgliteInit } from './db-thread.js';
 import { errorFields } from './db-thread.js';
 import { PreparedStatements } from './pglite-prepared.js';
+import { initdbCacheDir, initdbCacheFile, isNewDatabase, readInitdbCache, saveInitdbCache } from './pglite-initdb-cache.js';
 import { Upkeep, freezeOldTemplates, type UpkeepNotice } from './pglite-upkeep.js';
 import { num } from '../config.js';
 import { niceThisThread } from '../thread-priority.js';
@@ -19,9 +21,10 @@ async function main() {
   const { PGlite, types } = await import('@electric-sql/pglite');
   let pg: InstanceType<typeof PGlite>;
   const notify = (notice: UpkeepNotice) => port.postMessage({ id: 0, notice } satisfies ThreadReply);
-  const openPglite = (database?: string) => PGlite.create(init.dataDir, { parsers: { [types.INT8]: (v: string) => Number(v) }, ...(database && { database }) });
+  const openPglite = (database?: string, loadDataDir?: Blob) =>
+    PGlite.create(init.dataDir, { parsers: { [types.INT8]: (v: string) => Number(v) }, ...(database && { database }), ...(loadDataDir && { loadDataDir }) });
   try {
-    pg = await openPglite();
+    pg = await openNew(openPglite, notify) ?? (await openPglite());
     if (init.dataDir) pg = await freezeOldTemplates(pg, openPglite, init.templateFreezeAge ?? TEMPLATE_FREEZE_AGE, notify);
   } catch (err) {
     port.postMessage({ id: 0, error: errorFields(err) } satisfies ThreadReply);
@@ -98,13 +101,46 @@ async function main() {
         return;
       }
       case 'close':
-        void pg.close().then(
+        void caching.then(() => pg.close()).then(
           () => port.postMessage({ id: m.id, rows: [] } satisfies ThreadReply),
           (err) => port.postMessage({ id: m.id, error: errorFields(err) } satisfies ThreadReply),
         );
         return;
     }
   });
+}
+
+/** The initialized database being written to the cache (a close waits for it). */
+let caching = Promise.resolve();
+
+/**
+ * A database that does not exist yet, made from the cached tarball of a fresh initdb (made and
+ * cached here when there is none); undefined for one that exists.
+ */
+async function openNew(open: (database?: string, loadDataDir?: Blob) => Promise<PGlite>, notify: (n: UpkeepNotice) => void): Promise<PGlite | undefined> {
+  if (!isNewDatabase(init.dataDir)) return undefined;
+  const dir = initdbCacheDir();
+  const file = dir && initdbCacheFile(dir);
+  if (file) {
+    try {
+      const tarball = await readInitdbCache(file);
+      if (tarball) return await open(undefined, tarball);
+    } catch (err) {
+      notify({ level: 'warn', msg: `the cached initialized database ${file} did not load (${(err as Error).message}); running initdb instead and caching it again` });
+      fs.rmSync(file, { force: true });
+      // What the load extracted holds no data yet: initdb starts from an empty folder.
+      if (init.dataDir) fs.rmSync(init.dataDir, { recursive: true, force: true });
+    }
+  }
+  const pg = await open();
+  if (file) {
+    // Taken before the migrations (this thread answers no statement yet); compressed and written meanwhile.
+    caching = pg
+      .dumpDataDir('none')
+      .then((t) => saveInitdbCache(file, t))
+      .catch((err) => notify({ level: 'debug', msg: 'could not cache the initialized database', file, err: (err as Error).message }));
+  }
+  return pg;
 }
 
 /**
