@@ -28,6 +28,7 @@ export const knobs = {
   backgroundNice: { env: 'AIRLOCK_BACKGROUND_NICE', default: 19, help: "Linux: niceness `airlock server` gives its other threads at start (V8's compilers and garbage-collection helpers, libuv's pool), so that the event loop, which every token passes through, gets the CPU first; 0 leaves them alone" },
   dbThreadNice: { env: 'AIRLOCK_DB_THREAD_NICE', default: 5, help: "Linux: niceness of the embedded database's thread, for the same reason (statements that wait meanwhile go together in the next batch); 0 leaves it alone" },
   dbInitCache: { env: 'AIRLOCK_DB_INIT_CACHE', default: '', help: "folder where a freshly initialized embedded database is kept, so that the next new one is copied from it instead of running PGlite's initdb (seconds of CPU); default $XDG_CACHE_HOME/airlock or ~/.cache/airlock; off: none" },
+  providerThreadNice: { env: 'AIRLOCK_PROVIDER_THREAD_NICE', default: 5, help: "Linux: niceness of the provider calls' thread (AIRLOCK_PROVIDER_THREAD), for the same reason: on a busy machine the event loop, which fans every token out, comes first, and the thread then reads more of each stream at once; 0 leaves it alone" },
   dbRetries: { env: 'AIRLOCK_DB_RETRIES', default: 5, help: 'retries of a chat step\'s commit whose database connection broke' },
   dbRetryBaseMs: { env: 'AIRLOCK_DB_RETRY_BASE_MS', default: 50, help: 'first such retry delay; doubles each attempt (at most 2 s)' },
   llmMaxRetries: { env: 'AIRLOCK_LLM_MAX_RETRIES', default: 4, help: 'retries of a transient provider error (429, 5xx, reset)' },

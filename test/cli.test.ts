@@ -448,3 +448,10 @@ test('CLI errors: unknown chat, unknown command, no token, provider error', asyn
   assert.equal(help.code, 0);
   assert.match(help.stdout, /Ctrl-C interrupts/);
 });
+
+test("README's configuration table is `airlock env`'s (every setting, its default and meaning)", async () => {
+  const { knobTable } = await import('../src/config.js');
+  const readme = fs.readFileSync(new URL('../README.md', import.meta.url), 'utf8');
+  const rows = (t: string) => t.split('\n').filter((l) => l.startsWith('| `AIRLOCK_'));
+  assert.deepEqual(rows(readme), rows(knobTable()));
+});

@@ -6,8 +6,11 @@ import { decoderFor } from './decoders.js';
 import { ProviderError } from './types.js';
 import type { IoReply, IoRequest } from './provider-io.js';
 import { IO_WINDOW, decodeStream } from './provider-io.js';
+import { num } from '../../config.js';
+import { niceThisThread } from '../../thread-priority.js';
 
 const port = parentPort!;
+niceThisThread(num('providerThreadNice'));
 
 interface Call {
   abort: AbortController;
