@@ -24,7 +24,7 @@ async function main() {
   const openPglite = (database?: string, loadDataDir?: Blob) =>
     PGlite.create(init.dataDir, { parsers: { [types.INT8]: (v: string) => Number(v) }, ...(database && { database }), ...(loadDataDir && { loadDataDir }) });
   try {
-    pg = await openNew(openPglite, notify) ?? (await openPglite());
+    pg = (await openNew(openPglite, notify)) ?? (await openPglite());
     if (init.dataDir) pg = await freezeOldTemplates(pg, openPglite, init.templateFreezeAge ?? TEMPLATE_FREEZE_AGE, notify);
   } catch (err) {
     port.postMessage({ id: 0, error: errorFields(err) } satisfies ThreadReply);
