@@ -8,7 +8,9 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { PassThrough } from 'node:stream';
 import { ChunkQueue, MAX_QUEUED, ssePost, type SseEvent } from '../src/chat/providers/sse-post.js';
-import { ProviderError, type LlmEvent } from '../src/chat/providers/types.js';
+import { ProviderError, mergeEvents, type LlmEvent } from '../src/chat/providers/types.js';
+import { Worker } from 'node:worker_threads';
+import { once } from 'node:events';
 import { directCall, providerThread, threadedCall } from '../src/chat/providers/provider-io.js';
 import { OpenAIDecoder } from '../src/chat/providers/openai.js';
 
@@ -333,4 +335,48 @@ test('the provider thread ends mid-call: the call fails with a retryable error, 
   assert.deepEqual(texts(got), ['one']);
   handler = (_req, res) => res.writeHead(200, { 'content-type': 'text/event-stream' }).end(oa('ok'));
   assert.deepEqual(texts(await events(threadedCall('openai', url, jsonBody({}), opts()))), ['ok']);
+});
+
+test('batches from the provider thread that piled up while the main thread was busy come as one, their deltas joined', async () => {
+  // A provider in a thread of its own, so that it keeps writing while this thread is blocked.
+  const provider = new Worker(
+    `const http = require('node:http');
+     const { parentPort } = require('node:worker_threads');
+     const oa = (t) => 'data: ' + JSON.stringify({ choices: [{ index: 0, delta: { content: t } }] }) + '\\n\\n';
+     const server = http.createServer(async (req, res) => {
+       for await (const _ of req);
+       res.writeHead(200, { 'content-type': 'text/event-stream' });
+       res.write(oa('a'));
+       for (const t of ['b', 'c', 'd', 'e']) { await new Promise((r) => setTimeout(r, 20)); res.write(oa(t)); }
+       res.end('data: [DONE]\\n\\n');
+     });
+     server.listen(0, '127.0.0.1', () => parentPort.postMessage(server.address().port));`,
+    { eval: true },
+  );
+  try {
+    const [port] = (await once(provider, 'message')) as [number];
+    const got: LlmEvent[][] = [];
+    for await (const batch of threadedCall('openai', `http://127.0.0.1:${port}/v1/x`, jsonBody({}), opts())) {
+      got.push(batch);
+      // Busy past the other four writes (20 ms apart): each reaches this thread as a batch of its own.
+      if (got.length === 1) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1000);
+    }
+    const deltas = got.map((b) => b.filter((e) => e.type === 'text'));
+    assert.deepEqual(deltas[0], [{ type: 'text', text: 'a' }]);
+    assert.deepEqual(deltas[1], [{ type: 'text', text: 'bcde', tokens: 4 }]);
+  } finally {
+    await provider.terminate();
+  }
+});
+
+test('mergeEvents joins deltas of one kind, keeps the rest in order, and counts the tokens', () => {
+  const into: LlmEvent[] = [{ type: 'text', text: 'a' }];
+  mergeEvents(into, [{ type: 'text', text: 'bc', tokens: 2 }, { type: 'reasoning', text: 'r' }, { type: 'reasoning', text: 's' }, { type: 'finish', reason: 'stop' }]);
+  mergeEvents(into, [{ type: 'text', text: 'd' }]);
+  assert.deepEqual(into, [
+    { type: 'text', text: 'abc', tokens: 3 },
+    { type: 'reasoning', text: 'rs', tokens: 2 },
+    { type: 'finish', reason: 'stop' },
+    { type: 'text', text: 'd' },
+  ]);
 });

@@ -1,6 +1,6 @@
 // The provider calls' own thread (provider-io.ts is the main thread's side): it sends each streamed
 // call's request, reads its server-sent events in the call's format, and passes each read's events on.
-import { parentPort } from 'node:worker_threads';
+import { type MessagePort, parentPort, workerData } from 'node:worker_threads';
 import { ssePost } from './sse-post.js';
 import { decoderFor } from './decoders.js';
 import { ProviderError } from './types.js';
@@ -10,6 +10,8 @@ import { num } from '../../config.js';
 import { niceThisThread } from '../../thread-priority.js';
 
 const port = parentPort!;
+/** Where the replies go (provider-io.ts reads them from its end without waiting for its event loop). */
+const replies = (workerData as { replies: MessagePort }).replies;
 niceThisThread(num('providerThreadNice'));
 
 interface Call {
@@ -34,7 +36,7 @@ function send(r: IoReply): void {
 function flush(): void {
   const batch = outbox;
   outbox = [];
-  port.postMessage(batch);
+  replies.postMessage(batch);
 }
 
 async function run(m: Extract<IoRequest, { op: 'start' }>): Promise<void> {

@@ -6,9 +6,9 @@
 // turn and most of what the main thread allocated (its garbage collector's pauses stop every
 // stream). Here the main thread posts the request and gets each read's events as the chat loop
 // takes them (a read's tokens merged into one text event).
-import type { Worker } from 'node:worker_threads';
+import { MessageChannel, type MessagePort, type Worker, receiveMessageOnPort } from 'node:worker_threads';
 import { startWorker } from '../../worker-thread.js';
-import { type LlmEvent, type StreamDecoder, type StreamFormat, ProviderError } from './types.js';
+import { type LlmEvent, type StreamDecoder, type StreamFormat, ProviderError, mergeEvents } from './types.js';
 import { type SseEvent, type SsePostOptions, abortError, ssePost } from './sse-post.js';
 import { num } from '../../config.js';
 import { WakeQueue } from './wake-queue.js';
@@ -51,10 +51,17 @@ class Call {
     this.queue.end(err);
   }
 
-  /** The next batch, null at the end; throws the call's error. */
+  /**
+   * The batches received since the last call as one (their deltas joined, as one read's are),
+   * null at the end; throws the call's error. Batches pile up while the main thread is busy; taken
+   * one by one, each would be a frame of its own to each client.
+   */
   async next(): Promise<LlmEvent[] | null> {
     const b = await this.queue.next();
-    if (b !== null && ++this.taken === ACK_EVERY) {
+    if (b === null) return null;
+    let n = 1;
+    for (let more; (more = this.queue.shift()) !== undefined; n++) mergeEvents(b, more);
+    if ((this.taken += n) >= ACK_EVERY) {
       this.io.post({ op: 'ack', id: this.id, n: this.taken });
       this.taken = 0;
     }
@@ -71,6 +78,7 @@ function fromWire(e: Extract<IoReply, { error: unknown }>['error']): Error {
 class ProviderIo {
   private static current: ProviderIo | null = null;
   private worker: Worker;
+  private replies: MessagePort;
   private calls = new Map<number, Call>();
   private nextId = 1;
 
@@ -84,30 +92,47 @@ class ProviderIo {
   }
 
   private constructor() {
-    this.worker = startWorker(import.meta.url, 'provider-io-worker', null);
-    this.worker.on('message', (replies: IoReply[]) => {
-      for (const m of replies) {
-        const call = this.calls.get(m.id);
-        if (!call) continue;
-        call.deliver(m);
-        if (call.ended && this.calls.delete(m.id) && !this.calls.size) this.refWhileBusy();
-      }
+    // Replies come on a port of their own: one that can be read without waiting for the event
+    // loop (receiveMessageOnPort), so that replies that arrived together are taken together.
+    const { port1, port2 } = new MessageChannel();
+    this.replies = port1;
+    this.worker = startWorker(import.meta.url, 'provider-io-worker', { replies: port2 }, [port2]);
+    port1.on('message', (replies: IoReply[]) => {
+      this.deliver(replies);
+      for (let m; (m = receiveMessageOnPort(port1)) !== undefined; ) this.deliver(m.message as IoReply[]);
     });
     const fail = (why: string) => {
       if (ProviderIo.current === this) ProviderIo.current = null;
+      port1.close();
       // Retryable: the next attempt starts a new thread.
       for (const c of this.calls.values()) c.fail(new ProviderError(`the provider call's thread ${why}`, true));
       this.calls.clear();
     };
     this.worker.on('error', (err) => fail(`failed: ${err.message}`));
     this.worker.on('exit', (code) => fail(`exited (${code})`));
-    this.worker.unref(); // idle, it does not keep the process alive (unref'd after the listeners: adding one refs it)
+    // Idle, neither keeps the process alive (unref'd after the listeners: adding one refs them).
+    this.worker.unref();
+    port1.unref();
+  }
+
+  private deliver(replies: IoReply[]): void {
+    for (const m of replies) {
+      const call = this.calls.get(m.id);
+      if (!call) continue;
+      call.deliver(m);
+      if (call.ended && this.calls.delete(m.id) && !this.calls.size) this.refWhileBusy();
+    }
   }
 
   /** While a call is in flight the thread keeps the process alive, as the call's socket would. */
   private refWhileBusy(): void {
-    if (this.calls.size) this.worker.ref();
-    else this.worker.unref();
+    if (this.calls.size) {
+      this.worker.ref();
+      this.replies.ref();
+    } else {
+      this.worker.unref();
+      this.replies.unref();
+    }
   }
 
   post(m: IoRequest): void {

@@ -56,6 +56,17 @@ export function appendDelta(out: LlmEvent[], type: 'text' | 'reasoning', text: s
   } else out.push({ type, text });
 }
 
+/** Adds `more` to `into` as if read together: a text or reasoning delta joins a last one of its kind. */
+export function mergeEvents(into: LlmEvent[], more: LlmEvent[]): void {
+  for (const e of more) {
+    const last = into[into.length - 1];
+    if ((e.type === 'text' || e.type === 'reasoning') && last?.type === e.type) {
+      last.text += e.text;
+      last.tokens = (last.tokens ?? 1) + (e.tokens ?? 1);
+    } else into.push(e);
+  }
+}
+
 export class ProviderError extends Error {
   constructor(
     message: string,
