@@ -34,7 +34,7 @@ export const knobs = {
   llmMaxRetries: { env: 'AIRLOCK_LLM_MAX_RETRIES', default: 4, help: 'retries of a transient provider error (429, 5xx, reset)' },
   llmRetryBaseMs: { env: 'AIRLOCK_LLM_RETRY_BASE_MS', default: 500, help: 'first retry delay; doubles each attempt' },
   llmRetryMaxMs: { env: 'AIRLOCK_LLM_RETRY_MAX_MS', default: 15_000, help: 'largest retry delay' },
-  providerThread: { env: 'AIRLOCK_PROVIDER_THREAD', default: 1, help: "1 makes the provider calls (each request, its stream's reading and decoding) from a thread of their own, off the event loop that every token passes through; 0 makes them on the event loop, which costs less CPU in all (a host short of CPU does better with 0)" },
+  providerThread: { env: 'AIRLOCK_PROVIDER_THREAD', default: 1, help: "1 makes the provider calls (each request, its stream's reading and decoding) from a thread of their own, off the event loop that every token passes through; 0 makes them on the event loop, which costs less CPU in all (one thread hop less per read) and puts that work on the event loop" },
   llmTimeoutMs: { env: 'AIRLOCK_LLM_TIMEOUT_MS', default: 120_000, help: 'provider request timeout (no byte for this long)' },
   maxSteps: { env: 'AIRLOCK_MAX_STEPS', default: 50, help: 'LLM steps (tool rounds) in one turn' },
   toolTimeoutMs: { env: 'AIRLOCK_TOOL_TIMEOUT_MS', default: 30_000, help: 'built-in tool run time limit' },
