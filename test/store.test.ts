@@ -300,8 +300,13 @@ test('a new embedded database is copied from the cached result of initdb when th
     }
   };
   try {
-    // No cache yet: initdb runs, and what it made is cached, readable by this user only.
+    // No cache yet: initdb runs, and what it made is cached, readable by this user only; another
+    // PGlite version's file goes.
+    fs.mkdirSync(cache, { mode: 0o700 });
+    fs.writeFileSync(path.join(cache, 'pglite-0.0.1-initdb.tar.gz'), 'old');
+    fs.writeFileSync(path.join(cache, 'notes.txt'), 'not ours');
     assert.deepEqual(await open({ dataDir: path.join(root, 'a') }), { marker: false, warnings: [] });
+    assert.deepEqual(fs.readdirSync(cache).sort(), ['notes.txt', path.basename(file)]);
     assert.equal(fs.statSync(file).mode & 0o777, 0o600);
     assert.equal(fs.statSync(cache).mode & 0o777, 0o700);
     // It holds initdb's result only: no migration, no data of the database that made it.

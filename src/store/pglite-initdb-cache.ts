@@ -72,7 +72,13 @@ export async function saveInitdbCache(file: string, tarball: Blob): Promise<void
     fs.rmSync(tmp, { force: true });
     throw err;
   }
+  // Another PGlite version's file would stay behind for good (4-5 MB each).
+  for (const other of fs.readdirSync(path.dirname(file))) {
+    if (CACHE_FILE.test(other) && other !== path.basename(file)) fs.rmSync(path.join(path.dirname(file), other), { force: true });
+  }
 }
+
+const CACHE_FILE = /^pglite-[^/]+-initdb\.tar\.gz$/;
 
 /** A data folder PGlite has not initialized yet (it starts from the cached tarball, or runs initdb). */
 export function isNewDatabase(dataDir: string | undefined): boolean {
