@@ -62,7 +62,7 @@ function readOwnFile(file: string): Buffer | null {
  * it too, and the last one stays. Compressed by libuv's pool, not by the database's thread.
  */
 export async function saveInitdbCache(file: string, tarball: Blob): Promise<void> {
-  const gz = await gzip(Buffer.from(await tarball.arrayBuffer()));
+  const gz = await gzip(Buffer.from(await tarball.arrayBuffer()), { level: 1 }); // 5.2 MB against 4.5 at the default level, in a third of the time
   fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
   const tmp = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}.tmp`;
   try {

@@ -101,7 +101,7 @@ async function main() {
         return;
       }
       case 'close':
-        void caching.then(() => pg.close()).then(
+        void cachingDone().then(() => pg.close()).then(
           () => port.postMessage({ id: m.id, rows: [] } satisfies ThreadReply),
           (err) => port.postMessage({ id: m.id, error: errorFields(err) } satisfies ThreadReply),
         );
@@ -110,8 +110,12 @@ async function main() {
   });
 }
 
-/** The initialized database being written to the cache (a close waits for it). */
+/** The initialized database being written to the cache. */
 let caching = Promise.resolve();
+
+/** A close waits for the cache to be written, but not long: a stop must not hang on a busy machine. */
+const cachingDone = () => Promise.race([caching, new Promise<void>((resolve) => setTimeout(resolve, CACHE_CLOSE_WAIT_MS).unref())]);
+const CACHE_CLOSE_WAIT_MS = 3_000;
 
 /**
  * A database that does not exist yet, made from the cached tarball of a fresh initdb (made and
