@@ -97,12 +97,16 @@ class ProviderIo {
     const { port1, port2 } = new MessageChannel();
     this.replies = port1;
     this.worker = startWorker(import.meta.url, 'provider-io-worker', { replies: port2 }, [port2]);
+    const drain = () => {
+      for (let m; (m = receiveMessageOnPort(port1)) !== undefined; ) this.deliver(m.message as IoReply[]);
+    };
     port1.on('message', (replies: IoReply[]) => {
       this.deliver(replies);
-      for (let m; (m = receiveMessageOnPort(port1)) !== undefined; ) this.deliver(m.message as IoReply[]);
+      drain();
     });
     const fail = (why: string) => {
       if (ProviderIo.current === this) ProviderIo.current = null;
+      drain(); // what the thread sent before it ended (its port is not ordered with the exit)
       port1.close();
       // Retryable: the next attempt starts a new thread.
       for (const c of this.calls.values()) c.fail(new ProviderError(`the provider call's thread ${why}`, true));
