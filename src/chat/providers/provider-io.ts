@@ -166,7 +166,7 @@ export function providerThread(): Worker | null {
   return ProviderIo.running;
 }
 
-/** A call's events, read by the provider calls' thread: a batch per read, then the stream's end (decoder.end()). */
+/** A call's events, read by the provider calls' thread: a batch per read (reads that piled up, as one), then the stream's end (decoder.end()). */
 export async function* threadedCall(format: StreamFormat, url: string, payload: Buffer, opts: SsePostOptions): AsyncGenerator<LlmEvent[]> {
   if (opts.signal.aborted) throw abortError();
   const io = ProviderIo.get();

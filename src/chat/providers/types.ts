@@ -45,25 +45,23 @@ export interface StreamDecoder {
 }
 
 /**
- * Adds a text or reasoning delta to the events of one read: it joins the last one when that is of
- * the same kind, so a burst read at once streams as one event (no delay is added to merge).
+ * Adds a text or reasoning delta (of `tokens` provider deltas) to the events of one read: it joins
+ * the last one when that is of the same kind, so a burst read at once streams as one event (no
+ * delay is added to merge).
  */
-export function appendDelta(out: LlmEvent[], type: 'text' | 'reasoning', text: string): void {
+export function appendDelta(out: LlmEvent[], type: 'text' | 'reasoning', text: string, tokens = 1): void {
   const last = out[out.length - 1];
   if (last?.type === type) {
     last.text += text;
-    last.tokens = (last.tokens ?? 1) + 1;
-  } else out.push({ type, text });
+    last.tokens = (last.tokens ?? 1) + tokens;
+  } else out.push(tokens === 1 ? { type, text } : { type, text, tokens });
 }
 
 /** Adds `more` to `into` as if read together: a text or reasoning delta joins a last one of its kind. */
 export function mergeEvents(into: LlmEvent[], more: LlmEvent[]): void {
   for (const e of more) {
-    const last = into[into.length - 1];
-    if ((e.type === 'text' || e.type === 'reasoning') && last?.type === e.type) {
-      last.text += e.text;
-      last.tokens = (last.tokens ?? 1) + (e.tokens ?? 1);
-    } else into.push(e);
+    if (e.type === 'text' || e.type === 'reasoning') appendDelta(into, e.type, e.text, e.tokens ?? 1);
+    else into.push(e);
   }
 }
 
