@@ -333,6 +333,10 @@ test('a new embedded database is copied from the cached result of initdb when th
     assert.match(broken.warnings[0]!, /the cached initialized database .* did not load \(.*\); running initdb instead/);
     assert.deepEqual(await open({ dataDir: path.join(root, 'd') }), { marker: false, warnings: [] });
     assert.ok(fs.statSync(file).size > marked.length / 2, 'cached again whole');
+    // A cache that cannot be written (its folder would be under a file): the database opens all the same.
+    fs.writeFileSync(path.join(root, 'plain-file'), '');
+    process.env.AIRLOCK_DB_INIT_CACHE = path.join(root, 'plain-file', 'cache');
+    assert.deepEqual(await open({ memory: true }), { marker: false, warnings: [] });
   } finally {
     if (saved === undefined) delete process.env.AIRLOCK_DB_INIT_CACHE;
     else process.env.AIRLOCK_DB_INIT_CACHE = saved;
