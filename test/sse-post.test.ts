@@ -13,6 +13,7 @@ import { Worker } from 'node:worker_threads';
 import { once } from 'node:events';
 import { directCall, providerThread, threadedCall } from '../src/chat/providers/provider-io.js';
 import { OpenAIDecoder } from '../src/chat/providers/openai.js';
+import { takeTokensFirst } from '../src/tokens-first.js';
 
 const jsonBody = (v: unknown) => Buffer.from(JSON.stringify(v));
 
@@ -364,6 +365,45 @@ test('batches from the provider thread that piled up while the main thread was b
     const deltas = got.map((b) => b.filter((e) => e.type === 'text'));
     assert.deepEqual(deltas[0], [{ type: 'text', text: 'a' }]);
     assert.deepEqual(deltas[1], [{ type: 'text', text: 'bcde', tokens: 4 }]);
+  } finally {
+    await provider.terminate();
+  }
+});
+
+test('what the provider thread sent waits for the event loop, unless a callback takes the tokens first', async () => {
+  // A provider in a thread of its own that writes its second delta when told, while this thread is blocked.
+  const provider = new Worker(
+    `const http = require('node:http');
+     const { parentPort } = require('node:worker_threads');
+     const oa = (t) => 'data: ' + JSON.stringify({ choices: [{ index: 0, delta: { content: t } }] }) + '\\n\\n';
+     const server = http.createServer(async (req, res) => {
+       for await (const _ of req);
+       res.writeHead(200, { 'content-type': 'text/event-stream' });
+       res.write(oa('a'));
+       parentPort.once('message', () => res.end(oa('b') + 'data: [DONE]\\n\\n'));
+     });
+     server.listen(0, '127.0.0.1', () => parentPort.postMessage(server.address().port));`,
+    { eval: true },
+  );
+  try {
+    const [port] = (await once(provider, 'message')) as [number];
+    const call = threadedCall('openai', `http://127.0.0.1:${port}/v1/x`, jsonBody({}), opts());
+    assert.deepEqual((await call.next()).value, [{ type: 'text', text: 'a' }]);
+    const next = call.next();
+    let got = false;
+    void next.then(() => (got = true));
+    provider.postMessage('write');
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1000); // the thread reads 'b' meanwhile
+    const microtasks = async () => {
+      for (let i = 0; i < 100; i++) await null;
+    };
+    await microtasks();
+    assert.equal(got, false, 'a reply on the port is a message for the event loop');
+    takeTokensFirst();
+    await microtasks();
+    assert.equal(got, true, 'taken first, it reaches the call at once');
+    assert.deepEqual((await next).value?.filter((e) => e.type === 'text'), [{ type: 'text', text: 'b' }]);
+    for await (const _ of call);
   } finally {
     await provider.terminate();
   }

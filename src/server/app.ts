@@ -31,6 +31,7 @@ import { SecretBox } from '../access/secretbox.js';
 import { SignalRouter, announceGatewayDeleted, announceSessionEnd } from '../access/signal.js';
 import { forgetOnlineGateways } from '../access/store.js';
 import { str } from '../config.js';
+import { takeTokensFirst } from '../tokens-first.js';
 
 export interface ServerOptions {
   db: Db;
@@ -152,6 +153,7 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
   };
 
   const handle = async (req: http.IncomingMessage, res: http.ServerResponse) => {
+    takeTokensFirst();
     const started = performance.now();
     const url = new URL(req.url ?? '/', 'http://x');
     const reqId = (req.headers['x-request-id'] as string | undefined)?.slice(0, 64) || crypto.randomUUID();

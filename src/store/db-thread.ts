@@ -9,6 +9,7 @@ import type { Worker } from 'node:worker_threads';
 import { startWorker } from '../worker-thread.js';
 import type { Queryable, Row } from './db.js';
 import type { UpkeepNotice } from './pglite-upkeep.js';
+import { takeTokensFirst } from '../tokens-first.js';
 
 /** What the embedded database's thread opens. */
 export interface PgliteInit {
@@ -78,6 +79,7 @@ export class DbThread implements Queryable {
   private constructor(kind: keyof ThreadKinds, init: ThreadKinds[keyof ThreadKinds]) {
     this.worker = startWorker(import.meta.url, kind, init);
     this.worker.on('message', (m: ThreadReply) => {
+      takeTokensFirst();
       if (m.notice) return this.onNotice(m.notice);
       const p = this.pending.get(m.id);
       if (!p) return;

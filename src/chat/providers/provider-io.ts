@@ -5,13 +5,15 @@
 // decoding, text decoding, splitting the server-sent events, reading their JSON) took ~0.3 ms per
 // turn and most of what the main thread allocated (its garbage collector's pauses stop every
 // stream). Here the main thread posts the request and gets each read's events as the chat loop
-// takes them (a read's tokens merged into one text event).
+// takes them (a read's tokens merged into one text event); replies waiting on the port are also
+// taken ahead of a turn boundary's callbacks (tokens-first.ts).
 import { MessageChannel, type MessagePort, type Worker, receiveMessageOnPort } from 'node:worker_threads';
 import { startWorker } from '../../worker-thread.js';
 import { type LlmEvent, type StreamDecoder, type StreamFormat, ProviderError, mergeEvents } from './types.js';
 import { type SseEvent, type SsePostOptions, abortError, ssePost } from './sse-post.js';
 import { num } from '../../config.js';
 import { WakeQueue } from './wake-queue.js';
+import { addTokenSource } from '../../tokens-first.js';
 
 export type IoRequest =
   | { op: 'start'; id: number; format: StreamFormat; url: string; payload: Uint8Array; headers: Record<string, string>; timeoutMs: number }
@@ -104,9 +106,11 @@ class ProviderIo {
       this.deliver(replies);
       drain();
     });
+    const removeSource = addTokenSource(drain);
     const fail = (why: string) => {
       if (ProviderIo.current === this) ProviderIo.current = null;
       drain(); // what the thread sent before it ended (its port is not ordered with the exit)
+      removeSource();
       port1.close();
       // Retryable: the next attempt starts a new thread.
       for (const c of this.calls.values()) c.fail(new ProviderError(`the provider call's thread ${why}`, true));
