@@ -402,7 +402,7 @@ test('what the provider thread sent waits for the event loop, unless a callback 
     takeTokensFirst();
     await microtasks();
     assert.equal(got, true, 'taken first, it reaches the call at once');
-    assert.deepEqual((await next).value?.filter((e) => e.type === 'text'), [{ type: 'text', text: 'b' }]);
+    assert.deepEqual(((await next).value as LlmEvent[]).filter((e) => e.type === 'text'), [{ type: 'text', text: 'b' }]);
     for await (const _ of call);
   } finally {
     await provider.terminate();
