@@ -338,9 +338,13 @@ test('the provider thread ends mid-call: the call fails with a retryable error, 
   assert.deepEqual(texts(await events(threadedCall('openai', url, jsonBody({}), opts()))), ['ok']);
 });
 
-test('batches from the provider thread that piled up while the main thread was busy come as one, their deltas joined', async () => {
-  // A provider in a thread of its own, so that it keeps writing while this thread is blocked.
-  const provider = new Worker(
+/**
+ * An OpenAI-style provider in a thread of its own, so that it keeps writing while this thread is
+ * blocked: it answers every request with the delta 'a', then runs `rest` (JavaScript with `res`,
+ * `oa(text)` for an event and the thread's `parentPort`), which writes the rest and ends.
+ */
+async function providerInAThread(rest: string): Promise<{ url: string; worker: Worker }> {
+  const worker = new Worker(
     `const http = require('node:http');
      const { parentPort } = require('node:worker_threads');
      const oa = (t) => 'data: ' + JSON.stringify({ choices: [{ index: 0, delta: { content: t } }] }) + '\\n\\n';
@@ -348,16 +352,22 @@ test('batches from the provider thread that piled up while the main thread was b
        for await (const _ of req);
        res.writeHead(200, { 'content-type': 'text/event-stream' });
        res.write(oa('a'));
-       for (const t of ['b', 'c', 'd', 'e']) { await new Promise((r) => setTimeout(r, 20)); res.write(oa(t)); }
-       res.end('data: [DONE]\\n\\n');
+       ${rest}
      });
      server.listen(0, '127.0.0.1', () => parentPort.postMessage(server.address().port));`,
     { eval: true },
   );
+  const [port] = (await once(worker, 'message')) as [number];
+  return { url: `http://127.0.0.1:${port}/v1/x`, worker };
+}
+
+test('batches from the provider thread that piled up while the main thread was busy come as one, their deltas joined', async () => {
+  const provider = await providerInAThread(`
+    for (const t of ['b', 'c', 'd', 'e']) { await new Promise((r) => setTimeout(r, 20)); res.write(oa(t)); }
+    res.end('data: [DONE]\\n\\n');`);
   try {
-    const [port] = (await once(provider, 'message')) as [number];
     const got: LlmEvent[][] = [];
-    for await (const batch of threadedCall('openai', `http://127.0.0.1:${port}/v1/x`, jsonBody({}), opts())) {
+    for await (const batch of threadedCall('openai', provider.url, jsonBody({}), opts())) {
       got.push(batch);
       // Busy past the other four writes (20 ms apart): each reaches this thread as a batch of its own.
       if (got.length === 1) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1000);
@@ -366,33 +376,20 @@ test('batches from the provider thread that piled up while the main thread was b
     assert.deepEqual(deltas[0], [{ type: 'text', text: 'a' }]);
     assert.deepEqual(deltas[1], [{ type: 'text', text: 'bcde', tokens: 4 }]);
   } finally {
-    await provider.terminate();
+    await provider.worker.terminate();
   }
 });
 
 test('what the provider thread sent waits for the event loop, unless a callback takes the tokens first', async () => {
-  // A provider in a thread of its own that writes its second delta when told, while this thread is blocked.
-  const provider = new Worker(
-    `const http = require('node:http');
-     const { parentPort } = require('node:worker_threads');
-     const oa = (t) => 'data: ' + JSON.stringify({ choices: [{ index: 0, delta: { content: t } }] }) + '\\n\\n';
-     const server = http.createServer(async (req, res) => {
-       for await (const _ of req);
-       res.writeHead(200, { 'content-type': 'text/event-stream' });
-       res.write(oa('a'));
-       parentPort.once('message', () => res.end(oa('b') + 'data: [DONE]\\n\\n'));
-     });
-     server.listen(0, '127.0.0.1', () => parentPort.postMessage(server.address().port));`,
-    { eval: true },
-  );
+  // The second delta is written when the test says, while this thread is blocked.
+  const provider = await providerInAThread(`parentPort.once('message', () => res.end(oa('b') + 'data: [DONE]\\n\\n'));`);
   try {
-    const [port] = (await once(provider, 'message')) as [number];
-    const call = threadedCall('openai', `http://127.0.0.1:${port}/v1/x`, jsonBody({}), opts());
+    const call = threadedCall('openai', provider.url, jsonBody({}), opts());
     assert.deepEqual((await call.next()).value, [{ type: 'text', text: 'a' }]);
     const next = call.next();
     let got = false;
     void next.then(() => (got = true));
-    provider.postMessage('write');
+    provider.worker.postMessage('write');
     Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1000); // the thread reads 'b' meanwhile
     const microtasks = async () => {
       for (let i = 0; i < 100; i++) await null;
@@ -405,7 +402,7 @@ test('what the provider thread sent waits for the event loop, unless a callback 
     assert.deepEqual(((await next).value as LlmEvent[]).filter((e) => e.type === 'text'), [{ type: 'text', text: 'b' }]);
     for await (const _ of call);
   } finally {
-    await provider.terminate();
+    await provider.worker.terminate();
   }
 });
 
