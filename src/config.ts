@@ -49,7 +49,6 @@ export const knobs = {
   webrtc: { env: 'AIRLOCK_WEBRTC', default: 1, help: 'set 0 (on the client or the gateway) to skip the direct WebRTC path and use the relay only' },
   iceServers: { env: 'AIRLOCK_ICE_SERVERS', default: '', help: 'comma-separated STUN/TURN servers, e.g. stun:stun.example.org:3478,turn:user:pass@turn.example.org:3478' },
   iceBindAddress: { env: 'AIRLOCK_ICE_BIND_ADDRESS', default: '', help: 'gather WebRTC host candidates on this address only (e.g. 127.0.0.1)' },
-  tubeWindowBytes: { env: 'AIRLOCK_TUBE_WINDOW_BYTES', default: 4_194_304, help: 'bytes one tube connection may have in flight before the sender waits for the receiver (also the most a slow receiver holds for it)' },
   launchTimeoutMs: { env: 'AIRLOCK_LAUNCH_TIMEOUT_MS', default: 10_000, help: 'time one launch attempt may take to bring a path (direct or relay) up' },
   launchAttempts: { env: 'AIRLOCK_LAUNCH_ATTEMPTS', default: 4, help: 'launch attempts on transient failures (gateway offline, timeout, 502/503/504)' },
   launchRetryBaseMs: { env: 'AIRLOCK_LAUNCH_RETRY_BASE_MS', default: 250, help: 'first launch retry delay; doubles each attempt' },

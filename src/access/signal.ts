@@ -22,6 +22,8 @@ import { isUuid } from '../server/validate.js';
 const uuid = (x: unknown): x is string => typeof x === 'string' && isUuid(x);
 
 const RELAY_HIGH_WATER = 8 << 20;
+/** What a client may send before its session starts (its WebRTC offer and candidates). */
+const EARLY_MAX = 256 << 10;
 
 interface GatewayLink {
   gateway: store.Gateway;
@@ -65,7 +67,7 @@ type BusSignal =
       | { kind: 'open'; from: string; gateway_id: string; user: string; resource: unknown; credential_enc: string | null; relay_url: string }
       | { kind: 'opened' }
       | { kind: 'to_gateway' | 'to_client'; msg: Record<string, unknown> }
-      | { kind: 'gone'; message: string }
+      | { kind: 'gone' | 'gateway_ended'; message: string }
     ))
   /** To every replica: an admin deleted this gateway; whichever replica holds its connection cuts it. */
   | { to: '*'; kind: 'gateway_deleted'; gateway_id: string }
@@ -225,9 +227,19 @@ export class SignalRouter {
         if (uuid(msg.session)) {
           // A report sent again after a reconnect is logged at debug level only.
           const level = link.sessions.delete(msg.session) ? 'info' : 'debug';
-          this.hosted.delete(msg.session);
-          this.log[level]({ session: msg.session, gateway: link.gateway.name, ...report(msg) }, 'session ended');
-          void store.endSession(this.db, msg.session, report(msg), link.gateway.id).catch((err) => this.log.warn({ err }, 'session report failed'));
+          const r = report(msg);
+          this.log[level]({ session: msg.session, gateway: link.gateway.name, ...r }, 'session ended');
+          void store.endSession(this.db, msg.session, r, link.gateway.id).catch((err) => this.log.warn({ err }, 'session report failed'));
+          // The gateway ended it on its own (its tube broke, it is stopping): the client learns
+          // why at once instead of waiting on a tube that carries nothing any more.
+          const why = `the gateway ended the session: ${typeof msg.reason === 'string' ? msg.reason.slice(0, 300) : 'ended'}`;
+          const s = this.sessions.get(msg.session);
+          if (s?.link === link) this.endByServer(s, 4410, why);
+          const h = this.hosted.get(msg.session);
+          if (h?.link === link) {
+            this.hosted.delete(msg.session);
+            this.signal(h.origin, { kind: 'gateway_ended', session: msg.session, message: why });
+          }
         }
         return;
       case 'alive': {
@@ -258,10 +270,14 @@ export class SignalRouter {
     // The client sends its offer the moment the socket opens: listen before the first await.
     let s: Session | null = null;
     const early: { data: Buffer; isBinary: boolean }[] = [];
+    let earlyBytes = 0;
     let left = false;
     client.on('message', (data, isBinary) => {
-      if (!s) return void early.push({ data: data as Buffer, isBinary });
-      this.fromClient(s, data as Buffer, isBinary);
+      if (s) return this.fromClient(s, data as Buffer, isBinary);
+      // Before the session row exists a client has an offer and candidates to send, no more.
+      earlyBytes += (data as Buffer).length;
+      if (earlyBytes > EARLY_MAX) return client.close(1009, 'too much sent before the session started');
+      early.push({ data: data as Buffer, isBinary });
     });
     client.on('close', () => {
       left = true;
@@ -416,6 +432,9 @@ export class SignalRouter {
         return;
       case 'to_client':
         if (s) this.toClient(s, m.msg);
+        return;
+      case 'gateway_ended':
+        if (s && s.remote) this.endByServer(s, 4410, m.message);
         return;
       case 'gone':
         if (s) {

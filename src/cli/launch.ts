@@ -139,7 +139,8 @@ async function forwardPort(session: ClientSession, srv: net.Server, resource: st
     };
     process.once('SIGINT', () => stop(0));
     process.once('SIGTERM', () => stop(0));
-    session.tube.on('closed', (reason) => {
+    // The tube may have closed already, while this process was getting ready to forward.
+    session.tube.onClosed((reason) => {
       process.stderr.write(`airlock: the session ended: ${reason}\n`);
       stop(1);
     });

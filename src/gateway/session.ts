@@ -12,6 +12,9 @@ import { DataChannelTransport, WsTransport, guard, webrtcEnabled, whenOpen } fro
 import { Peer, type Signal } from '../tube/peer.js';
 import { connectTarget, TargetError, type Target, type TargetSpec } from './connectors.js';
 
+/** Connections one session may have open at once (each may hold up to a window of bytes). */
+const MAX_CONNS = 1024;
+
 export interface SessionOffer {
   session: string;
   user: string;
@@ -95,13 +98,14 @@ export class GatewaySession {
 
   private async open(id: number, payload: Buffer): Promise<void> {
     if (this.conns.has(id)) return;
+    if (this.conns.size >= MAX_CONNS) return this.tube.send(F.ERROR, id, `this session has ${MAX_CONNS} connections open; close some first`);
     let req: OpenRequest;
     try {
       req = parseOpen(payload);
     } catch (err) {
       return this.tube.send(F.ERROR, id, `bad open request: ${(err as Error).message}`);
     }
-    const conn = new TubeConn(this.tube, id, { window: num('tubeWindowBytes') });
+    const conn = new TubeConn(this.tube, id);
     const entry: { conn: TubeConn; target: Target | null } = { conn, target: null };
     this.conns.set(id, entry);
     conn.onFinish = () => this.conns.delete(id);
@@ -114,13 +118,13 @@ export class GatewaySession {
         this.exitStatus = code;
         this.tube.send(F.EXIT, id, i32(code));
       });
-      target.stderr?.on('data', (d: Buffer) => conn.extra(d));
+      if (target.stderr) conn.attachExtra(target.stderr);
       conn.attach(target.stream);
     } catch (err) {
       const msg = err instanceof TargetError ? err.message : `target failed: ${(err as Error).message}`;
       if (err instanceof TargetError && err.code === 'auth_failed') this.error = msg;
       this.log.info({ session: this.id, resource: this.offer.resource.name, err: msg }, 'target connection failed');
-      conn.fail(JSON.stringify({ code: err instanceof TargetError ? err.code : 'failed', message: msg }));
+      conn.fail(JSON.stringify({ code: err instanceof TargetError ? err.code : 'failed', message: msg.slice(0, 1000) }));
     }
   }
 
@@ -139,6 +143,7 @@ export class GatewaySession {
       bytes_down: this.tube.bytesSent,
       exit_status: this.exitStatus,
       error: this.error,
+      reason,
     });
     this.onEnd();
   }

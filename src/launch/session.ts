@@ -20,6 +20,7 @@ export class ClientSession {
   private conns = new Map<number, { conn: TubeConn; opened: Deferred<void>; exit: Deferred<number> }>();
   private exits = new Map<number, Deferred<number>>();
   onFirstByte: (() => void) | null = null;
+  private closedReason: string | null = null;
 
   constructor(readonly open: OpenTube) {
     open.tube.on('frame', (f) => {
@@ -43,7 +44,8 @@ export class ClientSession {
       }
       c.conn.handle(f.type, f.payload);
     });
-    open.tube.on('closed', (reason) => {
+    open.tube.onClosed((reason) => {
+      this.closedReason = reason;
       for (const e of this.exits.values()) e.reject(new Error(`the tube closed: ${reason}`));
       for (const c of this.conns.values()) {
         const err = new Error(`the tube closed: ${reason}`);
@@ -57,7 +59,7 @@ export class ClientSession {
   /** Opens a connection to the target and starts moving `stream`'s bytes through it. */
   connect(stream: Duplex, req: OpenRequest = {}, opts: { expectExit?: boolean } = {}): ClientConn {
     const id = this.next++;
-    const conn = new TubeConn(this.open.tube, id, { window: num('tubeWindowBytes') });
+    const conn = new TubeConn(this.open.tube, id);
     const entry = { conn, opened: deferred<void>(), exit: deferred<number>() };
     const cut = deferred<string>();
     this.conns.set(id, entry);
@@ -66,6 +68,15 @@ export class ClientSession {
       this.conns.delete(id);
       if (err) cut.resolve(err);
     };
+    if (this.closedReason !== null) {
+      // The tube closed before this connection could start (a gateway that broke the protocol).
+      const err = new Error(`the tube closed: ${this.closedReason}`);
+      entry.opened.reject(err);
+      entry.exit.reject(err);
+      conn.attach(stream);
+      conn.destroy(this.closedReason);
+      return { conn, opened: entry.opened.promise, exit: entry.exit.promise, cut: cut.promise };
+    }
     this.open.tube.send(F.OPEN, id, JSON.stringify(req));
     conn.attach(stream);
     return { conn, opened: entry.opened.promise, exit: entry.exit.promise, cut: cut.promise };

@@ -1,22 +1,33 @@
 // One connection inside a tube, bridged to a local Node stream (a socket, an SSH channel, a
-// PTY, the terminal). Credit-based flow control: a side sends at most `window` bytes the other
-// side has not yet written out, so a fast source cannot fill a slow side's memory.
+// PTY, the terminal). Credit-based flow control: a side sends at most WINDOW bytes the other
+// side has not yet written out, so a fast source cannot fill a slow side's memory. The receiver
+// enforces it too: a peer that sends past its credit (a modified client, a rogue gateway) has the
+// connection closed, so what one connection holds is bounded whatever the other side does.
 import { Socket, type OnReadOpts } from 'node:net';
-import type { Duplex } from 'node:stream';
-import { F, u32 } from './frame.js';
+import type { Duplex, Readable } from 'node:stream';
+import { F, MAX_REASON_BYTES, u32 } from './frame.js';
 import type { Tube } from './tube.js';
 
 export const MAX_CHUNK = 32 * 1024;
 /** What one read of a socket attached with socketReader() takes at most. */
 const READ_BYTES = 64 * 1024;
-
-export interface ConnOptions {
-  window: number;
-}
+/**
+ * Bytes a side may send on one connection before the other has written them out: a protocol
+ * constant, the same on both sides (the receiver checks the sender against it).
+ */
+export const WINDOW = 4 << 20;
+/**
+ * How far past WINDOW the receiver lets a sender go before it closes the connection: a sender
+ * checks its credit after each read of its source, so it can overshoot by one read (at most
+ * READ_BYTES from a socket, one chunk of a stream's 'data').
+ */
+const OVERSHOOT = 1 << 20;
 
 export class TubeConn {
-  private credit: number;
+  private credit = WINDOW;
   private unacked = 0;
+  /** Bytes received and not yet granted back in a WINDOW frame (queued, being written, unacked). */
+  private held = 0;
   private stream: Duplex | null = null;
   private paused = false;
   private ended = { local: false, remote: false };
@@ -24,6 +35,7 @@ export class TubeConn {
   /** Frames that arrive before the local stream exists (the target is still connecting). */
   private inbox: Buffer[] = [];
   private remoteEndedEarly = false;
+  private extras: Readable[] = [];
   private onDrain = () => this.maybeResume();
   /** socketReader(): reads land at offset 5, behind room for a frame header. */
   private readBuf: Buffer | null = null;
@@ -33,9 +45,7 @@ export class TubeConn {
   constructor(
     readonly tube: Tube,
     readonly id: number,
-    private opts: ConnOptions,
   ) {
-    this.credit = opts.window;
     tube.on('drain', this.onDrain);
   }
 
@@ -112,6 +122,12 @@ export class TubeConn {
     switch (type) {
       case F.DATA: {
         const n = payload.length;
+        if (this.finished) return true;
+        this.held += n;
+        if (this.held > WINDOW + OVERSHOOT) {
+          this.fail(`flow control: the other side sent ${this.held} bytes past what was written out (window ${WINDOW})`);
+          return true;
+        }
         if (!this.stream) {
           this.inbox.push(Buffer.from(payload));
           return true;
@@ -120,10 +136,17 @@ export class TubeConn {
         this.stream.write(payload, () => this.ack(n));
         return true;
       }
-      case F.WINDOW:
-        this.credit += payload.readUInt32BE(0);
+      case F.WINDOW: {
+        // A grant for more than was sent is as wrong as a send past the credit.
+        const n = payload.readUInt32BE(0);
+        if (n === 0 || this.credit + n > WINDOW) {
+          this.fail(`flow control: the other side granted ${n} bytes, more than were sent`);
+          return true;
+        }
+        this.credit += n;
         this.maybeResume();
         return true;
+      }
       case F.END:
         this.ended.remote = true;
         if (this.stream) this.stream.end();
@@ -142,8 +165,9 @@ export class TubeConn {
     this.unacked += n;
     // Credit returns in quarters of the window: the sender always has room to keep sending, and a
     // bulk transfer costs one WINDOW frame per quarter window, not one per DATA frame.
-    if (this.unacked >= this.opts.window / 4) {
+    if (this.unacked >= WINDOW / 4) {
       this.tube.send(F.WINDOW, this.id, u32(this.unacked));
+      this.held -= this.unacked;
       this.unacked = 0;
     }
   }
@@ -152,15 +176,21 @@ export class TubeConn {
     if (!this.paused || this.credit <= 0 || this.tube.congested) return;
     this.paused = false;
     this.stream?.resume();
+    for (const x of this.extras) x.resume();
   }
 
   private maybeFinish(): void {
     if (this.ended.local && this.ended.remote) this.finish();
   }
 
-  /** Extra output that shares this connection (a process's stderr); counted against the window. */
-  extra(chunk: Buffer): void {
-    this.sendData(chunk);
+  /** A second output that shares this connection (a process's stderr): under the same credit. */
+  attachExtra(source: Readable): void {
+    this.extras.push(source);
+    source.on('data', (chunk: Buffer) => {
+      if (this.finished) return;
+      this.sendData(chunk);
+      if (this.holdIfBlocked()) source.pause();
+    });
   }
 
   private sendData(chunk: Buffer): void {
@@ -174,7 +204,7 @@ export class TubeConn {
   /** Ends the connection with an error sent to the other side. */
   fail(reason: string): void {
     if (this.finished) return;
-    this.tube.send(F.ERROR, this.id, reason);
+    this.tube.send(F.ERROR, this.id, Buffer.from(reason).subarray(0, MAX_REASON_BYTES));
     this.destroy(reason);
   }
 

@@ -50,9 +50,44 @@ export function encode(type: number, conn: number, payload: Buffer | string = EM
   return out;
 }
 
+/** A frame that breaks the protocol: the tube that got it closes with this reason. */
+export class FrameError extends Error {}
+
+/** Largest OPEN request (JSON) and ERROR reason a side accepts. */
+export const MAX_OPEN_BYTES = 16 * 1024;
+export const MAX_REASON_BYTES = 4 * 1024;
+
+/**
+ * What each frame type's payload must be, checked before any field is read: a peer is not
+ * trusted (a user's client can be anything, and so can whatever answers as a gateway), and a
+ * read past a short payload throws. conn: whether the type belongs to a connection (else to
+ * connection 0, the tube itself).
+ */
+const SHAPES: Record<number, { conn: boolean; min: number; max: number }> = {
+  [F.OPEN]: { conn: true, min: 0, max: MAX_OPEN_BYTES },
+  [F.OPENED]: { conn: true, min: 0, max: 0 },
+  [F.DATA]: { conn: true, min: 0, max: Infinity },
+  [F.END]: { conn: true, min: 0, max: 0 },
+  [F.ERROR]: { conn: true, min: 0, max: MAX_REASON_BYTES },
+  [F.WINDOW]: { conn: true, min: 4, max: 4 },
+  [F.RESIZE]: { conn: true, min: 4, max: 4 },
+  [F.EXIT]: { conn: true, min: 4, max: 4 },
+  [F.START]: { conn: false, min: 0, max: 0 },
+  [F.SWITCH]: { conn: false, min: 0, max: 0 },
+  [F.BYE]: { conn: false, min: 0, max: MAX_OPEN_BYTES },
+};
+
+/** Splits a frame and checks its shape; throws FrameError for one that breaks the protocol. */
 export function decode(buf: Buffer): Frame {
-  if (buf.length < 5) throw new Error(`tube frame too short (${buf.length} bytes)`);
-  return { type: buf[0]!, conn: buf.readUInt32BE(1), payload: buf.subarray(5) };
+  if (buf.length < 5) throw new FrameError(`tube frame too short (${buf.length} bytes)`);
+  const type = buf[0]!;
+  const conn = buf.readUInt32BE(1);
+  const shape = SHAPES[type];
+  if (!shape) throw new FrameError(`unknown tube frame type ${type}`);
+  if (shape.conn !== (conn !== 0)) throw new FrameError(`tube frame type ${type} ${shape.conn ? 'needs a connection id' : 'belongs to connection 0'}`);
+  const n = buf.length - 5;
+  if (n < shape.min || n > shape.max) throw new FrameError(`tube frame type ${type} with a ${n}-byte payload`);
+  return { type, conn, payload: buf.subarray(5) };
 }
 
 export const u32 = (n: number) => {

@@ -25,6 +25,8 @@ export interface Transport {
 
 /** Low-water mark: a congested tube resumes its sources below this. */
 export const LOW_WATER = 1 << 20;
+/** What a data channel keeps before the tube takes it. */
+const EARLY_MAX = 8 << 20;
 
 export class WsTransport implements Transport {
   readonly kind = 'relay' as const;
@@ -78,6 +80,7 @@ export class DataChannelTransport implements Transport {
   private closed = false;
   private closeCb: ((reason: string) => void) | null = null;
   private early: Buffer[] | null = [];
+  private earlyBytes = 0;
   private deliver: ((frame: Buffer) => void) | null = null;
 
   /** Create it as soon as the channel exists: messages that arrive before the tube takes it are kept. */
@@ -87,8 +90,15 @@ export class DataChannelTransport implements Transport {
       guard((msg) => {
         if (typeof msg === 'string') return;
         const buf = Buffer.isBuffer(msg) ? msg : Buffer.from(msg);
-        if (this.deliver) this.deliver(buf);
-        else this.early?.push(buf);
+        if (this.deliver) return this.deliver(buf);
+        this.earlyBytes += buf.length;
+        // A peer that floods a channel the tube has not taken yet loses it.
+        if (this.earlyBytes > EARLY_MAX) {
+          this.early = [];
+          this.lost('too much sent before the tube took the data channel');
+          return this.close();
+        }
+        this.early?.push(buf);
       }),
     );
   }

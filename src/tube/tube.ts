@@ -3,11 +3,16 @@
 // last frame on the old path is SWITCH), so the receiver can keep every connection's bytes in
 // order while both paths briefly carry frames.
 import { EventEmitter } from 'node:events';
-import { F, decode, encode, type Frame } from './frame.js';
+import { F, FrameError, decode, encode, type Frame } from './frame.js';
 import type { PathKind, Transport } from './transport.js';
 
 /** Above this many bytes waiting on the path, sources pause until it drains. */
 export const HIGH_WATER = 4 << 20;
+/**
+ * Most bytes kept from a path that is not the active one (frames sent on the direct path before
+ * the relay's SWITCH arrives): a peer that sends there without ever switching ends the tube.
+ */
+const HELD_MAX = 32 << 20;
 
 export interface TubeEvents {
   frame: [Frame];
@@ -23,7 +28,9 @@ export class Tube extends EventEmitter<TubeEvents> {
   private earlyBytes = 0;
   private recvActive: PathKind | null = null;
   private held: Record<PathKind, Frame[]> = { direct: [], relay: [] };
+  private heldBytes = 0;
   private done = false;
+  private closeReason = '';
   bytesSent = 0;
   bytesReceived = 0;
 
@@ -36,19 +43,16 @@ export class Tube extends EventEmitter<TubeEvents> {
     return this.done;
   }
 
+  /** Calls fn with the reason once the tube is closed: now, if it already is. */
+  onClosed(fn: (reason: string) => void): void {
+    if (this.done) fn(this.closeReason);
+    else this.once('closed', fn);
+  }
+
   /** Adds a path that is ready to carry frames. */
   add(t: Transport): void {
     if (this.done) return t.close();
     this.paths.set(t.kind, t);
-    t.onMessage((buf) => {
-      let f: Frame;
-      try {
-        f = decode(buf);
-      } catch (err) {
-        return this.close(`bad frame: ${(err as Error).message}`);
-      }
-      this.receive(t.kind, f);
-    });
     t.onDrain(() => this.emit('drain'));
     t.onClose((reason) => {
       this.paths.delete(t.kind);
@@ -68,6 +72,18 @@ export class Tube extends EventEmitter<TubeEvents> {
       this.sendPath = t;
       this.emit('path', t.kind);
     }
+    // Last: a path can hand over frames that arrived before it was added, and one of them may end
+    // the tube. Nothing a peer sends may throw out of here: a throw would escape into the
+    // socket's event and end the process, and every other session with it. A frame that breaks
+    // the protocol, or one that a handler fails on, ends this tube only.
+    t.onMessage((buf) => {
+      if (this.done) return;
+      try {
+        this.receive(t.kind, decode(buf));
+      } catch (err) {
+        this.close(err instanceof FrameError ? `protocol error: ${err.message}` : `internal error on a frame: ${(err as Error)?.message ?? err}`);
+      }
+    });
   }
 
   send(type: number, conn: number, payload?: Buffer | string): void {
@@ -99,11 +115,14 @@ export class Tube extends EventEmitter<TubeEvents> {
   }
 
   private receive(kind: PathKind, f: Frame): void {
+    if (this.done) return;
     if (this.recvActive === null && f.conn === 0 && f.type === F.START) {
       this.recvActive = kind;
       return this.release(kind);
     }
     if (this.recvActive !== kind) {
+      this.heldBytes += f.payload.length + 5;
+      if (this.heldBytes > HELD_MAX) throw new FrameError(`more than ${HELD_MAX} bytes sent on the ${kind} path without a switch to it`);
       this.held[kind].push(f);
       return;
     }
@@ -119,14 +138,16 @@ export class Tube extends EventEmitter<TubeEvents> {
     const frames = this.held[kind];
     this.held[kind] = [];
     for (const f of frames) {
-      if (this.recvActive !== kind) this.held[kind].push(f);
-      else this.receive(kind, f);
+      this.heldBytes -= f.payload.length + 5;
+      // receive() holds it again (and counts it) if a SWITCH among these moved the active path.
+      this.receive(kind, f);
     }
   }
 
   close(reason = 'closed'): void {
     if (this.done) return;
     this.done = true;
+    this.closeReason = reason;
     for (const t of this.paths.values()) t.close();
     this.paths.clear();
     this.emit('closed', reason);
