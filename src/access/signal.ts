@@ -336,13 +336,18 @@ export class SignalRouter {
   }
 
   private fromClient(s: Session, data: Buffer, isBinary: boolean): void {
+    if (s.client.readyState !== s.client.OPEN) return; // closing (a bye, an end): nothing more goes on
     if (isBinary) return this.pipe(s.client, s.relay, data);
     const msg = signalMessage(data, CLIENT_MESSAGES);
     if (typeof msg === 'string') return s.client.close(1008, msg);
     if (msg.type === 'offer' || msg.type === 'candidate') {
       if (msg.type === 'offer') s.offerAt = performance.now();
       this.toGateway(s, { ...msg, session: s.id });
-    } else if (msg.type === 'bye') void store.endSession(this.db, s.id, report(msg)).catch(() => {});
+    } else if (msg.type === 'bye') {
+      // The client only closes its side: the audit record is the gateway's and the server's to
+      // write (a client that reported its own end could make a live session read as ended).
+      s.client.close(1000, 'bye');
+    }
   }
 
   private attachRelay(ws: WebSocket, s: Session): void {

@@ -1,6 +1,6 @@
 // Resources, grants, gateways and the session audit trail in the database.
 import crypto from 'node:crypto';
-import type { Queryable } from '../store/db.js';
+import type { Db, Queryable } from '../store/db.js';
 import { hashToken } from '../auth/tokens.js';
 
 export const RESOURCE_KINDS = ['tcp', 'ssh', 'shell'] as const;
@@ -59,6 +59,46 @@ export async function launchableResource(
 export async function findResource(q: Queryable, name: string): Promise<Resource | null> {
   const rows = await q.query<Resource>(`SELECT ${RESOURCE_COLS} FROM resources WHERE name = $1`, [name]);
   return rows[0] ?? null;
+}
+
+/**
+ * Deletes a resource and ends its open sessions in the audit trail, saying why; returns their
+ * ids (each must be closed wherever it runs), or null when there is no such resource.
+ */
+export async function deleteResource(db: Db, name: string, reason: string): Promise<string[] | null> {
+  return db.tx(async (q) => {
+    const r = await q.query<{ id: string }>('DELETE FROM resources WHERE name = $1 RETURNING id', [name]);
+    if (!r.length) return null;
+    // The delete set their resource_id to NULL: they are found by the id it had.
+    return endOpenSessions(q, 'resource_id IS NULL AND resource_name = $1', [name], reason);
+  });
+}
+
+/**
+ * Revokes a user's grant and ends the sessions of that user on that resource (unless the user is
+ * an admin, who may use every resource anyway); returns their ids, or null when there was no grant.
+ */
+export async function revokeGrant(db: Db, resource: string, user: string, reason: string): Promise<string[] | null> {
+  return db.tx(async (q) => {
+    const g = await q.query<{ resource_id: string; user_id: string; is_admin: boolean }>(
+      `DELETE FROM grants g USING resources r, users u
+       WHERE g.resource_id = r.id AND g.user_id = u.id AND r.name = $1 AND u.name = $2
+       RETURNING g.resource_id, g.user_id, u.is_admin`,
+      [resource, user],
+    );
+    if (!g.length) return null;
+    if (g[0]!.is_admin) return [];
+    return endOpenSessions(q, 'resource_id = $1 AND user_id = $2', [g[0]!.resource_id, g[0]!.user_id], reason);
+  });
+}
+
+async function endOpenSessions(q: Queryable, where: string, params: unknown[], reason: string): Promise<string[]> {
+  const rows = await q.query<{ id: string }>(
+    `UPDATE launch_sessions SET ended_at = now(), error = COALESCE(error, $${params.length + 1})
+     WHERE ended_at IS NULL AND ${where} RETURNING id`,
+    [...params, reason],
+  );
+  return rows.map((r) => r.id);
 }
 
 export async function createGateway(q: Queryable, name: string, group: string): Promise<{ gateway: Gateway; token: string }> {

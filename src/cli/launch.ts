@@ -183,11 +183,11 @@ async function terminal(session: ClientSession, exec: string | undefined, timing
     timing.mark('target_connected');
     const code = await c.exit;
     await flushed;
-    session.open.close({ exit_status: code });
+    session.open.close();
     return code;
   } catch (err) {
     const msg = (err as Error).message;
-    session.open.close({ error: msg });
+    session.open.close();
     restore();
     process.stderr.write(`\r\nairlock: ${msg}\n`);
     return err instanceof TargetFailure && err.code !== 'closed' ? 5 : 1;

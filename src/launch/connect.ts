@@ -21,8 +21,8 @@ export interface OpenTube {
   tube: Tube;
   session: string;
   kind: 'tcp' | 'ssh' | 'shell';
-  /** Reports the session's outcome to the audit trail and closes everything. */
-  close(report?: { exit_status?: number | null; error?: string }): void;
+  /** Tells the server the client is done (the gateway reports the outcome) and closes everything. */
+  close(): void;
 }
 
 /** permanent: retrying cannot help (no such resource, no grant, bad token). */
@@ -81,11 +81,9 @@ function attempt(t: LaunchTarget, timing: Timing, n: number): Promise<OpenTube> 
     const send = (msg: unknown) => (ws.readyState === WebSocket.OPEN ? write(msg) : outbox.push(msg));
     const timer = setTimeout(() => fail(new LaunchError(`no path to the gateway within ${num('launchTimeoutMs')} ms`, 'timeout', true)), num('launchTimeoutMs'));
 
-    const closeAll = (report?: { exit_status?: number | null; error?: string }) => {
+    const closeAll = () => {
       clearTimeout(timer);
-      if (ws.readyState === WebSocket.OPEN) {
-        ws.send(JSON.stringify({ type: 'bye', path: tube.path, bytes_up: tube.bytesSent, bytes_down: tube.bytesReceived, ...report }));
-      }
+      if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: 'bye' }));
       tube.close();
       peer?.close();
       ws.close(1000, 'done');

@@ -148,7 +148,7 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv, input?: string): 
 
 /** A TCP echo server. */
 export async function echoServer(): Promise<{ port: number; close: () => void }> {
-  const srv = net.createServer({ allowHalfOpen: true }, (s) => s.pipe(s));
+  const srv = net.createServer({ allowHalfOpen: true }, (s) => s.on('error', () => {}).pipe(s));
   await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
   return { port: (srv.address() as net.AddressInfo).port, close: () => srv.close() };
 }

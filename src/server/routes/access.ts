@@ -76,10 +76,14 @@ export function accessRoutes(router: Router, db: Db, secrets: SecretBox, effects
     return new Reply(201, { resource: rows[0] });
   });
 
+  // Deleting a resource or revoking a grant ends the sessions it allowed, on whichever replica
+  // holds them (access is checked when a session opens; these end what was opened before).
   router.add('DELETE', '/api/resources/:name', async ({ user, params }) => {
     requireAdmin(user);
-    const rows = await db.query('DELETE FROM resources WHERE name = $1 RETURNING id', [params.name]);
-    if (!rows.length) throw notFound(`resource "${params.name}"`);
+    const reason = `the resource "${params.name}" was deleted`;
+    const ended = await store.deleteResource(db, params.name!, reason);
+    if (!ended) throw notFound(`resource "${params.name}"`);
+    for (const id of ended) effects.sessionEnded(id, reason);
     return { deleted: true };
   });
 
@@ -108,12 +112,10 @@ export function accessRoutes(router: Router, db: Db, secrets: SecretBox, effects
 
   router.add('DELETE', '/api/resources/:name/grants/:user', async ({ user, params }) => {
     requireAdmin(user);
-    const rows = await db.query(
-      `DELETE FROM grants WHERE resource_id = (SELECT id FROM resources WHERE name = $1)
-       AND user_id = (SELECT id FROM users WHERE name = $2) RETURNING user_id`,
-      [params.name, params.user],
-    );
-    if (!rows.length) throw notFound(`grant of "${params.name}" to "${params.user}"`);
+    const reason = `the grant of "${params.name}" to ${params.user} was revoked`;
+    const ended = await store.revokeGrant(db, params.name!, params.user!, reason);
+    if (!ended) throw notFound(`grant of "${params.name}" to "${params.user}"`);
+    for (const id of ended) effects.sessionEnded(id, reason);
     return { deleted: true };
   });
 
@@ -172,8 +174,10 @@ export function accessRoutes(router: Router, db: Db, secrets: SecretBox, effects
     if (!v.isUuid(params.id!)) throw notFound('session');
     const ended = await store.endSessionNow(db, params.id!, user, `ended by ${user.name}`);
     if (ended === null) throw notFound('session');
-    if (!ended) throw conflict('the session has already ended', 'session_ended');
+    // Told to every replica either way: a row that reads as ended must never leave a session
+    // running wherever it is held.
     effects.sessionEnded(params.id!, `${user.name} ended it`);
+    if (!ended) throw conflict('the session has already ended', 'session_ended');
     return { ended: true };
   });
 }
