@@ -1,8 +1,8 @@
 // One query API over the embedded database (PGlite in a data folder) and PostgreSQL (`pg`).
-import fs from 'node:fs';
 import path from 'node:path';
 import { migrate } from './migrations.js';
 import { acquireDataDirLock } from './lockfile.js';
+import { makePrivateDir } from './private-dir.js';
 import type { Logger } from '../log.js';
 
 export type Row = Record<string, any>;
@@ -54,7 +54,8 @@ async function openPglite(opts: OpenDbOptions): Promise<Db> {
   let dir: string | undefined;
   if (!opts.memory) {
     dir = path.resolve(opts.dataDir ?? '.airlock');
-    fs.mkdirSync(dir, { recursive: true });
+    const repaired = makePrivateDir(dir);
+    if (repaired) opts.log?.warn({ dir, entries: repaired }, 'the data folder was open to other users: took their access off');
     release = acquireDataDirLock(dir);
   }
   const log = opts.log;
@@ -69,6 +70,10 @@ async function openPglite(opts: OpenDbOptions): Promise<Db> {
     release?.();
     throw err;
   }
+  // A new database's files are copied out of initdb's in-memory filesystem with its mode, 0666
+  // (the files PostgreSQL creates later are 0600); the folder, 0700 from the start, kept them
+  // out of reach meanwhile.
+  if (dir) makePrivateDir(dir);
   return {
     kind: 'pglite',
     query: (sql, params) => thread.query(sql, params),
