@@ -34,7 +34,7 @@ test('the data folder and everything the embedded database writes in it are priv
       return { srv, url: url! };
     };
     let { srv, url } = await start();
-    const token = fs.readFileSync(path.join(dataDir, 'admin-token'), 'utf8').trim();
+    const token = (await srv.waitErr(/^\s+(al_\S+)$/m))[1]!;
     // Something private to write: it lands in the write-ahead log at once.
     const res = await fetch(`${url}/api/chats`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ title: 'alice private' }) });
     assert.equal(res.status, 201);
