@@ -54,6 +54,11 @@ export const metrics = {
     registers: [registry],
   }),
   busSolo: new client.Gauge({ name: 'airlock_bus_solo', help: '1 while no other replica is on the bus and this one sends nothing to it', registers: [registry] }),
+  gatewayTakeoversRefused: new client.Counter({
+    name: 'airlock_gateway_takeovers_refused_total',
+    help: 'connections refused because another connection with the same gateway token was live',
+    registers: [registry],
+  }),
   busGaps: new client.Counter({ name: 'airlock_bus_gaps_total', help: 'bus reconnects after which messages may have been missed', registers: [registry] }),
   httpRequests: new client.Counter({ name: 'airlock_http_requests_total', help: 'HTTP requests by status class', labelNames: ['code'], registers: [registry] }),
 };

@@ -312,7 +312,7 @@ test('CLI mistakes get a clear message and a non-zero exit', async () => {
     [['launch'], env, 2, /usage: airlock launch <resource>/],
     [['launch', 'echo', '--port', '99999'], env, 2, /--port must be a port number/],
     [['launch', 'echo', '--exec', 'true'], env, 2, /--exec is for ssh and shell resources; "echo" is a tcp resource/],
-    [['gateway'], {}, 2, /needs --server URL and --token/],
+    [['gateway'], {}, 2, /needs --server URL \(and its token: --token-file FILE or AIRLOCK_GATEWAY_TOKEN\)/],
     [['gateway', '--server', t.url, '--token', 'algw_not-a-real-token'], {}, 1, /refused the gateway token/],
     [['resource', 'create', 'x', '--kind', 'ssh', '--gateway', 'g', '--target', 'h', '--username', 'u', '--password-env', 'AIRLOCK_NO_SUCH_VAR'], env, 2, /AIRLOCK_NO_SUCH_VAR is empty or unset/],
     [['resource', 'create', 'y', '--kind', 'ftp', '--gateway', 'g'], env, 1, /"kind" must be one of tcp, ssh, shell/],

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import xterm from '@xterm/headless';
 import * as pty from 'node-pty';
 import { startTestServer, type TestServer } from './helpers/server.js';
-import { BIN, GatewayProcess, childEnv, haveSshd, runCli, killChildren, track, startSshd, waitGatewayOnline, type Sshd } from './helpers/launch.js';
+import { BIN, GatewayProcess, childEnv, haveSshd, runCli, killChildren, track, startSshd, waitGatewayOnline, noShellUser, shellGatewayArgs, type Sshd } from './helpers/launch.js';
 
 let t: TestServer;
 let gw: GatewayProcess;
@@ -18,7 +18,7 @@ const noSshd = !haveSshd() && !process.env.CI ? 'needs root and openssh-server (
 before(async () => {
   t = await startTestServer({});
   const { token } = await t.admin.post('/api/gateways', { name: 'site-b' });
-  gw = new GatewayProcess(t.url, token);
+  gw = new GatewayProcess(t.url, token, {}, noShellUser ? [] : shellGatewayArgs());
   gw.start();
   await waitGatewayOnline(t, 'site-b');
   await t.admin.post('/api/resources', { name: 'gw-shell', kind: 'shell', gateway: 'site-b' });
@@ -125,7 +125,7 @@ test('a wrong credential fails fast with a clear message and exit 5', { skip: no
   assert.match(run.stderr, /authentication failed/);
 });
 
-test('shell: a PTY on the gateway host, and --exec', async () => {
+test('shell: a PTY on the gateway host, and --exec', { skip: noShellUser }, async () => {
   const s = launchInTerminal('gw-shell');
   s.type('echo shell-$((7*6)); tty\r');
   await s.waitScreen(/^shell-42\s*\n\/dev\/pts\/\d+/m);
@@ -136,7 +136,7 @@ test('shell: a PTY on the gateway host, and --exec', async () => {
   assert.equal(run.stdout, 'hi\n');
 });
 
-test('no grant reads exactly like an unknown resource; a grant opens it', async () => {
+test('no grant reads exactly like an unknown resource; a grant opens it', { skip: noShellUser }, async () => {
   const u = await t.user();
   const userEnv = { ...env, AIRLOCK_TOKEN: u.token };
   const denied = runCli(['launch', 'gw-shell', '--exec', 'true'], userEnv, '');
@@ -157,7 +157,7 @@ test('no grant reads exactly like an unknown resource; a grant opens it', async 
   assert.ok(sessions.every((s: any) => s.user === me.user.name));
 });
 
-test('a gateway killed during signalling: launch retries and succeeds when it returns', async () => {
+test('a gateway killed during signalling: launch retries and succeeds when it returns', { skip: noShellUser }, async () => {
   // Frozen, the gateway gets the session but cannot answer; it dies in the middle of signalling.
   gw.proc!.kill('SIGSTOP');
   const run = runCli(['launch', 'gw-shell', '--exec', 'echo back'], { ...env, AIRLOCK_CONNECT_TIMING: '1', AIRLOCK_LAUNCH_ATTEMPTS: '30', AIRLOCK_LAUNCH_RETRY_MAX_MS: '300', AIRLOCK_LAUNCH_TIMEOUT_MS: '5000' }, '');
@@ -172,7 +172,7 @@ test('a gateway killed during signalling: launch retries and succeeds when it re
   assert.ok(sessions.some((s: any) => s.resource === 'gw-shell' && s.ended_at), 'the failed attempt is in the audit trail too');
 });
 
-test('a gateway that never comes back: a clear error after bounded retries, exit 4', async () => {
+test('a gateway that never comes back: a clear error after bounded retries, exit 4', { skip: noShellUser }, async () => {
   await gw.kill();
   await waitGatewayOnline(t, 'site-b', false);
   const run = runCli(['launch', 'gw-shell', '--exec', 'true'], { ...env, AIRLOCK_LAUNCH_ATTEMPTS: '3', AIRLOCK_LAUNCH_RETRY_BASE_MS: '20' }, '');

@@ -10,7 +10,8 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import type { Db } from '../store/db.js';
 import type { Logger } from '../log.js';
 import { bearerToken, onRevoked, type User } from '../auth/tokens.js';
-import { ApiError, notFound, unauthorized } from '../errors.js';
+import { ApiError, conflict, notFound, unauthorized } from '../errors.js';
+import { answersPing, heartbeat } from '../ws-heartbeat.js';
 import type { SecretBox } from './secretbox.js';
 import * as store from './store.js';
 import { parseJson } from '../client/wire.js';
@@ -22,6 +23,8 @@ import { isUuid } from '../server/validate.js';
 const uuid = (x: unknown): x is string => typeof x === 'string' && isUuid(x);
 
 const RELAY_HIGH_WATER = 8 << 20;
+/** How long a gateway's live connection has to answer a ping before a new one may replace it. */
+const PROBE_MS = 2_000;
 /** What a client may send before its session starts (its WebRTC offer and candidates). */
 const EARLY_MAX = 256 << 10;
 
@@ -68,6 +71,8 @@ type BusSignal =
       | { kind: 'opened' }
       | { kind: 'to_gateway' | 'to_client'; msg: Record<string, unknown> }
       | { kind: 'gone' | 'gateway_ended'; message: string }
+      | { kind: 'gateway_probe'; req: string; gateway_id: string; from: string }
+      | { kind: 'gateway_probe_reply'; req: string; alive: boolean }
     ))
   /** To every replica: an admin deleted this gateway; whichever replica holds its connection cuts it. */
   | { to: '*'; kind: 'gateway_deleted'; gateway_id: string }
@@ -90,6 +95,8 @@ export class SignalRouter {
   private sessions = new Map<string, Session>();
   private hosted = new Map<string, Hosted>();
   private unsubBus: () => void;
+  private probes = 0;
+  private probeWaiters = new Map<string, (alive: boolean) => void>();
 
   constructor(
     private db: Db,
@@ -132,6 +139,7 @@ export class SignalRouter {
     }
     if (url.pathname === '/api/gateway/connect') {
       const gateway = await this.authGateway(req);
+      await this.refuseTakeover(gateway, req);
       this.wss.handleUpgrade(req, socket, head, (ws) => this.attachGateway(ws, gateway));
       return true;
     }
@@ -172,9 +180,49 @@ export class SignalRouter {
     return best;
   }
 
-  private attachGateway(ws: WebSocket, gateway: store.Gateway): void {
+  /**
+   * A gateway token is one gateway: a second connection with it while the first still answers is
+   * refused (409), logged, and told to the live one, never a silent takeover (whoever holds the
+   * connection receives the credentials of the group's launches). A first connection that no
+   * longer answers a ping (a restarted gateway, a dropped network) is replaced.
+   */
+  private async refuseTakeover(gateway: store.Gateway, req: http.IncomingMessage): Promise<void> {
     const old = this.links.get(gateway.id);
-    if (old) old.ws.close(4000, 'replaced by a newer connection of this gateway');
+    let alive = false;
+    if (old) {
+      alive = await answersPing(old.ws, PROBE_MS);
+      if (!alive) old.ws.terminate();
+    } else if (this.bus.kind !== 'local') {
+      const replica = await store.gatewayReplica(this.db, gateway.id);
+      if (replica && replica !== this.bus.replicaId) alive = await this.probeRemote(replica, gateway.id);
+    }
+    if (!alive) return;
+    const from = req.socket.remoteAddress ?? 'unknown';
+    metrics.gatewayTakeoversRefused.inc();
+    this.log.warn({ gateway: gateway.name, from }, 'refused a second connection with the token of a gateway that is connected and answering');
+    if (old) send(old.ws, { type: 'notice', message: `another connection (from ${from}) presented this gateway's token and was refused` });
+    throw conflict(`gateway "${gateway.name}" is already connected and answering; a token serves one gateway process (stop the other one, or create another gateway)`, 'gateway_connected');
+  }
+
+  /** Asks the replica that holds a gateway's connection whether it still answers. */
+  private probeRemote(replica: string, gatewayId: string): Promise<boolean> {
+    const req = `${this.bus.replicaId}:${++this.probes}`;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => done(false), PROBE_MS + 1000);
+      const done = (alive: boolean) => {
+        clearTimeout(timer);
+        this.probeWaiters.delete(req);
+        resolve(alive);
+      };
+      this.probeWaiters.set(req, done);
+      this.signal(replica, { kind: 'gateway_probe', session: '', req, gateway_id: gatewayId, from: this.bus.replicaId });
+    });
+  }
+
+  private attachGateway(ws: WebSocket, gateway: store.Gateway): void {
+    // Two connections that were both let in at once: the first stays.
+    if (this.links.has(gateway.id)) return ws.close(4409, 'another connection of this gateway is live');
+    heartbeat(ws);
     const link: GatewayLink = { gateway, ws, sessions: new Set(), connectedAt: new Date() };
     this.links.set(gateway.id, link);
     void store.setGatewayOnline(this.db, gateway.id, true, this.bus.replicaId).catch((err) => this.log.warn({ err }, 'gateway status update failed'));
@@ -267,6 +315,7 @@ export class SignalRouter {
     remote: RemoteGateway | null,
   ) {
     client.on('error', () => {});
+    heartbeat(client);
     // The client sends its offer the moment the socket opens: listen before the first await.
     let s: Session | null = null;
     const early: { data: Buffer; isBinary: boolean }[] = [];
@@ -354,6 +403,7 @@ export class SignalRouter {
     s.relay?.close(4000, 'replaced');
     s.relay = ws;
     ws.on('error', () => {});
+    heartbeat(ws);
     ws.on('message', (data, isBinary) => {
       if (isBinary) this.pipe(ws, s.client, data as Buffer);
       else ws.close(1003, 'the relay socket takes binary frames');
@@ -414,6 +464,17 @@ export class SignalRouter {
     if (typeof m.session !== 'string') return;
     const s = this.sessions.get(m.session);
     switch (m.kind) {
+      case 'gateway_probe': {
+        const link = this.links.get(m.gateway_id);
+        void (link ? answersPing(link.ws, PROBE_MS) : Promise.resolve(false)).then((alive) => {
+          if (alive && link) send(link.ws, { type: 'notice', message: "another connection presented this gateway's token to another server replica and was refused" });
+          this.signal(m.from, { kind: 'gateway_probe_reply', session: '', req: m.req, alive });
+        });
+        return;
+      }
+      case 'gateway_probe_reply':
+        this.probeWaiters.get(m.req)?.(m.alive === true);
+        return;
       case 'open': {
         const link = this.links.get(m.gateway_id);
         if (!link || link.ws.readyState !== link.ws.OPEN) {

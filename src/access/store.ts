@@ -131,6 +131,12 @@ export async function setGatewayOnline(q: Queryable, id: string, online: boolean
   else await q.query('UPDATE gateways SET online = false, replica = NULL, last_seen_at = now() WHERE id = $1 AND replica = $2', [id, replica]);
 }
 
+/** The replica holding the gateway's control socket, as the database last heard. */
+export async function gatewayReplica(q: Queryable, id: string): Promise<string | null> {
+  const rows = await q.query<{ replica: string | null }>('SELECT replica FROM gateways WHERE id = $1 AND online', [id]);
+  return rows[0]?.replica ?? null;
+}
+
 /** An online gateway of the group whose control socket is on another replica. */
 export async function remoteGateway(q: Queryable, group: string, notReplica: string): Promise<(Gateway & { replica: string }) | null> {
   const rows = await q.query<Gateway & { replica: string }>(

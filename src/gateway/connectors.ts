@@ -1,5 +1,6 @@
 // What a gateway connects a tube connection to: a TCP target, an SSH login with the injected
-// credential, or a PTY on the gateway host. Each gives back a Node stream plus terminal controls.
+// credential, or a shell on the gateway host as its shell account (shell-user.ts). Each gives
+// back a Node stream plus terminal controls.
 import net from 'node:net';
 import os from 'node:os';
 import { spawn } from 'node:child_process';
@@ -7,6 +8,7 @@ import { Duplex, type Readable } from 'node:stream';
 import { Client as SshClient, type ClientChannel } from 'ssh2';
 import type { Credential, ResourceKind } from '../access/store.js';
 import type { OpenRequest } from '../tube/frame.js';
+import { shellEnv, type ShellUser } from './shell-user.js';
 
 export interface TargetSpec {
   name: string;
@@ -46,8 +48,18 @@ export function splitHostPort(target: string): { host: string; port: number } {
   return { host: target.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(target.slice(i + 1)) };
 }
 
-/** reader: how a TCP target's socket reads (TubeConn.socketReader: straight into frames). */
-export async function connectTarget(spec: TargetSpec, cred: Credential | null, req: OpenRequest, timeoutMs: number, reader?: net.OnReadOpts): Promise<Target> {
+/**
+ * reader: how a TCP target's socket reads (TubeConn.socketReader: straight into frames).
+ * shellAs: the account shells run as; null when this gateway serves no shells.
+ */
+export async function connectTarget(
+  spec: TargetSpec,
+  cred: Credential | null,
+  req: OpenRequest,
+  timeoutMs: number,
+  shellAs: ShellUser | null,
+  reader?: net.OnReadOpts,
+): Promise<Target> {
   switch (spec.kind) {
     case 'tcp':
       return { stream: await dialTcp(spec.target, timeoutMs, reader) };
@@ -55,7 +67,8 @@ export async function connectTarget(spec: TargetSpec, cred: Credential | null, r
       if (!cred) throw new TargetError(`resource "${spec.name}" has no credential`, 'failed');
       return sshSession(spec.target, cred, req, timeoutMs);
     case 'shell':
-      return req.pty ? ptyShell(req) : pipedShell(req);
+      if (!shellAs) throw new TargetError(`this gateway does not serve shell resources (its operator can start it with --allow-shell --shell-user USER)`, 'failed');
+      return req.pty ? ptyShell(req, shellAs) : pipedShell(req, shellAs);
   }
 }
 
@@ -132,15 +145,16 @@ async function sshSession(target: string, cred: Credential, req: OpenRequest, ti
   };
 }
 
-async function ptyShell(req: OpenRequest): Promise<Target> {
+async function ptyShell(req: OpenRequest, u: ShellUser): Promise<Target> {
   const pty = await import('node-pty');
-  const shell = process.env.SHELL || 'bash';
-  const p = pty.spawn(shell, req.exec !== undefined ? ['-c', req.exec] : [], {
+  const p = pty.spawn(u.shell, req.exec !== undefined ? ['-c', req.exec] : [], {
     name: req.pty!.term,
     cols: req.pty!.cols,
     rows: req.pty!.rows,
-    cwd: os.homedir(),
-    env: process.env as Record<string, string>,
+    cwd: u.home,
+    env: shellEnv(u, req.pty!.term),
+    uid: u.uid,
+    gid: u.gid,
   });
   let exited: number | null = null;
   const exitCbs: ((code: number) => void)[] = [];
@@ -173,9 +187,14 @@ async function ptyShell(req: OpenRequest): Promise<Target> {
   };
 }
 
-function pipedShell(req: OpenRequest): Target {
-  const shell = process.env.SHELL || 'bash';
-  const child = spawn(shell, req.exec !== undefined ? ['-c', req.exec] : [], { cwd: os.homedir(), stdio: ['pipe', 'pipe', 'pipe'] });
+function pipedShell(req: OpenRequest, u: ShellUser): Target {
+  const child = spawn(u.shell, req.exec !== undefined ? ['-c', req.exec] : [], {
+    cwd: u.home,
+    env: shellEnv(u),
+    uid: u.uid,
+    gid: u.gid,
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
   const stream = Duplex.from({ readable: child.stdout, writable: child.stdin });
   child.on('error', () => stream.destroy());
   return {

@@ -5,12 +5,18 @@ import type { Logger } from '../log.js';
 import { retryDelay } from '../backoff.js';
 import { num } from '../config.js';
 import { parseJson, readUpgradeError, wsBase } from '../client/wire.js';
+import { heartbeat } from '../ws-heartbeat.js';
 import { GatewaySession, type SessionOffer } from './session.js';
+import type { ShellUser } from './shell-user.js';
 
 export interface GatewayOptions {
   server: string;
   token: string;
   log: Logger;
+  /** The account shell sessions run as; null: this gateway refuses shell resources. */
+  shellAs: ShellUser | null;
+  /** Origins besides --server's that relay sockets may be opened to (other server replicas). */
+  relayOrigins?: string[];
 }
 
 export class GatewayDaemon {
@@ -54,12 +60,18 @@ export class GatewayDaemon {
           this.stop();
           this.settle.reject(new Error(why));
           this.refuse(why);
-        } else this.retry(`HTTP ${status}: ${message}`);
+        } else {
+          // 409: another process runs with this token (or this one's last connection still
+          // answers): the operator must see it, and this one keeps trying in case it is the latter.
+          if (status === 409) this.opts.log.warn(`the server refused this connection: ${message}`);
+          this.retry(`HTTP ${status}: ${message}`);
+        }
       });
     });
     ws.on('error', (err) => {
       if (ws.readyState !== ws.OPEN) this.retry((err as NodeJS.ErrnoException).code ?? err.message);
     });
+    ws.once('open', () => heartbeat(ws));
     ws.on('message', (data, isBinary) => {
       if (isBinary) return;
       const msg = parseJson(data.toString());
@@ -70,6 +82,18 @@ export class GatewayDaemon {
       this.opts.log.warn({ code, reason: reason.toString() }, 'lost the server; reconnecting');
       this.retry(`closed ${code}`);
     });
+  }
+
+  /** The ws(s):// base of a relay URL on an allowed origin, else null. */
+  private allowedRelay(url: unknown): string | null {
+    if (typeof url !== 'string' || !/^wss?:\/\/[^/]+$/.test(url)) return null;
+    let u: URL;
+    try {
+      u = new URL(url.replace(/^ws/, 'http'));
+    } catch {
+      return null;
+    }
+    return [this.opts.server, ...(this.opts.relayOrigins ?? [])].some((p) => originMatches(p, u)) ? url : null;
   }
 
   private retry(why: string): void {
@@ -121,9 +145,17 @@ export class GatewayDaemon {
         for (const s of this.sessions.values()) if (s.path) this.write({ type: 'path', session: s.id, path: s.path });
         return;
       case 'session': {
-        // A session whose client is on another server replica: relay straight to that replica.
-        const relayBase = typeof msg.relay_url === 'string' && /^wss?:\/\/[^/]+$/.test(msg.relay_url) ? msg.relay_url : this.wsUrl;
-        const s = new GatewaySession(msg as SessionOffer, relayBase, this.opts.token, this.send, this.opts.log, () => this.sessions.delete(s.id));
+        // A session whose client is on another server replica: relay straight to that replica,
+        // if it is one this gateway was told of. The relay socket carries the gateway token:
+        // it is never sent to a URL the server's messages alone name.
+        const relayBase = msg.relay_url === undefined ? this.wsUrl : this.allowedRelay(msg.relay_url);
+        if (!relayBase) {
+          const why = `the gateway does not dial relay URL ${JSON.stringify(String(msg.relay_url).slice(0, 200))} (not its --server origin nor a --relay-origin)`;
+          this.opts.log.warn({ session: msg.session }, why);
+          this.send({ type: 'ended', session: msg.session, error: why, reason: why });
+          return;
+        }
+        const s = new GatewaySession(msg as SessionOffer, relayBase, this.opts.token, this.send, this.opts.log, () => this.sessions.delete(s.id), this.opts.shellAs);
         this.sessions.set(s.id, s);
         this.opts.log.info({ session: s.id, user: msg.user, resource: msg.resource?.name }, 'session');
         s.start();
@@ -132,6 +164,9 @@ export class GatewayDaemon {
       case 'offer':
       case 'candidate':
         this.sessions.get(msg.session)?.signal(msg);
+        return;
+      case 'notice':
+        this.opts.log.warn({ server: this.opts.server }, `server: ${String(msg.message).slice(0, 500)}`);
         return;
       case 'close':
         this.sessions.get(msg.session)?.end('client left');
@@ -145,4 +180,21 @@ export class GatewayDaemon {
     for (const s of this.sessions.values()) s.end('gateway stopping');
     this.ws?.close(1001, 'gateway stopping');
   }
+}
+
+/**
+ * Whether url's origin is the pattern's: scheme://host[:port], where the host may begin with "*."
+ * (any subdomain) and the port may be "*" (any port).
+ */
+export function originMatches(pattern: string, url: URL): boolean {
+  const m = /^(https?):\/\/(\*\.)?([^/:]+|\[[^\]]+\])(?::(\d+|\*))?\/?$/.exec(pattern);
+  if (!m) return false;
+  const [, scheme, anySub, host, port] = m;
+  if (url.protocol !== `${scheme}:`) return false;
+  const h = url.hostname.toLowerCase();
+  const want = host!.toLowerCase();
+  if (anySub ? !h.endsWith(`.${want}`) : h !== want) return false;
+  if (port === '*') return true;
+  const defaultPort = scheme === 'https' ? '443' : '80';
+  return (url.port || defaultPort) === (port ?? defaultPort);
 }

@@ -10,7 +10,9 @@ import { Tube } from '../tube/tube.js';
 import { TubeConn } from '../tube/conn.js';
 import { DataChannelTransport, WsTransport, guard, webrtcEnabled, whenOpen } from '../tube/transport.js';
 import { Peer, type Signal } from '../tube/peer.js';
+import { heartbeat } from '../ws-heartbeat.js';
 import { connectTarget, TargetError, type Target, type TargetSpec } from './connectors.js';
+import type { ShellUser } from './shell-user.js';
 
 /** Connections one session may have open at once (each may hold up to a window of bytes). */
 const MAX_CONNS = 1024;
@@ -40,6 +42,7 @@ export class GatewaySession {
     private control: (msg: unknown) => void,
     private log: Logger,
     private onEnd: () => void,
+    private shellAs: ShellUser | null,
   ) {
     this.id = offer.session;
     this.tube.on('frame', (f) => this.frame(f.type, f.conn, f.payload));
@@ -62,7 +65,10 @@ export class GatewaySession {
       perMessageDeflate: false,
     });
     ws.on('error', (err) => this.log.debug({ err, session: this.id }, 'relay socket error'));
-    ws.once('open', () => this.tube.add(new WsTransport(ws)));
+    ws.once('open', () => {
+      heartbeat(ws);
+      this.tube.add(new WsTransport(ws));
+    });
   }
 
   signal(msg: Signal): void {
@@ -111,7 +117,7 @@ export class GatewaySession {
     conn.onFinish = () => this.conns.delete(id);
     try {
       const reader = this.offer.resource.kind === 'tcp' ? conn.socketReader() : undefined;
-      const target = await connectTarget(this.offer.resource, this.offer.credential, req, num('targetConnectTimeoutMs'), reader);
+      const target = await connectTarget(this.offer.resource, this.offer.credential, req, num('targetConnectTimeoutMs'), this.shellAs, reader);
       entry.target = target;
       this.tube.send(F.OPENED, id);
       target.onExit?.((code) => {

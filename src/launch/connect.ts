@@ -10,6 +10,7 @@ import { DataChannelTransport, WsTransport, guard, webrtcEnabled } from '../tube
 import type { Peer } from '../tube/peer.js';
 import type { Timing } from './timing.js';
 import { parseJson, readUpgradeError, wsBase } from '../client/wire.js';
+import { heartbeat } from '../ws-heartbeat.js';
 
 export interface LaunchTarget {
   server: string;
@@ -115,6 +116,7 @@ function attempt(t: LaunchTarget, timing: Timing, n: number): Promise<OpenTube> 
       if (!settled && ws.readyState !== WebSocket.OPEN) fail(new LaunchError(`cannot reach the Airlock server at ${t.server} (${err.code ?? err.message})`, 'unreachable', true));
     });
     ws.on('open', () => {
+      heartbeat(ws);
       timing.mark('ws_open', n > 1 ? `attempt ${n}` : undefined);
       for (const m of outbox.splice(0)) write(m);
     });

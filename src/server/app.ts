@@ -32,6 +32,10 @@ import { SignalRouter, announceGatewayDeleted, announceSessionEnd } from '../acc
 import { forgetOnlineGateways } from '../access/store.js';
 import { str } from '../config.js';
 import { takeTokensFirst } from '../tokens-first.js';
+import { heartbeat } from '../ws-heartbeat.js';
+
+/** Chat streams: a client that stops answering is cut within two of these. */
+const STREAM_HEARTBEAT_MS = 30_000;
 
 export interface ServerOptions {
   db: Db;
@@ -233,15 +237,9 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
     metrics.activeStreams.inc();
     const stream = new ChatStreamSocket(ws, after);
     let unsubscribe: (() => void) | null = null;
-    let alive = true;
-    const ping = setInterval(() => {
-      if (!alive) return ws.terminate();
-      alive = false;
-      ws.ping();
-    }, 30_000);
-    ws.on('pong', () => (alive = true));
+    const stopHeartbeat = heartbeat(ws, STREAM_HEARTBEAT_MS);
     stream.onClose = () => {
-      clearInterval(ping);
+      stopHeartbeat();
       if (sockets.delete(ws)) metrics.activeStreams.dec();
       unsubscribe?.();
     };

@@ -42,14 +42,20 @@ export function childEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
 export class GatewayProcess {
   proc: ChildProcess | null = null;
   log = '';
+  /** args: more `airlock gateway` options (--allow-shell --shell-user U, --relay-origin O). */
   constructor(
     private url: string,
     private token: string,
     private env: NodeJS.ProcessEnv = {},
+    private args: string[] = [],
   ) {}
 
   start(): void {
-    this.proc = spawn(process.execPath, [BIN, 'gateway', '--server', this.url, '--token', this.token], { env: childEnv(this.env), stdio: ['ignore', 'pipe', 'pipe'] });
+    // The token as an operator passes it: in the environment, never on the command line.
+    this.proc = spawn(process.execPath, [BIN, 'gateway', '--server', this.url, ...this.args], {
+      env: childEnv({ AIRLOCK_GATEWAY_TOKEN: this.token, ...this.env }),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     this.proc.stdout!.on('data', (d) => (this.log += d));
     this.proc.stderr!.on('data', (d) => (this.log += d));
   }
@@ -185,6 +191,33 @@ export interface Sshd {
   password: string;
   stop(): Promise<void>;
 }
+
+let shellAccount: string | null = null;
+
+/**
+ * The unprivileged account a test gateway runs shells as (`--allow-shell --shell-user`): made
+ * once per test process with useradd (root only, as CI runs), removed when the process exits.
+ */
+export function testShellUser(): string {
+  if (shellAccount) return shellAccount;
+  const name = `alsh${crypto.randomBytes(3).toString('hex')}`;
+  execFileSync('useradd', ['-m', '-s', '/bin/bash', name]);
+  shellAccount = name;
+  process.once('exit', () => {
+    try {
+      execFileSync('userdel', ['-r', '-f', name], { stdio: 'ignore' });
+    } catch {
+      /* gone */
+    }
+  });
+  return name;
+}
+
+/** Options for a test gateway that serves shell resources. */
+export const shellGatewayArgs = () => ['--allow-shell', '--shell-user', testShellUser()];
+
+/** Shell resources need root (the gateway starts shells as another account); CI runs as root. */
+export const noShellUser = process.getuid?.() !== 0 && !process.env.CI ? 'needs root (the gateway runs shells as another account); CI runs as root' : false;
 
 export const SSHD = '/usr/sbin/sshd';
 export const haveSshd = () => fs.existsSync(SSHD) && process.getuid?.() === 0;
