@@ -59,6 +59,12 @@ export const metrics = {
     help: 'connections refused because another connection with the same gateway token was live',
     registers: [registry],
   }),
+  busRejected: new client.Counter({
+    name: 'airlock_bus_rejected_total',
+    help: 'bus messages dropped: not signed with the replicas\' key (bad_mac), sent again (replay) or too old (stale)',
+    labelNames: ['reason'],
+    registers: [registry],
+  }),
   busGaps: new client.Counter({ name: 'airlock_bus_gaps_total', help: 'bus reconnects after which messages may have been missed', registers: [registry] }),
   httpRequests: new client.Counter({ name: 'airlock_http_requests_total', help: 'HTTP requests by status class', labelNames: ['code'], registers: [registry] }),
 };

@@ -3,11 +3,15 @@
 // NATS when AIRLOCK_BUS is a nats:// URL (npm run test:nats).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import { openTestDb, waitUntil, PG_URL } from './helpers/server.js';
 import { openBus } from '../src/bus/open.js';
 import { silentLogger } from '../src/log.js';
 import type { Bus } from '../src/bus/bus.js';
 import type { PgBus } from '../src/bus/pg.js';
+
+/** The replicas' shared bus key (every replica derives it from the same AIRLOCK_SECRET_KEY). */
+const KEY = crypto.randomBytes(32);
 
 const NATS_URL = process.env.AIRLOCK_BUS?.startsWith('nats://') ? process.env.AIRLOCK_BUS : undefined;
 
@@ -19,8 +23,8 @@ for (const kind of ['postgres', 'nats'] as const) {
     let a: Bus | undefined;
     let b: Bus | undefined;
     try {
-      a = await openBus(db, silentLogger(), spec);
-      b = await openBus(db, silentLogger(), spec);
+      a = await openBus(db, silentLogger(), KEY, spec);
+      b = await openBus(db, silentLogger(), KEY, spec);
       const got: number[] = [];
       let done!: () => void;
       const all = new Promise<void>((r) => (done = r));
@@ -53,7 +57,7 @@ test('postgres bus: a replica alone sends nothing; one that joins hears everythi
   let a: PgBus | undefined;
   let b: Bus | undefined;
   try {
-    a = (await openBus(db, silentLogger(), 'postgres')) as PgBus;
+    a = (await openBus(db, silentLogger(), KEY, 'postgres')) as PgBus;
     assert.equal(a.isSolo, true, 'no other replica holds the presence lock');
     let sent = 0;
     const send = (a as any).send.bind(a);
@@ -68,7 +72,7 @@ test('postgres bus: a replica alone sends nothing; one that joins hears everythi
     assert.deepEqual(local, [0, 1, 2, 3, 4], 'local subscribers still get every message');
     assert.equal(sent, 0, 'nothing goes to the bus');
 
-    b = await openBus(db, silentLogger(), 'postgres');
+    b = await openBus(db, silentLogger(), KEY, 'postgres');
     assert.equal(a.isSolo, false, 'the solo replica heard the joiner before its open() returned');
     const got: number[] = [];
     b.subscribe('wake', (m: { n: number }) => got.push(m.n));
@@ -101,10 +105,10 @@ test('postgres bus: a replica with AIRLOCK_BUS_SOLO=0 never goes solo, and no ot
   let b: PgBus | undefined;
   try {
     process.env.AIRLOCK_BUS_SOLO = '0';
-    a = (await openBus(db, silentLogger(), 'postgres')) as PgBus;
+    a = (await openBus(db, silentLogger(), KEY, 'postgres')) as PgBus;
     delete process.env.AIRLOCK_BUS_SOLO;
     assert.equal(a.isSolo, false, 'alone, but told never to go solo');
-    b = (await openBus(db, silentLogger(), 'postgres')) as PgBus;
+    b = (await openBus(db, silentLogger(), KEY, 'postgres')) as PgBus;
     await new Promise((r) => setTimeout(r, 1_000));
     assert.equal(b.isSolo, false, 'the other replica holds the shared lock');
     await a.close();
@@ -134,7 +138,7 @@ test('postgres bus: a replica alone that does not let a new one in (hung) delays
   try {
     await hung.query('SELECT pg_advisory_lock($1, hashtext($2))', [0x41524c4b, `airlock_bus_${schema}`]);
     const log = pino({ level: 'info' }, { write: (l: string) => lines.push(l) });
-    b = (await openBus(db, log, 'postgres')) as PgBus;
+    b = (await openBus(db, log, KEY, 'postgres')) as PgBus;
     assert.equal(b.isSolo, false, 'it started, and does not go solo beside a replica it cannot account for');
     assert.ok(
       lines.some((l) => JSON.parse(l).msg === 'bus: a replica alone on the bus did not let this one in within 10000 ms; starting anyway'),

@@ -23,9 +23,8 @@ test('/healthz and /readyz need no token; /metrics is for admins; every response
     const r = await fetch(`${t.url}/readyz`);
     assert.equal(r.status, 200);
     const ready = await r.json();
-    assert.equal(ready.ready, true);
-    assert.equal(typeof ready.replica, 'string');
-    assert.ok(['local', 'postgres', 'nats'].includes(ready.bus));
+    // Readiness only: nothing that names this replica or its bus to an anonymous caller.
+    assert.deepEqual(ready, { ready: true });
     const anon = await fetch(`${t.url}/metrics`);
     assert.equal(anon.status, 401);
     assert.equal((await anon.json()).error.code, 'unauthorized');

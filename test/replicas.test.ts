@@ -446,7 +446,8 @@ for (const relayOnly of [true, false]) {
       const { token } = await home.api.post('/api/gateways', { name: 'site-x' });
       await home.api.post('/api/resources', { name: 'echo-x', kind: 'tcp', target: `127.0.0.1:${echo.port}`, gateway: 'site-x' });
       const webrtc = relayOnly ? { AIRLOCK_WEBRTC: '0' } : {};
-      gw = new GatewayProcess(home.url, token, webrtc);
+      // Replicas on one host, each on its own port: the gateway may relay to any of them.
+      gw = new GatewayProcess(home.url, token, webrtc, ['--relay-origin', 'http://127.0.0.1:*']);
       gw.start();
       await waitGatewayOnline({ admin: away.api }, 'site-x');
       const run = runCli(['launch', 'echo-x'], { AIRLOCK_SERVER: away.url, AIRLOCK_TOKEN: c.token, ...webrtc });
@@ -496,7 +497,7 @@ test('revocations reach every replica: a user disabled on one is refused on anot
     const { token: gwToken } = await a.api.post('/api/gateways', { name: 'site-r' });
     await a.api.post('/api/resources', { name: 'echo-r', kind: 'tcp', target: `127.0.0.1:${echo.port}`, gateway: 'site-r' });
     await a.api.post('/api/resources/echo-r/grants', { user: name });
-    gw = new GatewayProcess(a.url, gwToken);
+    gw = new GatewayProcess(a.url, gwToken, {}, ['--relay-origin', 'http://127.0.0.1:*']);
     gw.start();
     await waitGatewayOnline({ admin: b.api }, 'site-r');
     const run = runCli(['launch', 'echo-r'], { AIRLOCK_SERVER: b.url, AIRLOCK_TOKEN: token });

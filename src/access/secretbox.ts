@@ -34,6 +34,11 @@ export class SecretBox {
     return SecretBox.fromKey(key);
   }
 
+  /** A key for another purpose (the bus's MACs), derived from this one: the secret key itself is used for sealing only. */
+  deriveKey(purpose: string): Buffer {
+    return Buffer.from(crypto.hkdfSync('sha256', this.key, Buffer.alloc(0), purpose, 32));
+  }
+
   seal(value: unknown): string {
     const iv = crypto.randomBytes(12);
     const c = crypto.createCipheriv('aes-256-gcm', this.key, iv);

@@ -67,7 +67,7 @@ interface Hosted {
 
 type BusSignal =
   | ({ to: string; session: string } & (
-      | { kind: 'open'; from: string; gateway_id: string; user: string; resource: unknown; credential_enc: string | null; relay_url: string }
+      | { kind: 'open'; from: string; gateway_id: string; user: string; resource: unknown; credential_enc: string | null }
       | { kind: 'opened' }
       | { kind: 'to_gateway' | 'to_client'; msg: Record<string, unknown> }
       | { kind: 'gone' | 'gateway_ended'; message: string }
@@ -96,6 +96,8 @@ export class SignalRouter {
   private hosted = new Map<string, Hosted>();
   private unsubBus: () => void;
   private probes = 0;
+  /** Replica id → its registered relay URL (a replica's URL does not change while it runs). */
+  private replicaUrls = new Map<string, string>();
   private probeWaiters = new Map<string, (alive: boolean) => void>();
 
   constructor(
@@ -104,8 +106,6 @@ export class SignalRouter {
     private log: Logger,
     private authUser: (req: http.IncomingMessage) => Promise<User>,
     private bus: Bus,
-    /** ws(s):// URL of this replica as gateways reach it. */
-    private publicWsUrl: () => string,
   ) {
     const unsubSignal = bus.subscribe('signal', (m: BusSignal) => {
       if (m?.kind === 'gateway_deleted') this.links.get(m.gateway_id)?.ws.close(4003, 'this gateway was deleted');
@@ -371,7 +371,6 @@ export class SignalRouter {
         gateway_id: remote!.id,
         ...offer,
         credential_enc: resource.credential_enc,
-        relay_url: this.publicWsUrl(),
       });
       session.openTimer = setTimeout(() => {
         // The replica holding the gateway did not answer: it died; the gateway will reconnect elsewhere.
@@ -413,6 +412,31 @@ export class SignalRouter {
     });
     metrics.launchPhaseMs.observe({ phase: 'session_to_relay' }, performance.now() - s.startedAt);
     send(s.client, { type: 'relay_ready' });
+  }
+
+  /**
+   * A session whose client is on another replica, for a gateway connected here. The gateway opens
+   * its relay socket to that replica, at the URL the replica registered: a message names the
+   * replica, never the URL the gateway is sent to (where it would take its token).
+   */
+  private async openForReplica(m: Extract<BusSignal, { kind: 'open' }>): Promise<void> {
+    const gone = (message: string) => this.signal(m.from, { kind: 'gone', session: m.session, message });
+    let relayUrl = this.replicaUrls.get(m.from);
+    if (!relayUrl) {
+      relayUrl = (await store.replicaUrl(this.db, m.from).catch(() => null)) ?? undefined;
+      if (!relayUrl) return gone('the server replica that holds the client is not registered (it cannot be reached for the relay)');
+      if (this.replicaUrls.size > 1000) this.replicaUrls.clear();
+      this.replicaUrls.set(m.from, relayUrl);
+    }
+    const link = this.links.get(m.gateway_id);
+    if (!link || link.ws.readyState !== link.ws.OPEN) return gone('the gateway is no longer connected to that server replica');
+    try {
+      this.handToGateway(link, { ...m, relay_url: relayUrl });
+    } catch {
+      return gone('this server replica cannot open the credential (replicas need the same AIRLOCK_SECRET_KEY)');
+    }
+    this.hosted.set(m.session, { link, origin: m.from });
+    this.signal(m.from, { kind: 'opened', session: m.session });
   }
 
   /** Gives the gateway its session: the credential is opened here, on the gateway's replica. */
@@ -475,19 +499,8 @@ export class SignalRouter {
       case 'gateway_probe_reply':
         this.probeWaiters.get(m.req)?.(m.alive === true);
         return;
-      case 'open': {
-        const link = this.links.get(m.gateway_id);
-        if (!link || link.ws.readyState !== link.ws.OPEN) {
-          return this.signal(m.from, { kind: 'gone', session: m.session, message: 'the gateway is no longer connected to that server replica' });
-        }
-        try {
-          this.handToGateway(link, m);
-        } catch {
-          return this.signal(m.from, { kind: 'gone', session: m.session, message: 'this server replica cannot open the credential (replicas need the same AIRLOCK_SECRET_KEY)' });
-        }
-        this.hosted.set(m.session, { link, origin: m.from });
-        return this.signal(m.from, { kind: 'opened', session: m.session });
-      }
+      case 'open':
+        return void this.openForReplica(m);
       case 'to_gateway': {
         const h = this.hosted.get(m.session);
         if (h) send(h.link.ws, { ...m.msg, session: m.session });

@@ -131,6 +131,25 @@ export async function setGatewayOnline(q: Queryable, id: string, online: boolean
   else await q.query('UPDATE gateways SET online = false, replica = NULL, last_seen_at = now() WHERE id = $1 AND replica = $2', [id, replica]);
 }
 
+/** Registers this replica's URL for relays (refreshed while it runs; forgotten when it stops, or a week after it was last seen). */
+export async function registerReplica(q: Queryable, id: string, publicWsUrl: string): Promise<void> {
+  await q.query(
+    `INSERT INTO replicas (id, public_url) VALUES ($1, $2) ON CONFLICT (id) DO UPDATE SET public_url = $2, seen_at = now()`,
+    [id, publicWsUrl],
+  );
+  await q.query(`DELETE FROM replicas WHERE seen_at < now() - interval '7 days'`);
+}
+
+export async function forgetReplica(q: Queryable, id: string): Promise<void> {
+  await q.query('DELETE FROM replicas WHERE id = $1', [id]);
+}
+
+/** The relay URL a replica registered, or null for one that is not a replica. */
+export async function replicaUrl(q: Queryable, id: string): Promise<string | null> {
+  const rows = await q.query<{ public_url: string }>('SELECT public_url FROM replicas WHERE id = $1', [id]);
+  return rows[0]?.public_url ?? null;
+}
+
 /** The replica holding the gateway's control socket, as the database last heard. */
 export async function gatewayReplica(q: Queryable, id: string): Promise<string | null> {
   const rows = await q.query<{ replica: string | null }>('SELECT replica FROM gateways WHERE id = $1 AND online', [id]);

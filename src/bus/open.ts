@@ -1,32 +1,36 @@
-// Picks the bus: AIRLOCK_BUS=local|postgres|nats://…; default PostgreSQL NOTIFY when the database
-// is PostgreSQL (so replicas just work), in-process otherwise.
+// Picks the bus: AIRLOCK_BUS=local|postgres|nats://…|tls://…; default PostgreSQL NOTIFY when the
+// database is PostgreSQL (so replicas just work), in-process otherwise.
 import { type Bus, LocalBus } from './bus.js';
 import type { Db } from '../store/db.js';
 import type { Logger } from '../log.js';
 import { str } from '../config.js';
 import { ConfigError } from '../errors.js';
 
+const isNats = (spec: string) => spec.startsWith('nats://') || spec.startsWith('tls://');
+
 /** Throws what is wrong with a bus setting for a server on PostgreSQL or not (before the database opens). */
-export function checkBusSpec(spec: string, onPostgres: boolean): void {
+export async function checkBusSpec(spec: string, onPostgres: boolean): Promise<void> {
   if (spec === 'postgres' && !onPostgres) throw new ConfigError('AIRLOCK_BUS=postgres needs a PostgreSQL database (--database-url)');
-  if (spec && spec !== 'local' && spec !== 'postgres' && !spec.startsWith('nats://')) {
-    throw new ConfigError(`AIRLOCK_BUS must be local, postgres or nats://host:port, got ${JSON.stringify(spec)}`);
+  if (spec && spec !== 'local' && spec !== 'postgres' && !isNats(spec)) {
+    throw new ConfigError(`AIRLOCK_BUS must be local, postgres or a NATS URL (nats://[user:pass@]host:port, tls://host:port), got ${JSON.stringify(spec.replace(/\/\/[^@/]*@/, '//…@'))}`);
   }
+  if (isNats(spec)) (await import('./nats.js')).natsOptions(spec);
 }
 
-export async function openBus(db: Db, log: Logger, spec = str('bus')): Promise<Bus> {
-  checkBusSpec(spec, !!db.pg);
+/** key: what every message is signed with (busKey of the server's secret key; replicas share it). */
+export async function openBus(db: Db, log: Logger, key: Buffer, spec = str('bus')): Promise<Bus> {
+  await checkBusSpec(spec, !!db.pg);
   const kind = spec || (db.kind === 'postgres' ? 'postgres' : 'local');
   if (kind === 'local') return new LocalBus();
   if (kind === 'postgres') {
     const { PgBus } = await import('./pg.js');
-    return PgBus.open(db.pg!, log);
+    return PgBus.open(db.pg!, log, key);
   }
-  const { NatsBus } = await import('./nats.js'); // nats://…
+  const { NatsBus, natsUrlForHumans } = await import('./nats.js');
   const schema = (await db.query<{ s: string }>('SELECT current_schema() AS s'))[0]?.s ?? 'public';
   try {
-    return await NatsBus.open(kind, schema, log);
+    return await NatsBus.open(kind, schema, log, key);
   } catch (err) {
-    throw new ConfigError(`cannot connect to NATS at ${kind}: ${(err as Error).message}`);
+    throw new ConfigError(`cannot connect to NATS at ${natsUrlForHumans(kind)}: ${(err as Error).message}`);
   }
 }

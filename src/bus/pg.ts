@@ -56,16 +56,17 @@ export class PgBus extends RemoteBus {
   private constructor(
     private conn: PgConn,
     private log: Logger,
+    key: Buffer,
     replicaId?: string,
   ) {
-    super(replicaId);
+    super(key, log, replicaId);
     this.janitor = setInterval(() => {
       this.notifier?.query(`DELETE FROM bus_payloads WHERE created_at < now() - interval '10 minutes'`).catch(() => {});
     }, 60_000).unref();
   }
 
-  static async open(conn: PgConn, log: Logger, replicaId?: string): Promise<PgBus> {
-    const bus = new PgBus(conn, log, replicaId);
+  static async open(conn: PgConn, log: Logger, key: Buffer, replicaId?: string): Promise<PgBus> {
+    const bus = new PgBus(conn, log, key, replicaId);
     await bus.connect();
     bus.presenceTimer = setInterval(() => bus.presenceTick(), Math.max(50, bus.quietMs / 3)).unref();
     return bus;
@@ -137,8 +138,7 @@ export class PgBus extends RemoteBus {
 
   /** An empty batch: tells a solo replica that another is here, and keeps the others from going solo. */
   private sendHello(): void {
-    const hello = `${this.ownBatchPrefix}"ts":${Date.now()},"b":[]}`;
-    this.send(hello, Buffer.byteLength(hello));
+    this.sendSigned(`${this.batchHead()}]}`);
   }
 
   private presenceTick(): void {
@@ -177,7 +177,7 @@ export class PgBus extends RemoteBus {
   }
 
   /** A message from another replica: it must hear us from now on (called before the message is handled). */
-  private heardOther(): void {
+  protected override heardReplica(): void {
     this.lastHeard = Date.now();
     if (!this.solo) return;
     this.solo = false;
@@ -185,9 +185,6 @@ export class PgBus extends RemoteBus {
     this.log.info('bus: another replica joined; sending to the bus again');
     this.releaseExclusive();
   }
-
-  /** The notice this replica sends after a reconnect (see RemoteBus.reconnected): not another replica's voice. */
-  private readonly ownGapNotice = JSON.stringify({ gap: this.replicaId });
 
   private outbox: [string, number][] = [];
   private sending = false;
@@ -250,19 +247,25 @@ export class PgBus extends RemoteBus {
   private onNotification(payload: string): void {
     // Our own batches come back too: skip them unread (a large one is not fetched, and does not
     // hold up the others' batches behind its fetch).
-    if (payload.startsWith(this.ownBatchPrefix) || payload === this.ownGapNotice) return;
+    if (this.isOwn(payload)) return;
     let ref: number | null = null;
     if (payload.startsWith('{"ref":')) {
-      const r = JSON.parse(payload) as { ref: number; o?: string };
+      // Only a pointer: the payload it names is signed, and checked once fetched.
+      let r: { ref: number; o?: string };
+      try {
+        r = JSON.parse(payload) as { ref: number; o?: string };
+      } catch {
+        return;
+      }
       if (r.o === this.replicaId) return;
       ref = Number(r.ref);
+      if (!Number.isSafeInteger(ref)) return;
     }
-    this.heardOther();
-    if (ref === null && !this.inbox) return this.receive(payload);
+    if (ref === null && !this.inbox) return void this.receive(payload);
     // Keep order: a fetched batch delays the ones behind it.
     const prev = this.inbox ?? Promise.resolve();
     const next = prev.then(async () => {
-      if (ref === null) return this.receive(payload);
+      if (ref === null) return void this.receive(payload);
       try {
         const r = await this.listener?.query<{ payload: string }>('SELECT payload FROM bus_payloads WHERE id = $1', [ref]);
         const body = r?.rows[0]?.payload;

@@ -98,7 +98,7 @@ export async function serverCommand(argv: string[]): Promise<number> {
   const url = values['database-url'] ?? process.env.DATABASE_URL;
   // Setting mistakes stop the start here, not after the database opened (seconds, and a data folder made).
   checkNumbers();
-  checkBusSpec(str('bus'), !!url);
+  await checkBusSpec(str('bus'), !!url);
 
   const [{ openDb, embeddedDbDir }, { DataDirLockedError }, { startServer }, { providersFromEnv }, { createLogger }] = await Promise.all([
     import('../store/db.js'),
@@ -134,7 +134,9 @@ export async function serverCommand(argv: string[]): Promise<number> {
     throw err;
   }
   const where = url ? `PostgreSQL ${redact(url)}` : `embedded database in ${dataDir}`;
-  process.stderr.write(`Airlock server listening on ${server.url} (${where}; bus ${server.bus.kind}; ${server.runner ? `worker ${server.runner.workerId}` : 'API only'})\n`);
+  process.stderr.write(
+    `Airlock server listening on ${server.url} (${where}; bus ${server.bus.kind}; replica ${server.bus.replicaId}; ${server.runner ? `worker ${server.runner.workerId}` : 'API only'})\n`,
+  );
   if (!providers.openai && !providers.anthropic) {
     process.stderr.write('No LLM provider configured: chats will answer with an error until you set AIRLOCK_OPENAI_API_KEY or AIRLOCK_ANTHROPIC_API_KEY (see `airlock server --help`).\n');
   }

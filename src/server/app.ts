@@ -29,13 +29,16 @@ import { isUuid } from './validate.js';
 import { accessRoutes } from './routes/access.js';
 import { SecretBox } from '../access/secretbox.js';
 import { SignalRouter, announceGatewayDeleted, announceSessionEnd } from '../access/signal.js';
-import { forgetOnlineGateways } from '../access/store.js';
+import { forgetOnlineGateways, forgetReplica, registerReplica } from '../access/store.js';
 import { str } from '../config.js';
 import { takeTokensFirst } from '../tokens-first.js';
 import { heartbeat } from '../ws-heartbeat.js';
 
 /** Chat streams: a client that stops answering is cut within two of these. */
 const STREAM_HEARTBEAT_MS = 30_000;
+
+/** What the bus's MAC key is derived for (replicas with the same AIRLOCK_SECRET_KEY derive the same one). */
+export const BUS_KEY_PURPOSE = 'airlock bus v1';
 
 export interface ServerOptions {
   db: Db;
@@ -75,7 +78,8 @@ export interface AirlockServer {
 export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
   const { db } = opts;
   const log = opts.log ?? silentLogger();
-  const bus = opts.bus ?? (await openBus(db, log));
+  const secrets = opts.secrets ?? SecretBox.load(str('dataDir'));
+  const bus = opts.bus ?? (await openBus(db, log, secrets.deriveKey(BUS_KEY_PURPOSE)));
   const providers = new Providers(opts.providers);
   const tools = ToolBox.withExtra(opts.tools);
   const service = new ChatService(db, bus, providers, tools);
@@ -107,7 +111,6 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
   const router = new Router();
   authRoutes(router, db, (what) => announceRevoked(bus, what));
   chatRoutes(router, service);
-  const secrets = opts.secrets ?? SecretBox.load(str('dataDir'));
   accessRoutes(router, db, secrets, {
     gatewayDeleted: (id) => announceGatewayDeleted(bus, id),
     sessionEnded: (id, reason) => announceSessionEnd(bus, id, reason),
@@ -165,9 +168,10 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
     let userId: string | undefined;
     try {
       if (url.pathname === '/healthz') return sendJson(res, 200, { ok: true });
+      // Unauthenticated: for load balancers, so it says nothing about this replica but its readiness.
       if (url.pathname === '/readyz') {
         const r = await ready();
-        return sendJson(res, r.ready ? 200 : 503, { ...r, replica: bus.replicaId, worker_id: runner?.workerId ?? null, bus: bus.kind });
+        return sendJson(res, r.ready ? 200 : 503, r);
       }
       if (url.pathname === '/metrics') {
         const metricsToken = process.env.AIRLOCK_METRICS_TOKEN;
@@ -201,8 +205,7 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
   server.keepAliveTimeout = 65_000;
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => clientErrorReply(err, socket));
 
-  let publicWsUrl = '';
-  const signal = new SignalRouter(db, secrets, log, auth, bus, () => publicWsUrl);
+  const signal = new SignalRouter(db, secrets, log, auth, bus);
   const wss = new WebSocketServer({ noServer: true, maxPayload: num('wsMaxFrameBytes') });
   server.on('upgrade', async (req, socket, head) => {
     const reject = (err: unknown) => {
@@ -260,10 +263,17 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
   });
   runner?.start();
   const port = (server.address() as AddressInfo).port;
+  let refresh: NodeJS.Timeout | undefined;
   const host = opts.host && opts.host !== '0.0.0.0' && opts.host !== '::' ? opts.host : '127.0.0.1';
   const scheme = opts.tls ? 'https' : 'http';
   const listenUrl = `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`;
-  publicWsUrl = wsBase(str('publicUrl') || listenUrl);
+  // Replicas on a shared bus register where gateways reach them (the relay across replicas).
+  const registered = bus.kind !== 'local';
+  if (registered) {
+    const publicWsUrl = wsBase(str('publicUrl') || listenUrl);
+    await registerReplica(db, bus.replicaId, publicWsUrl);
+    refresh = setInterval(() => void registerReplica(db, bus.replicaId, publicWsUrl).catch(() => {}), 3600_000).unref();
+  }
   let drained: Promise<void> | null = null;
   let listenerClosed: Promise<void> | null = null;
   const drain = () =>
@@ -293,6 +303,8 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
       for (const ws of sockets.keys()) ws.close(1001, 'server shutting down'); // upgraded after the drain began
       server.closeAllConnections();
       await listenerClosed;
+      clearInterval(refresh);
+      if (registered) await forgetReplica(db, bus.replicaId).catch(() => {});
       if (!opts.bus) await bus.close();
     },
   };

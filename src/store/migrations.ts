@@ -135,6 +135,15 @@ export const migrations: string[] = [
   CREATE FUNCTION chats_deleted() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN DELETE FROM chat_messages WHERE chat_id IN (SELECT id FROM gone); DELETE FROM chat_events WHERE chat_id IN (SELECT id FROM gone); RETURN NULL; END $$;
   CREATE TRIGGER chats_deleted AFTER DELETE ON chats REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION chats_deleted();
   `,
+  // Server replicas as gateways reach them: a replica hands a gateway the relay URL of the
+  // replica that holds the client from here, never from a message.
+  `
+  CREATE TABLE replicas (
+    id text PRIMARY KEY,
+    public_url text NOT NULL,
+    seen_at timestamptz NOT NULL DEFAULT now()
+  );
+  `,
 ];
 
 export async function migrate(db: Db): Promise<void> {

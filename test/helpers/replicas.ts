@@ -60,13 +60,12 @@ export async function cluster(env: NodeJS.ProcessEnv): Promise<Cluster> {
         ...c.env,
         ...extra,
       });
-      const [, url, worker] = await run.waitErr(/listening on (\S+) \(.*?(?:worker (\S+)\)|API only\))/);
+      const [, url, replicaId, worker] = await run.waitErr(/listening on (\S+) \(.*?replica (\S+); (?:worker (\S+)\)|API only\))/);
       if (!c.token) c.token = (await run.waitErr(/^\s+(al_\S+)$/m))[1]!;
-      const ready = await (await fetch(`${url}/readyz`)).json();
       const r: Replica = {
         run,
         url: url!,
-        replicaId: ready.replica,
+        replicaId: replicaId!,
         workerId: worker ?? null,
         api: new ApiClient(url!, c.token),
         async kill(signal = 'SIGKILL') {
