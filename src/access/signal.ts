@@ -9,7 +9,7 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { Db } from '../store/db.js';
 import type { Logger } from '../log.js';
-import { bearerToken, onRevoked, type User } from '../auth/tokens.js';
+import { TOKEN_INVALID, bearerToken, onRevoked, validTokens, type User } from '../auth/tokens.js';
 import { ApiError, conflict, notFound, unauthorized } from '../errors.js';
 import { answersPing, heartbeat } from '../ws-heartbeat.js';
 import type { SecretBox } from './secretbox.js';
@@ -104,7 +104,11 @@ export class SignalRouter {
     private db: Db,
     private secrets: SecretBox,
     private log: Logger,
-    private authUser: (req: http.IncomingMessage) => Promise<User>,
+    private auth: {
+      user: (req: http.IncomingMessage) => Promise<User>;
+      /** Ends what `close` stands for if a revocation arrived after the user was verified and applies to it. */
+      recheckIfStale: (user: User, close: () => void) => void;
+    },
     private bus: Bus,
   ) {
     const unsubSignal = bus.subscribe('signal', (m: BusSignal) => {
@@ -118,16 +122,37 @@ export class SignalRouter {
     const unsubAuth = onRevoked(bus, (revoked, reason) => {
       for (const s of this.sessions.values()) if (revoked(s.user)) this.endByServer(s, 4401, reason);
     });
+    // Revocations, deletions and ends lost on the bus are made up for from the database.
+    const unsubGap = bus.onGap(() => void this.recheckAll().catch((err) => this.log.warn({ err }, 'could not check sessions and gateways after a bus gap')));
     this.unsubBus = () => {
       unsubSignal();
       unsubAuth();
+      unsubGap();
     };
+  }
+
+  /**
+   * After a bus gap: every session held here whose token, grant, resource or row is gone ends,
+   * and every gateway connection whose gateway was deleted is cut.
+   */
+  private async recheckAll(): Promise<void> {
+    const sessions = [...this.sessions.values()];
+    const [tokens, allowed, gateways] = await Promise.all([
+      validTokens(this.db, [...new Set(sessions.map((s) => s.user.token_id!))]),
+      store.sessionsStillAllowed(this.db, sessions.map((s) => s.id)),
+      store.existingGateways(this.db, [...this.links.keys()]),
+    ]);
+    for (const s of sessions) {
+      if (!tokens.has(s.user.token_id!)) this.endByServer(s, 4401, TOKEN_INVALID);
+      else if (!allowed.has(s.id)) this.endByServer(s, 4409, 'access to the resource was withdrawn, or the session was ended');
+    }
+    for (const [id, link] of this.links) if (!gateways.has(id)) link.ws.close(4003, 'this gateway was deleted');
   }
 
   /** Handles the launch and gateway WebSocket endpoints; false for other paths. */
   async upgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer, url: URL): Promise<boolean> {
     if (url.pathname === '/api/launch') {
-      const user = await this.authUser(req);
+      const user = await this.auth.user(req);
       const name = url.searchParams.get('resource') ?? '';
       const resource = name ? await store.launchableResource(this.db, user, name) : null;
       if (!resource) throw notFound(`resource "${name}"`);
@@ -355,6 +380,7 @@ export class SignalRouter {
     }
     const session: Session = { id, user, resource, link, remote, gatewayId, client, relay: null, startedAt: performance.now(), offerAt: 0 };
     this.sessions.set(id, session);
+    this.auth.recheckIfStale(user, () => this.endByServer(session, 4401, TOKEN_INVALID));
     metrics.activeSessions.inc();
     const offer = {
       user: user.name,

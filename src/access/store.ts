@@ -150,6 +150,25 @@ export async function replicaUrl(q: Queryable, id: string): Promise<string | nul
   return rows[0]?.public_url ?? null;
 }
 
+/** Of these open sessions, the ones whose row is open and whose user may still use the resource. */
+export async function sessionsStillAllowed(q: Queryable, ids: string[]): Promise<Set<string>> {
+  if (!ids.length) return new Set();
+  const rows = await q.query<{ id: string }>(
+    `SELECT s.id FROM launch_sessions s JOIN users u ON u.id = s.user_id
+     WHERE s.id = ANY($1::uuid[]) AND s.ended_at IS NULL AND s.resource_id IS NOT NULL
+       AND (u.is_admin OR EXISTS (SELECT 1 FROM grants g WHERE g.user_id = s.user_id AND g.resource_id = s.resource_id))`,
+    [ids],
+  );
+  return new Set(rows.map((r) => r.id));
+}
+
+/** Of these gateway ids, the ones not deleted. */
+export async function existingGateways(q: Queryable, ids: string[]): Promise<Set<string>> {
+  if (!ids.length) return new Set();
+  const rows = await q.query<{ id: string }>('SELECT id FROM gateways WHERE id = ANY($1::uuid[])', [ids]);
+  return new Set(rows.map((r) => r.id));
+}
+
 /** The replica holding the gateway's control socket, as the database last heard. */
 export async function gatewayReplica(q: Queryable, id: string): Promise<string | null> {
   const rows = await q.query<{ replica: string | null }>('SELECT replica FROM gateways WHERE id = $1 AND online', [id]);

@@ -37,20 +37,58 @@ export async function createUser(q: Queryable, name: string, isAdmin: boolean): 
   return rows[0]!;
 }
 
+/**
+ * A new token of the user. With `parent` (the token it is minted with) it expires no later than
+ * the parent (whatever was asked) and is revoked with it.
+ */
 export async function issueToken(
   q: Queryable,
   userId: string,
   name = '',
   expiresInSeconds?: number,
+  parent?: string,
 ): Promise<{ id: string; token: string; expires_at: string | null }> {
   const token = newTokenSecret();
   const rows = await q.query<{ id: string; expires_at: Date | null }>(
-    `INSERT INTO api_tokens (user_id, name, token_hash, prefix, expires_at)
-     VALUES ($1, $2, $3, $4, CASE WHEN $5::int IS NULL THEN NULL ELSE now() + make_interval(secs => $5::int) END)
+    `INSERT INTO api_tokens (user_id, name, token_hash, prefix, expires_at, parent_id)
+     SELECT $1, $2, $3, $4,
+            CASE WHEN $5::int IS NULL THEN p.expires_at
+                 ELSE LEAST(now() + make_interval(secs => $5::int), p.expires_at) END,
+            $6::uuid
+     FROM (SELECT (SELECT expires_at FROM api_tokens WHERE id = $6::uuid) AS expires_at) p
      RETURNING id, expires_at`,
-    [userId, name, hashToken(token), token.slice(0, 10), expiresInSeconds ?? null],
+    [userId, name, hashToken(token), token.slice(0, 10), expiresInSeconds ?? null, parent ?? null],
   );
   return { id: rows[0]!.id, token, expires_at: rows[0]!.expires_at ? new Date(rows[0]!.expires_at).toISOString() : null };
+}
+
+/**
+ * Revokes a token (one of `viewer`'s, any for an admin) and every token minted from it, at any
+ * depth; returns their ids (empty: no such token of the viewer's).
+ */
+export async function revokeToken(q: Queryable, id: string, viewer: { id: string; is_admin: boolean }): Promise<string[]> {
+  const rows = await q.query<{ id: string }>(
+    `WITH RECURSIVE tree AS (
+       SELECT id FROM api_tokens WHERE id = $1 AND ($2 OR user_id = $3)
+       UNION SELECT t.id FROM api_tokens t JOIN tree ON t.parent_id = tree.id)
+     DELETE FROM api_tokens WHERE id IN (SELECT id FROM tree) RETURNING id`,
+    [id, viewer.is_admin, viewer.id],
+  );
+  return rows.map((r) => r.id);
+}
+
+/** Why a socket opened with a token that a later check found invalid is closed. */
+export const TOKEN_INVALID = 'the API token is no longer valid (revoked, expired, or its user disabled)';
+
+/** Of these token ids, the ones still valid (not revoked or expired, their user not disabled). */
+export async function validTokens(q: Queryable, ids: string[]): Promise<Set<string>> {
+  if (!ids.length) return new Set();
+  const rows = await q.query<{ id: string }>(
+    `SELECT t.id FROM api_tokens t JOIN users u ON u.id = t.user_id
+     WHERE t.id = ANY($1::uuid[]) AND u.disabled_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())`,
+    [ids],
+  );
+  return new Set(rows.map((r) => r.id));
 }
 
 /**
@@ -80,12 +118,13 @@ export async function bootstrapAdmin(q: Queryable): Promise<string | null> {
   return (await issueToken(q, admin.id, 'bootstrap')).token;
 }
 
-/** What a replica is told to stop trusting: one token, or every token of a user. */
-export type Revocation = { token_id: string } | { user_id: string };
+/** What a replica is told to stop trusting: tokens, or every token of a user. */
+export type Revocation = { token_ids: string[] } | { user_id: string };
 
-/** Tells every replica to stop trusting a token (revoked) or a user's tokens (the user was disabled). */
+/** Tells every replica to stop trusting tokens (revoked) or a user's tokens (the user was disabled). */
 export function announceRevoked(bus: Bus, what: Revocation): void {
-  bus.publish('auth', 'token_id' in what ? { revoked: what.token_id } : { disabled_user: what.user_id });
+  if ('user_id' in what) return bus.publish('auth', { disabled_user: what.user_id });
+  for (const id of what.token_ids) bus.publish('auth', { revoked: id });
 }
 
 /**

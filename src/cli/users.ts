@@ -75,8 +75,8 @@ export async function usersCommand(cmd: 'user' | 'token', argv: string[]): Promi
   }
   if (cmd === 'token' && sub === 'revoke') {
     if (!arg) throw new CliError('usage: airlock token revoke ID (see airlock token list)', 2);
-    await api.delete(`/api/tokens/${encodeURIComponent(arg)}`);
-    console.log(`Revoked token ${arg}.`);
+    const out = await api.delete(`/api/tokens/${encodeURIComponent(arg)}`);
+    console.log(`Revoked token ${arg}${out.also_revoked ? `, and the ${out.also_revoked} token(s) minted with it` : ''}.`);
     return 0;
   }
   throw new CliError(`unknown subcommand "${cmd} ${sub}"; run \`airlock ${cmd} --help\``, 2);

@@ -9,7 +9,7 @@ import { openBus } from '../bus/open.js';
 import { metrics } from '../metrics.js';
 import { num } from '../config.js';
 import { ApiError, forbidden, unauthorized } from '../errors.js';
-import { announceRevoked, onRevoked, authenticate, bearerToken, bootstrapAdmin, type User } from '../auth/tokens.js';
+import { TOKEN_INVALID, announceRevoked, onRevoked, authenticate, bearerToken, bootstrapAdmin, validTokens, type User } from '../auth/tokens.js';
 import type { Db } from '../store/db.js';
 import { type Logger, silentLogger } from '../log.js';
 import { StreamHub } from '../chat/hub.js';
@@ -122,17 +122,44 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
   const authCache = new Map<string, { user: User; until: number }>();
   /** Chat stream sockets, each with the user (and token) it was opened by. */
   const sockets = new Map<WebSocket, User>();
+  // Revocations heard (and bus gaps, after which some may have been missed). A token verified
+  // while one arrived may have been read before it committed: it is not cached, and a socket
+  // opened with it is checked again.
+  let revocations = 0;
+  const verifiedAt = new WeakMap<User, number>();
   // A revoked token or a disabled user (on any replica) is forgotten here at once, and its
   // streams are closed.
   const unsubAuth = onRevoked(bus, (revoked, reason) => {
+    revocations++;
     for (const [token, hit] of authCache) if (revoked(hit.user)) authCache.delete(token);
     for (const [ws, user] of sockets) if (revoked(user)) ws.close(4401, reason);
   });
+  // Revocations lost on the bus are made up for: every verified token is checked again.
+  const unsubGap = bus.onGap(() => {
+    revocations++;
+    authCache.clear();
+    const ids = [...new Set([...sockets.values()].map((u) => u.token_id!))];
+    void validTokens(db, ids)
+      .then((valid) => {
+        for (const [ws, user] of sockets) if (!valid.has(user.token_id!)) ws.close(4401, TOKEN_INVALID);
+      })
+      .catch((err) => log.warn({ err }, 'could not check the stream sockets\' tokens after a bus gap'));
+  });
+  /** For a socket about to be kept open: closes it if a revocation came in after its user was verified and applies to it. */
+  const recheckIfStale = (user: User, close: () => void) => {
+    if (verifiedAt.get(user) === revocations) return;
+    void validTokens(db, [user.token_id!]).then((valid) => valid.has(user.token_id!) || close(), () => close());
+  };
   const auth = async (req: http.IncomingMessage): Promise<User> => {
     const token = bearerToken(req.headers.authorization);
     if (!token) throw unauthorized();
     const hit = authCache.get(token);
-    if (hit && hit.until > Date.now()) return hit.user;
+    if (hit && hit.until > Date.now()) {
+      // Still cached: no revocation heard since applied to it.
+      verifiedAt.set(hit.user, revocations);
+      return hit.user;
+    }
+    const epoch = revocations;
     const user = await authenticate(db, token);
     if (user === 'disabled') {
       authCache.delete(token);
@@ -142,7 +169,8 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
       authCache.delete(token);
       throw unauthorized('the API token is unknown or has expired');
     }
-    if (authCacheMs > 0) {
+    verifiedAt.set(user, epoch);
+    if (authCacheMs > 0 && epoch === revocations) {
       if (authCache.size >= 10_000) authCache.clear();
       authCache.set(token, { user, until: Date.now() + Math.min(authCacheMs, user.expires_in_ms ?? Infinity) });
     }
@@ -205,7 +233,7 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
   server.keepAliveTimeout = 65_000;
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => clientErrorReply(err, socket));
 
-  const signal = new SignalRouter(db, secrets, log, auth, bus);
+  const signal = new SignalRouter(db, secrets, log, { user: auth, recheckIfStale }, bus);
   const wss = new WebSocketServer({ noServer: true, maxPayload: num('wsMaxFrameBytes') });
   server.on('upgrade', async (req, socket, head) => {
     const reject = (err: unknown) => {
@@ -237,6 +265,7 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
 
   async function openStream(ws: WebSocket, chatId: string, after: number, user: User) {
     sockets.set(ws, user);
+    recheckIfStale(user, () => ws.close(4401, TOKEN_INVALID));
     metrics.activeStreams.inc();
     const stream = new ChatStreamSocket(ws, after);
     let unsubscribe: (() => void) | null = null;
@@ -299,6 +328,7 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
       await drain();
       hub.close();
       unsubAuth();
+      unsubGap();
       workers?.close();
       for (const ws of sockets.keys()) ws.close(1001, 'server shutting down'); // upgraded after the drain began
       server.closeAllConnections();

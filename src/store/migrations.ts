@@ -144,6 +144,12 @@ export const migrations: string[] = [
     seen_at timestamptz NOT NULL DEFAULT now()
   );
   `,
+  // A token minted with another is its child: it never outlives it, and revoking the parent
+  // revokes it.
+  `
+  ALTER TABLE api_tokens ADD COLUMN parent_id uuid REFERENCES api_tokens(id) ON DELETE CASCADE;
+  CREATE INDEX api_tokens_parent ON api_tokens (parent_id) WHERE parent_id IS NOT NULL;
+  `,
 ];
 
 export async function migrate(db: Db): Promise<void> {

@@ -1,6 +1,6 @@
 // Who am I, users (admin) and API tokens.
 import type { Db } from '../../store/db.js';
-import { createUser, issueToken, type Revocation, type User } from '../../auth/tokens.js';
+import { createUser, issueToken, revokeToken, type Revocation, type User } from '../../auth/tokens.js';
 import { conflict, forbidden, notFound } from '../../errors.js';
 import { Reply, type Router } from '../http.js';
 import * as v from '../validate.js';
@@ -53,7 +53,8 @@ export function authRoutes(router: Router, db: Db, onRevoked: (what: Revocation)
     const b = v.object(await body(), ['name', 'expires_in']);
     const name = v.str(b, 'name', { max: 100 }) ?? '';
     const expires = v.int(b, 'expires_in', 1, 10 * 365 * 86400);
-    return new Reply(201, await issueToken(db, user.id, name, expires));
+    // Minted with this token: it can neither outlive it nor survive its revocation.
+    return new Reply(201, await issueToken(db, user.id, name, expires, user.token_id));
   });
 
   router.add('GET', '/api/tokens', async ({ user }) => ({
@@ -67,9 +68,9 @@ export function authRoutes(router: Router, db: Db, onRevoked: (what: Revocation)
   // Your own tokens; an admin may revoke anyone's. Another user's token answers 404 like an unknown id.
   router.add('DELETE', '/api/tokens/:id', async ({ user, params }) => {
     if (!v.isUuid(params.id!)) throw notFound('token');
-    const rows = await db.query<{ id: string }>('DELETE FROM api_tokens WHERE id = $1 AND ($2 OR user_id = $3) RETURNING id', [params.id, user.is_admin, user.id]);
-    if (!rows.length) throw notFound('token');
-    onRevoked({ token_id: rows[0]!.id });
-    return { revoked: true };
+    const ids = await revokeToken(db, params.id!, user);
+    if (!ids.length) throw notFound('token');
+    onRevoked({ token_ids: ids });
+    return { revoked: true, ...(ids.length > 1 ? { also_revoked: ids.length - 1 } : {}) };
   });
 }
