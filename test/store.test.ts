@@ -3,6 +3,7 @@
 // (its own thread) and, with AIRLOCK_TEST_DATABASE_URL, on PostgreSQL.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { within } from './helpers/within.js';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -112,6 +113,30 @@ test('a table that changes under a prepared statement: the statement still runs'
     await db.query('ALTER TABLE store_s ADD COLUMN b text');
     // Every pooled connection that prepared it runs it again.
     for (let i = 0; i < 25; i++) assert.deepEqual(await db.query(q, [1]), [{ a: 1, b: null }]);
+  } finally {
+    await drop();
+  }
+});
+
+test('a statement first seen outside a transaction while it was open, then inside it, does not wait for itself (the connection was held for good)', async () => {
+  const { db, drop } = await openTestDb();
+  try {
+    await db.query('CREATE TABLE prep_race (id int PRIMARY KEY, v text)');
+    await db.query(`INSERT INTO prep_race VALUES (1, 'one')`);
+    const sql = 'SELECT v FROM prep_race WHERE id = $1';
+    let outside: Promise<unknown[]> | undefined;
+    const inside = await within(
+      db.tx(async (q) => {
+        // Sent while the transaction holds the connection: on the embedded database its PREPARE
+        // queues behind the transaction.
+        outside = db.query(sql, [1]);
+        return q.query(sql, [1]);
+      }),
+      'the transaction never finished: its statement waited on a PREPARE queued behind it',
+      20_000,
+    );
+    assert.deepEqual(inside, [{ v: 'one' }]);
+    assert.deepEqual(await outside, [{ v: 'one' }]);
   } finally {
     await drop();
   }

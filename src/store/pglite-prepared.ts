@@ -12,6 +12,8 @@ interface Entry {
   name: string;
   /** Resolves true once prepared; false when the statement cannot be prepared (DDL, untyped parameters). */
   ready: Promise<boolean>;
+  /** Whether `ready` has resolved. */
+  settled: boolean;
 }
 
 /** Statement texts beyond this many run unprepared (our statements are a fixed set; this is a guard). */
@@ -40,16 +42,18 @@ export class PreparedStatements {
     let entry = this.entries.get(sql);
     if (!entry && q === pg && this.entries.size < MAX_PREPARED) {
       const name = `airlock_s${++this.n}`;
-      entry = {
-        name,
-        ready: pg.exec(`PREPARE ${name} AS ${sql}`).then(
-          () => true,
-          () => false,
-        ),
-      };
-      this.entries.set(sql, entry);
+      const e: Entry = { name, ready: Promise.resolve(false), settled: false };
+      e.ready = pg.exec(`PREPARE ${name} AS ${sql}`).then(
+        () => true,
+        () => false,
+      );
+      void e.ready.then(() => (e.settled = true));
+      this.entries.set(sql, (entry = e));
     }
-    if (!entry || !(await entry.ready)) return (await q.query(sql, params)).rows;
+    // Inside a transaction a PREPARE still queued must not be waited for: it may be queued behind
+    // this very transaction (a statement first seen outside it while it was open), which would
+    // then wait for itself and hold the connection for good. Run this one unprepared.
+    if (!entry || (q !== pg && !entry.settled) || !(await entry.ready)) return (await q.query(sql, params)).rows;
     try {
       // The simple protocol (exec): one message instead of parse, describe, bind and execute for
       // the EXECUTE's own text (~60 µs less a statement here, ~10 % of a send's cost); it parses
