@@ -79,6 +79,14 @@ export interface ServerProc {
   stop(signal?: NodeJS.Signals): Promise<void>;
 }
 
+/** The benches' one user stands in for many (one per chat): the per-user limits are lifted (still checked). */
+export const BENCH_USER_LIMITS = {
+  AIRLOCK_USER_RUNNING_TURNS: '100000',
+  AIRLOCK_USER_CHATS_PER_MINUTE: '100000',
+  AIRLOCK_USER_STREAMS: '100000',
+  AIRLOCK_USER_SESSIONS: '100000',
+};
+
 /** firstStart: a fresh database, whose first server prints the admin token. */
 export async function startAirlock(env: NodeJS.ProcessEnv, args: string[] = [], firstStart = true): Promise<ServerProc> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-bench-'));
@@ -86,7 +94,7 @@ export async function startAirlock(env: NodeJS.ProcessEnv, args: string[] = [], 
   const nodeArgs = process.env.BENCH_SERVER_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
   const proc = started(
     spawn(process.execPath, [...nodeArgs, 'bin/airlock.js', 'server', '--port', '0', '--data-dir', path.join(dir, 'data'), ...args], {
-      env: { ...parentEnv, AIRLOCK_CLI_CONFIG: path.join(dir, 'cli.json'), AIRLOCK_LOG_LEVEL: process.env.BENCH_SERVER_LOG_LEVEL ?? 'warn', AIRLOCK_TITLES: '0', ...env },
+      env: { ...parentEnv, AIRLOCK_CLI_CONFIG: path.join(dir, 'cli.json'), AIRLOCK_LOG_LEVEL: process.env.BENCH_SERVER_LOG_LEVEL ?? 'warn', AIRLOCK_TITLES: '0', ...BENCH_USER_LIMITS, ...env },
       stdio: ['ignore', process.env.BENCH_SERVER_LOG ? 'inherit' : 'ignore', 'pipe'],
     }),
   );

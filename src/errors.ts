@@ -17,6 +17,8 @@ export const unauthorized = (message = 'a valid API token is required (Authoriza
 export const forbidden = (message = 'this action needs an admin token') => new ApiError(403, 'forbidden', message);
 export const notFound = (what: string) => new ApiError(404, 'not_found', `${what} not found`);
 export const conflict = (message: string, code = 'conflict') => new ApiError(409, code, message);
+/** A per-user limit (AIRLOCK_USER_*): the caller may try again once something of theirs ends. */
+export const tooMany = (message: string, code: string) => new ApiError(429, code, message);
 
 /** A setting the server cannot start with (bad AIRLOCK_BUS, unreachable bus): the CLI prints it. */
 export class ConfigError extends Error {}

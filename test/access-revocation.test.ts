@@ -135,3 +135,29 @@ test('deleting a resource ends its open sessions, at once, saying why', async ()
   assert.match(run.stderr, /the session ended: the resource "del-echo" was deleted/);
   assert.match((await session(s.id)).error, /the resource "del-echo" was deleted/);
 });
+
+test("a user's open launch sessions are capped: the next launch is refused with 429 and says how to end one; other users are not affected", async () => {
+  const old = process.env.AIRLOCK_USER_SESSIONS;
+  process.env.AIRLOCK_USER_SESSIONS = '1';
+  try {
+    const fay = await t.user('quota-fay');
+    await resourceFor(fay, 'quota-echo', 'quota-fay');
+    const first = runCli(['launch', 'quota-echo'], { AIRLOCK_SERVER: t.url, AIRLOCK_TOKEN: fay.token });
+    await first.waitErr(/Forwarding 127\.0\.0\.1:(\d+)/);
+    const second = runCli(['launch', 'quota-echo'], { AIRLOCK_SERVER: t.url, AIRLOCK_TOKEN: fay.token });
+    assert.equal(await second.exited(), 1);
+    assert.match(second.stderr, /you have 1 launch sessions open \(the limit per user\); end one first \(airlock session list --open\)/);
+    // Someone else still gets in.
+    const gus = await t.user('quota-gus');
+    await t.admin.post('/api/resources/quota-echo/grants', { user: 'quota-gus' });
+    const theirs = runCli(['launch', 'quota-echo'], { AIRLOCK_SERVER: t.url, AIRLOCK_TOKEN: gus.token });
+    await theirs.waitErr(/Forwarding/);
+    for (const r of [first, theirs]) {
+      r.proc.kill('SIGINT');
+      assert.equal(await r.exited(), 0);
+    }
+  } finally {
+    if (old === undefined) delete process.env.AIRLOCK_USER_SESSIONS;
+    else process.env.AIRLOCK_USER_SESSIONS = old;
+  }
+});

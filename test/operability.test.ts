@@ -105,7 +105,7 @@ test('airlock server --tls-cert/--tls-key serves HTTPS; option mistakes exit non
     assert.match(badThread.stderr, /AIRLOCK_PROVIDER_THREAD must be a non-negative number, got "yes"/);
     const badBus = runCli(['server', '--port', '0', '--data-dir', path.join(dir, 'd4'), '--bus', 'carrier-pigeon'], env);
     assert.equal(await badBus.exited(), 1);
-    assert.match(badBus.stderr, /AIRLOCK_BUS must be local, postgres or nats/);
+    assert.match(badBus.stderr, /AIRLOCK_BUS must be local, postgres or a NATS URL/);
     const pgBusOnLite = runCli(['server', '--port', '0', '--data-dir', path.join(dir, 'd5'), '--bus', 'postgres'], env);
     assert.equal(await pgBusOnLite.exited(), 1);
     assert.match(pgBusOnLite.stderr, /needs a PostgreSQL database/);

@@ -10,7 +10,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import type { Db } from '../store/db.js';
 import type { Logger } from '../log.js';
 import { TOKEN_INVALID, bearerToken, onRevoked, validTokens, type User } from '../auth/tokens.js';
-import { ApiError, conflict, notFound, unauthorized } from '../errors.js';
+import { ApiError, conflict, notFound, tooMany, unauthorized } from '../errors.js';
 import { answersPing, heartbeat } from '../ws-heartbeat.js';
 import type { SecretBox } from './secretbox.js';
 import * as store from './store.js';
@@ -156,6 +156,10 @@ export class SignalRouter {
       const name = url.searchParams.get('resource') ?? '';
       const resource = name ? await store.launchableResource(this.db, user, name) : null;
       if (!resource) throw notFound(`resource "${name}"`);
+      const limit = num('userSessions');
+      if ((await store.openSessionCount(this.db, user.id)) >= limit) {
+        throw tooMany(`you have ${limit} launch sessions open (the limit per user); end one first (airlock session list --open)`, 'too_many_sessions');
+      }
       const link = this.pickGateway(resource.gateway);
       const remote = link || this.bus.kind === 'local' ? null : await store.remoteGateway(this.db, resource.gateway, this.bus.replicaId);
       if (!link && !remote) throw new ApiError(503, 'gateway_offline', `no gateway of "${resource.gateway}" is online to serve "${name}"`);

@@ -150,6 +150,11 @@ export async function replicaUrl(q: Queryable, id: string): Promise<string | nul
   return rows[0]?.public_url ?? null;
 }
 
+export async function openSessionCount(q: Queryable, userId: string): Promise<number> {
+  const rows = await q.query<{ n: number }>('SELECT count(*)::int AS n FROM launch_sessions WHERE user_id = $1 AND ended_at IS NULL', [userId]);
+  return Number(rows[0]!.n);
+}
+
 /** Of these open sessions, the ones whose row is open and whose user may still use the resource. */
 export async function sessionsStillAllowed(q: Queryable, ids: string[]): Promise<Set<string>> {
   if (!ids.length) return new Set();

@@ -12,7 +12,14 @@ export interface Sink {
   push(events: StreamEvent[]): void;
   /** Tells the subscriber to resume from its last seq (events may have been missed). */
   resync(reason: string): void;
+  /** Resolves once what was pushed has left (a long replay goes on page by page); bounded. */
+  drained?(): Promise<void>;
 }
+
+/** Stored events a replay reads and sends at a time: a long chat's history goes out in pages, each its own frame, and one subscriber holds one page. */
+export const REPLAY_PAGE = 200;
+
+type StoredRow = { seq: number; type: string; data: Record<string, unknown>; message: MessageColumns | null };
 
 interface ReplayRequest {
   req: string;
@@ -156,8 +163,11 @@ export class StreamHub {
       }
     }
     for (const sub of log.subs) {
-      if (sub.held) sub.held.push(e);
-      else if (e.seq === undefined || !sub.replayed?.delete(e.seq)) sub.sink.push([e]);
+      if (sub.held) {
+        // A replay that takes long (a slow client reading a long history) while a turn streams:
+        // what piles up meanwhile is bounded; past it the client resumes from where it is.
+        if (sub.held.push(e) === this.maxEvents + 1) sub.sink.resync('too many events arrived while the history was being sent');
+      } else if (e.seq === undefined || !sub.replayed?.delete(e.seq)) sub.sink.push([e]);
     }
     if (e.type === 'deleted') {
       this.logs.delete(e.chat_id);
@@ -192,51 +202,73 @@ export class StreamHub {
       log.subs.delete(sub);
       log.lastActive = Date.now();
     };
+    const toEvent = (r: StoredRow) => ev(chatId, Number(r.seq), r.type as StreamEvent['type'], r.message ? { message: publishedMessage(r.message) } : r.data);
+    /** What the database had that this replica's bus has not delivered yet: not sent again when it arrives. */
+    const noteReplayed = (seq: number) => {
+      if (!log.seqs.has(seq) && seq > log.storedThrough) (sub.replayed ??= new Set()).add(seq);
+    };
     try {
       const remote = await this.fetchFromOwner(chatId, after);
-      const stored = await this.db.query<{ seq: number; type: string; data: Record<string, unknown>; message: MessageColumns | null }>(
-        // A step's message event is stored as a reference to its message (see publishedMessage).
-        `SELECT e.seq, e.type, e.data,
-                CASE WHEN m.id IS NOT NULL THEN json_build_object('id', m.id, 'seq', m.seq, 'role', m.role, 'parts', m.parts,
-                  'interrupted', m.interrupted, 'model', m.model, 'usage', m.usage) END AS message
-         FROM chat_events e
-         LEFT JOIN chat_messages m ON e.type = 'message' AND m.chat_id = e.chat_id AND m.id = (e.data->>'message_id')::uuid
-         WHERE e.chat_id = $1 AND e.seq > $2 ORDER BY e.seq`,
-        [chatId, after],
-      );
-      const bySeq = new Map<number, StreamEvent>();
-      for (const r of stored) {
-        const data = r.message ? { message: publishedMessage(r.message) } : r.data;
-        bySeq.set(Number(r.seq), ev(chatId, Number(r.seq), r.type as StreamEvent['type'], data));
+      // The stored history before what memory holds goes out a page at a time, the next page
+      // read once the client has taken the last; the rest (the last turns, bounded) joins
+      // memory's events, the owner's and those that arrived meanwhile below.
+      const memoryFrom = memory.length ? memory[0]!.seq! : Infinity;
+      let sent = after;
+      let stored: StoredRow[];
+      for (;;) {
+        const page = await this.readStored(chatId, sent, REPLAY_PAGE);
+        const last = page.length ? Number(page[page.length - 1]!.seq) : sent;
+        if (page.length === REPLAY_PAGE && last < memoryFrom) {
+          for (const r of page) noteReplayed(Number(r.seq));
+          sink.push(page.map(toEvent));
+          sent = last;
+          await sink.drained?.();
+          continue;
+        }
+        stored = page.length === REPLAY_PAGE ? [...page, ...(await this.readStored(chatId, last))] : page;
+        break;
       }
-      for (const e of remote) if (e.seq !== undefined && e.seq > after) bySeq.set(e.seq, e);
-      for (const e of memory) bySeq.set(e.seq!, e);
+      const bySeq = new Map<number, StreamEvent>();
+      for (const r of stored) bySeq.set(Number(r.seq), toEvent(r));
+      for (const e of remote) if (e.seq !== undefined && e.seq > sent) bySeq.set(e.seq, e);
+      for (const e of memory) if (e.seq! > sent) bySeq.set(e.seq!, e);
       const state = await snapshot();
       const held = sub.held ?? [];
       sub.held = null;
       // The database can be ahead of this replica's bus: what the read found that the log has
       // not ingested yet will arrive live too (events held meanwhile were ingested: in the log).
-      for (const seq of bySeq.keys()) {
-        if (!log.seqs.has(seq) && seq > log.storedThrough) (sub.replayed ??= new Set()).add(seq);
-      }
+      for (const seq of bySeq.keys()) noteReplayed(seq);
       if (sub.replayed) setTimeout(() => (sub.replayed = null), REPLAYED_WINDOW_MS).unref();
       // What arrived live meanwhile joins the replay in seq order (a draft streamed while the
       // database was read comes before the message the read found), as it was published (the
       // database's JSON may order an object's keys differently).
-      for (const e of held) if (e.seq !== undefined && e.seq > after) bySeq.set(e.seq, e);
+      for (const e of held) if (e.seq !== undefined && e.seq > sent) bySeq.set(e.seq, e);
       let statusEpoch = log.statusEpoch;
       for (const e of bySeq.values()) if (e.type === 'status') statusEpoch = Math.max(statusEpoch, epochOf(e.seq!));
       const replay = [...bySeq.values()]
         .filter((e) => !(isDraft(e.type) && epochOf(e.seq!) < statusEpoch))
         .sort((a, b) => a.seq! - b.seq!);
       const live = held.filter((e) => e.seq === undefined);
-      const last = replay.length ? replay[replay.length - 1]!.seq! : after;
+      const last = replay.length ? replay[replay.length - 1]!.seq! : sent;
       sink.push([...replay, ...state, { chat_id: chatId, type: 'caught_up', last_seq: last }, ...live]);
     } catch (err) {
       unsubscribe();
       throw err;
     }
     return unsubscribe;
+  }
+
+  /** Stored events after a seq, in order, at most `limit`; a message event with its message (stored as a reference, see publishedMessage). */
+  private readStored(chatId: string, after: number, limit?: number): Promise<StoredRow[]> {
+    return this.db.query<StoredRow>(
+      `SELECT e.seq, e.type, e.data,
+              CASE WHEN m.id IS NOT NULL THEN json_build_object('id', m.id, 'seq', m.seq, 'role', m.role, 'parts', m.parts,
+                'interrupted', m.interrupted, 'model', m.model, 'usage', m.usage) END AS message
+       FROM chat_events e
+       LEFT JOIN chat_messages m ON e.type = 'message' AND m.chat_id = e.chat_id AND m.id = (e.data->>'message_id')::uuid
+       WHERE e.chat_id = $1 AND e.seq > $2 ORDER BY e.seq LIMIT $3`,
+      [chatId, after, limit ?? null],
+    );
   }
 
   private sweep(): void {

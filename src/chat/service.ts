@@ -4,7 +4,7 @@ import type { Bus } from '../bus/bus.js';
 import type { Db, Queryable } from '../store/db.js';
 import { num } from '../config.js';
 import { metrics } from '../metrics.js';
-import { ApiError, conflict, notFound, badRequest } from '../errors.js';
+import { ApiError, conflict, notFound, badRequest, tooMany } from '../errors.js';
 import { GroupCommit } from '../store/group-commit.js';
 import type { Providers } from './providers/index.js';
 import { ToolBox } from './tools/index.js';
@@ -115,6 +115,8 @@ export class ChatService {
     validateClientTools(input.tools ?? [], this.tools);
     const fx: Effects = { events: [] };
     const chat = await this.db.tx(async (q) => {
+      await checkNewChat(q, userId);
+      if (input.message !== undefined) await checkTurnSlot(q, userId);
       const title = input.title ?? (input.message ? fallbackTitle(input.message) : '');
       const rows = await q.query<ChatRow>(
         `INSERT INTO chats (owner_id, title, title_source, model, system_prompt, client_tools)
@@ -206,6 +208,7 @@ export class ChatService {
       }
       // Idle (or pending, or after an error): older queued messages go first, and this one
       // joins the end of the queue (the caller is told it is queued).
+      if (chat.status !== 'pending') await checkTurnSlot(q, userId);
       const seq = await reserveSeqs(q, chat.id);
       let n = 0;
       const msgs: Message[] = [];
@@ -295,7 +298,8 @@ export class ChatService {
    * seq of the chat's last message, which a claimed turn checks its cached history against (read
    * only for a claim: nothing else uses it; an index probe, where a count grew with the chat:
    * 8 ms a send at 5,000 messages on the embedded database, against 0.5). Rows are locked in id
-   * order, so concurrent batches cannot deadlock.
+   * order, so concurrent batches cannot deadlock. A user at their turn limit
+   * (AIRLOCK_USER_RUNNING_TURNS) is left to the general path, which says so.
    */
   private async sendToIdleBatch(items: IdleSend[]): Promise<(IdleSendRow | null)[]> {
     const rows = await this.db.query<IdleSendRow & { msg_id: string; parts: unknown }>(
@@ -305,6 +309,7 @@ export class ChatService {
                   FROM i JOIN chats ON chats.id = i.chat_id AND chats.owner_id = i.owner_id
                   WHERE NOT chats.archived AND chats.status IN ('waiting', 'error', 'pending')
                     AND NOT (chats.model LIKE ANY ($7::text[]))
+                    AND (chats.status = 'pending' OR (SELECT count(*) FROM chats o WHERE o.owner_id = i.owner_id AND o.status IN ('pending', 'running')) < $8)
                     AND NOT EXISTS (SELECT 1 FROM chat_queue WHERE chat_queue.chat_id = chats.id)
                   ORDER BY chats.id
                   FOR UPDATE OF chats),
@@ -333,6 +338,7 @@ export class ChatService {
         items.map((s) => s.claimer),
         items.map((s) => s.leaseMs),
         this.providers.unservablePrefixes() ?? [],
+        num('userRunningTurns'),
       ],
     );
     // msg_id and parts are the statement's own (the caller has the message): the claimed row
@@ -353,6 +359,7 @@ export class ChatService {
       const target = rows[0];
       if (!target) throw notFound('message');
       if (target.role !== 'user') throw badRequest('only user messages can be edited', 'not_user_message');
+      if (chat.status !== 'pending' && chat.status !== 'running') await checkTurnSlot(q, userId);
       await q.query('UPDATE chat_messages SET deleted = true WHERE chat_id = $1 AND seq >= $2', [chat.id, target.seq]);
       await q.query('DELETE FROM chat_queue WHERE chat_id = $1', [chat.id]);
       const seq = await reserveSeqs(q, chat.id);
@@ -554,3 +561,19 @@ export function validateClientTools(tools: unknown[], toolbox: ToolBox): asserts
 }
 
 export { ApiError };
+
+/** Refuses a new turn to a user who has AIRLOCK_USER_RUNNING_TURNS running or waiting (one user must not take every worker slot). */
+async function checkTurnSlot(q: Queryable, userId: string): Promise<void> {
+  const limit = num('userRunningTurns');
+  const rows = await q.query<{ n: number }>(`SELECT count(*)::int AS n FROM chats WHERE owner_id = $1 AND status IN ('pending', 'running')`, [userId]);
+  if (Number(rows[0]!.n) >= limit) {
+    throw tooMany(`you have ${limit} turns running or waiting (the limit per user); send again when one has finished`, 'too_many_turns');
+  }
+}
+
+/** Refuses a new chat to a user who created AIRLOCK_USER_CHATS_PER_MINUTE in the last minute. */
+async function checkNewChat(q: Queryable, userId: string): Promise<void> {
+  const limit = num('userChatsPerMinute');
+  const rows = await q.query<{ n: number }>(`SELECT count(*)::int AS n FROM chats WHERE owner_id = $1 AND created_at > now() - interval '1 minute'`, [userId]);
+  if (Number(rows[0]!.n) >= limit) throw tooMany(`you created ${limit} chats in the last minute (the limit per user); try again shortly`, 'too_many_chats');
+}

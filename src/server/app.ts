@@ -8,7 +8,7 @@ import type { Bus } from '../bus/bus.js';
 import { openBus } from '../bus/open.js';
 import { metrics } from '../metrics.js';
 import { num } from '../config.js';
-import { ApiError, forbidden, unauthorized } from '../errors.js';
+import { ApiError, forbidden, tooMany, unauthorized } from '../errors.js';
 import { TOKEN_INVALID, announceRevoked, onRevoked, authenticate, bearerToken, bootstrapAdmin, validTokens, type User } from '../auth/tokens.js';
 import type { Db } from '../store/db.js';
 import { type Logger, silentLogger } from '../log.js';
@@ -117,6 +117,7 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
   });
 
   const maxBody = num('maxBodyBytes');
+  const userStreams = num('userStreams');
   // Tokens seen recently skip the database; never longer than the token has left to live.
   const authCacheMs = num('authCacheMs');
   const authCache = new Map<string, { user: User; until: number }>();
@@ -250,6 +251,9 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
       const m = /^\/api\/chats\/([^/]+)\/stream$/.exec(url.pathname);
       if (!m) throw new ApiError(404, 'not_found', `no WebSocket endpoint at ${url.pathname}`);
       const user = await auth(req);
+      let mine = 0;
+      for (const u of sockets.values()) if (u.id === user.id) mine++;
+      if (mine >= userStreams) throw tooMany(`you have ${userStreams} chat streams open on this server (the limit per user); close some first`, 'too_many_streams');
       const chatId = m[1]!;
       if (!isUuid(chatId) || !(await service.exists(user.id, chatId))) throw new ApiError(404, 'not_found', 'chat not found');
       const afterRaw = url.searchParams.get('after') ?? '0';

@@ -13,6 +13,7 @@ export class ChatStreamSocket implements Sink {
   private scheduled = false;
   private closed = false;
   private unacked = 0;
+  private lastSent: Promise<void> = Promise.resolve();
   private lastProgress = Date.now();
   private watchdog: NodeJS.Timeout | null = null;
   private maxBytes = num('wsQueueBytes');
@@ -56,15 +57,33 @@ export class ChatStreamSocket implements Sink {
     const frame = JSON.stringify(batch);
     for (const e of batch) if (e.seq !== undefined && e.seq > this.lastSeq) this.lastSeq = e.seq;
     this.unacked++;
-    this.ws.send(frame, (err) => {
-      if (err) return this.shutdown();
-      this.unacked--;
-      this.lastProgress = Date.now();
-    });
+    this.lastSent = new Promise<void>((resolve) =>
+      this.ws.send(frame, (err) => {
+        resolve();
+        if (err) return this.shutdown();
+        this.unacked--;
+        this.lastProgress = Date.now();
+      }),
+    );
     if (this.ws.bufferedAmount > 0 && !this.watchdog) {
       // Only armed while bytes wait in user space; a healthy client never sees it fire.
       this.watchdog = setInterval(() => this.checkProgress(), Math.max(50, this.writeTimeoutMs / 4));
     }
+  }
+
+  /**
+   * Resolves once every frame pushed so far has been handed to the socket (or it closed); a
+   * client that takes nothing for the write timeout is told to resync. Pushed events leave on a
+   * microtask: this waits for that flush first.
+   */
+  async drained(): Promise<void> {
+    await Promise.resolve();
+    if (this.closed || this.ws.bufferedAmount === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<void>((r) => (timer = setTimeout(r, this.writeTimeoutMs)));
+    await Promise.race([this.lastSent, late]);
+    clearTimeout(timer);
+    if (!this.closed && this.ws.bufferedAmount > this.maxBytes) this.resync(`the client took no data for ${this.writeTimeoutMs} ms`);
   }
 
   private checkProgress(): void {

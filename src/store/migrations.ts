@@ -150,6 +150,12 @@ export const migrations: string[] = [
   ALTER TABLE api_tokens ADD COLUMN parent_id uuid REFERENCES api_tokens(id) ON DELETE CASCADE;
   CREATE INDEX api_tokens_parent ON api_tokens (parent_id) WHERE parent_id IS NOT NULL;
   `,
+  // Per-user limits count a user's busy chats, new chats and open launch sessions.
+  `
+  CREATE INDEX chats_owner_busy ON chats (owner_id) WHERE status IN ('pending', 'running');
+  CREATE INDEX chats_owner_created ON chats (owner_id, created_at);
+  CREATE INDEX launch_sessions_user_open ON launch_sessions (user_id) WHERE ended_at IS NULL;
+  `,
 ];
 
 export async function migrate(db: Db): Promise<void> {
