@@ -16,6 +16,7 @@ import { LOW_WATER } from '../src/tube/transport.js';
 import { HIGH_WATER } from '../src/tube/tube.js';
 import { ApiClient } from '../src/client/api.js';
 import { BIN, GatewayProcess, bulkServer, childEnv, freePort, haveSshd, startSshd } from '../test/helpers/launch.js';
+import { BENCH_USER_LIMITS } from './common.js';
 
 const { values } = parseArgs({ options: { quick: { type: 'boolean' }, launches: { type: 'string' }, mib: { type: 'string' } } });
 const launches = Number(values.launches ?? 20);
@@ -34,7 +35,7 @@ const log = (s: string) => process.stderr.write(s + '\n');
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-bench-launch-'));
 const port = await freePort();
 const server = spawn(process.execPath, [BIN, 'server', '--data-dir', path.join(dir, 'data'), '--port', String(port)], {
-  env: childEnv({ AIRLOCK_LOG_LEVEL: 'warn' }),
+  env: childEnv({ AIRLOCK_LOG_LEVEL: 'warn', ...BENCH_USER_LIMITS }),
   stdio: ['ignore', 'ignore', 'pipe'],
 });
 await new Promise<void>((resolve, reject) => {
