@@ -161,3 +161,15 @@ test("a user's open launch sessions are capped: the next launch is refused with 
     else process.env.AIRLOCK_USER_SESSIONS = old;
   }
 });
+
+test('a reason longer than a WebSocket close frame holds still reaches the client whole (the close carries a shortened one)', async () => {
+  const res = `long-${'r'.repeat(59)}`;
+  const who = `long-${'u'.repeat(40)}`;
+  const u = await t.user(who);
+  await resourceFor(u, res, who);
+  const run = runCli(['launch', res], { AIRLOCK_SERVER: t.url, AIRLOCK_TOKEN: u.token });
+  await run.waitErr(/Forwarding 127\.0\.0\.1:(\d+)/);
+  await t.admin.delete(`/api/resources/${res}/grants/${who}`);
+  assert.equal(await within(run.exited(), () => `launch still running: ${run.stderr}`), 1);
+  assert.match(run.stderr, new RegExp(`the session ended: the grant of "${res}" to ${who} was revoked`));
+});

@@ -4,6 +4,8 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 
+const TAG_BYTES = 16;
+
 export class SecretBox {
   private constructor(private key: Buffer) {}
 
@@ -39,18 +41,39 @@ export class SecretBox {
     return Buffer.from(crypto.hkdfSync('sha256', this.key, Buffer.alloc(0), purpose, 32));
   }
 
-  seal(value: unknown): string {
+  /**
+   * Seals a value for one owner (`boundTo`, the resource's id): the owner is authenticated with
+   * it, so a sealed blob copied onto another row does not open there. The tag is always 16 bytes.
+   */
+  seal(value: unknown, boundTo: string): string {
     const iv = crypto.randomBytes(12);
-    const c = crypto.createCipheriv('aes-256-gcm', this.key, iv);
+    const c = crypto.createCipheriv('aes-256-gcm', this.key, iv, { authTagLength: TAG_BYTES });
+    c.setAAD(Buffer.from(boundTo, 'utf8'));
     const ct = Buffer.concat([c.update(JSON.stringify(value), 'utf8'), c.final()]);
-    return `v1.${iv.toString('base64')}.${c.getAuthTag().toString('base64')}.${ct.toString('base64')}`;
+    return `v2.${iv.toString('base64')}.${c.getAuthTag().toString('base64')}.${ct.toString('base64')}`;
   }
 
-  open<T = unknown>(sealed: string): T {
+  /** Opens what seal() sealed for the same owner; throws for anything else. */
+  open<T = unknown>(sealed: string, boundTo: string): T {
+    return this.decrypt<T>(sealed, 'v2', boundTo);
+  }
+
+  /**
+   * Opens a blob of the first format (no owner, a tag of any length), which only the migration to
+   * the current one reads (resealLegacyCredentials).
+   */
+  openLegacy<T = unknown>(sealed: string): T {
+    return this.decrypt<T>(sealed, 'v1', null);
+  }
+
+  private decrypt<T>(sealed: string, version: 'v1' | 'v2', boundTo: string | null): T {
     const [v, iv, tag, ct] = sealed.split('.');
-    if (v !== 'v1' || !iv || !tag || ct === undefined) throw new Error('unknown credential format');
-    const d = crypto.createDecipheriv('aes-256-gcm', this.key, Buffer.from(iv, 'base64'));
-    d.setAuthTag(Buffer.from(tag, 'base64'));
+    if (v !== version || !iv || !tag || ct === undefined) throw new Error('unknown credential format');
+    const tagBytes = Buffer.from(tag, 'base64');
+    if (version === 'v2' && tagBytes.length !== TAG_BYTES) throw new Error('unknown credential format');
+    const d = crypto.createDecipheriv('aes-256-gcm', this.key, Buffer.from(iv, 'base64'), version === 'v2' ? { authTagLength: TAG_BYTES } : {});
+    if (boundTo !== null) d.setAAD(Buffer.from(boundTo, 'utf8'));
+    d.setAuthTag(tagBytes);
     const pt = Buffer.concat([d.update(Buffer.from(ct, 'base64')), d.final()]);
     return JSON.parse(pt.toString('utf8')) as T;
   }

@@ -23,6 +23,7 @@ import { isUuid } from '../server/validate.js';
 const uuid = (x: unknown): x is string => typeof x === 'string' && isUuid(x);
 
 const RELAY_HIGH_WATER = 8 << 20;
+const CREDENTIAL_UNOPENABLE = "the resource's credential cannot be opened (it was sealed with another key or for another resource); an admin must set it again";
 /** How long a gateway's live connection has to answer a ping before a new one may replace it. */
 const PROBE_MS = 2_000;
 /** What a client may send before its session starts (its WebRTC offer and candidates). */
@@ -67,7 +68,7 @@ interface Hosted {
 
 type BusSignal =
   | ({ to: string; session: string } & (
-      | { kind: 'open'; from: string; gateway_id: string; user: string; resource: unknown; credential_enc: string | null }
+      | { kind: 'open'; from: string; gateway_id: string; user: string; resource: unknown; resource_id: string; credential_enc: string | null }
       | { kind: 'opened' }
       | { kind: 'to_gateway' | 'to_client'; msg: Record<string, unknown> }
       | { kind: 'gone' | 'gateway_ended'; message: string }
@@ -389,9 +390,15 @@ export class SignalRouter {
     const offer = {
       user: user.name,
       resource: { name: resource.name, kind: resource.kind, target: resource.target },
+      resource_id: resource.id,
     };
     if (link) {
-      this.handToGateway(link, { session: id, ...offer, credential_enc: resource.credential_enc });
+      try {
+        this.handToGateway(link, { session: id, ...offer, credential_enc: resource.credential_enc });
+      } catch {
+        this.log.warn({ session: id, resource: resource.name }, 'the resource\'s credential does not open with this server\'s key for this resource');
+        return this.endByServer(session, 4500, CREDENTIAL_UNOPENABLE);
+      }
     } else {
       // The credential crosses the bus sealed; the gateway's replica opens it.
       this.signal(remote!.replica, {
@@ -463,7 +470,7 @@ export class SignalRouter {
     try {
       this.handToGateway(link, { ...m, relay_url: relayUrl });
     } catch {
-      return gone('this server replica cannot open the credential (replicas need the same AIRLOCK_SECRET_KEY)');
+      return gone(`${CREDENTIAL_UNOPENABLE} (replicas need the same AIRLOCK_SECRET_KEY)`);
     }
     this.hosted.set(m.session, { link, origin: m.from });
     this.signal(m.from, { kind: 'opened', session: m.session });
@@ -472,9 +479,10 @@ export class SignalRouter {
   /** Gives the gateway its session: the credential is opened here, on the gateway's replica. */
   private handToGateway(
     link: GatewayLink,
-    o: { session: string; user: string; resource: unknown; credential_enc: string | null; relay_url?: string },
+    o: { session: string; user: string; resource: unknown; resource_id: string; credential_enc: string | null; relay_url?: string },
   ): void {
-    const credential = o.credential_enc ? this.secrets.open(o.credential_enc) : null;
+    // Sealed for this resource: a blob copied from another resource's row does not open.
+    const credential = o.credential_enc ? this.secrets.open(o.credential_enc, o.resource_id) : null;
     link.sessions.add(o.session);
     send(link.ws, { type: 'session', session: o.session, user: o.user, resource: o.resource, credential, relay_url: o.relay_url });
   }
@@ -508,7 +516,7 @@ export class SignalRouter {
       told = true;
       clearTimeout(cap);
       send(s.client, { type: 'ended', reason });
-      s.client.close(code, reason);
+      s.client.close(code, closeReason(reason));
     };
     const cap = setTimeout(tell, 2000);
     store.endSession(this.db, s.id, { error: s.endReason }).then(tell, tell);
@@ -562,6 +570,13 @@ export class SignalRouter {
     });
     if (to.bufferedAmount > RELAY_HIGH_WATER && !from.isPaused) from.pause();
   }
+}
+
+/** A WebSocket close reason holds at most 123 bytes (ws throws past that): the whole reason goes in a message first. */
+export function closeReason(reason: string): string {
+  const b = Buffer.from(reason);
+  if (b.length <= 123) return reason;
+  return b.subarray(0, 120).toString().replace(/\uFFFD$/, '') + '…';
 }
 
 function send(ws: WebSocket, msg: unknown): void {

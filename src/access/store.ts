@@ -2,6 +2,8 @@
 import crypto from 'node:crypto';
 import type { Db, Queryable } from '../store/db.js';
 import { hashToken } from '../auth/tokens.js';
+import type { SecretBox } from './secretbox.js';
+import type { Logger } from '../log.js';
 
 export const RESOURCE_KINDS = ['tcp', 'ssh', 'shell'] as const;
 export type ResourceKind = (typeof RESOURCE_KINDS)[number];
@@ -59,6 +61,43 @@ export async function launchableResource(
 export async function findResource(q: Queryable, name: string): Promise<Resource | null> {
   const rows = await q.query<Resource>(`SELECT ${RESOURCE_COLS} FROM resources WHERE name = $1`, [name]);
   return rows[0] ?? null;
+}
+
+/** Creates a resource; its credential is sealed for it (its id is the seal's associated data). */
+export async function createResource(
+  q: Queryable,
+  secrets: SecretBox,
+  r: { name: string; kind: ResourceKind; target: string; gateway: string; credential?: Credential },
+): Promise<Resource> {
+  const id = crypto.randomUUID();
+  const rows = await q.query<Resource>(
+    `INSERT INTO resources (id, name, kind, target, gateway, credential_enc) VALUES ($1, $2, $3, $4, $5, $6)
+     RETURNING ${RESOURCE_COLS}`,
+    [id, r.name, r.kind, r.target, r.gateway, r.credential ? secrets.seal(r.credential, id) : null],
+  );
+  return rows[0]!;
+}
+
+/**
+ * Credentials sealed in the first format (no associated data, any tag length) are sealed again,
+ * bound to their resource. Run at every start; a blob this server's key does not open is left
+ * (and reported) for an admin to set again. Returns how many were sealed again.
+ */
+export async function resealLegacyCredentials(q: Queryable, secrets: SecretBox, log: Pick<Logger, 'warn'>): Promise<number> {
+  const rows = await q.query<{ id: string; name: string; credential_enc: string }>(`SELECT id, name, credential_enc FROM resources WHERE credential_enc LIKE 'v1.%'`);
+  let n = 0;
+  for (const r of rows) {
+    let value: unknown;
+    try {
+      value = secrets.openLegacy(r.credential_enc);
+    } catch {
+      log.warn({ resource: r.name }, "a resource's credential does not open with this server's key (AIRLOCK_SECRET_KEY); set it again");
+      continue;
+    }
+    const done = await q.query('UPDATE resources SET credential_enc = $3 WHERE id = $1 AND credential_enc = $2 RETURNING id', [r.id, r.credential_enc, secrets.seal(value, r.id)]);
+    n += done.length;
+  }
+  return n;
 }
 
 /**

@@ -24,9 +24,11 @@ export function readConfig(file = configPath()): CliConfig {
   }
 }
 
+/** Writes the config (it holds a token) readable by its owner only, whatever mode an existing file had. */
 export function writeConfig(cfg: CliConfig, file = configPath()): void {
   fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
   fs.writeFileSync(file, JSON.stringify(cfg, null, 2) + '\n', { mode: 0o600 });
+  fs.chmodSync(file, 0o600);
 }
 
 /** The server's URL without trailing slashes; anything but an http(s) URL is a usage error. */

@@ -133,6 +133,23 @@ export async function serverCommand(argv: string[]): Promise<number> {
     if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') throw new CliError(`port ${port} on ${host} is in use; pass --port`);
     throw err;
   }
+  // Listening from here on: a signal from now drains (one before the handlers would kill the
+  // process outright).
+  const stopped = new Promise<void>((resolve) => {
+    let stopping = false;
+    const stop = (sig: string) => {
+      if (stopping) process.exit(130);
+      stopping = true;
+      process.stderr.write(`${sig}: draining (running turns finish or move to another replica; press Ctrl-C again to quit now)\n`);
+      resolve();
+    };
+    process.on('SIGINT', () => stop('SIGINT'));
+    process.once('SIGTERM', () => stop('SIGTERM'));
+  });
+  // Bearer tokens (and gateway tokens) travel in every request: on a network, plain HTTP shows them.
+  if (!tls && !isLoopback(host)) {
+    process.stderr.write(`warning: listening on ${host} without TLS: API and gateway tokens cross the network in clear text; pass --tls-cert and --tls-key (or put a TLS proxy in front and bind to 127.0.0.1)\n`);
+  }
   const where = url ? `PostgreSQL ${redact(url)}` : `embedded database in ${dataDir}`;
   process.stderr.write(
     `Airlock server listening on ${server.url} (${where}; bus ${server.bus.kind}; replica ${server.bus.replicaId}; ${server.runner ? `worker ${server.runner.workerId}` : 'API only'})\n`,
@@ -155,18 +172,7 @@ export async function serverCommand(argv: string[]): Promise<number> {
     }
     process.stderr.write(lines.join('\n') + '\n');
   }
-  await new Promise<void>((resolve) => {
-    let stopping = false;
-    const stop = (sig: string) => {
-      if (stopping) process.exit(130);
-      stopping = true;
-      process.stderr.write(`${sig}: draining (running turns finish or move to another replica; press Ctrl-C again to quit now)\n`);
-      resolve();
-    };
-    process.once('SIGINT', () => stop('SIGINT'));
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.on('SIGINT', () => stop('SIGINT'));
-  });
+  await stopped;
   // Turns are finished or handed back by the drain; a shutdown step that never ends must not keep
   // the process (and its port, its lock) alive forever.
   let stage = 'draining and closing the server';
@@ -180,5 +186,7 @@ export async function serverCommand(argv: string[]): Promise<number> {
   await db.close();
   return 0;
 }
+
+const isLoopback = (host: string) => host === 'localhost' || host === '::1' || /^127\./.test(host);
 
 const redact = (u: string) => u.replace(/\/\/([^:/@]+):[^@]*@/, '//$1:***@');

@@ -29,7 +29,7 @@ import { isUuid } from './validate.js';
 import { accessRoutes } from './routes/access.js';
 import { SecretBox } from '../access/secretbox.js';
 import { SignalRouter, announceGatewayDeleted, announceSessionEnd } from '../access/signal.js';
-import { forgetOnlineGateways, forgetReplica, registerReplica } from '../access/store.js';
+import { forgetOnlineGateways, forgetReplica, registerReplica, resealLegacyCredentials } from '../access/store.js';
 import { str } from '../config.js';
 import { takeTokensFirst } from '../tokens-first.js';
 import { heartbeat } from '../ws-heartbeat.js';
@@ -75,6 +75,14 @@ export interface AirlockServer {
   close(): Promise<void>;
 }
 
+/** Whether a bearer token is AIRLOCK_METRICS_TOKEN, compared in constant time (as digests: lengths differ). */
+function metricsTokenMatches(token: string | null): boolean {
+  const want = process.env.AIRLOCK_METRICS_TOKEN;
+  if (!want || !token) return false;
+  const digest = (s: string) => crypto.createHash('sha256').update(s).digest();
+  return crypto.timingSafeEqual(digest(token), digest(want));
+}
+
 export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
   const { db } = opts;
   const log = opts.log ?? silentLogger();
@@ -86,6 +94,8 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
   const adminToken = await bootstrapAdmin(db).catch(() => null);
   // The embedded database has one server (its lock file): no gateway is connected to it yet.
   if (db.kind === 'pglite') await forgetOnlineGateways(db);
+  const resealed = await resealLegacyCredentials(db, secrets, log);
+  if (resealed) log.info({ resources: resealed }, 'sealed credentials again, each bound to its resource');
   const titles = opts.titles ?? num('titles') !== 0;
 
   const runner =
@@ -203,8 +213,7 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
         return sendJson(res, r.ready ? 200 : 503, r);
       }
       if (url.pathname === '/metrics') {
-        const metricsToken = process.env.AIRLOCK_METRICS_TOKEN;
-        if (!(metricsToken && bearerToken(req.headers.authorization) === metricsToken)) {
+        if (!metricsTokenMatches(bearerToken(req.headers.authorization))) {
           const u = await auth(req);
           if (!u.is_admin) throw forbidden('metrics are for admins (or the AIRLOCK_METRICS_TOKEN bearer token)');
         }

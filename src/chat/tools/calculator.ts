@@ -51,8 +51,8 @@ export function evaluate(expr: string): number {
     }
     if (/^[\d.]/.test(t)) return Number(t);
     const name = t.toLowerCase();
-    if (name in CONSTS) return CONSTS[name]!;
-    if (name in FUNCS) {
+    if (Object.hasOwn(CONSTS, name)) return CONSTS[name]!;
+    if (Object.hasOwn(FUNCS, name)) {
       expect('(');
       const args = [sum()];
       while (peek() === ',') next(), args.push(sum());

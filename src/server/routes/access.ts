@@ -68,12 +68,7 @@ export function accessRoutes(router: Router, db: Db, secrets: SecretBox, effects
     if (kind === 'ssh' && !cred) throw badRequest('an ssh resource needs a "credential" (username and password or private_key)', 'missing_field');
     if (kind !== 'ssh' && cred) throw badRequest(`a ${kind} resource takes no credential`, 'invalid_field');
     if (await store.findResource(db, n)) throw conflict(`a resource named "${n}" exists`, 'resource_exists');
-    const rows = await db.query<store.Resource>(
-      `INSERT INTO resources (name, kind, target, gateway, credential_enc) VALUES ($1, $2, $3, $4, $5)
-       RETURNING id, name, kind, target, gateway, credential_enc IS NOT NULL AS has_credential`,
-      [n, kind, t, gateway, cred ? secrets.seal(cred) : null],
-    );
-    return new Reply(201, { resource: rows[0] });
+    return new Reply(201, { resource: await store.createResource(db, secrets, { name: n, kind, target: t, gateway, credential: cred }) });
   });
 
   // Deleting a resource or revoking a grant ends the sessions it allowed, on whichever replica
