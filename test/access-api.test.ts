@@ -45,7 +45,7 @@ test('resource input is validated field by field', async () => {
   const listed = JSON.stringify(await a.get('/api/resources')) + JSON.stringify(await a.get('/api/resources/x'));
   assert.doesNotMatch(listed, /hunter2|credential_enc|password/);
   const [row] = await t.db.query<{ credential_enc: string }>('SELECT credential_enc FROM resources WHERE name = $1', ['x']);
-  assert.match(row!.credential_enc, /^v1\./);
+  assert.match(row!.credential_enc, /^v2\./);
   assert.doesNotMatch(row!.credential_enc, /hunter2/);
 });
 
