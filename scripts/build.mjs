@@ -36,7 +36,7 @@ await build({
   logLevel: 'warning',
   plugins: [lazyBuiltinsInWs],
   // bufferutil: ws's native masking addon, found at run time (bundled, it could not find its prebuilt binary).
-  external: ['node-datachannel', 'node-pty', 'ssh2', '@electric-sql/pglite', 'pg', 'pino', 'bufferutil'],
+  external: ['node-datachannel', '@lydell/node-pty', 'ssh2', '@electric-sql/pglite', 'pg', 'pino', 'bufferutil'],
   // Bundled CommonJS packages (ws) call require() for Node built-ins.
   banner: { js: "import { createRequire as __airlockRequire } from 'node:module'; const require = __airlockRequire(import.meta.url);" },
 });

@@ -6,7 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import * as pty from 'node-pty';
+import * as pty from '@lydell/node-pty';
 import { startFakeLlm, gate, type FakeLlm } from './helpers/fake-llm.js';
 import { freePort } from './helpers/launch.js';
 import { waitUntil } from './helpers/server.js';

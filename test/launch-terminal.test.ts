@@ -3,7 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import xterm from '@xterm/headless';
-import * as pty from 'node-pty';
+import * as pty from '@lydell/node-pty';
 import { startTestServer, type TestServer } from './helpers/server.js';
 import { BIN, GatewayProcess, childEnv, haveSshd, runCli, killChildren, track, startSshd, waitGatewayOnline, noShellUser, shellGatewayArgs, type Sshd } from './helpers/launch.js';
 

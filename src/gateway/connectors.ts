@@ -146,7 +146,7 @@ async function sshSession(target: string, cred: Credential, req: OpenRequest, ti
 }
 
 async function ptyShell(req: OpenRequest, u: ShellUser): Promise<Target> {
-  const pty = await import('node-pty');
+  const pty = await import('@lydell/node-pty');
   const p = pty.spawn(u.shell, req.exec !== undefined ? ['-c', req.exec] : [], {
     name: req.pty!.term,
     cols: req.pty!.cols,
@@ -161,7 +161,9 @@ async function ptyShell(req: OpenRequest, u: ShellUser): Promise<Target> {
   const stream = new Duplex({
     read: () => p.resume(),
     write: (chunk: Buffer, _enc, cb) => {
-      p.write(chunk);
+      // Typed as a string, but the Unix implementation hands whatever it gets to its socket: a
+      // Buffer keeps a character that a read split in two whole.
+      p.write(chunk as unknown as string);
       cb();
     },
     final: (cb) => cb(),
