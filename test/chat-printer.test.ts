@@ -79,3 +79,20 @@ test('a reply taken over from a dead server says it starts over only when printe
   assert.equal(kept.out.stderr, '');
 });
 
+
+test('not on a terminal, only what a reply committed to is printed: an abandoned draft (a retry, a server that died) never reaches stdout', () => {
+  const out = { stdout: '', stderr: '' };
+  const p = new Printer(false, { write: (s: string) => ((out.stdout += s), true) }, { write: (s: string) => ((out.stderr += s), true) }, false);
+  for (const e of [
+    delta('Half a rep'),
+    { type: 'retry', attempt: 1, max_retries: 3, delay_ms: 10, error: 'overloaded' },
+    delta('Who'),
+    { type: 'history_truncated', after_seq: 3, reason: 'worker_lost' },
+    delta('Whole'),
+    assistant([{ type: 'text', text: 'Whole' }]),
+  ]) p.event(e as StreamEvent);
+  p.endLine();
+  assert.equal(out.stdout, 'Whole\n');
+  assert.match(out.stderr, /retry 1\/3 .*the reply starts over/);
+  assert.match(out.stderr, /the reply starts over: the server running it stopped/);
+});

@@ -10,6 +10,14 @@ import * as pty from '@lydell/node-pty';
 import { startFakeLlm, gate, type FakeLlm } from './helpers/fake-llm.js';
 import { freePort } from './helpers/launch.js';
 import { waitUntil } from './helpers/server.js';
+import { ApiClient } from '../src/client/api.js';
+
+/** Resolves with the first truthy value of get(), polled (a hang guard of 60 s). */
+async function waitFor<T>(get: () => T | undefined | null): Promise<T> {
+  let v: T | undefined | null;
+  await waitUntil(() => Boolean((v = get())), get.toString());
+  return v!;
+}
 
 const BIN = path.resolve('bin/airlock.js');
 let llm: FakeLlm;
@@ -141,8 +149,9 @@ function chatInTerminal(args: string[]) {
 }
 
 /** `airlock chat ARGS` in the background (no terminal): what it has printed, waits on it, its exit code. */
-function chatInBackground(args: string[], childEnv: NodeJS.ProcessEnv = env) {
-  const proc = spawn(process.execPath, [BIN, 'chat', ...args], { env: childEnv });
+function chatInBackground(args: string[], childEnv: NodeJS.ProcessEnv = env, live = true) {
+  // --live: these tests watch the reply arrive; without it a pipe gets each reply once stored.
+  const proc = spawn(process.execPath, [BIN, 'chat', ...(live ? ['--live'] : []), ...args], { env: childEnv });
   const t = {
     proc,
     stdout: '',
@@ -238,15 +247,26 @@ test('a reply outlives its server: killed mid-turn, the CLI reconnects and the r
   };
   const g = gate();
   const never = gate(); // the last reply: its server is killed while it waits
-  let calls = 0;
-  llm.script = () => {
-    calls++;
-    if (calls === 2) return { steps: [{ text: 'the whole answer' }] };
-    return { steps: [{ text: calls === 1 ? 'first try' : 'cut off' }, { wait: calls === 1 ? g.promise : never.promise }] };
+  const calls = new Map<string, number>();
+  const piped = gate(); // the piped command's partial reply has gone out
+  llm.script = (req) => {
+    const last = req.messages[req.messages.length - 1].content as string;
+    const n = (calls.get(last) ?? 0) + 1;
+    calls.set(last, n);
+    if (last === 'and now?') return { steps: [{ text: 'cut off' }, { wait: never.promise }] };
+    if (n > 1) return { steps: [{ text: 'the whole answer' }] };
+    // The live one's partial goes out after the piped one's was written (a thenable runs when
+    // its step is reached): once the live one has printed it, the piped one has it too.
+    const written = { then: (r: () => void) => (piped.open(), r()) } as unknown as Promise<void>;
+    if (last === 'survive that') return { steps: [{ text: 'first try' }, { wait: written }, { wait: g.promise }] };
+    return { steps: [{ wait: piped.promise }, { text: 'first try' }, { wait: g.promise }] };
   };
   let second: ChildProcess | null = null;
   try {
     const first = await startServer();
+    // Both follow a reply whose server is killed mid-way: the live one (a terminal would show
+    // the same) keeps the abandoned part and marks it; the piped one prints only the stored reply.
+    const pipedChat = chatInBackground(['survive that'], env2, false);
     const p = chatInBackground(['survive this'], env2);
     await p.printed('first try');
     first.kill('SIGKILL');
@@ -257,6 +277,9 @@ test('a reply outlives its server: killed mid-turn, the CLI reconnects and the r
     assert.equal(p.stdout, 'first try\nthe whole answer\n');
     assert.match(p.stderr, /the stream closed .*reconnecting/);
     assert.match(p.stderr, /the reply starts over/);
+    assert.equal(await pipedChat.closed, 0, pipedChat.stderr);
+    assert.equal(pipedChat.stdout, 'the whole answer\n');
+    assert.match(pipedChat.stderr, /the reply starts over/);
     const chatId = /chat (\S+)/.exec(p.stderr)![1]!;
     const shown = JSON.parse((await run(['chat', 'show', chatId, '--json'], { env: env2 })).stdout);
     assert.deepEqual(shown.messages.map((m: any) => m.parts[0].text), ['survive this', 'the whole answer']);
@@ -334,10 +357,29 @@ test('a token revoked while its reply streams ends `airlock chat` with the refus
   assert.match(p.stderr, /airlock: the API token is unknown or has expired/);
 });
 
+test('a reply that starts over after a provider error: a pipe gets only the reply, the live output marks the abandoned part', async () => {
+  const token = /^\s+(al_\S+)$/m.exec(firstStart)![1]!;
+  for (const live of [false, true]) {
+    let n = 0;
+    const cut = gate();
+    llm.script = () => (++n === 1 ? { steps: [{ text: 'Half a rep' }, { wait: cut.promise }, { cut: true }] } : { steps: [{ text: 'The whole reply' }] });
+    const p = chatInBackground([`try again ${live}`], env, live);
+    // The stream is cut once the partial reply has reached the chat's clients.
+    const chatId = (await waitFor(() => /^chat (\S+)$/m.exec(p.stderr)?.[1]))!;
+    const watcher = await new ApiClient(serverUrl, token).openStream(chatId, 0, (evs) => evs.some((e) => e.type === 'delta') && cut.open());
+    if (live) await p.printed('Half a rep');
+    await cut.promise;
+    watcher.close();
+    assert.equal(await p.closed, 0, p.stderr);
+    assert.equal(p.stdout, live ? 'Half a rep\nThe whole reply\n' : 'The whole reply\n');
+    if (live) assert.match(p.stderr, /\[provider error, retry 1\/\d+ in \d+ ms: .*; the reply starts over\]/);
+  }
+});
+
 test('a reader that goes away (| head) ends `airlock chat` quietly', async () => {
   const g = gate();
   llm.script = () => ({ steps: [{ text: 'first line\n' }, { wait: g.promise }, ...Array.from({ length: 50 }, (_, i) => ({ text: `more ${i}\n` }))] });
-  const p = spawn(process.execPath, [BIN, 'chat', 'talk a lot'], { env });
+  const p = spawn(process.execPath, [BIN, 'chat', '--live', 'talk a lot'], { env });
   let stderr = '';
   p.stderr.on('data', (d) => (stderr += d));
   await new Promise<void>((resolve) => p.stdout.once('data', () => resolve()));

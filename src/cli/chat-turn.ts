@@ -204,10 +204,17 @@ export class Printer {
   private shownCalls = new Set<string>();
   private shownResults = new Set<string>();
 
+  /**
+   * live: print the reply's text as it streams (a terminal). A reply can start over (a provider
+   * error retried, a server that died mid-reply replaced by another): on a terminal the abandoned
+   * part stays on screen and a notice on stderr marks it; a pipe or file gets only the text the
+   * reply committed to, each message once it is stored (live false).
+   */
   constructor(
     private reasoning: boolean,
     private stdout: Pick<NodeJS.WritableStream, 'write'> = process.stdout,
     private stderr: Pick<NodeJS.WritableStream, 'write'> = process.stderr,
+    private live = true,
   ) {}
 
   event(e: StreamEvent): void {
@@ -217,7 +224,8 @@ export class Printer {
           if (this.reasoning) this.stderr.write(`\x1b[2m${e.text}\x1b[0m`);
           return;
         }
-        this.text(e.text as string);
+        // Kept when not printed too: a reply that starts over is noticed on stderr either way.
+        if (this.live) this.text(e.text as string);
         this.draftText += e.text as string;
         return;
       case 'tool_call':
@@ -226,8 +234,9 @@ export class Printer {
         return this.result(e.result as Extract<Part, { type: 'tool_result' }>);
       case 'retry':
         this.endLine();
-        this.stderr.write(`[provider error, retry ${e.attempt}/${e.max_retries} in ${e.delay_ms} ms: ${e.error}]\n`);
-        this.draftText = ''; // the draft is abandoned; the retry streams the reply again
+        // The draft is abandoned; the retry streams the reply again.
+        this.stderr.write(`[provider error, retry ${e.attempt}/${e.max_retries} in ${e.delay_ms} ms: ${e.error}${this.draftText ? '; the reply starts over' : ''}]\n`);
+        this.draftText = '';
         return;
       case 'history_truncated':
         // What was printed of a draft is dropped: the server that ran the turn died, another
@@ -266,7 +275,8 @@ export class Printer {
   private committed(m: Message): void {
     if (m.role === 'assistant') {
       const text = m.parts.map((p) => (p.type === 'text' ? p.text : '')).join('');
-      if (text.startsWith(this.draftText)) this.text(text.slice(this.draftText.length));
+      if (!this.live) this.text(text);
+      else if (text.startsWith(this.draftText)) this.text(text.slice(this.draftText.length));
       else {
         this.endLine();
         this.text(text);

@@ -18,6 +18,10 @@ Options:
   --model M            model for a new chat (e.g. gpt-4o-mini, anthropic:claude-sonnet-4-5)
   --system TEXT        system prompt for a new chat
   --reasoning          also print the model's reasoning (to stderr)
+  --live               print the reply as it streams even when stdout is not a terminal (by
+                       default a pipe or file gets each reply once it is stored: a reply that
+                       starts over, after a provider error or a server that died, is never
+                       printed twice; on a terminal a notice on stderr marks it)
   --json               machine-readable output (list, show)
   --server URL, --token T   override the saved login
 
@@ -36,6 +40,7 @@ export async function chatCommand(argv: string[]): Promise<number> {
       system: { type: 'string' },
       archived: { type: 'boolean' },
       reasoning: { type: 'boolean' },
+      live: { type: 'boolean' },
       json: { type: 'boolean' },
       server: { type: 'string' },
       token: { type: 'string' },
@@ -49,7 +54,8 @@ export async function chatCommand(argv: string[]): Promise<number> {
   const { server, token } = resolveClient(values);
   const api = new ApiClient(server, token, num('requestTimeoutMs'));
   const [sub, ...args] = positionals;
-  const out = new Printer(Boolean(values.reasoning));
+  // Streamed to a terminal; a pipe or a file gets only what each reply committed to.
+  const out = new Printer(Boolean(values.reasoning), process.stdout, process.stderr, Boolean(values.live || process.stdout.isTTY));
 
   if (sub === 'list' && !values.chat) {
     const { chats } = await api.get(`/api/chats?archived=${values.archived ? 'true' : 'false'}`);
