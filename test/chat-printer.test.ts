@@ -90,7 +90,7 @@ test('not on a terminal, only what a reply committed to is printed: an abandoned
     { type: 'history_truncated', after_seq: 3, reason: 'worker_lost' },
     delta('Whole'),
     assistant([{ type: 'text', text: 'Whole' }]),
-  ]) p.event(e as StreamEvent);
+  ]) p.event(e as unknown as StreamEvent);
   p.endLine();
   assert.equal(out.stdout, 'Whole\n');
   assert.match(out.stderr, /retry 1\/3 .*the reply starts over/);

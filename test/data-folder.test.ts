@@ -6,7 +6,10 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { runCli, killChildren } from './helpers/launch.js';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { runCli, killChildren, BIN } from './helpers/launch.js';
+import { waitUntil } from './helpers/server.js';
 
 after(() => killChildren());
 
@@ -56,6 +59,33 @@ test('the data folder and everything the embedded database writes in it are priv
     assert.equal(await srv.exited(), 0);
   } finally {
     process.umask(old);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a server killed with kill -9 whose parent has not reaped it (a zombie, as in a container without an init) does not keep its data folder: the next server starts', { skip: process.platform !== 'linux' && 'the abstract-socket lock is Linux only' }, async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-zombie-'));
+  const dataDir = path.join(dir, 'data');
+  const env = { AIRLOCK_CLI_CONFIG: path.join(dir, 'cli.json') };
+  const log = path.join(dir, 'first.log');
+  // A parent that never waits for its child: the killed server stays a zombie.
+  const parent = spawn('python3', ['-c', `import subprocess,sys,time\np=subprocess.Popen(sys.argv[1:],stderr=open(${JSON.stringify(log)},'w'))\nprint(p.pid,flush=True)\ntime.sleep(600)`, process.execPath, BIN, 'server', '--port', '0', '--data-dir', dataDir], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'ignore'],
+  });
+  try {
+    const pid = Number((await once(parent.stdout!, 'data'))[0].toString().trim());
+    await waitUntil(() => fs.existsSync(log) && /listening on/.test(fs.readFileSync(log, 'utf8')), 'the first server listening');
+    process.kill(pid, 'SIGKILL');
+    await waitUntil(() => /^\d+ \(.*\) Z/.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8')), 'the killed server is a zombie');
+    assert.equal(fs.readFileSync(path.join(dataDir, 'airlock.lock'), 'utf8'), String(pid), 'its lock file is still there');
+    const next = runCli(['server', '--port', '0', '--data-dir', dataDir], env);
+    await next.waitErr(/listening on/);
+    assert.doesNotMatch(next.stderr, /in use by another Airlock process/);
+    next.proc.kill('SIGTERM');
+    assert.equal(await next.exited(), 0);
+  } finally {
+    parent.kill('SIGKILL');
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });

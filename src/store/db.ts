@@ -56,7 +56,7 @@ async function openPglite(opts: OpenDbOptions): Promise<Db> {
     dir = path.resolve(opts.dataDir ?? '.airlock');
     const repaired = makePrivateDir(dir);
     if (repaired) opts.log?.warn({ dir, entries: repaired }, 'the data folder was open to other users: took their access off');
-    release = acquireDataDirLock(dir);
+    release = await acquireDataDirLock(dir);
   }
   const log = opts.log;
   let thread;
