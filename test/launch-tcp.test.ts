@@ -7,7 +7,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { execFile } from 'node:child_process';
 import { once } from 'node:events';
-import { startTestServer, type TestServer } from './helpers/server.js';
+import { startTestServer, waitUntil, type TestServer } from './helpers/server.js';
 import { GatewayProcess, waitGatewayOnline, runCli, killChildren, echoServer, bulkServer, tempDir } from './helpers/launch.js';
 import { ApiClient } from '../src/client/api.js';
 import { within } from './helpers/within.js';
@@ -433,4 +433,30 @@ test('a session is ended through the API (by an admin, or by its own user with `
   const none = runCli(['session', 'list', '--open'], { ...env, AIRLOCK_TOKEN: token });
   assert.equal(await none.exited(), 0, none.stderr);
   assert.equal(none.stdout.trim(), 'No open sessions.');
+});
+
+test('200 connections at once through one launch: short and long, checksummed both ways; nothing leaks and nothing is warned', async () => {
+  const { run, port } = await launchPort();
+  const pid = run.proc.pid!;
+  const fds = () => fs.readdirSync(`/proc/${pid}/fd`).length;
+  const rss = () => Number(/VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
+  // One connection first: what the process holds with the tube up and a connection made.
+  const warm = crypto.randomBytes(1000);
+  assert.deepEqual(await roundTrip(port, warm), warm);
+  const fdsBefore = fds();
+  const rssBefore = rss();
+  const one = async (i: number) => {
+    const data = crypto.randomBytes(i % 2 ? 1 << 20 : 1 + (i * 97) % 4096);
+    const back = await roundTrip(port, data);
+    assert.equal(crypto.createHash('sha256').update(back).digest('hex'), crypto.createHash('sha256').update(data).digest('hex'), `connection ${i}`);
+  };
+  await Promise.all(Array.from({ length: 200 }, (_, i) => one(i)));
+  // The connections are gone on both sides: the process is back to what it held before.
+  await waitUntil(() => fds() <= fdsBefore, `the descriptors of the 200 connections closed (${fdsBefore} before)`);
+  const grown = rss() - rssBefore;
+  assert.ok(grown < 64 << 20, `RSS grew by ${Math.round(grown / 1048576)} MiB after 200 connections closed`);
+  run.proc.kill('SIGINT');
+  assert.equal(await run.exited(), 0);
+  assert.doesNotMatch(run.stderr, /Warning|MaxListeners|\n\s+at /);
+  assert.doesNotMatch(gw.log, /Warning|MaxListeners/);
 });

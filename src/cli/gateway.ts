@@ -147,6 +147,7 @@ async function runGateway(flags: RunFlags): Promise<number> {
   }
   const { GatewayDaemon } = await import('../gateway/daemon.js');
   const log = createLogger('gateway');
+  (await import('../tube/transport.js')).reportCallbackErrors((err) => log.warn({ err }, 'error in a WebRTC callback'));
   const gw = new GatewayDaemon({ server: serverUrl(server), token, log, shellAs, relayOrigins });
   gw.start();
   return new Promise((resolve) => {

@@ -37,8 +37,13 @@ export class Peer {
 
   private closedCbs: (() => void)[] = [];
   private isClosed = false;
+  private closing = false;
 
-  constructor(name: string, signal: (s: Signal) => void, onState?: (what: string) => void) {
+  constructor(
+    name: string,
+    signal: (s: Signal) => void,
+    private onState?: (what: string) => void,
+  ) {
     this.pc = new PeerConnection(name, rtcConfig());
     live.add(this);
     this.pc.onStateChange(
@@ -60,6 +65,9 @@ export class Peer {
   }
 
   remote(s: Signal): void {
+    // A candidate or answer that arrives after this side gave the connection up (the session
+    // ended, the relay won and the peer was closed) has nothing left to apply to.
+    if (this.isClosed || this.closing) return;
     try {
       if ((s.type === 'offer' || s.type === 'answer') && typeof s.sdp === 'string') {
         this.pc.setRemoteDescription(s.sdp, s.type);
@@ -72,11 +80,14 @@ export class Peer {
         else this.early.push(c);
       }
     } catch (err) {
-      process.emitWarning(`WebRTC signal ignored: ${(err as Error).message}`);
+      // A malformed or late signal from the other side: the direct path may not come up, and
+      // the relay carries the session. Not the user's concern; the state callback logs it.
+      this.onState?.(`signal ignored: ${(err as Error).message}`);
     }
   }
 
   close(): void {
+    this.closing = true;
     try {
       this.pc.close();
     } catch {

@@ -161,12 +161,19 @@ export function whenOpen(dc: DataChannel, fn: () => void): void {
   else dc.onOpen(guard(fn));
 }
 
+/** Where an error thrown inside a WebRTC callback goes (a process's logger); by default nowhere: a user of `airlock launch` can do nothing about one, and its session goes on or ends on its own. */
+let callbackErrors: (err: unknown) => void = () => {};
+
+export function reportCallbackErrors(to: (err: unknown) => void): void {
+  callbackErrors = to;
+}
+
 export function guard<A extends unknown[]>(fn: (...a: A) => void): (...a: A) => void {
   return (...a: A) => {
     try {
       fn(...a);
     } catch (err) {
-      process.emitWarning(`error in a WebRTC callback: ${(err as Error)?.stack ?? err}`);
+      callbackErrors(err);
     }
   };
 }

@@ -22,6 +22,13 @@ export interface TubeEvents {
 }
 
 export class Tube extends EventEmitter<TubeEvents> {
+  constructor() {
+    super();
+    // Every open connection listens for 'drain' (and removes its listener when it ends): many
+    // connections are many listeners, not a leak.
+    this.setMaxListeners(0);
+  }
+
   private paths = new Map<PathKind, Transport>();
   private sendPath: Transport | null = null;
   private early: Buffer[] = [];
