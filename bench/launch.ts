@@ -18,9 +18,14 @@ import { ApiClient } from '../src/client/api.js';
 import { BIN, GatewayProcess, bulkServer, childEnv, freePort, haveSshd, startSshd } from '../test/helpers/launch.js';
 import { BENCH_USER_LIMITS } from './common.js';
 
-const { values } = parseArgs({ options: { quick: { type: 'boolean' }, launches: { type: 'string' }, mib: { type: 'string' } } });
+const { values } = parseArgs({ options: { quick: { type: 'boolean' }, launches: { type: 'string' }, mib: { type: 'string' }, 'pg-seconds': { type: 'string' }, only: { type: 'string' } } });
 const launches = Number(values.launches ?? 20);
 const mib = Number(values.mib ?? (values.quick ? 64 : 256));
+/** pgbench stage: seconds per path and client count; PostgreSQL at BENCH_PG (default the local test database). */
+const pgSeconds = Number(values['pg-seconds'] ?? (values.quick ? 5 : 15));
+const PG = new URL(process.env.BENCH_PG ?? 'postgres://postgres@127.0.0.1:5432/test');
+/** --only pg: just the pgbench stage. */
+const only = values.only;
 if (!fs.existsSync('dist/main.js')) throw new Error('run `npm run build` first (npm run bench:launch does)');
 if (!haveSshd()) throw new Error('bench:launch compares with OpenSSH: it needs root and openssh-server (apt-get install -y openssh-server)');
 
@@ -30,6 +35,9 @@ const pct = (xs: number[], p: number) => {
 };
 const r1 = (n: number) => Math.round(n * 10) / 10;
 const log = (s: string) => process.stderr.write(s + '\n');
+
+/** Ends a partial run (--only) early, through the cleanup. */
+class Done extends Error {}
 
 // --- set-up -----------------------------------------------------------------------------------
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-bench-launch-'));
@@ -73,6 +81,8 @@ const greetPort = (greet.address() as net.AddressInfo).port;
 const bulk = await bulkServer(mib << 20);
 await api.post('/api/resources', { name: 'greet', kind: 'tcp', target: `127.0.0.1:${greetPort}`, gateway: 'bench' });
 await api.post('/api/resources', { name: 'bulk', kind: 'tcp', target: `127.0.0.1:${bulk.port}`, gateway: 'bench' });
+const pgPort = Number(PG.port || 5432);
+await api.post('/api/resources', { name: 'pg', kind: 'tcp', target: `${PG.hostname}:${pgPort}`, gateway: 'bench' });
 
 const keyFile = path.join(dir, 'id_ed25519');
 execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', keyFile]);
@@ -207,6 +217,68 @@ async function throughput(f: Forward, waitDirect = false): Promise<number> {
   return mbs;
 }
 
+/** Waits until a forward's launch says the direct path carries it. */
+async function onDirectPath(f: Forward): Promise<Forward> {
+  await f.ready;
+  for (let i = 0; !/moved to the direct path|\(direct path\)/.test(f.detail()); i++) {
+    if (i > 1000) throw new Error('the direct path never came up');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return f;
+}
+
+/**
+ * PostgreSQL's own pgbench through a local port: select-only (-S) with `clients` connections for
+ * pgSeconds; tps (without the initial connections) and the average latency in ms.
+ */
+function pgbench(p: number, clients: number): { tps: number; latencyMs: number } {
+  const out = execFileSync(
+    'pgbench',
+    ['-n', '-S', '-c', String(clients), '-j', String(Math.min(clients, 2)), '-T', String(pgSeconds), '-h', '127.0.0.1', '-p', String(p), '-U', PG.username || 'postgres', PG.pathname.slice(1) || 'test'],
+    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  const tps = Number(/tps = ([\d.]+) \(without initial connection time\)/.exec(out)?.[1]);
+  const latencyMs = Number(/latency average = ([\d.]+) ms/.exec(out)?.[1]);
+  if (!Number.isFinite(tps) || !Number.isFinite(latencyMs)) throw new Error(`pgbench printed no figures:\n${out}`);
+  return { tps, latencyMs };
+}
+
+/** CPU seconds so far of the processes that matter here, by a short name (BENCH_CPU=1). */
+function cpuByName(): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const pid of fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    let cmd: string;
+    let stat: string[];
+    try {
+      cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ');
+      stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    } catch {
+      continue;
+    }
+    const name = / launch /.test(cmd) ? 'launch' : / gateway /.test(cmd) ? 'gateway' : / server /.test(cmd) && cmd.includes('airlock') ? 'server' : /^postgres/.test(cmd) ? 'postgres' : /^pgbench/.test(cmd) ? 'pgbench' : /^(ssh|sshd)/.test(cmd) ? 'ssh' : null;
+    if (!name) continue;
+    out.set(name, (out.get(name) ?? 0) + (Number(stat[11]) + Number(stat[12])) / 100);
+  }
+  return out;
+}
+
+/** 16 clients' tps and 1 client's latency through a forward (or straight to PostgreSQL). */
+async function pgStage(name: string, f: Forward | null): Promise<{ tps: number; latencyMs: number }> {
+  if (f) await f.ready;
+  const port = f?.port ?? pgPort;
+  const cpu0 = process.env.BENCH_CPU ? cpuByName() : null;
+  const { tps } = pgbench(port, 16);
+  if (cpu0) {
+    const cpu1 = cpuByName();
+    const secs = [...cpu1.keys()].map((k) => `${k} ${Math.round(((cpu1.get(k)! - (cpu0.get(k) ?? 0)) / pgSeconds) * 100)}%`);
+    log(`    cpu (16 clients): ${secs.join(', ')}`);
+  }
+  const { latencyMs } = pgbench(port, 1);
+  await f?.stop();
+  log(`  ${name.padEnd(20)} ${Math.round(tps)} tps (16 clients)  ${latencyMs.toFixed(3)} ms (1 client)`);
+  return { tps, latencyMs };
+}
+
 /** A node-datachannel channel to a peer in another process, same flow-control levels as the tube, no framing: the ceiling. */
 async function bareDataChannel(bytes: number): Promise<number> {
   process.env.AIRLOCK_ICE_BIND_ADDRESS = '127.0.0.1';
@@ -255,6 +327,29 @@ async function bareDataChannel(bytes: number): Promise<number> {
 
 // --- runs -------------------------------------------------------------------------------------
 try {
+  log(`pgbench -S (select-only), ${pgSeconds} s per run, scale 1`);
+  execFileSync('pgbench', ['-i', '-q', '-s', '1', '-h', PG.hostname, '-p', String(pgPort), '-U', PG.username || 'postgres', PG.pathname.slice(1) || 'test'], { stdio: 'ignore' });
+  const pgNone = await pgStage('no tunnel', null);
+  const pgSsh = await pgStage('ssh -N -L', await sshForward(pgPort));
+  const pgRelay = await pgStage('airlock relay path', await airlockForward('pg', { AIRLOCK_WEBRTC: '0' }));
+  const pgDirect = await pgStage('airlock direct path', await onDirectPath(await airlockForward('pg')));
+  const pgFigures = {
+    pg_tps_no_tunnel: Math.round(pgNone.tps),
+    pg_tps_ssh_L: Math.round(pgSsh.tps),
+    pg_tps_relay_path: Math.round(pgRelay.tps),
+    pg_tps_direct_path: Math.round(pgDirect.tps),
+    pg_lat_no_tunnel_ms: pgNone.latencyMs,
+    pg_lat_ssh_L_ms: pgSsh.latencyMs,
+    pg_lat_relay_path_ms: pgRelay.latencyMs,
+    pg_lat_direct_path_ms: pgDirect.latencyMs,
+    pg_tps_relay_vs_ssh_L_x: Math.round((pgRelay.tps / pgSsh.tps) * 100) / 100,
+    pg_tps_direct_vs_ssh_L_x: Math.round((pgDirect.tps / pgSsh.tps) * 100) / 100,
+  };
+  if (only === 'pg') {
+    console.log(JSON.stringify(pgFigures));
+    throw new Done();
+  }
+
   log(`launch → first byte, ${launches} launches each`);
   const airlock = await launchToFirstByte(() => airlockForward('greet'), launches);
   log(`  airlock (WebRTC on)  p50 ${r1(pct(airlock, 50))} ms  p99 ${r1(pct(airlock, 99))} ms`);
@@ -290,10 +385,13 @@ try {
       tube_vs_bare: Number.isNaN(bare) ? null : Math.round((tube / bare) * 100) / 100,
       ssh_L_mb_s: r1(sshMbs),
       direct_mb_s: r1(direct),
+      ...pgFigures,
       launches,
       transfer_mib: mib,
     }),
   );
+} catch (err) {
+  if (!(err instanceof Done)) throw err;
 } finally {
   await gw.kill();
   await sshd.stop();
