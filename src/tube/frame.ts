@@ -22,6 +22,8 @@ export const F = {
   SWITCH: 10,
   /** Connection 0: the sender is done with the session; payload JSON stats. */
   BYE: 11,
+  /** Connection 0: several frames as one message; payload: [u32 length][frame] repeated. */
+  BATCH: 12,
 } as const;
 
 export type FrameType = (typeof F)[keyof typeof F];
@@ -75,6 +77,7 @@ const SHAPES: Record<number, { conn: boolean; min: number; max: number }> = {
   [F.START]: { conn: false, min: 0, max: 0 },
   [F.SWITCH]: { conn: false, min: 0, max: 0 },
   [F.BYE]: { conn: false, min: 0, max: MAX_OPEN_BYTES },
+  [F.BATCH]: { conn: false, min: 9, max: Infinity },
 };
 
 /** Splits a frame and checks its shape; throws FrameError for one that breaks the protocol. */
@@ -108,3 +111,34 @@ export const size = (cols: number, rows: number) => {
   b.writeUInt16BE(Math.max(1, Math.min(rows, 65535)), 2);
   return b;
 };
+
+/** Several encoded frames as one BATCH frame (one transport message). */
+export function batch(frames: Buffer[]): Buffer {
+  let n = 5;
+  for (const f of frames) n += 4 + f.length;
+  const out = Buffer.allocUnsafe(n);
+  out[0] = F.BATCH;
+  out.writeUInt32BE(0, 1);
+  let at = 5;
+  for (const f of frames) {
+    out.writeUInt32BE(f.length, at);
+    f.copy(out, at + 4);
+    at += 4 + f.length;
+  }
+  return out;
+}
+
+/** The frames a BATCH frame's payload holds, each decoded (checked); a batch in a batch is refused. */
+export function unbatch(payload: Buffer): Frame[] {
+  const frames: Frame[] = [];
+  for (let at = 0; at < payload.length; ) {
+    if (payload.length - at < 4) throw new FrameError('a batch ends in the middle of a length');
+    const len = payload.readUInt32BE(at);
+    if (len > payload.length - at - 4) throw new FrameError(`a batched frame of ${len} bytes runs past its batch`);
+    const f = decode(payload.subarray(at + 4, at + 4 + len));
+    if (f.type === F.BATCH) throw new FrameError('a batch inside a batch');
+    frames.push(f);
+    at += 4 + len;
+  }
+  return frames;
+}

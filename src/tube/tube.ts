@@ -3,7 +3,7 @@
 // last frame on the old path is SWITCH), so the receiver can keep every connection's bytes in
 // order while both paths briefly carry frames.
 import { EventEmitter } from 'node:events';
-import { F, FrameError, decode, encode, type Frame } from './frame.js';
+import { F, FrameError, batch, decode, encode, unbatch, type Frame } from './frame.js';
 import type { PathKind, Transport } from './transport.js';
 
 /** Above this many bytes waiting on the path, sources pause until it drains. */
@@ -13,6 +13,10 @@ export const HIGH_WATER = 4 << 20;
  * the relay's SWITCH arrives): a peer that sends there without ever switching ends the tube.
  */
 const HELD_MAX = 32 << 20;
+/** A frame this large goes out at once (a bulk read); smaller ones wait for the turn's batch. */
+const BULK_FRAME = 16 << 10;
+/** A batch this large goes out without waiting for the end of the turn. */
+const BATCH_BYTES = 64 << 10;
 
 export interface TubeEvents {
   frame: [Frame];
@@ -75,6 +79,7 @@ export class Tube extends EventEmitter<TubeEvents> {
       this.emit('path', t.kind);
       this.emit('drain');
     } else if (this.sendPath.kind === 'relay' && t.kind === 'direct') {
+      this.flush(); // what waits goes out on the old path, before its last frame
       this.sendPath.send(encode(F.SWITCH, 0));
       this.sendPath = t;
       this.emit('path', t.kind);
@@ -86,7 +91,9 @@ export class Tube extends EventEmitter<TubeEvents> {
     t.onMessage((buf) => {
       if (this.done) return;
       try {
-        this.receive(t.kind, decode(buf));
+        const f = decode(buf);
+        if (f.type !== F.BATCH) this.receive(t.kind, f);
+        else for (const inner of unbatch(f.payload)) this.receive(t.kind, inner);
       } catch (err) {
         this.close(err instanceof FrameError ? `protocol error: ${err.message}` : `internal error on a frame: ${(err as Error)?.message ?? err}`);
       }
@@ -99,26 +106,62 @@ export class Tube extends EventEmitter<TubeEvents> {
   }
 
   /**
-   * Sends a frame the caller has built in a buffer it reuses as soon as this returns: as is on a
-   * path that copies what it is given at once (the data channel), else copied first.
+   * Sends a frame the caller has built in a buffer it reuses as soon as this returns: a bulk one
+   * as is on a path that copies what it is given at once (the data channel), else copied first.
    */
   sendBorrowed(frame: Buffer): void {
     if (this.done) return;
-    this.sendFrame(this.sendPath?.copiesOnSend ? frame : Buffer.from(frame));
+    this.sendFrame(frame.length >= BULK_FRAME && this.sendPath?.copiesOnSend ? frame : Buffer.from(frame), true);
   }
 
-  private sendFrame(buf: Buffer): void {
+  /**
+   * Small frames wait for the end of this turn of the event loop and leave together as one
+   * message (a BATCH frame): under request/response load many connections' frames are ready in
+   * the same turn, and each message costs every process on the path its own framing, system
+   * calls and wake-ups (the relay crosses three). A bulk frame goes at once, after what waits.
+   * mayBorrow: the buffer is the caller's again once this returns (sent now, never kept).
+   */
+  private sendFrame(buf: Buffer, mayBorrow = false): void {
     if (buf[0] === F.DATA) this.bytesSent += buf.length - 5;
-    if (this.sendPath) this.sendPath.send(buf);
-    else {
-      this.early.push(buf);
+    if (!this.sendPath) {
+      this.early.push(mayBorrow ? Buffer.from(buf) : buf);
       this.earlyBytes += buf.length;
+      return;
     }
+    if (buf.length >= BULK_FRAME) {
+      this.flush();
+      this.sendPath.send(buf);
+      return;
+    }
+    this.outbox.push(buf);
+    this.outboxBytes += buf.length;
+    if (this.outboxBytes >= BATCH_BYTES) return this.flush();
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(this.flushSoon);
+    }
+  }
+
+  private outbox: Buffer[] = [];
+  private outboxBytes = 0;
+  private flushScheduled = false;
+  private flushSoon = (): void => {
+    this.flushScheduled = false;
+    this.flush();
+  };
+
+  /** Sends what waits: one frame as it is, more as one BATCH. */
+  private flush(): void {
+    const frames = this.outbox;
+    if (!frames.length || !this.sendPath || this.done) return;
+    this.outbox = [];
+    this.outboxBytes = 0;
+    this.sendPath.send(frames.length === 1 ? frames[0]! : batch(frames));
   }
 
   /** True while sources should hold off: too many bytes wait to go out. */
   get congested(): boolean {
-    return this.sendPath ? this.sendPath.buffered() > HIGH_WATER : this.earlyBytes > HIGH_WATER;
+    return this.sendPath ? this.sendPath.buffered() + this.outboxBytes > HIGH_WATER : this.earlyBytes > HIGH_WATER;
   }
 
   private receive(kind: PathKind, f: Frame): void {
