@@ -46,6 +46,11 @@ export function fuzzCases(seed: number): Record<string, Buffer[]> {
     'unknown type 200': [frame(200, 1, raw(1, 2, 3, 4))],
     'OPEN that is not JSON then DATA': [frame(F.OPEN, 2, Buffer.from('{not json')), frame(F.DATA, 2, raw(1))],
     'EXIT for a connection never opened': [frame(F.EXIT, 99, i32(3))],
+    'BATCH cut inside a length': [frame(F.BATCH, 0, Buffer.concat([u32(5), frame(F.END, 1), raw(0, 0)]))],
+    'BATCH whose frame runs past it': [frame(F.BATCH, 0, Buffer.concat([u32(500), frame(F.END, 1)]))],
+    'BATCH inside a BATCH': [frame(F.BATCH, 0, Buffer.concat([u32(14), frame(F.BATCH, 0, Buffer.concat([u32(5), frame(F.END, 1)]))]))],
+    'BATCH holding a short WINDOW': [open, frame(F.BATCH, 0, Buffer.concat([u32(5), frame(F.WINDOW, 1)]))],
+    'BATCH on a connection': [frame(F.BATCH, 3, Buffer.concat([u32(5), frame(F.END, 1)]))],
   };
   // Random frames: a random type (some unknown), connection and payload length, several per case.
   let state = seed >>> 0 || 1;
