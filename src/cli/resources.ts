@@ -11,9 +11,9 @@ const RESOURCE_HELP = `Usage:
         [--username U (--password-env VAR | --key-file FILE [--passphrase-env VAR])]
         (admin) ssh resources need a credential; it is encrypted at rest and only ever
         sent to the gateway serving a session
-  airlock resource delete NAME               (admin)
+  airlock resource delete NAME               (admin) its open sessions end at once
   airlock resource grant NAME USER           (admin) let USER launch NAME
-  airlock resource revoke NAME USER          (admin)
+  airlock resource revoke NAME USER          (admin) USER's open sessions of NAME end at once
   airlock resource grants NAME               (admin)`;
 
 const SESSION_HELP = `Usage:
