@@ -29,7 +29,7 @@ export async function usersCommand(cmd: 'user' | 'token', argv: string[]): Promi
             '                                       streams and launch sessions end (chats, grants and audit stay)',
             '  airlock user enable NAME             let a disabled user in again (its tokens work again)',
           ].join('\n')
-        : 'Usage:\n  airlock token create [--name N] [--expires-in SECONDS]   a new API token for yourself\n  airlock token list                                       your tokens (never their secrets)\n  airlock token revoke ID                                  revoke one of your tokens (admins: anyone\'s) at once',
+        : 'Usage:\n  airlock token create [--name N] [--expires-in SECONDS]   a new API token for yourself\n  airlock token list                                       your tokens (never their secrets)\n  airlock token revoke ID                                  revoke one of your tokens (admins: anyone\'s) at once,\n                                                           and the tokens made with it',
     );
     return values.help ? 0 : 2;
   }
