@@ -7,6 +7,7 @@
 // (bench/bare-relay.ts: the floor this machine allows). Final line: JSON.
 import { ApiClient } from '../src/client/api.js';
 import fs from 'node:fs';
+import { spawn } from 'node:child_process';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { arg, otherThreadsCpu, pct, threadCpu, pgUrlWithSchema, processCpu, r2, runLoad, serverGauge, serverSum, startAirlock, startBareRelay, startProvider } from './common.js';
 
@@ -24,6 +25,9 @@ const WARMUP = arg('warmup', 1);
 const POLL_MESSAGES = arg('poll-messages', quick ? 1 : 3);
 // 0 skips the floor measurement (bench/bare-relay.ts).
 const BARE = arg('bare', 1) !== 0;
+// 1 runs Airlock and the bare relay again beside a process that spins on one core (a busy
+// neighbour on a shared machine); on by default with --quick.
+const BUSY = arg('busy-core', quick ? 1 : 0) !== 0;
 
 const r2Or = (x: number | null) => (x === null ? null : r2(x));
 
@@ -46,11 +50,12 @@ async function scenario(name: string, providerUrl: string, opts: { databaseUrl?:
   try {
     // The server's own event-loop delay over the load (prom-client resets it on every scrape;
     // sampled every 10 ms, so a coarse figure): the part of a token's wait spent in the server.
-    return await measure(name, srv.url, srv.token!, srv.proc.pid, messages, {
+    const summary = await measure(name, srv.url, srv.token!, srv.proc.pid, messages, {
       lagP99: () => serverGauge(srv.url, srv.token!, 'nodejs_eventloop_lag_p99_seconds'),
       // The main thread's GC pauses, all kinds together (prom-client observes them).
       gcSeconds: () => serverSum(srv.url, srv.token!, 'nodejs_gc_duration_seconds_sum'),
     });
+    return { ...summary, rss_mb: rssMb(srv.proc.pid) };
   } finally {
     await srv.stop();
   }
@@ -64,6 +69,25 @@ async function bareRelay(providerUrl: string, messages: number) {
     return await measure('bare relay', relay.url, 'none', relay.pid, messages, null);
   } finally {
     relay.close();
+  }
+}
+
+/** A process's resident memory in MB (null where /proc has none). */
+function rssMb(pid: number | undefined): number | null {
+  try {
+    return Math.round(Number(/VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024);
+  } catch {
+    return null;
+  }
+}
+
+/** A neighbour that keeps one core busy while fn runs. */
+async function besideBusyCore<T>(fn: () => Promise<T>): Promise<T> {
+  const spinner = spawn(process.execPath, ['-e', 'for(;;){}'], { stdio: 'ignore' });
+  try {
+    return await fn();
+  } finally {
+    spinner.kill('SIGKILL');
   }
 }
 
@@ -133,6 +157,13 @@ async function main() {
     const emb = await scenario('embedded', provider.baseUrl, { polling: false }, MESSAGES);
     const poll = await scenario('embedded-polling', provider.baseUrl, { polling: true }, POLL_MESSAGES);
     const bare = BARE ? await bareRelay(provider.baseUrl, MESSAGES) : null;
+    const busy = BUSY
+      ? await besideBusyCore(async () => ({
+          emb: await scenario('embedded beside a busy core', provider.baseUrl, { polling: false }, MESSAGES),
+          bare: await bareRelay(provider.baseUrl, MESSAGES),
+        }))
+      : null;
+    const x = (a: number | null, b: number | null) => (a === null || b === null ? null : r2(a / Math.max(b, 0.01)));
     Object.assign(out, {
       overhead_p50_ms: emb.overhead_p50_ms,
       overhead_p99_ms: emb.overhead_p99_ms,
@@ -147,8 +178,20 @@ async function main() {
             bare_token_p50_ms: bare.token_p50_ms,
             bare_token_p99_ms: bare.token_p99_ms,
             token_p99_vs_bare_x: r2(emb.token_p99_ms / Math.max(bare.token_p99_ms, 0.01)),
+            server_cpu_us_per_token: emb.server_cpu_us_per_token,
+            bare_cpu_us_per_token: bare.server_cpu_us_per_token,
+            cpu_vs_bare_x: x(emb.server_cpu_us_per_token, bare.server_cpu_us_per_token),
+          }
+        : { server_cpu_us_per_token: emb.server_cpu_us_per_token }),
+      ...(busy
+        ? {
+            busy_overhead_p50_ms: busy.emb.overhead_p50_ms,
+            busy_token_p99_ms: busy.emb.token_p99_ms,
+            busy_bare_token_p99_ms: busy.bare.token_p99_ms,
+            busy_token_p99_vs_bare_x: x(busy.emb.token_p99_ms, busy.bare.token_p99_ms),
           }
         : {}),
+      server_rss_mb: emb.rss_mb,
       chats: CHATS,
       tokens_per_s: emb.tokens_per_s,
       messages_measured: emb.messages,
