@@ -457,13 +457,16 @@ test('200 connections at once through one launch: short and long, checksummed bo
     if (webrtc === '0') {
       // The connections are gone on both sides: the process is back to what it held before.
       await waitUntil(() => fds() <= fdsBefore, `the descriptors of the 200 connections closed (${fdsBefore} before)`);
-      // Memory: the first round grows the heap to its working size (100 MiB were in flight at
-      // once); a second round must not grow it again, as a leak would.
+      // Memory: the first round grows the heap towards its working size (100 MiB were in flight
+      // at once; V8 keeps what it grew for a while). A leak of what a round moves would add ~100
+      // MiB a round: two more rounds must add far less than that.
       const afterFirst = rss();
-      await Promise.all(Array.from({ length: 200 }, (_, i) => one(i)));
-      await waitUntil(() => fds() <= fdsBefore, `the descriptors of the second 200 connections closed (${fdsBefore} before)`);
+      for (let round = 2; round <= 3; round++) {
+        await Promise.all(Array.from({ length: 200 }, (_, i) => one(i)));
+        await waitUntil(() => fds() <= fdsBefore, `the descriptors of round ${round}'s connections closed (${fdsBefore} before)`);
+      }
       const grown = rss() - afterFirst;
-      assert.ok(grown < 32 << 20, `RSS grew by ${Math.round(grown / 1048576)} MiB more in a second round of 200 connections (${Math.round((afterFirst - rssBefore) / 1048576)} MiB in the first)`);
+      assert.ok(grown < 64 << 20, `RSS grew by ${Math.round(grown / 1048576)} MiB over two more rounds of 200 connections (${Math.round((afterFirst - rssBefore) / 1048576)} MiB in the first)`);
     }
     run.proc.kill('SIGINT');
     assert.equal(await run.exited(), 0);
