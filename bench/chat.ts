@@ -136,7 +136,7 @@ async function measure(name: string, url: string, token: string, pid: number | u
     // token passes through): steadier than latency figures on a shared machine.
     server_cpu_us_per_token: cpu0 && cpu1 ? r2(((cpu1.all - cpu0.all) * 1e6) / r.tokens) : null,
     server_main_cpu_us_per_token: cpu0 && cpu1 ? r2(((cpu1.main - cpu0.main) * 1e6) / r.tokens) : null,
-    // Of the other threads: the busiest (the provider calls' thread; with it off, the embedded database's) and
+    // Of the other threads: the busiest (the embedded database's) and
     // the rest (the database's thread, V8's compiler and GC helpers, libuv's pool).
     server_busiest_other_cpu_us_per_token: r2Or(other && (other.busiest * 1e6) / r.tokens),
     server_rest_cpu_us_per_token: r2Or(other && (other.rest * 1e6) / r.tokens),

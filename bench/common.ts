@@ -289,7 +289,7 @@ export function threadCpu(a: NonNullable<ReturnType<typeof processCpu>>, b: NonN
   return [...b.threads].map(([tid, t]) => [tid, t - (a.threads.get(tid) ?? 0)]);
 }
 
-/** CPU seconds between two samples: of the busiest thread other than the main one (the provider calls' thread; with it off, the embedded database's), and of all the others. */
+/** CPU seconds between two samples: of the busiest thread other than the main one (the embedded database's), and of all the others. */
 export function otherThreadsCpu(a: ReturnType<typeof processCpu>, b: ReturnType<typeof processCpu>, pid: number | undefined): { busiest: number; rest: number } | null {
   if (!a || !b) return null;
   const deltas = threadCpu(a, b).filter(([tid]) => tid !== String(pid)).map(([, s]) => s);

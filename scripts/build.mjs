@@ -25,7 +25,7 @@ const lazyBuiltinsInWs = {
 rmSync(new URL('../dist', import.meta.url), { recursive: true, force: true });
 await build({
   // The embedded database runs in its own thread (src/store/db-thread.ts), from its own file.
-  entryPoints: { main: 'src/cli/main.ts', 'pglite-worker': 'src/store/pglite-worker.ts', 'pg-worker': 'src/store/pg-worker.ts', 'provider-io-worker': 'src/chat/providers/provider-io-worker.ts' },
+  entryPoints: { main: 'src/cli/main.ts', 'pglite-worker': 'src/store/pglite-worker.ts' },
   outdir: 'dist',
   bundle: true,
   splitting: true,

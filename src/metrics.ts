@@ -22,13 +22,6 @@ export const metrics = {
     registers: [registry],
   }),
   tokens: new client.Counter({ name: 'airlock_chat_tokens_streamed_total', help: 'text and reasoning deltas streamed from the provider (deltas read together leave as one stream event)', registers: [registry] }),
-  earlyStarts: new client.Counter({
-    name: 'airlock_chat_early_starts_total',
-    help: "provider calls started before the send's statement committed, by whether the turn used them or aborted them (the chat had changed)",
-    labelNames: ['result'],
-    registers: [registry],
-  }),
-  handoffs: new client.Counter({ name: 'airlock_chat_handoffs_total', help: 'chats a send on this replica claimed for a worker on another replica', registers: [registry] }),
   turns: new client.Counter({ name: 'airlock_chat_turns_total', help: 'turns ended, by final status', labelNames: ['status'], registers: [registry] }),
   toolsInterrupted: new client.Counter({
     name: 'airlock_chat_tools_interrupted_total',
@@ -53,7 +46,6 @@ export const metrics = {
     buckets: [0.5, 1, 2, 5, 10, 20, 50, 100, 500, 1000],
     registers: [registry],
   }),
-  busSolo: new client.Gauge({ name: 'airlock_bus_solo', help: '1 while no other replica is on the bus and this one sends nothing to it', registers: [registry] }),
   gatewayTakeoversRefused: new client.Counter({
     name: 'airlock_gateway_takeovers_refused_total',
     help: 'connections refused because another connection with the same gateway token was live',

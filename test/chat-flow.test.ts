@@ -141,35 +141,3 @@ test('a burst of sends (one statement for many chats): each chat answers once; a
   for (const s of streams) s.close();
 });
 
-test("a follow-up's provider call starts before its send commits (early start); a chat changed meanwhile gets a fresh call", async () => {
-  const { metrics } = await import('../src/metrics.js');
-  const count = async (result: string) => (await metrics.earlyStarts.get()).values.find((v) => v.labels.result === result)?.value ?? 0;
-  llm.script = (req) => text(`re: ${req.messages[req.messages.length - 1].content} (${req.messages[0].role === 'system' ? req.messages[0].content : 'no prompt'})`);
-  const u = await t.user();
-  const chat = await u.post('/api/chats', { message: 'one', system_prompt: 'v1' });
-  const s = await StreamRecorder.open(u, chat.id, 0);
-  await s.waitStatus('waiting');
-  const [used0, aborted0, requests0] = [await count('used'), await count('aborted'), llm.requests.length];
-
-  // Cached by the first turn, unchanged since: the send's call is the turn's call, made once.
-  await u.post(`/api/chats/${chat.id}/messages`, { content: 'two' });
-  await s.waitStatus('waiting', 2);
-  assert.equal(await count('used'), used0 + 1);
-  assert.equal(llm.requests.length, requests0 + 1, 'one provider request for the turn');
-  assert.deepEqual(llm.requests.at(-1).messages.map((m: any) => m.content), ['v1', 'one', 're: one (v1)', 'two']);
-
-  // The system prompt changed after the cached run: the early call does not match and is aborted.
-  await u.patch(`/api/chats/${chat.id}`, { system_prompt: 'v2' });
-  await u.post(`/api/chats/${chat.id}/messages`, { content: 'three' });
-  await s.waitStatus('waiting', 3);
-  assert.equal(await count('aborted'), aborted0 + 1);
-  assert.equal(await count('used'), used0 + 1);
-  assert.equal(llm.requests.at(-1).messages[0].content, 'v2');
-  const full = await u.get(`/api/chats/${chat.id}`);
-  assert.deepEqual(
-    full.messages.map((m: any) => m.parts[0].text),
-    ['one', 're: one (v1)', 'two', 're: two (v1)', 'three', 're: three (v2)'],
-    'each reply once, the last one under the new prompt',
-  );
-  s.close();
-});

@@ -483,9 +483,9 @@ test('CLI errors: unknown chat, unknown command, no token, provider error', asyn
   const failed = await run(['chat', 'hello']);
   assert.equal(failed.code, 1);
   assert.match(failed.stderr, /model does not exist/);
-  const badKnob = await run(['server', '--port', '0', '--data-dir', path.join(dir, 'unused')], { env: { ...env, AIRLOCK_BACKGROUND_NICE: 'abc' } });
+  const badKnob = await run(['server', '--port', '0', '--data-dir', path.join(dir, 'unused')], { env: { ...env, AIRLOCK_LEASE_MS: 'abc' } });
   assert.equal(badKnob.code, 1);
-  assert.equal(badKnob.stderr, 'airlock: AIRLOCK_BACKGROUND_NICE must be a non-negative number, got "abc"\n', 'one line, no stack trace');
+  assert.equal(badKnob.stderr, 'airlock: AIRLOCK_LEASE_MS must be a non-negative number, got "abc"\n', 'one line, no stack trace');
   const help = await run(['chat', '--help']);
   assert.equal(help.code, 0);
   assert.match(help.stdout, /Ctrl-C interrupts/);

@@ -100,9 +100,9 @@ test('airlock server --tls-cert/--tls-key serves HTTPS; option mistakes exit non
     assert.equal(await noPg.exited(), 1);
     assert.match(noPg.stderr, /cannot open the database at postgres:\/\/airlock:\*+@127\.0\.0\.1:1\/airlock: connect ECONNREFUSED/);
     assert.doesNotMatch(noPg.stderr, /hunter2/);
-    const badThread = runCli(['server', '--port', '0', '--data-dir', path.join(dir, 'd9')], { ...env, AIRLOCK_PROVIDER_THREAD: 'yes' });
+    const badThread = runCli(['server', '--port', '0', '--data-dir', path.join(dir, 'd9')], { ...env, AIRLOCK_LLM_TIMEOUT_MS: 'yes' });
     assert.equal(await badThread.exited(), 1);
-    assert.match(badThread.stderr, /AIRLOCK_PROVIDER_THREAD must be a non-negative number, got "yes"/);
+    assert.match(badThread.stderr, /AIRLOCK_LLM_TIMEOUT_MS must be a non-negative number, got "yes"/);
     const badBus = runCli(['server', '--port', '0', '--data-dir', path.join(dir, 'd4'), '--bus', 'carrier-pigeon'], env);
     assert.equal(await badBus.exited(), 1);
     assert.match(badBus.stderr, /AIRLOCK_BUS must be local, postgres or a NATS URL/);

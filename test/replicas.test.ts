@@ -194,38 +194,6 @@ test('a message sent on one replica is run on another and streamed on a third; a
   }
 });
 
-test('a replica alone sends nothing to the bus; one that starts mid-turn streams that turn with no holes, and the first is alone again once it leaves', { skip: pgBusOnly }, async () => {
-  const c = await newCluster({ AIRLOCK_BUS_SOLO_QUIET_MS: '600' });
-  const solo = async (r: Replica) => /^airlock_bus_solo 1$/m.test(await (await fetch(`${r.url}/metrics`, { headers: { authorization: `Bearer ${c.token}` } })).text());
-  try {
-    const a = await c.start();
-    assert.equal(await solo(a), true, 'the only replica keeps its messages in the process');
-    const g = gate();
-    script = () => ({ steps: [...says('s', 15), { wait: g.promise }, ...says('t', 15)] });
-    const chat = await a.api.post('/api/chats', { title: 'solo' });
-    const ref = new ResumingClient(chat.id, () => [a]);
-    await ref.open();
-    await a.api.post(`/api/chats/${chat.id}/messages`, { content: 'hi' });
-    await ref.waitFor(hasText('s14 '));
-    // Everything so far stayed in a; b joins, and its client asks from the start.
-    const b = await c.start({ AIRLOCK_CHAT_CONCURRENCY: '0' });
-    assert.equal(await solo(a), false);
-    const late = new ResumingClient(chat.id, () => [b]);
-    await late.open(0);
-    await late.waitFor(hasText('s14 '));
-    g.open();
-    await Promise.all([ref, late].map((cl) => cl.waitFor(isWaiting)));
-    assert.equal(late.text(), [...words('s', 15), ...words('t', 15)].join(''));
-    assert.deepEqual(late.seqs, ref.seqs, late.trace.join('\n'));
-    late.close();
-    await b.kill('SIGTERM');
-    await waitUntil(() => solo(a), 'a to go solo again after b left', 30_000);
-    ref.close();
-  } finally {
-    await c.close();
-  }
-});
-
 test('turns of one chat sent to alternating replicas: each provider request carries the whole history (no stale cache)', { skip }, async () => {
   const c = await newCluster();
   try {
@@ -253,15 +221,13 @@ test('turns of one chat sent to alternating replicas: each provider request carr
   }
 });
 
-test("a follow-up sent on an API-only replica: the worker starts the provider call when the send announces the claim, before it commits", { skip }, async () => {
-  const c = await newCluster({ AIRLOCK_HEARTBEAT_MS: '200' });
+test('sends on an API-only replica run on a worker elsewhere (its wake signal crosses the bus): one provider request per turn, each message once', { skip }, async () => {
+  const c = await newCluster();
   try {
     const api = await c.start({ AIRLOCK_CHAT_CONCURRENCY: '0' });
-    const worker = await c.start();
+    await c.start();
     script = (n) => ({ steps: [{ text: `reply ${n}` }] });
-    // Wait until the API replica has heard the worker say it has free slots.
-    await new Promise((r) => setTimeout(r, 500));
-    const chat = await api.api.post('/api/chats', { title: 'announced' });
+    const chat = await api.api.post('/api/chats', { title: 'across' });
     const before = llm.requests.length;
     const cl = await StreamRecorder.open(api.api, chat.id);
     for (let i = 1; i <= 3; i++) {
@@ -270,74 +236,11 @@ test("a follow-up sent on an API-only replica: the worker starts the provider ca
     }
     cl.close();
     assert.equal(llm.requests.length - before, 3, 'one provider request per turn');
-    const metricsText = await (await fetch(`${worker.url}/metrics`, { headers: { authorization: `Bearer ${c.token}` } })).text();
-    // The first turn has nothing cached; the two follow-ups start early and are used.
-    assert.match(metricsText, /^airlock_chat_early_starts_total\{result="used"\} 2$/m);
-    assert.doesNotMatch(metricsText, /result="aborted"/);
     const full = await api.api.get(`/api/chats/${chat.id}`);
     assert.deepEqual(
       full.messages.map((m: any) => m.parts[0].text),
       ['question 1', 'reply 1', 'question 2', 'reply 2', 'question 3', 'reply 3'],
     );
-    // A send that announces a claim and then cannot make it (the chat is archived): the user gets
-    // the clear 409, the worker's early call is withdrawn and aborted, and no turn runs.
-    await api.api.post(`/api/chats/${chat.id}/archive`, {});
-    const res = await fetch(`${api.url}/api/chats/${chat.id}/messages`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${c.token}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ content: 'question 4' }),
-    });
-    assert.equal(res.status, 409);
-    assert.equal(((await res.json()) as any).error.code, 'archived');
-    const aborted = async () =>
-      /^airlock_chat_early_starts_total\{result="aborted"\} 1$/m.test(await (await fetch(`${worker.url}/metrics`, { headers: { authorization: `Bearer ${c.token}` } })).text());
-    // The withdrawal crosses the bus: wait for it (bounded), as a client would for an event.
-    for (let i = 0; i < 200 && !(await aborted()); i++) await new Promise((r) => setTimeout(r, 25));
-    assert.ok(await aborted(), 'the early call of the withdrawn claim was aborted');
-    assert.equal((await api.api.get(`/api/chats/${chat.id}`)).messages.length, 6);
-  } finally {
-    await c.close();
-  }
-});
-
-test('sends on an API-only replica are handed to workers elsewhere; a claim for a worker that just died is resumed after its lease', { skip }, async () => {
-  // Workers say every second how many chats they could take; the API replica trusts that for 2.5 s.
-  const c = await newCluster({ AIRLOCK_HEARTBEAT_MS: '1000', AIRLOCK_LEASE_MS: '3000' });
-  try {
-    const api = await c.start({ AIRLOCK_CHAT_CONCURRENCY: '0' });
-    const w1 = await c.start();
-    const w2 = await c.start();
-    script = () => ({ steps: [{ text: 'handed over' }] });
-    // Wait until the API replica has heard both workers say they have free slots.
-    await new Promise((r) => setTimeout(r, 1200));
-    const chats = await Promise.all(Array.from({ length: 6 }, () => api.api.post('/api/chats', { title: 'handed' })));
-    // First, while both live: every send is claimed for one of them in its own statement.
-    for (const chat of chats.slice(0, 2)) {
-      const cl = await StreamRecorder.open(api.api, chat.id);
-      await api.api.post(`/api/chats/${chat.id}/messages`, { content: 'hi' });
-      await cl.waitStatus('waiting');
-      cl.close();
-    }
-    const metricsText = await (await fetch(`${api.url}/metrics`, { headers: { authorization: `Bearer ${c.token}` } })).text();
-    assert.match(metricsText, /^airlock_chat_handoffs_total 2$/m, 'both sends were claimed for a worker elsewhere, not left to a wake signal');
-    // Then w1 dies; its last word (free slots) is still fresh for a moment, so some of these
-    // sends are claimed for it. Nobody will run them there: its lease runs out and w2 resumes them.
-    await w1.kill('SIGKILL');
-    const rest = chats.slice(2);
-    const streams = await Promise.all(rest.map((chat) => StreamRecorder.open(api.api, chat.id)));
-    await Promise.all(rest.map((chat) => api.api.post(`/api/chats/${chat.id}/messages`, { content: 'hi' })));
-    await Promise.all(streams.map((s) => s.waitStatus('waiting')));
-    for (const s of streams) s.close();
-    // Those claimed for the dead worker (about half: picks alternate between equally free
-    // workers) were resumed by the other after the lease, with history_truncated in the stream.
-    assert.ok(
-      streams.some((s) => s.events.some((e) => e.type === 'history_truncated')),
-      `some sends were claimed for the dead worker: ${JSON.stringify(streams.map((s) => s.events.map((e) => (e.type === 'status' ? e.status : e.type))))}`,
-    );
-    for (const chat of chats) {
-      const msgs = await assistantMessages(w2, chat.id);
-      assert.deepEqual(msgs.map(textOf), ['handed over'], `chat ${chat.id}`);
-    }
   } finally {
     await c.close();
   }

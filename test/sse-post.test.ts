@@ -1,7 +1,7 @@
 // The providers' HTTP client against a real local server: the SSE wire format in awkward pieces,
 // error statuses, a stalled provider, an abort, a cut connection, connection reuse, and a burst
 // read at once merged into one delta; then the same behaviours of a whole call (request, stream,
-// the provider's events) on the event loop and from the provider calls' thread.
+// the provider's events).
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
@@ -9,11 +9,8 @@ import type { AddressInfo } from 'node:net';
 import { PassThrough } from 'node:stream';
 import { ChunkQueue, MAX_QUEUED, ssePost, type SseEvent } from '../src/chat/providers/sse-post.js';
 import { ProviderError, mergeEvents, type LlmEvent } from '../src/chat/providers/types.js';
-import { Worker } from 'node:worker_threads';
-import { once } from 'node:events';
-import { directCall, providerThread, threadedCall } from '../src/chat/providers/provider-io.js';
+import { directCall } from '../src/chat/providers/provider-io.js';
 import { OpenAIDecoder } from '../src/chat/providers/openai.js';
-import { takeTokensFirst } from '../src/tokens-first.js';
 
 const jsonBody = (v: unknown) => Buffer.from(JSON.stringify(v));
 
@@ -149,10 +146,8 @@ test('calls reuse one connection', async () => {
   assert.equal(connections, before);
 });
 
-// The providers read their streams from the provider calls' thread by default (AIRLOCK_PROVIDER_THREAD).
-for (const [where, thread] of [['from the provider thread', '1'], ['on the event loop', '0']] as const) {
-  test(`the providers: an event that is not JSON and an error inside the stream become ProviderErrors with the provider's words (${where})`, async () => {
-    process.env.AIRLOCK_PROVIDER_THREAD = thread;
+{
+  test("the providers: an event that is not JSON and an error inside the stream become ProviderErrors with the provider's words", async () => {
     const { OpenAIProvider } = await import('../src/chat/providers/openai.js');
     const { AnthropicProvider } = await import('../src/chat/providers/anthropic.js');
     const base = new URL(url).origin;
@@ -177,8 +172,7 @@ for (const [where, thread] of [['from the provider thread', '1'], ['on the event
     await assert.rejects(drainStream(anthropic.stream(req())), (err: any) => err instanceof ProviderError && /not JSON: \{not json/.test(err.message));
   });
 
-  test(`a burst written at once is one batch, and each provider merges it into one delta that counts its tokens (${where})`, async () => {
-    process.env.AIRLOCK_PROVIDER_THREAD = thread;
+  test('a burst written at once is one batch, and each provider merges it into one delta that counts its tokens', async () => {
     const { OpenAIProvider } = await import('../src/chat/providers/openai.js');
     const { AnthropicProvider } = await import('../src/chat/providers/anthropic.js');
     const base = new URL(url).origin;
@@ -226,9 +220,6 @@ for (const [where, thread] of [['from the provider thread', '1'], ['on the event
     ]);
   });
 }
-after(() => {
-  delete process.env.AIRLOCK_PROVIDER_THREAD;
-});
 
 /** An OpenAI stream event of one text delta. */
 const oa = (text: string) => `data: ${JSON.stringify({ choices: [{ index: 0, delta: { content: text } }] })}\n\n`;
@@ -239,11 +230,8 @@ async function events(it: AsyncIterable<LlmEvent[]>): Promise<LlmEvent[]> {
 }
 const texts = (evs: LlmEvent[]) => evs.flatMap((e) => (e.type === 'text' ? [e.text] : []));
 
-// A whole call: on the event loop, and from the provider calls' thread (what the providers use by default).
-const paths = [
-  ['on the event loop', (o: ReturnType<typeof opts>) => directCall(new OpenAIDecoder(), url, jsonBody({}), o)],
-  ['from the provider thread', (o: ReturnType<typeof opts>) => threadedCall('openai', url, jsonBody({}), o)],
-] as const;
+// A whole call, decoded.
+const paths = [['on the event loop', (o: ReturnType<typeof opts>) => directCall(new OpenAIDecoder(), url, jsonBody({}), o)]] as const;
 for (const [where, call] of paths) {
   test(`a call's events, an error status, an error inside the stream after some text (${where})`, async () => {
     handler = (_req, res) => res.writeHead(200, { 'content-type': 'text/event-stream' }).end(oa('a') + oa('b') + 'data: [DONE]\n\n');
@@ -317,94 +305,6 @@ for (const [where, call] of paths) {
     assert.equal(connections, before);
   });
 }
-
-test('the provider thread ends mid-call: the call fails with a retryable error, and the next call runs on a new thread', async () => {
-  handler = (_req, res) => {
-    res.writeHead(200, { 'content-type': 'text/event-stream' });
-    res.write(oa('one'));
-  };
-  const got: LlmEvent[] = [];
-  await assert.rejects(
-    (async () => {
-      for await (const batch of threadedCall('openai', url, jsonBody({}), opts())) {
-        got.push(...batch);
-        await providerThread()!.terminate();
-      }
-    })(),
-    (err: any) => err instanceof ProviderError && err.retryable && /provider call's thread exited/.test(err.message),
-  );
-  assert.deepEqual(texts(got), ['one']);
-  handler = (_req, res) => res.writeHead(200, { 'content-type': 'text/event-stream' }).end(oa('ok'));
-  assert.deepEqual(texts(await events(threadedCall('openai', url, jsonBody({}), opts()))), ['ok']);
-});
-
-/**
- * An OpenAI-style provider in a thread of its own, so that it keeps writing while this thread is
- * blocked: it answers every request with the delta 'a', then runs `rest` (JavaScript with `res`,
- * `oa(text)` for an event and the thread's `parentPort`), which writes the rest and ends.
- */
-async function providerInAThread(rest: string): Promise<{ url: string; worker: Worker }> {
-  const worker = new Worker(
-    `const http = require('node:http');
-     const { parentPort } = require('node:worker_threads');
-     const oa = (t) => 'data: ' + JSON.stringify({ choices: [{ index: 0, delta: { content: t } }] }) + '\\n\\n';
-     const server = http.createServer(async (req, res) => {
-       for await (const _ of req);
-       res.writeHead(200, { 'content-type': 'text/event-stream' });
-       res.write(oa('a'));
-       ${rest}
-     });
-     server.listen(0, '127.0.0.1', () => parentPort.postMessage(server.address().port));`,
-    { eval: true },
-  );
-  const [port] = (await once(worker, 'message')) as [number];
-  return { url: `http://127.0.0.1:${port}/v1/x`, worker };
-}
-
-test('batches from the provider thread that piled up while the main thread was busy come as one, their deltas joined', async () => {
-  const provider = await providerInAThread(`
-    for (const t of ['b', 'c', 'd', 'e']) { await new Promise((r) => setTimeout(r, 20)); res.write(oa(t)); }
-    res.end('data: [DONE]\\n\\n');`);
-  try {
-    const got: LlmEvent[][] = [];
-    for await (const batch of threadedCall('openai', provider.url, jsonBody({}), opts())) {
-      got.push(batch);
-      // Busy past the other four writes (20 ms apart): each reaches this thread as a batch of its own.
-      if (got.length === 1) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1000);
-    }
-    const deltas = got.map((b) => b.filter((e) => e.type === 'text'));
-    assert.deepEqual(deltas[0], [{ type: 'text', text: 'a' }]);
-    assert.deepEqual(deltas[1], [{ type: 'text', text: 'bcde', tokens: 4 }]);
-  } finally {
-    await provider.worker.terminate();
-  }
-});
-
-test('what the provider thread sent waits for the event loop, unless a callback takes the tokens first', async () => {
-  // The second delta is written when the test says, while this thread is blocked.
-  const provider = await providerInAThread(`parentPort.once('message', () => res.end(oa('b') + 'data: [DONE]\\n\\n'));`);
-  try {
-    const call = threadedCall('openai', provider.url, jsonBody({}), opts());
-    assert.deepEqual((await call.next()).value, [{ type: 'text', text: 'a' }]);
-    const next = call.next();
-    let got = false;
-    void next.then(() => (got = true));
-    provider.worker.postMessage('write');
-    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1000); // the thread reads 'b' meanwhile
-    const microtasks = async () => {
-      for (let i = 0; i < 100; i++) await null;
-    };
-    await microtasks();
-    assert.equal(got, false, 'a reply on the port is a message for the event loop');
-    takeTokensFirst();
-    await microtasks();
-    assert.equal(got, true, 'taken first, it reaches the call at once');
-    assert.deepEqual(((await next).value as LlmEvent[]).filter((e) => e.type === 'text'), [{ type: 'text', text: 'b' }]);
-    for await (const _ of call);
-  } finally {
-    await provider.worker.terminate();
-  }
-});
 
 test('mergeEvents joins deltas of one kind, keeps the rest in order, and counts the tokens', () => {
   const into: LlmEvent[] = [{ type: 'text', text: 'a' }];

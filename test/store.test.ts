@@ -42,8 +42,9 @@ test('statement errors carry their PostgreSQL code; a failed transaction rolls b
 test('a query after close is refused with a clear error', async () => {
   const { db, drop } = await openTestDb();
   await drop();
-  await assert.rejects(db.query('SELECT 1'), db.kind === 'postgres' ? /PostgreSQL client thread exited/ : /embedded database thread exited/);
-  await assert.rejects(db.tx((q) => q.query('SELECT 1')), /thread exited/);
+  const closed = db.kind === 'postgres' ? /the PostgreSQL connection pool is closed/ : /embedded database thread exited/;
+  await assert.rejects(db.query('SELECT 1'), closed);
+  await assert.rejects(db.tx((q) => q.query('SELECT 1')), closed);
 });
 
 test('PostgreSQL: a transaction whose connection is killed fails as a connection error (callers retry those) and the next statements run on new connections', { skip: PG_URL ? false : 'needs PostgreSQL (npm run test:pg)' }, async () => {

@@ -2,7 +2,7 @@
 // synchronously and in order; with several replicas a remote bus (PostgreSQL LISTEN/NOTIFY or
 // NATS) also carries it to the others (see docs/ARCHITECTURE.md "Replicas").
 
-export type Topic = 'events' | 'wake' | 'control' | 'replay' | 'replay_reply' | 'signal' | 'capacity' | 'run' | 'auth';
+export type Topic = 'events' | 'wake' | 'control' | 'replay' | 'replay_reply' | 'signal' | 'auth';
 export type Handler = (msg: any) => void;
 
 export interface Bus {

@@ -44,8 +44,6 @@ export abstract class RemoteBus extends LocalBus {
   private lastRejectLog = 0;
   private scheduled = false;
   protected closed = false;
-  /** No other replica is there to hear (a transport that can know it sets this): publishes stay in this process. */
-  protected solo = false;
   /** How every batch this replica sends begins (a transport that hears its own can skip them unread). */
   protected readonly ownBatchPrefix = `{"o":${JSON.stringify(this.replicaId)},`;
 
@@ -90,7 +88,7 @@ export abstract class RemoteBus extends LocalBus {
 
   override publish(topic: Topic, msg: unknown): void {
     this.deliver(topic, msg);
-    if (this.closed || this.solo) return;
+    if (this.closed) return;
     this.pending.push([topic, msg]);
     if (!this.scheduled) {
       this.scheduled = true;
@@ -148,7 +146,6 @@ export abstract class RemoteBus extends LocalBus {
     if (last && batch.n <= last.n) return this.reject('replay');
     this.heard.set(origin, { n: batch.n, at: now });
     if (this.heard.size > 1000) for (const [o, h] of this.heard) if (now - h.at > 2 * REPLAY_WINDOW_MS) this.heard.delete(o);
-    this.heardReplica();
     if ('gap' in batch) {
       this.gap();
       return true;
@@ -184,9 +181,6 @@ export abstract class RemoteBus extends LocalBus {
     this.sendSigned(JSON.stringify({ gap: this.replicaId, n: ++this.sent, ts: Date.now() } satisfies GapNotice));
     this.gap();
   }
-
-  /** An authentic message from another replica arrived; called before it is handled. */
-  protected heardReplica(): void {}
 
   /** Whether a message on the transport is one this replica sent (skipped unread). */
   protected isOwn(payload: string): boolean {

@@ -2,15 +2,12 @@
 // this, it reads only the messages stored since its previous turn here (usually the one user
 // message), checked against the stored count (see loadMessagesAfter), instead of every message:
 // the read grew with the chat and was the largest statement of a turn.
-import type { ChatSettings } from './early-start.js';
 import type { Message } from './types.js';
 
 export interface CachedHistory {
   messages: Message[];
   /** The epoch of the run that stored it: a later epoch means someone else changed the chat since. */
   epoch: number;
-  /** The chat's model, system prompt and tools in that run (a follow-up's call can start early with them). */
-  settings?: ChatSettings;
 }
 
 /**
@@ -39,20 +36,11 @@ export class HistoryCache {
     return h;
   }
 
-  set(chatId: string, history: Message[], epoch: number, settings?: ChatSettings): void {
+  set(chatId: string, history: Message[], epoch: number): void {
     this.chats.delete(chatId);
     if (history.length > this.maxMessages) return;
-    this.chats.set(chatId, { messages: [...history], epoch, settings });
+    this.chats.set(chatId, { messages: [...history], epoch });
     if (this.chats.size > this.maxChats) this.chats.delete(this.chats.keys().next().value!);
-  }
-
-  /** Another worker ran the chat (or may have): its cached settings no longer describe the next turn. */
-  forgetSettings(chatId?: string): void {
-    if (chatId === undefined) for (const h of this.chats.values()) h.settings = undefined;
-    else {
-      const h = this.chats.get(chatId);
-      if (h) h.settings = undefined;
-    }
   }
 
   delete(chatId: string): void {

@@ -7,9 +7,8 @@ import { num } from '../config.js';
 import type { Logger } from '../log.js';
 import type { Providers } from './providers/index.js';
 import { ProviderError, type LlmEvent, type ToolSpec } from './providers/types.js';
-import type { ToolBox } from './tools/index.js';
+import { type ToolBox, toolSpecs } from './tools/index.js';
 import { type HistoryCache, isCurrent } from './history-cache.js';
-import { type EarlyStart, settingsOf, toolSpecs } from './early-start.js';
 import { metrics } from '../metrics.js';
 import { retryOnConnectionError } from '../store/retry.js';
 import {
@@ -237,8 +236,6 @@ export class ChatRun {
       if (err instanceof LostOwnership || this.cancelled) return;
       this.deps.log.error({ err, chat_id: this.chatId }, 'chat run failed');
       await this.finishTurn({ status: 'error', error: `internal error: ${(err as Error).message}`, messages: [], events: [] }).catch(() => {});
-    } finally {
-      this.chat.early?.abort(); // the run ended before its first call (stopped, no provider)
     }
   }
 
@@ -323,9 +320,8 @@ export class ChatRun {
       let reasoning = '';
       this.current = new AbortController();
       if (this.stop) this.current.abort();
-      const early = this.takeEarly(history);
       try {
-        const events = early ? early.events(this.current.signal) : provider.stream({ model, system: this.chat.system_prompt, messages: history, tools, signal: this.current.signal });
+        const events = provider.stream({ model, system: this.chat.system_prompt, messages: history, tools, signal: this.current.signal });
         for await (const e of events) {
           if (this.stop) break;
           if (e.type === 'text') {
@@ -362,18 +358,6 @@ export class ChatRun {
       // A call the model was still writing when interrupted cannot be run; keep only the text.
       return { kind: 'ok', message: this.assistant(stopped ? [] : parts, text, reasoning, usage, stopped) };
     }
-  }
-
-  /** The call the send started (early-start.ts), if it is the one this run would make now. */
-  private takeEarly(history: Message[]): EarlyStart | null {
-    const early = this.chat.early;
-    this.chat.early = undefined;
-    if (!early) return null;
-    const used = early.matches(this.chat, history);
-    this.deps.log.debug({ chat_id: this.chatId, epoch: this.epoch, used }, 'early call');
-    if (used) return early;
-    early.abort();
-    return null;
   }
 
   private assistant(calls: Part[], text: string, reasoning: string, usage: Usage | null, interrupted: boolean): Message {
@@ -444,7 +428,7 @@ export class ChatRun {
     }
     if (!fenced) throw new LostOwnership();
     const messageEvents = (outcome.unpublished ?? []).map((m) => ev(this.chatId, m.seq, 'message', { message: m }));
-    this.deps.history.set(this.chatId, this.history, this.epoch, settingsOf(this.chat));
+    this.deps.history.set(this.chatId, this.history, this.epoch);
     metrics.turns.inc({ status: outcome.status });
     this.deps.log.info(
       { chat_id: this.chatId, worker_id: this.deps.workerId, epoch: this.epoch, status: outcome.status, ms: Math.round(performance.now() - this.turnStartedAt), error: outcome.error },

@@ -11,9 +11,7 @@ import { ChatRun } from './run.js';
 import { ToolBox } from './tools/index.js';
 import type { ChatRow, ClaimedChat } from './store.js';
 import { HistoryCache } from './history-cache.js';
-import type { CapacityNotice, RunNotice } from './workers.js';
 import { type ChatStatus, type Message, type StreamEvent, EPOCH_SPAN, epochOf } from './types.js';
-import { EarlyStart, PendingEarly } from './early-start.js';
 import { metrics } from '../metrics.js';
 
 export interface RunnerOptions {
@@ -24,8 +22,6 @@ export interface RunnerOptions {
   sweepMs?: number;
   /** false: ignore wake signals and rely on the sweep timer (the polling baseline). */
   wake?: boolean;
-  /** false: a send's provider call waits for its claim to commit (see early-start.ts). */
-  earlyStart?: boolean;
   onFinished?: (chatId: string, status: ChatStatus) => void;
   /** The tools turns may run (default: the built-ins). */
   tools?: ToolBox;
@@ -51,7 +47,6 @@ export class Runner {
   readonly leaseMs: number;
   /** false: the polling baseline (no wake signals, no claim on send). */
   private wakeEnabled: boolean;
-  private earlyStart: boolean;
   private tools: ToolBox;
   /** The histories of the chats this worker ran last, so that a turn reads only what is new. */
   private history = new HistoryCache();
@@ -67,48 +62,11 @@ export class Runner {
     this.concurrency = opts.concurrency ?? num('chatConcurrency');
     this.leaseMs = opts.leaseMs ?? num('leaseMs');
     this.wakeEnabled = opts.wake ?? num('wake') !== 0;
-    this.earlyStart = opts.earlyStart ?? num('earlyStart') !== 0;
     this.tools = opts.tools ?? new ToolBox();
   }
 
   start(): void {
     if (this.wakeEnabled) this.unsubs.push(this.bus.subscribe('wake', () => this.kick()));
-    if (this.wakeEnabled && this.bus.kind !== 'local') {
-      // Sends on other replicas may claim chats for this worker (see workers.ts).
-      this.unsubs.push(
-        this.bus.subscribe('run', (m: RunNotice) => {
-          if (m?.worker_id !== this.workerId) return;
-          if ('early' in m) return this.announced(m.early.chat_id, m.early.message);
-          if ('withdrawn' in m) return this.announcedEarly.take(m.withdrawn)?.abort();
-          if (!m.chat?.id) return;
-          this.log.debug({ chat_id: m.chat.id }, 'chat handed over by a send on another replica');
-          const early = this.announcedEarly.take(m.chat.id);
-          const sent = m.chat.sent;
-          if (early && sent && early.confirmedBy(m.chat, sent.epochBefore, sent.lastSeqBefore)) m.chat.early = early;
-          else early?.abort();
-          if (early) this.log.debug({ chat_id: m.chat.id, early: m.chat.early ? 'confirmed' : 'aborted' }, 'announced early call');
-          if (this.reserve()) this.adopt(m.chat);
-          else {
-            m.chat.early?.abort();
-            void this.handBack([m.chat.id]); // full or stopping after all: another worker takes it now
-          }
-        }),
-      );
-      this.advertise();
-    }
-    if (this.earlyStart && this.bus.kind !== 'local') {
-      // A run of a chat on another replica makes this worker's cache of it stale for an early
-      // start (its call would be aborted: a paid request for nothing); a bus gap may hide one.
-      this.unsubs.push(
-        this.bus.subscribe('events', (m: StreamEvent | StreamEvent[]) => {
-          for (const e of Array.isArray(m) ? m : [m]) {
-            if (e.type !== 'status' || e.status !== 'running' || e.seq === undefined) continue;
-            if (this.active.get(e.chat_id)?.epoch !== epochOf(e.seq)) this.history.forgetSettings(e.chat_id);
-          }
-        }),
-        this.bus.onGap(() => this.history.forgetSettings()),
-      );
-    }
     this.unsubs.push(
       this.bus.subscribe('control', (m: { chat_id: string; action: 'interrupt' | 'cancel'; epoch?: number }) => {
         const run = this.active.get(m.chat_id);
@@ -123,7 +81,6 @@ export class Runner {
       setInterval(() => {
         void this.heartbeat();
         void this.armExpiryTimer();
-        this.advertise();
       }, this.opts.heartbeatMs ?? num('heartbeatMs')),
     );
     this.timers.push(
@@ -133,13 +90,6 @@ export class Runner {
       }, this.opts.sweepMs ?? num('sweepMs')),
     );
     this.kick();
-  }
-
-  /** Tells the other replicas how many chats this worker could take now. */
-  private advertise(): void {
-    if (!this.wakeEnabled || this.bus.kind === 'local') return;
-    const free = this.stopped ? 0 : Math.max(0, this.concurrency - this.active.size - this.reserved);
-    this.bus.publish('capacity', { worker_id: this.workerId, free } satisfies CapacityNotice);
   }
 
   get activeCount(): number {
@@ -209,30 +159,11 @@ export class Runner {
     return true;
   }
 
-  /**
-   * Starts the provider call of a send this worker is about to claim, before the claim commits
-   * (early-start.ts): only for a chat it ran last and is not running now.
-   */
-  startEarly(chatId: string, message: Message): EarlyStart | null {
-    if (!this.earlyStart || this.active.has(chatId)) return null;
-    return EarlyStart.start(this.history.get(chatId), message, this.providers, this.tools);
-  }
-
-  /** Early calls for sends on other replicas that announced a claim for this worker, until the claim arrives. */
-  private announcedEarly = new PendingEarly(() => this.leaseMs);
-
-  private announced(chatId: string, message: Message): void {
-    const early = this.startEarly(chatId, message);
-    this.log.debug({ chat_id: chatId, started: Boolean(early) }, 'a send on another replica announced a claim');
-    if (early) this.announcedEarly.put(chatId, early);
-  }
-
   /** Runs a chat claimed with a reservation; null gives the reservation back. */
   adopt(row: ClaimedChat | null): void {
     this.reserved--;
     if (!row) return;
     if (this.stopped) {
-      row.early?.abort();
       // Claimed while the replica began to stop: hand it on at once (its lease is ours only in name).
       void this.handBack([row.id]);
       return;
@@ -325,7 +256,6 @@ export class Runner {
    */
   async stop(graceMs = num('drainMs')): Promise<void> {
     this.stopped = true;
-    this.advertise(); // no more claims for this worker
     for (const t of this.timers) clearInterval(t);
     clearTimeout(this.expiryTimer);
     const all = Promise.all(this.done.values());
@@ -339,7 +269,6 @@ export class Runner {
     }
     clearTimeout(timer);
     for (const u of this.unsubs) u();
-    this.announcedEarly.abortAll();
   }
 
   /** Expires this worker's leases on these chats and wakes the other replicas, which resume them now. */
@@ -366,7 +295,6 @@ export class Runner {
     clearTimeout(this.expiryTimer);
     for (const t of this.timers) clearInterval(t);
     for (const u of this.unsubs) u();
-    this.announcedEarly.abortAll();
     for (const run of this.active.values()) run.cancel();
   }
 }

@@ -9,7 +9,6 @@ import { GroupCommit } from '../store/group-commit.js';
 import type { Providers } from './providers/index.js';
 import { ToolBox } from './tools/index.js';
 import type { Runner } from './runner.js';
-import type { WorkerDirectory } from './workers.js';
 import {
   type ChatRow,
   type ClaimedChat,
@@ -79,15 +78,12 @@ export class ChatService {
 
   /** This replica's worker: a send it can serve is claimed for it in the send's own statement. */
   private runner: Runner | null = null;
-  /** Workers on other replicas with free slots: a send this replica's worker cannot take is claimed for one of them. */
-  private workers: WorkerDirectory | null = null;
 
   /** Sends to idle chats that arrive together run as one statement (store/group-commit.ts). */
   private idleSends: GroupCommit<IdleSend, IdleSendRow | null>;
 
-  attachRunner(runner: Runner | null, workers: WorkerDirectory | null = null): void {
+  attachRunner(runner: Runner | null): void {
     this.runner = runner;
-    this.workers = workers;
   }
 
   private publish(chatId: string, fx: Effects): void {
@@ -244,20 +240,12 @@ export class ChatService {
     const msg = userMessage(content, 0);
     // With a free slot here, the chat goes straight to this replica's worker: it skips `pending`
     // in the database (two epochs in one statement: the message's and the run's), the wake
-    // signal and the acquiring statement; clients still see message, pending, running. Else a
-    // worker on another replica that has a free slot gets it, handed over the bus.
+    // signal and the acquiring statement; clients still see message, pending, running. Else it
+    // is pending, and the wake signal brings a worker (here or on another replica).
     const runner = this.runner?.reserve() ? this.runner : null;
-    const remote = runner ? null : (this.workers?.pick() ?? null);
-    const claimer = runner?.workerId ?? remote;
-    const early = runner?.startEarly(chatId, msg) ?? null;
-    // The other replica's worker may start the call early too (it says whether it can).
-    if (remote) this.workers!.announce(remote, chatId, msg);
-    /** The send did not claim the chat: undo what was set up for the claim. */
-    const unclaimed = () => {
-      early?.abort();
-      if (remote) this.workers!.withdraw(remote, chatId);
-      runner?.adopt(null);
-    };
+    const claimer = runner?.workerId ?? null;
+    /** The send did not claim the chat: the reserved slot goes back. */
+    const unclaimed = () => runner?.adopt(null);
     let row: IdleSendRow | null;
     try {
       row = await this.idleSends.submit({
@@ -280,16 +268,7 @@ export class ChatService {
     const fx: Effects = { events: [ev(chatId, msg.seq, 'message', { message: msg })], wake: !claimer };
     if (row.prev !== 'pending') fx.events.push(ev(chatId, seqOf(row.msg_epoch, 2), 'status', { status: 'pending' }));
     this.publish(chatId, fx);
-    if (claimer) {
-      const claimed: ClaimedChat = { ...row, prev_status: 'pending', sent: { message: msg, epochBefore: row.epoch_before, lastSeqBefore: row.last_seq_before } };
-      if (early?.confirmedBy(row, row.epoch_before, row.last_seq_before)) claimed.early = early;
-      else early?.abort();
-      if (runner) runner.adopt(claimed);
-      else {
-        metrics.handoffs.inc();
-        this.workers!.hand(claimer, claimed);
-      }
-    }
+    if (runner) runner.adopt({ ...row, prev_status: 'pending', sent: { message: msg, epochBefore: row.epoch_before, lastSeqBefore: row.last_seq_before } });
     return { queued: null, message: msg };
   }
 

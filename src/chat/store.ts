@@ -2,7 +2,6 @@
 import crypto from 'node:crypto';
 import type { Queryable } from '../store/db.js';
 import { GroupCommit } from '../store/group-commit.js';
-import type { EarlyStart } from './early-start.js';
 import type { ChatStatus, ClientTool, Message, Part, PendingAction, StreamEvent } from './types.js';
 import { isDurable, seqOf } from './types.js';
 
@@ -128,8 +127,6 @@ export async function loadMessagesAfter(q: Queryable, chatId: string, afterSeq: 
 export type ClaimedChat = ChatRow & {
   prev_status?: string;
   sent?: { message: Message; epochBefore: number; lastSeqBefore: number | null };
-  /** The first provider call, already started by the send (local claims only; never on the bus). */
-  early?: EarlyStart;
 };
 
 /** A stored message's columns, as a replay reads them beside its `message` event. */

@@ -173,9 +173,12 @@ export class TurnRunner {
             }
           })
           .catch((err) => {
-            // The first connection and refusals (token revoked, chat deleted) are final.
+            // Refusals (token revoked, chat deleted) are final, and so is a first connection made
+            // before anything was sent (a server that cannot be reached). Once the message is in
+            // (a new chat's), a server that went away is waited for as after a drop.
             const status = err instanceof ApiClientError ? err.status : 0;
-            if (!lostSince || (status >= 400 && status < 500)) return fail(err);
+            if ((status >= 400 && status < 500) || (!lostSince && send)) return fail(err);
+            lostSince ||= Date.now();
             retry(err);
           });
       };

@@ -6,7 +6,6 @@ import { createSecureContext } from 'node:tls';
 import { checkNumbers, num, str } from '../config.js';
 import { checkBusSpec } from '../bus/open.js';
 import { CliError, configPath, readConfig, writeConfig } from './config.js';
-import { niceOtherThreads } from '../thread-priority.js';
 
 const HELP = `Usage: airlock server [options]
 
@@ -61,7 +60,6 @@ export async function serverCommand(argv: string[]): Promise<number> {
     console.log(HELP);
     return 0;
   }
-  niceOtherThreads(num('backgroundNice'));
   const port = values.port !== undefined ? Number(values.port) : num('port');
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new CliError(`--port must be 0-65535, got ${values.port}`, 2);
   const concurrency = values.concurrency !== undefined ? Number(values.concurrency) : undefined;

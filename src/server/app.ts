@@ -15,7 +15,6 @@ import { type Logger, silentLogger } from '../log.js';
 import { StreamHub } from '../chat/hub.js';
 import { ChatService } from '../chat/service.js';
 import { Runner, type RunnerOptions } from '../chat/runner.js';
-import { WorkerDirectory } from '../chat/workers.js';
 import { ToolBox, type Tool } from '../chat/tools/index.js';
 import { Providers, type ProvidersConfig } from '../chat/providers/index.js';
 import { generateTitle } from '../chat/title.js';
@@ -31,7 +30,6 @@ import { SecretBox } from '../access/secretbox.js';
 import { SignalRouter, announceGatewayDeleted, announceSessionEnd } from '../access/signal.js';
 import { forgetOnlineGateways, forgetReplica, registerReplica, resealLegacyCredentials } from '../access/store.js';
 import { str } from '../config.js';
-import { takeTokensFirst } from '../tokens-first.js';
 import { heartbeat } from '../ws-heartbeat.js';
 
 /** Chat streams: a client that stops answering is cut within two of these. */
@@ -112,9 +110,7 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
           },
         });
 
-  // Across replicas, a send this replica's worker cannot take goes to a worker with a free slot.
-  const workers = bus.kind === 'local' ? null : new WorkerDirectory(bus, 2.5 * num('heartbeatMs'), () => runner?.workerId);
-  service.attachRunner(runner, workers);
+  service.attachRunner(runner);
   const hub = new StreamHub(db, bus, () => runner?.workerId);
   let draining = false;
 
@@ -199,7 +195,6 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
   };
 
   const handle = async (req: http.IncomingMessage, res: http.ServerResponse) => {
-    takeTokensFirst();
     const started = performance.now();
     const url = new URL(req.url ?? '/', 'http://x');
     const reqId = (req.headers['x-request-id'] as string | undefined)?.slice(0, 64) || crypto.randomUUID();
@@ -342,7 +337,6 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
       hub.close();
       unsubAuth();
       unsubGap();
-      workers?.close();
       for (const ws of sockets.keys()) ws.close(1001, 'server shutting down'); // upgraded after the drain began
       server.closeAllConnections();
       await listenerClosed;

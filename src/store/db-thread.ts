@@ -1,15 +1,11 @@
-// The main thread's side of the database thread. The embedded database (PGlite, pglite-worker.ts)
-// runs its statements synchronously, so it runs in a worker thread that never blocks the event
-// loop that streams tokens. PostgreSQL's client (pg-worker.ts) runs in one too: each statement's
-// socket write wakes a PostgreSQL backend, and that system call, with the protocol's encoding and
-// parsing, cost the event loop ~0.4 ms per turn, which the tokens of other chats waited behind.
-// Queries and transactions are messages; errors come back with their PostgreSQL fields (code,
-// detail, constraint, …).
+// The main thread's side of the embedded database's thread. PGlite (pglite-worker.ts) runs its
+// statements synchronously, so it runs in a worker thread that never blocks the event loop that
+// streams tokens. Queries and transactions are messages; errors come back with their PostgreSQL
+// fields (code, detail, constraint, …).
 import type { Worker } from 'node:worker_threads';
 import { startWorker } from '../worker-thread.js';
 import type { Queryable, Row } from './db.js';
 import type { UpkeepNotice } from './pglite-upkeep.js';
-import { takeTokensFirst } from '../tokens-first.js';
 
 /** What the embedded database's thread opens. */
 export interface PgliteInit {
@@ -19,17 +15,9 @@ export interface PgliteInit {
   templateFreezeAge?: number;
 }
 
-/** What PostgreSQL's client thread connects to. */
-export interface PgInit {
-  url: string;
-  /** Created if missing; every connection's search_path. */
-  schema?: string;
-}
-
 /** Each thread's entry file (beside this one) and what it is given. */
 export interface ThreadKinds {
   'pglite-worker': PgliteInit;
-  'pg-worker': PgInit;
 }
 
 export type ThreadRequest =
@@ -79,7 +67,6 @@ export class DbThread implements Queryable {
   private constructor(kind: keyof ThreadKinds, init: ThreadKinds[keyof ThreadKinds]) {
     this.worker = startWorker(import.meta.url, kind, init);
     this.worker.on('message', (m: ThreadReply) => {
-      takeTokensFirst();
       if (m.notice) return this.onNotice(m.notice);
       const p = this.pending.get(m.id);
       if (!p) return;
@@ -92,7 +79,7 @@ export class DbThread implements Queryable {
       for (const p of this.pending.values()) p.reject(err);
       this.pending.clear();
     };
-    const name = kind === 'pg-worker' ? 'PostgreSQL client thread' : 'embedded database thread';
+    const name = 'embedded database thread';
     this.worker.on('error', (err) => fail(new Error(`${name} failed: ${err.message}`)));
     this.worker.on('exit', (code) => fail(new Error(`${name} exited (${code})`)));
   }

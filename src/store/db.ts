@@ -3,6 +3,7 @@ import path from 'node:path';
 import { migrate } from './migrations.js';
 import { acquireDataDirLock } from './lockfile.js';
 import { makePrivateDir } from './private-dir.js';
+import { num } from '../config.js';
 import type { Logger } from '../log.js';
 
 export type Row = Record<string, any>;
@@ -90,13 +91,13 @@ async function openPglite(opts: OpenDbOptions): Promise<Db> {
 
 async function openPostgres(url: string, schema?: string): Promise<Db> {
   if (schema && !/^[a-z_][a-z0-9_]*$/.test(schema)) throw new Error(`invalid schema name ${schema}`);
-  const { DbThread } = await import('./db-thread.js');
-  const thread = await DbThread.start('pg-worker', { url, schema });
+  const { openPgPool } = await import('./pg-pool.js');
+  const pool = await openPgPool(url, schema, num('dbPrepared') !== 0);
   return {
     kind: 'postgres',
     pg: { connectionString: url, options: schema ? `-c search_path=${schema}` : undefined },
-    query: (sql, params) => thread.query(sql, params),
-    tx: (fn) => thread.tx(fn),
-    close: () => thread.close(),
+    query: (sql, params) => pool.query(sql, params),
+    tx: (fn) => pool.tx(fn),
+    close: () => pool.close(),
   };
 }

@@ -6,7 +6,6 @@
 // of bench:chat went one per statement instead of ~3 (token p99 median 5.1 -> 4.3 ms, overhead
 // p50 5.9 -> 5.1 ms over 6 alternated pairs).
 
-import { takeTokensFirst } from '../tokens-first.js';
 
 export interface GroupCommitOptions<I> {
   /** Largest batch. */
@@ -80,7 +79,6 @@ export class GroupCommit<I, O> {
   }
 
   private settleSome = (): void => {
-    takeTokensFirst();
     for (let n = 0; n < CALLERS_PER_TURN && this.settling.length; n++) this.settling.shift()!();
     if (this.settling.length) setImmediate(this.settleSome);
   };

@@ -11,13 +11,11 @@ import { PreparedStatements } from './pglite-prepared.js';
 import { initdbCacheDir, initdbCacheFile, isNewDatabase, readInitdbCache, saveInitdbCache } from './pglite-initdb-cache.js';
 import { Upkeep, freezeOldTemplates, type UpkeepNotice } from './pglite-upkeep.js';
 import { num } from '../config.js';
-import { niceThisThread } from '../thread-priority.js';
 
 const port = parentPort!;
 const init = workerData as PgliteInit;
 
 async function main() {
-  niceThisThread(num('dbThreadNice'));
   const { PGlite, types } = await import('@electric-sql/pglite');
   let pg: InstanceType<typeof PGlite>;
   const notify = (notice: UpkeepNotice) => port.postMessage({ id: 0, notice } satisfies ThreadReply);

@@ -1,9 +1,8 @@
 // Anthropic messages API, streamed.
 import type { Message } from '../types.js';
 import { type LlmEvent, type LlmRequest, type Provider, type StreamDecoder, ProviderError, appendDelta, parseArgs } from './types.js';
-import { type SseEvent, jsonBodyWithMessages, perMessageJson } from './sse-post.js';
-import { decodedCall, providerThreadOn } from './provider-io.js';
-import { DeltaJson } from './delta-json.js';
+import { type SseEvent, eventJson, jsonBodyWithMessages, perMessageJson } from './sse-post.js';
+import { decodedCall } from './provider-io.js';
 
 const API_VERSION = '2023-06-01';
 
@@ -11,8 +10,6 @@ export interface AnthropicConfig {
   baseUrl?: string;
   apiKey?: string;
   timeoutMs: number;
-  /** Calls from the provider calls' thread (provider-io.ts); by default as AIRLOCK_PROVIDER_THREAD says. */
-  threaded?: boolean;
 }
 
 export class AnthropicProvider implements Provider {
@@ -37,7 +34,7 @@ export class AnthropicProvider implements Provider {
       },
       toAnthropic(req.messages),
     );
-    yield* decodedCall(this.cfg.threaded ?? providerThreadOn(), 'anthropic', () => new AnthropicDecoder(), this.url, body, { headers: this.headers, signal: req.signal, timeoutMs: this.cfg.timeoutMs });
+    yield* decodedCall(new AnthropicDecoder(), this.url, body, { headers: this.headers, signal: req.signal, timeoutMs: this.cfg.timeoutMs });
   }
 }
 
@@ -47,17 +44,11 @@ export class AnthropicDecoder implements StreamDecoder {
   private input = 0;
   private output = 0;
   private finish = 'end_turn';
-  private json = new DeltaJson('text', isTextDelta);
 
   read(batch: SseEvent[], out: LlmEvent[]): void {
-    const { json, blocks } = this;
+    const { blocks } = this;
     for (const sse of batch) {
-      const text = json.textOf(sse.data);
-      if (text !== undefined && json.shapeIsBareText) {
-        appendDelta(out, 'text', text);
-        continue;
-      }
-      const ev = json.eventOf(sse.data, text);
+      const ev = eventJson(sse.data);
       switch (ev?.type) {
         case 'message_start':
           this.input = ev.message?.usage?.input_tokens ?? 0;
@@ -101,11 +92,6 @@ export class AnthropicDecoder implements StreamDecoder {
       { type: 'finish', reason: this.finish },
     ];
   }
-}
-
-/** A `content_block_delta` of text: all the loop above reads of it is the text. */
-function isTextDelta(ev: any): boolean {
-  return ev?.type === 'content_block_delta' && ev.delta?.type === 'text_delta' && typeof ev.delta.text === 'string';
 }
 
 /** A message's content blocks as JSON array items (a message without any gets an "(empty)" text block). */

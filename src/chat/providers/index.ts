@@ -51,7 +51,6 @@ export class Providers {
 
   /** Read when the server starts (a bad value stops it there), not when a provider is first used. */
   private timeoutMs = num('llmTimeoutMs');
-  private threaded = num('providerThread') !== 0;
 
   constructor(readonly config: ProvidersConfig) {}
 
@@ -97,7 +96,7 @@ export class Providers {
     if (!settings) throw new Error(HOW_TO_CONFIGURE);
     let p = this.cache.get(r.provider);
     if (!p) {
-      const cfg = { ...settings, timeoutMs: this.timeoutMs, threaded: this.threaded };
+      const cfg = { ...settings, timeoutMs: this.timeoutMs };
       if (r.provider === 'openai') {
         const { OpenAIProvider } = await import('./openai.js');
         p = new OpenAIProvider(cfg);

@@ -2,16 +2,13 @@
 import type { Message } from '../types.js';
 import { textOf } from '../types.js';
 import { type LlmEvent, type LlmRequest, type Provider, type StreamDecoder, ProviderError, appendDelta, parseArgs } from './types.js';
-import { type SseEvent, jsonBodyWithMessages, perMessageJson } from './sse-post.js';
-import { decodedCall, providerThreadOn } from './provider-io.js';
-import { DeltaJson } from './delta-json.js';
+import { type SseEvent, eventJson, jsonBodyWithMessages, perMessageJson } from './sse-post.js';
+import { decodedCall } from './provider-io.js';
 
 export interface OpenAIConfig {
   baseUrl?: string;
   apiKey?: string;
   timeoutMs: number;
-  /** Calls from the provider calls' thread (provider-io.ts); by default as AIRLOCK_PROVIDER_THREAD says. */
-  threaded?: boolean;
 }
 
 export class OpenAIProvider implements Provider {
@@ -36,7 +33,7 @@ export class OpenAIProvider implements Provider {
       },
       [req.system ? JSON.stringify({ role: 'system', content: req.system }) : '', ...req.messages.map(messageJson)],
     );
-    yield* decodedCall(this.cfg.threaded ?? providerThreadOn(), 'openai', () => new OpenAIDecoder(), this.url, body, { headers: this.headers, signal: req.signal, timeoutMs: this.cfg.timeoutMs });
+    yield* decodedCall(new OpenAIDecoder(), this.url, body, { headers: this.headers, signal: req.signal, timeoutMs: this.cfg.timeoutMs });
   }
 }
 
@@ -44,18 +41,12 @@ export class OpenAIProvider implements Provider {
 export class OpenAIDecoder implements StreamDecoder {
   private calls = new Map<number, { id: string; name: string; args: string }>();
   private finish = 'stop';
-  private json = new DeltaJson('content', isPlainTextDelta);
 
   read(batch: SseEvent[], out: LlmEvent[]): void {
-    const { json, calls } = this;
+    const { calls } = this;
     for (const ev of batch) {
       if (ev.data === '[DONE]') continue; // the stream ends after it; reading on keeps the connection reusable
-      const text = json.textOf(ev.data);
-      if (text !== undefined && json.shapeIsBareText) {
-        if (text) appendDelta(out, 'text', text);
-        continue;
-      }
-      const chunk = json.eventOf(ev.data, text);
+      const chunk = eventJson(ev.data);
       if (chunk?.error) throw new ProviderError(`provider stream failed: ${chunk.error.message ?? JSON.stringify(chunk.error)}`, true);
       const choice = chunk.choices?.[0];
       if (choice) {
@@ -83,16 +74,6 @@ export class OpenAIDecoder implements StreamDecoder {
     out.push({ type: 'finish', reason: this.finish });
     return out;
   }
-}
-
-/** A chunk whose only news is `choices[0].delta.content` (what the loop above would read of it is that text alone). */
-function isPlainTextDelta(chunk: any): boolean {
-  if (!chunk || typeof chunk !== 'object' || chunk.error || chunk.usage) return false;
-  const choices = chunk.choices;
-  if (!Array.isArray(choices) || choices.length !== 1) return false;
-  const c = choices[0];
-  if (!c || typeof c !== 'object' || c.finish_reason || !c.delta || typeof c.delta !== 'object') return false;
-  return Object.keys(c.delta).every((k) => k === 'content' || k === 'role');
 }
 
 /** A message's entries in OpenAI's `messages` (a tool message holds one per result), as JSON array items. */

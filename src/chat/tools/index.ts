@@ -1,6 +1,7 @@
 // Built-in tools the agent can call. A tool says whether running it twice is harmless
 // (`idempotent`); the chat loop uses that when a crash interrupts a tool.
 import type { ToolSpec } from '../providers/types.js';
+import type { ClientTool } from '../types.js';
 import { calculator } from './calculator.js';
 import { currentTime } from './time.js';
 
@@ -32,4 +33,14 @@ export class ToolBox {
   static withExtra(extra: Tool[] = []): ToolBox {
     return new ToolBox([...builtinTools, ...extra]);
   }
+}
+
+/** The tools a provider is offered: the built-in ones, then the chat's own (client) tools. */
+export function toolSpecs(tools: ToolBox, clientTools: ClientTool[]): ToolSpec[] {
+  return [
+    ...tools.tools.map(({ name, description, parameters }) => ({ name, description, parameters })),
+    ...clientTools
+      .filter((t) => !tools.find(t.name))
+      .map((t) => ({ name: t.name, description: t.description ?? '', parameters: t.parameters ?? { type: 'object' } })),
+  ];
 }
