@@ -19,6 +19,7 @@ import type { Bus } from '../bus/bus.js';
 import { num } from '../config.js';
 import { metrics } from '../metrics.js';
 import { isUuid } from '../server/validate.js';
+import { CloseCode } from '../codes.js';
 
 const uuid = (x: unknown): x is string => typeof x === 'string' && isUuid(x);
 
@@ -113,15 +114,15 @@ export class SignalRouter {
     private bus: Bus,
   ) {
     const unsubSignal = bus.subscribe('signal', (m: BusSignal) => {
-      if (m?.kind === 'gateway_deleted') this.links.get(m.gateway_id)?.ws.close(4003, 'this gateway was deleted');
+      if (m?.kind === 'gateway_deleted') this.links.get(m.gateway_id)?.ws.close(CloseCode.gatewayDeleted, 'this gateway was deleted');
       else if (m?.kind === 'end_session') {
         const s = this.sessions.get(m.session);
-        if (s) this.endByServer(s, 4409, m.reason);
+        if (s) this.endByServer(s, CloseCode.ended, m.reason);
       } else if (m?.to === bus.replicaId) this.fromBus(m);
     });
     // A revoked API token or a disabled user (on any replica) ends the launch sessions opened with it.
     const unsubAuth = onRevoked(bus, (revoked, reason) => {
-      for (const s of this.sessions.values()) if (revoked(s.user)) this.endByServer(s, 4401, reason);
+      for (const s of this.sessions.values()) if (revoked(s.user)) this.endByServer(s, CloseCode.unauthorized, reason);
     });
     // Revocations, deletions and ends lost on the bus are made up for from the database.
     const unsubGap = bus.onGap(() => void this.recheckAll().catch((err) => this.log.warn({ err }, 'could not check sessions and gateways after a bus gap')));
@@ -144,10 +145,10 @@ export class SignalRouter {
       store.existingGateways(this.db, [...this.links.keys()]),
     ]);
     for (const s of sessions) {
-      if (!tokens.has(s.user.token_id!)) this.endByServer(s, 4401, TOKEN_INVALID);
-      else if (!allowed.has(s.id)) this.endByServer(s, 4409, 'access to the resource was withdrawn, or the session was ended');
+      if (!tokens.has(s.user.token_id!)) this.endByServer(s, CloseCode.unauthorized, TOKEN_INVALID);
+      else if (!allowed.has(s.id)) this.endByServer(s, CloseCode.ended, 'access to the resource was withdrawn, or the session was ended');
     }
-    for (const [id, link] of this.links) if (!gateways.has(id)) link.ws.close(4003, 'this gateway was deleted');
+    for (const [id, link] of this.links) if (!gateways.has(id)) link.ws.close(CloseCode.gatewayDeleted, 'this gateway was deleted');
   }
 
   /** Handles the launch and gateway WebSocket endpoints; false for other paths. */
@@ -189,10 +190,10 @@ export class SignalRouter {
   }
 
   /** Tells gateways to reconnect (1012: to another replica) and ends the launch sockets here. */
-  close(code = 1001): void {
+  close(code: number = CloseCode.goingAway): void {
     this.unsubBus();
-    for (const s of this.sessions.values()) s.client.close(code, code === 1012 ? 'server restarting' : 'server shutting down');
-    for (const l of this.links.values()) l.ws.close(1012, 'server restarting');
+    for (const s of this.sessions.values()) s.client.close(code, code === CloseCode.restarting ? 'server restarting' : 'server shutting down');
+    for (const l of this.links.values()) l.ws.close(CloseCode.restarting, 'server restarting');
   }
 
   private async authGateway(req: http.IncomingMessage): Promise<store.Gateway> {
@@ -251,16 +252,16 @@ export class SignalRouter {
 
   private attachGateway(ws: WebSocket, gateway: store.Gateway): void {
     // Two connections that were both let in at once: the first stays.
-    if (this.links.has(gateway.id)) return ws.close(4409, 'another connection of this gateway is live');
+    if (this.links.has(gateway.id)) return ws.close(CloseCode.ended, 'another connection of this gateway is live');
     heartbeat(ws);
     const link: GatewayLink = { gateway, ws, sessions: new Set(), connectedAt: new Date() };
     this.links.set(gateway.id, link);
     void store.setGatewayOnline(this.db, gateway.id, true, this.bus.replicaId).catch((err) => this.log.warn({ err }, 'gateway status update failed'));
     this.log.info({ gateway: gateway.name }, 'gateway online');
     ws.on('message', (data, isBinary) => {
-      if (isBinary) return ws.close(1003, 'the gateway socket takes JSON text frames');
+      if (isBinary) return ws.close(CloseCode.unsupported, 'the gateway socket takes JSON text frames');
       const msg = signalMessage(data as Buffer, GATEWAY_MESSAGES);
-      if (typeof msg === 'string') return ws.close(1008, msg);
+      if (typeof msg === 'string') return ws.close(CloseCode.policy, msg);
       this.fromGateway(link, msg);
     });
     ws.on('close', () => {
@@ -312,7 +313,7 @@ export class SignalRouter {
           // why at once instead of waiting on a tube that carries nothing any more.
           const why = `the gateway ended the session: ${typeof msg.reason === 'string' ? msg.reason.slice(0, 300) : 'ended'}`;
           const s = this.sessions.get(msg.session);
-          if (s?.link === link) this.endByServer(s, 4410, why);
+          if (s?.link === link) this.endByServer(s, CloseCode.gatewayEnded, why);
           const h = this.hosted.get(msg.session);
           if (h?.link === link) {
             this.hosted.delete(msg.session);
@@ -355,7 +356,7 @@ export class SignalRouter {
       if (s) return this.fromClient(s, data as Buffer, isBinary);
       // Before the session row exists a client has an offer and candidates to send, no more.
       earlyBytes += (data as Buffer).length;
-      if (earlyBytes > EARLY_MAX) return client.close(1009, 'too much sent before the session started');
+      if (earlyBytes > EARLY_MAX) return client.close(CloseCode.tooBig, 'too much sent before the session started');
       early.push({ data: data as Buffer, isBinary });
     });
     client.on('close', () => {
@@ -365,7 +366,7 @@ export class SignalRouter {
       metrics.activeSessions.dec();
       clearTimeout(s.openTimer);
       this.toGateway(s, { type: 'close', session: s.id });
-      s.relay?.close(1000, 'client left');
+      s.relay?.close(CloseCode.normal, 'client left');
       void store.endSession(this.db, s.id, { error: s.endReason }).catch(() => {});
     });
     const gatewayId = link?.gateway.id ?? remote!.id;
@@ -375,17 +376,17 @@ export class SignalRouter {
       id = await store.startSession(this.db, { user_id: user.id, resource, gateway_id: gatewayId });
     } catch (err) {
       this.log.error({ err }, 'session start failed');
-      return client.close(1011, 'internal error');
+      return client.close(CloseCode.internal, 'internal error');
     }
     if (left) return void store.endSession(this.db, id, { error: 'client left' }).catch(() => {});
     if (link && link.ws.readyState !== link.ws.OPEN) {
       send(client, { type: 'gateway_lost', message: `gateway "${link.gateway.name}" disconnected` });
       void store.endSession(this.db, id, { error: 'gateway lost before the session started' }).catch(() => {});
-      return client.close(1013, 'gateway lost');
+      return client.close(CloseCode.tryAgain, 'gateway lost');
     }
     const session: Session = { id, user, resource, link, remote, gatewayId, client, relay: null, startedAt: performance.now(), offerAt: 0 };
     this.sessions.set(id, session);
-    this.auth.recheckIfStale(user, () => this.endByServer(session, 4401, TOKEN_INVALID));
+    this.auth.recheckIfStale(user, () => this.endByServer(session, CloseCode.unauthorized, TOKEN_INVALID));
     metrics.activeSessions.inc();
     const offer = {
       user: user.name,
@@ -397,7 +398,7 @@ export class SignalRouter {
         this.handToGateway(link, { session: id, ...offer, credential_enc: resource.credential_enc });
       } catch {
         this.log.warn({ session: id, resource: resource.name }, 'the resource\'s credential does not open with this server\'s key for this resource');
-        return this.endByServer(session, 4500, CREDENTIAL_UNOPENABLE);
+        return this.endByServer(session, CloseCode.credential, CREDENTIAL_UNOPENABLE);
       }
     } else {
       // The credential crosses the bus sealed; the gateway's replica opens it.
@@ -424,25 +425,25 @@ export class SignalRouter {
     if (s.client.readyState !== s.client.OPEN) return; // closing (a bye, an end): nothing more goes on
     if (isBinary) return this.pipe(s.client, s.relay, data);
     const msg = signalMessage(data, CLIENT_MESSAGES);
-    if (typeof msg === 'string') return s.client.close(1008, msg);
+    if (typeof msg === 'string') return s.client.close(CloseCode.policy, msg);
     if (msg.type === 'offer' || msg.type === 'candidate') {
       if (msg.type === 'offer') s.offerAt = performance.now();
       this.toGateway(s, { ...msg, session: s.id });
     } else if (msg.type === 'bye') {
       // The client only closes its side: the audit record is the gateway's and the server's to
       // write (a client that reported its own end could make a live session read as ended).
-      s.client.close(1000, 'bye');
+      s.client.close(CloseCode.normal, 'bye');
     }
   }
 
   private attachRelay(ws: WebSocket, s: Session): void {
-    s.relay?.close(4000, 'replaced');
+    s.relay?.close(CloseCode.replaced, 'replaced');
     s.relay = ws;
     ws.on('error', () => {});
     heartbeat(ws);
     ws.on('message', (data, isBinary) => {
       if (isBinary) this.pipe(ws, s.client, data as Buffer);
-      else ws.close(1003, 'the relay socket takes binary frames');
+      else ws.close(CloseCode.unsupported, 'the relay socket takes binary frames');
     });
     ws.on('close', () => {
       if (s.relay === ws) s.relay = null;
@@ -551,7 +552,7 @@ export class SignalRouter {
         if (s) this.toClient(s, m.msg);
         return;
       case 'gateway_ended':
-        if (s && s.remote) this.endByServer(s, 4410, m.message);
+        if (s && s.remote) this.endByServer(s, CloseCode.gatewayEnded, m.message);
         return;
       case 'gone':
         if (s) {

@@ -8,6 +8,7 @@ import { parseJson, readUpgradeError, wsBase } from '../client/wire.js';
 import { heartbeat } from '../ws-heartbeat.js';
 import { GatewaySession, type SessionOffer } from './session.js';
 import type { ShellUser } from './shell-user.js';
+import { CloseCode } from '../codes.js';
 
 export interface GatewayOptions {
   server: string;
@@ -178,7 +179,7 @@ export class GatewayDaemon {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     for (const s of this.sessions.values()) s.end('gateway stopping');
-    this.ws?.close(1001, 'gateway stopping');
+    this.ws?.close(CloseCode.goingAway, 'gateway stopping');
   }
 }
 

@@ -11,6 +11,7 @@ import type { Peer } from '../tube/peer.js';
 import type { Timing } from './timing.js';
 import { parseJson, readUpgradeError, wsBase } from '../client/wire.js';
 import { heartbeat } from '../ws-heartbeat.js';
+import { CloseCode } from '../codes.js';
 
 export interface LaunchTarget {
   server: string;
@@ -87,7 +88,7 @@ function attempt(t: LaunchTarget, timing: Timing, n: number): Promise<OpenTube> 
       if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: 'bye' }));
       tube.close();
       peer?.close();
-      ws.close(1000, 'done');
+      ws.close(CloseCode.normal, 'done');
     };
     const fail = (err: LaunchError) => {
       if (settled) return;

@@ -31,6 +31,7 @@ import { SignalRouter, announceGatewayDeleted, announceSessionEnd } from '../acc
 import { forgetOnlineGateways, forgetReplica, registerReplica, resealLegacyCredentials } from '../access/store.js';
 import { str } from '../config.js';
 import { heartbeat } from '../ws-heartbeat.js';
+import { CloseCode } from '../codes.js';
 
 /** Chat streams: a client that stops answering is cut within two of these. */
 const STREAM_HEARTBEAT_MS = 30_000;
@@ -139,7 +140,7 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
   const unsubAuth = onRevoked(bus, (revoked, reason) => {
     revocations++;
     for (const [token, hit] of authCache) if (revoked(hit.user)) authCache.delete(token);
-    for (const [ws, user] of sockets) if (revoked(user)) ws.close(4401, reason);
+    for (const [ws, user] of sockets) if (revoked(user)) ws.close(CloseCode.unauthorized, reason);
   });
   // Revocations lost on the bus are made up for: every verified token is checked again.
   const unsubGap = bus.onGap(() => {
@@ -148,7 +149,7 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
     const ids = [...new Set([...sockets.values()].map((u) => u.token_id!))];
     void validTokens(db, ids)
       .then((valid) => {
-        for (const [ws, user] of sockets) if (!valid.has(user.token_id!)) ws.close(4401, TOKEN_INVALID);
+        for (const [ws, user] of sockets) if (!valid.has(user.token_id!)) ws.close(CloseCode.unauthorized, TOKEN_INVALID);
       })
       .catch((err) => log.warn({ err }, 'could not check the stream sockets\' tokens after a bus gap'));
   });
@@ -273,7 +274,7 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
 
   async function openStream(ws: WebSocket, chatId: string, after: number, user: User) {
     sockets.set(ws, user);
-    recheckIfStale(user, () => ws.close(4401, TOKEN_INVALID));
+    recheckIfStale(user, () => ws.close(CloseCode.unauthorized, TOKEN_INVALID));
     metrics.activeStreams.inc();
     const stream = new ChatStreamSocket(ws, after);
     let unsubscribe: (() => void) | null = null;
@@ -283,14 +284,14 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
       if (sockets.delete(ws)) metrics.activeStreams.dec();
       unsubscribe?.();
     };
-    ws.on('message', () => stream.close(1008, 'this stream is one-way; use the HTTP API to send'));
+    ws.on('message', () => stream.close(CloseCode.policy, 'this stream is one-way; use the HTTP API to send'));
     try {
       const unsub = await hub.subscribe(chatId, after, stream, async () => [ev(chatId, undefined, 'queue', { queue: await service.queue(chatId) })]);
       if (ws.readyState !== ws.OPEN) unsub();
       else unsubscribe = unsub;
     } catch (err) {
       log.error({ err, chat_id: chatId }, 'stream subscribe failed');
-      stream.close(1011, 'internal error');
+      stream.close(CloseCode.internal, 'internal error');
     }
   }
 
@@ -319,8 +320,8 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
       listenerClosed = new Promise((r) => server.close(() => r())); // no new connections; requests in flight finish
       await runner?.stop();
       // Clients resume with ?after= on another replica; gateways reconnect (to another one behind a balancer).
-      for (const ws of sockets.keys()) ws.close(1012, 'server restarting; reconnect');
-      signal.close(1012);
+      for (const ws of sockets.keys()) ws.close(CloseCode.restarting, 'server restarting; reconnect');
+      signal.close(CloseCode.restarting);
     })());
   return {
     url: listenUrl,
@@ -337,7 +338,7 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
       hub.close();
       unsubAuth();
       unsubGap();
-      for (const ws of sockets.keys()) ws.close(1001, 'server shutting down'); // upgraded after the drain began
+      for (const ws of sockets.keys()) ws.close(CloseCode.goingAway, 'server shutting down'); // upgraded after the drain began
       server.closeAllConnections();
       await listenerClosed;
       clearInterval(refresh);

@@ -5,8 +5,9 @@ import type { WebSocket } from 'ws';
 import { num } from '../config.js';
 import type { Sink } from '../chat/hub.js';
 import type { StreamEvent } from '../chat/types.js';
+import { CloseCode } from '../codes.js';
 
-export const RESYNC_CLOSE_CODE = 4001;
+export const RESYNC_CLOSE_CODE = CloseCode.resync;
 
 export class ChatStreamSocket implements Sink {
   private pending: StreamEvent[] = [];

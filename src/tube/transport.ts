@@ -3,6 +3,7 @@
 import type { WebSocket } from 'ws';
 import { num } from '../config.js';
 import type { DataChannel } from 'node-datachannel';
+import { CloseCode } from '../codes.js';
 
 export type PathKind = 'direct' | 'relay';
 
@@ -68,7 +69,7 @@ export class WsTransport implements Transport {
 
   close(): void {
     if (this.timer) clearTimeout(this.timer);
-    this.ws.close(1000, 'done');
+    this.ws.close(CloseCode.normal, 'done');
   }
 }
 
