@@ -76,9 +76,9 @@ test('NATS with user and password over TLS: replicas configured so talk; a wrong
   const good = `tls://airlock:s3cret-pw@127.0.0.1:${port}?ca=${encodeURIComponent(cert)}`;
   const p = await pair(good);
   try {
-    p.a.publish('wake', { n: 1 });
+    p.a.publish('wake', { chat_id: 'one' });
     await waitUntil(() => p.got.length === 1, 'the message over TLS');
-    assert.deepEqual(p.got, [{ n: 1 }]);
+    assert.deepEqual(p.got, [{ chat_id: 'one' }]);
   } finally {
     await p.close();
   }
@@ -102,7 +102,7 @@ test('NATS with a token, and with an nkey seed file', { skip }, async () => {
   const tok = await natsServer(['--auth', 'tok-123456']);
   const t = await pair(`nats://tok-123456@127.0.0.1:${tok.port}`);
   try {
-    t.a.publish('wake', { via: 'token' });
+    t.a.publish('wake', { chat_id: 'via token' });
     await waitUntil(() => t.got.length === 1, 'the message with a token');
   } finally {
     await t.close();
@@ -117,7 +117,7 @@ test('NATS with a token, and with an nkey seed file', { skip }, async () => {
   const nk = await natsServer(['-c', conf]);
   const n = await pair(`nats://127.0.0.1:${nk.port}?nkey=${encodeURIComponent(seedFile)}`);
   try {
-    n.a.publish('wake', { via: 'nkey' });
+    n.a.publish('wake', { chat_id: 'via nkey' });
     await waitUntil(() => n.got.length === 1, 'the message with an nkey');
   } finally {
     await n.close();
@@ -140,13 +140,13 @@ test('a message not signed with the replicas\' key, sent again, or too old is dr
   await spy.flush();
   const rejected = async (reason: string) => ((await metrics.busRejected.get()).values.find((v) => v.labels.reason === reason)?.value ?? 0);
   try {
-    p.a.publish('wake', { n: 'real' });
+    p.a.publish('wake', { chat_id: 'real' });
     await waitUntil(() => p.got.length === 1 && captured.length === 1, 'the real message');
     const [bad, replay, stale] = [await rejected('bad_mac'), await rejected('replay'), await rejected('stale')];
     // The same bytes again: a replay.
     spy.publish(p.subject, captured[0]!);
     // Unsigned, as a forger without the key writes it; signed with another key; signed but old.
-    const forged = (n: number, ts = Date.now()) => JSON.stringify({ o: 'r-attacker', n, ts, b: [['wake', { n: 'forged' }]] });
+    const forged = (n: number, ts = Date.now()) => JSON.stringify({ o: 'r-attacker', n, ts, b: [['wake', { chat_id: 'forged' }]] });
     spy.publish(p.subject, forged(1));
     spy.publish(p.subject, `${forged(2)}\n${mac(crypto.randomBytes(32), forged(2))}`);
     const old = forged(3, Date.now() - 3600_000);
@@ -155,9 +155,9 @@ test('a message not signed with the replicas\' key, sent again, or too old is dr
     // Both replicas hear the forgeries (and count them); only b hears a's message again.
     await waitUntil(async () => (await rejected('replay')) === replay + 1 && (await rejected('bad_mac')) === bad + 4 && (await rejected('stale')) === stale + 2, 'the rejections');
     // What a replica sends next still arrives, once.
-    p.a.publish('wake', { n: 'after' });
+    p.a.publish('wake', { chat_id: 'after' });
     await waitUntil(() => p.got.length === 2, 'the next real message');
-    assert.deepEqual(p.got, [{ n: 'real' }, { n: 'after' }]);
+    assert.deepEqual(p.got, [{ chat_id: 'real' }, { chat_id: 'after' }]);
   } finally {
     await spy.close();
     await p.close();
@@ -193,6 +193,7 @@ test('the review\'s attack: a forged `open` on the bus makes no gateway dial the
       gateway_id: gateway.id,
       user: 'mallory',
       resource: { name: 'target-sh', kind: 'shell', target: '' },
+      resource_id: crypto.randomUUID(),
       credential_enc: null,
       relay_url: `ws://127.0.0.1:${(attacker.address() as net.AddressInfo).port}`,
     });
@@ -203,7 +204,7 @@ test('the review\'s attack: a forged `open` on the bus makes no gateway dial the
     // 2. From a replica with the key (an insider, or a bug): the relay URL in the message is not
     // used; a replica that never registered gets nothing.
     insider = await NatsBus.open(`nats://127.0.0.1:${port}`, 'public', silentLogger(), secrets.deriveKey(BUS_KEY_PURPOSE));
-    insider.publish('signal', open(insider.replicaId));
+    insider.publish('signal', open(insider.replicaId) as never);
     await spy.flush();
     await new Promise((r) => setTimeout(r, 1500));
     assert.deepEqual(dialled, [], 'the gateway dialled the attacker');

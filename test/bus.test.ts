@@ -27,14 +27,14 @@ for (const kind of ['postgres', 'nats'] as const) {
       const got: number[] = [];
       let done!: () => void;
       const all = new Promise<void>((r) => (done = r));
-      b.subscribe('wake', (m: { n: number }) => {
-        got.push(m.n);
-        if (m.n === 99) done();
+      b.subscribe('wake', (m) => {
+        got.push(Number(m.chat_id));
+        if (m.chat_id === '99') done();
       });
       // One batch in flight (a NOTIFY is a round trip), more gathered behind it, then close.
-      a.publish('wake', { n: 0 });
+      a.publish('wake', { chat_id: '0' });
       await new Promise((r) => setImmediate(r));
-      for (let n = 1; n < 100; n++) a.publish('wake', { n });
+      for (let n = 1; n < 100; n++) a.publish('wake', { chat_id: String(n) });
       await a.close();
       a = undefined;
       let timer: NodeJS.Timeout | undefined;

@@ -67,7 +67,7 @@ interface Hosted {
   origin: string;
 }
 
-type BusSignal =
+export type BusSignal =
   | ({ to: string; session: string } & (
       | { kind: 'open'; from: string; gateway_id: string; user: string; resource: unknown; resource_id: string; credential_enc: string | null }
       | { kind: 'opened' }
@@ -499,7 +499,7 @@ export class SignalRouter {
   }
 
   private signal(to: string, m: BusSignal extends infer T ? (T extends unknown ? Omit<T, 'to'> : never) : never): void {
-    this.bus.publish('signal', { ...m, to });
+    this.bus.publish('signal', { ...m, to } as BusSignal);
   }
 
   /**

@@ -9,7 +9,7 @@
 // message that fails the MAC, repeats or goes back on its origin's counter, or is older than
 // REPLAY_WINDOW_MS is dropped and counted (airlock_bus_rejected_total).
 import crypto from 'node:crypto';
-import { LocalBus, type Topic } from './bus.js';
+import { LocalBus, type Topic, type TopicMap } from './bus.js';
 import { metrics } from '../metrics.js';
 import type { Logger } from '../log.js';
 
@@ -86,7 +86,7 @@ export abstract class RemoteBus extends LocalBus {
     if (this.pending.length && !this.scheduled) this.flush();
   }
 
-  override publish(topic: Topic, msg: unknown): void {
+  override publish<T extends Topic>(topic: T, msg: TopicMap[T]): void {
     this.deliver(topic, msg);
     if (this.closed) return;
     this.pending.push([topic, msg]);

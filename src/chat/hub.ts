@@ -21,7 +21,7 @@ export const REPLAY_PAGE = 200;
 
 type StoredRow = { seq: number; type: string; data: Record<string, unknown>; message: MessageColumns | null };
 
-interface ReplayRequest {
+export interface ReplayRequest {
   req: string;
   chat_id: string;
   after: number;
