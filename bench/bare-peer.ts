@@ -1,11 +1,11 @@
 // Receiver half of bench:launch's bare data channel measurement, in its own process (as the
 // gateway is): signalling as JSON lines on stdin/stdout, the rate as a final {"mb_s"} line.
 import readline from 'node:readline';
+import { LOOPBACK_ICE } from '../src/tube/transport.js';
 import { Peer } from '../src/tube/peer.js';
 
-process.env.AIRLOCK_ICE_BIND_ADDRESS = '127.0.0.1';
 const bytes = Number(process.argv[2]);
-const peer = new Peer('bare-receiver', (s) => process.stdout.write(JSON.stringify(s) + '\n'));
+const peer = new Peer('bare-receiver', (s) => process.stdout.write(JSON.stringify(s) + '\n'), LOOPBACK_ICE);
 peer.pc.onDataChannel((dc) => {
   let n = 0;
   let t0 = 0;

@@ -43,9 +43,8 @@ async function scenario(name: string, providerUrl: string, opts: { databaseUrl?:
       AIRLOCK_OPENAI_API_KEY: 'bench',
       AIRLOCK_MODEL: 'bench-model',
       AIRLOCK_CHAT_CONCURRENCY: String(Math.max(100, CHATS)),
-      ...(opts.polling ? { AIRLOCK_CHAT_WAKE: '0', AIRLOCK_SWEEP_MS: '1000' } : {}),
     },
-    opts.databaseUrl ? ['--database-url', opts.databaseUrl] : [],
+    [...(opts.databaseUrl ? ['--database-url', opts.databaseUrl] : []), ...(opts.polling ? ['--no-wake', '--sweep-ms', '1000'] : [])],
   );
   try {
     // The server's own event-loop delay over the load (prom-client resets it on every scrape;

@@ -12,7 +12,7 @@ import { parseArgs } from 'node:util';
 import readline from 'node:readline';
 import type { DataChannel } from 'node-datachannel';
 import { Peer } from '../src/tube/peer.js';
-import { LOW_WATER } from '../src/tube/transport.js';
+import { LOW_WATER, LOOPBACK_ICE } from '../src/tube/transport.js';
 import { HIGH_WATER } from '../src/tube/tube.js';
 import { ApiClient } from '../src/client/api.js';
 import { BIN, GatewayProcess, bulkServer, childEnv, freePort, haveSshd, startSshd } from '../test/helpers/launch.js';
@@ -281,9 +281,8 @@ async function pgStage(name: string, f: Forward | null): Promise<{ tps: number; 
 
 /** A node-datachannel channel to a peer in another process, same flow-control levels as the tube, no framing: the ceiling. */
 async function bareDataChannel(bytes: number): Promise<number> {
-  process.env.AIRLOCK_ICE_BIND_ADDRESS = '127.0.0.1';
   const child = spawn(process.execPath, ['--import', 'tsx', 'bench/bare-peer.ts', String(bytes)], { stdio: ['pipe', 'pipe', 'inherit'] });
-  const a = new Peer('bare-sender', (s) => child.stdin!.write(JSON.stringify(s) + '\n'));
+  const a = new Peer('bare-sender', (s) => child.stdin!.write(JSON.stringify(s) + '\n'), LOOPBACK_ICE);
   const result = new Promise<number>((resolve, reject) => {
     readline.createInterface({ input: child.stdout! }).on('line', (l) => {
       const m = JSON.parse(l);

@@ -40,7 +40,6 @@ async function main() {
     AIRLOCK_MODEL: 'bench-model',
     AIRLOCK_CHAT_CONCURRENCY: String(CHATS + KILL_CHATS),
     AIRLOCK_LEASE_MS: '2000',
-    AIRLOCK_HEARTBEAT_MS: '500',
     AIRLOCK_SECRET_KEY: '11'.repeat(32),
     ...extra,
   });

@@ -16,7 +16,8 @@ let gw: GatewayProcess;
 let echo: Awaited<ReturnType<typeof echoServer>>;
 
 before(async () => {
-  t = await startTestServer({});
+  // One open launch session per user (each test's user has its own): the quota test below.
+  t = await startTestServer({}, { settings: { userSessions: 1 } });
   echo = await echoServer();
   const { token } = await t.admin.post('/api/gateways', { name: 'gw-rev' });
   gw = new GatewayProcess(t.url, token);
@@ -137,9 +138,7 @@ test('deleting a resource ends its open sessions, at once, saying why', async ()
 });
 
 test("a user's open launch sessions are capped: the next launch is refused with 429 and says how to end one; other users are not affected", async () => {
-  const old = process.env.AIRLOCK_USER_SESSIONS;
-  process.env.AIRLOCK_USER_SESSIONS = '1';
-  try {
+  {
     const fay = await t.user('quota-fay');
     await resourceFor(fay, 'quota-echo', 'quota-fay');
     const first = runCli(['launch', 'quota-echo'], { AIRLOCK_SERVER: t.url, AIRLOCK_TOKEN: fay.token });
@@ -156,9 +155,6 @@ test("a user's open launch sessions are capped: the next launch is refused with 
       r.proc.kill('SIGINT');
       assert.equal(await r.exited(), 0);
     }
-  } finally {
-    if (old === undefined) delete process.env.AIRLOCK_USER_SESSIONS;
-    else process.env.AIRLOCK_USER_SESSIONS = old;
   }
 });
 

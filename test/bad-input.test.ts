@@ -8,7 +8,8 @@ import { startTestServer, providerConfig, type TestServer } from './helpers/serv
 import { cluster, PG_URL } from './helpers/replicas.js';
 import { killChildren } from './helpers/launch.js';
 import { fixtures, sweepHttp, sweepWebSockets, type SweepTarget } from './helpers/bad-input.js';
-import { num } from '../src/config.js';
+import { loadConfig } from '../src/config.js';
+import { MAX_CLIENT_FRAME_BYTES } from '../src/server/app.js';
 import type { ApiClient } from '../src/client/api.js';
 
 let llm: FakeLlm;
@@ -31,7 +32,7 @@ async function waitIdle(api: ApiClient, chat: string) {
   }
 }
 
-const limits = { maxBodyBytes: num('maxBodyBytes'), wsMaxFrameBytes: num('wsMaxFrameBytes') };
+const limits = { maxBodyBytes: loadConfig().maxBodyBytes, wsMaxFrameBytes: MAX_CLIENT_FRAME_BYTES };
 
 test('every HTTP route and WebSocket endpoint: bad tokens, ids, bodies and frames get clear refusals', async () => {
   const target: SweepTarget = { setupUrl: t.url, url: t.url, adminToken: t.admin.token, routes: t.server.routes, ...limits };

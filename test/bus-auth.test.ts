@@ -237,7 +237,7 @@ test('a gateway opens relay sockets only to its server\'s origin or a --relay-or
     ws.send(JSON.stringify({ type: 'session', session: crypto.randomUUID(), user: 'u', resource: { name: 'r', kind: 'tcp', target: '127.0.0.1:9' }, credential: null, relay_url: attackerUrl }));
   });
   const server = `http://127.0.0.1:${(control.address() as net.AddressInfo).port}`;
-  const gw = new GatewayDaemon({ server, token: 'algw_test', log: silentLogger(), shellAs: null });
+  const gw = new GatewayDaemon({ server, token: 'algw_test', log: silentLogger(), shellAs: null, direct: null });
   gw.start();
   try {
     await waitUntil(() => reports.some((r) => r.type === 'ended'), 'the gateway refused the session');
@@ -248,7 +248,7 @@ test('a gateway opens relay sockets only to its server\'s origin or a --relay-or
     gw.stop();
   }
   // Told of that origin (a pattern), it does.
-  const allowed = new GatewayDaemon({ server, token: 'algw_test', log: silentLogger(), shellAs: null, relayOrigins: ['http://127.0.0.1:*'] });
+  const allowed = new GatewayDaemon({ server, token: 'algw_test', log: silentLogger(), shellAs: null, direct: null, relayOrigins: ['http://127.0.0.1:*'] });
   reports.length = 0;
   allowed.start();
   try {

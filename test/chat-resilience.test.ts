@@ -165,13 +165,12 @@ test('a slow client is told to resync; a fast client beside it gets every event'
   // 16 MiB: the fast reader (in this process, with the server and the fake provider) keeps up
   // with margin on a loaded machine (at 8 MiB it fell behind on a slow VM running two suites at
   // once); the paused one still overflows it (32 MB sent).
-  process.env.AIRLOCK_WS_QUEUE_BYTES = String(16 * 1024 * 1024);
-  // Long enough that the write timeout (which also bounds how long the resync notice may wait
-  // behind unread bytes) cannot fire before the test resumes the paused reader, however slow
+  // The write timeout is long enough (it also bounds how long the resync notice may wait behind
+  // unread bytes) that it cannot fire before the test resumes the paused reader, however slow
   // the machine: this test is about the byte bound.
-  process.env.AIRLOCK_WS_WRITE_TIMEOUT_MS = '240000';
+  const streamLimits = { queueBytes: 16 * 1024 * 1024, writeTimeoutMs: 240_000 };
   const llm = await startFakeLlm('openai');
-  const t = await startTestServer(providerConfig(llm));
+  const t = await startTestServer(providerConfig(llm), { streamLimits });
   const release = gate();
   try {
     const chunk = 'x'.repeat(4000);
@@ -207,8 +206,6 @@ test('a slow client is told to resync; a fast client beside it gets every event'
     fast.close();
   } finally {
     release.open();
-    delete process.env.AIRLOCK_WS_QUEUE_BYTES;
-    delete process.env.AIRLOCK_WS_WRITE_TIMEOUT_MS;
     await t.close();
     await llm.close();
   }

@@ -9,7 +9,7 @@ import path from 'node:path';
 import * as pty from '@lydell/node-pty';
 import { startFakeLlm, gate, type FakeLlm } from './helpers/fake-llm.js';
 import { freePort } from './helpers/launch.js';
-import { waitUntil } from './helpers/server.js';
+import { waitUntil, StreamRecorder } from './helpers/server.js';
 import { ApiClient } from '../src/client/api.js';
 
 /** Resolves with the first truthy value of get(), polled (a hang guard of 60 s). */
@@ -232,7 +232,7 @@ test('interactive session: Ctrl-C interrupts the reply, lines typed meanwhile fo
 test('a reply outlives its server: killed mid-turn, the CLI reconnects and the restarted server finishes it; a server that stays gone ends the command with a clear error', async () => {
   const port = await freePort();
   const d = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-cli-restart-'));
-  const env2 = { ...env, AIRLOCK_CLI_CONFIG: path.join(d, 'cli.json'), AIRLOCK_LEASE_MS: '1000', AIRLOCK_HEARTBEAT_MS: '300' };
+  const env2 = { ...env, AIRLOCK_CLI_CONFIG: path.join(d, 'cli.json'), AIRLOCK_LEASE_MS: '1000' };
   const startServer = async () => {
     const srv = spawn(process.execPath, [BIN, 'server', '--data-dir', path.join(d, 'data'), '--port', String(port)], { env: env2 });
     let err = '';
@@ -269,6 +269,13 @@ test('a reply outlives its server: killed mid-turn, the CLI reconnects and the r
     const pipedChat = chatInBackground(['survive that'], env2, false);
     const p = chatInBackground(['survive this'], env2);
     await p.printed('first try');
+    // The piped command prints nothing before the reply is stored: a stream of its chat beside it
+    // shows when the server has sent it the partial reply (to every subscriber in one go).
+    await waitUntil(() => /chat (\S+)/.test(pipedChat.stderr), 'the piped command named its chat');
+    const cli = JSON.parse(fs.readFileSync(env2.AIRLOCK_CLI_CONFIG, 'utf8'));
+    const beside = await StreamRecorder.open(new ApiClient(cli.server, cli.token), /chat (\S+)/.exec(pipedChat.stderr)![1]!);
+    await beside.waitFor((e) => e.type === 'delta' && e.text === 'first try');
+    beside.close();
     first.kill('SIGKILL');
     await new Promise((r) => first.once('exit', r));
     g.open(); // the dead server's provider call: nothing reads it any more
@@ -483,17 +490,17 @@ test('CLI errors: unknown chat, unknown command, no token, provider error', asyn
   const failed = await run(['chat', 'hello']);
   assert.equal(failed.code, 1);
   assert.match(failed.stderr, /model does not exist/);
-  const badKnob = await run(['server', '--port', '0', '--data-dir', path.join(dir, 'unused')], { env: { ...env, AIRLOCK_LEASE_MS: 'abc' } });
-  assert.equal(badKnob.code, 1);
-  assert.equal(badKnob.stderr, 'airlock: AIRLOCK_LEASE_MS must be a non-negative number, got "abc"\n', 'one line, no stack trace');
+  const badSetting = await run(['server', '--port', '0', '--data-dir', path.join(dir, 'unused')], { env: { ...env, AIRLOCK_LEASE_MS: 'abc' } });
+  assert.equal(badSetting.code, 1);
+  assert.equal(badSetting.stderr, 'airlock: AIRLOCK_LEASE_MS must be a non-negative number, got "abc"\n', 'one line, no stack trace');
   const help = await run(['chat', '--help']);
   assert.equal(help.code, 0);
   assert.match(help.stdout, /Ctrl-C interrupts/);
 });
 
 test("README's configuration table is `airlock env`'s (every setting, its default and meaning)", async () => {
-  const { knobTable } = await import('../src/config.js');
+  const { settingsTable } = await import('../src/config.js');
   const readme = fs.readFileSync(new URL('../README.md', import.meta.url), 'utf8');
   const rows = (t: string) => t.split('\n').filter((l) => l.startsWith('| `AIRLOCK_'));
-  assert.deepEqual(rows(readme), rows(knobTable()));
+  assert.deepEqual(rows(readme), rows(settingsTable()));
 });

@@ -180,7 +180,7 @@ test('a gateway that stops answering goes offline within seconds (launches fail 
     await waitGatewayOnline(t, 'frozen', false);
     const took = Date.now() - stoppedAt;
     assert.ok(took < 10_000, `offline after ${took} ms`);
-    const run = runCli(['launch', 'frozen-echo'], { ...env, AIRLOCK_LAUNCH_ATTEMPTS: '1' });
+    const run = runCli(['launch', 'frozen-echo', '--attempts', '1'], env);
     assert.equal(await run.exited(), 4);
     assert.match(run.stderr, /no gateway of "frozen" is online/);
   } finally {

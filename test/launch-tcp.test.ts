@@ -311,6 +311,8 @@ test('CLI mistakes get a clear message and a non-zero exit', async () => {
   const cases: [string[], NodeJS.ProcessEnv, number, RegExp][] = [
     [['launch'], env, 2, /usage: airlock launch <resource>/],
     [['launch', 'echo', '--port', '99999'], env, 2, /--port must be a port number/],
+    [['launch', 'echo', '--attempts', '0'], env, 2, /--attempts must be a whole number from 1 to 100/],
+    [['launch', 'echo'], { ...env, AIRLOCK_WEBRTC: 'perhaps' }, 1, /AIRLOCK_WEBRTC must be 1 or 0, got "perhaps"/],
     [['launch', 'echo', '--exec', 'true'], env, 2, /--exec is for ssh and shell resources; "echo" is a tcp resource/],
     [['gateway'], {}, 2, /needs --server URL \(and its token: --token-file FILE or AIRLOCK_GATEWAY_TOKEN\)/],
     [['gateway', '--server', t.url, '--token', 'algw_not-a-real-token'], {}, 1, /refused the gateway token/],

@@ -160,7 +160,7 @@ test('no grant reads exactly like an unknown resource; a grant opens it', { skip
 test('a gateway killed during signalling: launch retries and succeeds when it returns', { skip: noShellUser }, async () => {
   // Frozen, the gateway gets the session but cannot answer; it dies in the middle of signalling.
   gw.proc!.kill('SIGSTOP');
-  const run = runCli(['launch', 'gw-shell', '--exec', 'echo back'], { ...env, AIRLOCK_CONNECT_TIMING: '1', AIRLOCK_LAUNCH_ATTEMPTS: '30', AIRLOCK_LAUNCH_RETRY_MAX_MS: '300', AIRLOCK_LAUNCH_TIMEOUT_MS: '5000' }, '');
+  const run = runCli(['launch', 'gw-shell', '--exec', 'echo back', '--attempts', '30'], { ...env, AIRLOCK_CONNECT_TIMING: '1' }, '');
   await run.waitErr(/\] session .*via gateway site-b/);
   await gw.kill();
   await run.waitErr(/attempt_failed .*gateway_lost/);
@@ -175,7 +175,7 @@ test('a gateway killed during signalling: launch retries and succeeds when it re
 test('a gateway that never comes back: a clear error after bounded retries, exit 4', { skip: noShellUser }, async () => {
   await gw.kill();
   await waitGatewayOnline(t, 'site-b', false);
-  const run = runCli(['launch', 'gw-shell', '--exec', 'true'], { ...env, AIRLOCK_LAUNCH_ATTEMPTS: '3', AIRLOCK_LAUNCH_RETRY_BASE_MS: '20' }, '');
+  const run = runCli(['launch', 'gw-shell', '--exec', 'true', '--attempts', '3'], env, '');
   assert.equal(await run.exited(), 4);
   assert.match(run.stderr, /no gateway of "site-b" is online/);
   gw.start();

@@ -4,9 +4,10 @@ import { test, before, after, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { startFakeLlm, text, gate, type FakeLlm } from './helpers/fake-llm.js';
 import { startTestServer, StreamRecorder, providerConfig, type TestServer } from './helpers/server.js';
+import { LLM_RETRY } from '../src/chat/run.js';
 
-process.env.AIRLOCK_LLM_RETRY_BASE_MS = '5';
-process.env.AIRLOCK_LLM_RETRY_MAX_MS = '50';
+/** The provider retries' count, with delays short enough for a test. */
+const QUICK_RETRY = { ...LLM_RETRY, baseMs: 5, maxMs: 50 };
 
 const textOf = (m: any) => m.parts.filter((p: any) => p.type === 'text').map((p: any) => p.text).join('');
 
@@ -16,7 +17,7 @@ for (const kind of ['openai', 'anthropic'] as const) {
     let t: TestServer;
     before(async () => {
       llm = await startFakeLlm(kind);
-      t = await startTestServer(providerConfig(llm));
+      t = await startTestServer(providerConfig(llm), { runner: { llmRetry: QUICK_RETRY } });
     });
     after(async () => {
       await t.close();

@@ -192,16 +192,7 @@ test('step commits that share a statement keep their own fences: a stale one sto
 test('the embedded database keeps itself up: a table that grew is analyzed (its prepared plans follow) and vacuumed, the log checkpointed, when no statement waits', async () => {
   const notices: { msg: string; table?: string }[] = [];
   const collect = (fields: any, msg: string) => notices.push({ msg, table: fields.table });
-  // Read by the database thread when it starts.
-  process.env.AIRLOCK_DB_UPKEEP_STATEMENTS = '20';
-  process.env.AIRLOCK_DB_CHECKPOINT_WAL_MB = '1';
-  let db;
-  try {
-    db = await openDb({ memory: true, log: { debug: collect, warn: collect } as any });
-  } finally {
-    delete process.env.AIRLOCK_DB_UPKEEP_STATEMENTS;
-    delete process.env.AIRLOCK_DB_CHECKPOINT_WAL_MB;
-  }
+  const db = await openDb({ memory: true, log: { debug: collect, warn: collect } as any, upkeep: { statements: 20, walBytes: 2 ** 20 } });
 
   try {
     await db.query('CREATE TABLE upkeep_t (id uuid PRIMARY KEY, owner uuid NOT NULL)');
@@ -311,10 +302,10 @@ test('a new embedded database is copied from the cached result of initdb when th
   const { PGlite } = await import('@electric-sql/pglite');
   const { initdbCacheFile, readInitdbCache } = await import('../src/store/pglite-initdb-cache.js');
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-initdb-cache-'));
-  const cache = path.join(root, 'cache');
+  const cache = path.join(root, 'airlock');
   const file = initdbCacheFile(cache);
-  const saved = process.env.AIRLOCK_DB_INIT_CACHE;
-  process.env.AIRLOCK_DB_INIT_CACHE = cache; // read by the database thread, which copies the environment when it starts
+  const saved = process.env.XDG_CACHE_HOME;
+  process.env.XDG_CACHE_HOME = root; // read by the database thread, which copies the environment when it starts
   const hasMarker = async (db: Awaited<ReturnType<typeof openDb>>) => (await db.query(`SELECT to_regclass('public.from_cache') IS NOT NULL AS has`))[0]!.has as boolean;
   const open = async (opts: Parameters<typeof openDb>[0]) => {
     const warnings: string[] = [];
@@ -361,11 +352,11 @@ test('a new embedded database is copied from the cached result of initdb when th
     assert.ok(fs.statSync(file).size > marked.length / 2, 'cached again whole');
     // A cache that cannot be written (its folder would be under a file): the database opens all the same.
     fs.writeFileSync(path.join(root, 'plain-file'), '');
-    process.env.AIRLOCK_DB_INIT_CACHE = path.join(root, 'plain-file', 'cache');
+    process.env.XDG_CACHE_HOME = path.join(root, 'plain-file');
     assert.deepEqual(await open({ memory: true }), { marker: false, warnings: [] });
   } finally {
-    if (saved === undefined) delete process.env.AIRLOCK_DB_INIT_CACHE;
-    else process.env.AIRLOCK_DB_INIT_CACHE = saved;
+    if (saved === undefined) delete process.env.XDG_CACHE_HOME;
+    else process.env.XDG_CACHE_HOME = saved;
     fs.rmSync(root, { recursive: true, force: true });
   }
 });

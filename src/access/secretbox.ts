@@ -15,9 +15,9 @@ export class SecretBox {
     return new SecretBox(key);
   }
 
-  /** The key from the environment, else from `<dataDir>/secret.key` (created 0600 when missing). */
-  static load(dataDir: string, env: NodeJS.ProcessEnv = process.env): SecretBox {
-    if (env.AIRLOCK_SECRET_KEY) return SecretBox.fromKey(env.AIRLOCK_SECRET_KEY);
+  /** The configured key (AIRLOCK_SECRET_KEY), else `<dataDir>/secret.key` (created 0600 when missing). */
+  static load(dataDir: string, configured: string): SecretBox {
+    if (configured) return SecretBox.fromKey(configured);
     const file = path.join(dataDir, 'secret.key');
     try {
       return SecretBox.fromKey(fs.readFileSync(file, 'utf8').trim());

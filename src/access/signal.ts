@@ -15,8 +15,7 @@ import { answersPing, heartbeat } from '../ws-heartbeat.js';
 import type { SecretBox } from './secretbox.js';
 import * as store from './store.js';
 import { parseJson } from '../client/wire.js';
-import type { Bus } from '../bus/bus.js';
-import { num } from '../config.js';
+import { type Bus, REPLICA_ANSWER_MS } from '../bus/bus.js';
 import { metrics } from '../metrics.js';
 import { isUuid } from '../server/validate.js';
 import { CloseCode } from '../codes.js';
@@ -112,6 +111,8 @@ export class SignalRouter {
       recheckIfStale: (user: User, close: () => void) => void;
     },
     private bus: Bus,
+    /** Launch sessions one user may have open at once (AIRLOCK_USER_SESSIONS). */
+    private userSessions: number,
   ) {
     const unsubSignal = bus.subscribe('signal', (m: BusSignal) => {
       if (m?.kind === 'gateway_deleted') this.links.get(m.gateway_id)?.ws.close(CloseCode.gatewayDeleted, 'this gateway was deleted');
@@ -158,7 +159,7 @@ export class SignalRouter {
       const name = url.searchParams.get('resource') ?? '';
       const resource = name ? await store.launchableResource(this.db, user, name) : null;
       if (!resource) throw notFound(`resource "${name}"`);
-      const limit = num('userSessions');
+      const limit = this.userSessions;
       if ((await store.openSessionCount(this.db, user.id)) >= limit) {
         throw tooMany(`you have ${limit} launch sessions open (the limit per user); end one first (airlock session list --open)`, 'too_many_sessions');
       }
@@ -413,7 +414,7 @@ export class SignalRouter {
       session.openTimer = setTimeout(() => {
         // The replica holding the gateway did not answer: it died; the gateway will reconnect elsewhere.
         this.toClient(session, { type: 'gateway_lost', message: `gateway "${gatewayName}" is not reachable through its server replica` });
-      }, num('replayTimeoutMs'));
+      }, REPLICA_ANSWER_MS);
     }
     send(client, { type: 'session', session: id, kind: resource.kind, gateway: gatewayName });
     this.log.info({ session: id, user: user.name, resource: resource.name, gateway: gatewayName, via: remote?.replica }, 'session started');

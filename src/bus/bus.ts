@@ -26,6 +26,11 @@ export interface TopicMap {
   auth: { revoked: string } | { disabled_user: string };
 }
 
+/** A request to another replica (a chat's unsaved events, opening a session on its gateway) that
+ * has no answer in this long is taken as unanswered: that replica is gone or cut off. A bus round
+ * trip takes milliseconds. */
+export const REPLICA_ANSWER_MS = 2_000;
+
 export type Topic = keyof TopicMap;
 export type Handler<T extends Topic = Topic> = (msg: TopicMap[T]) => void;
 

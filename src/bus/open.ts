@@ -3,7 +3,6 @@
 import { type Bus, LocalBus } from './bus.js';
 import type { Db } from '../store/db.js';
 import type { Logger } from '../log.js';
-import { str } from '../config.js';
 import { ConfigError } from '../errors.js';
 
 const isNats = (spec: string) => spec.startsWith('nats://') || spec.startsWith('tls://');
@@ -18,7 +17,8 @@ export async function checkBusSpec(spec: string, onPostgres: boolean): Promise<v
 }
 
 /** key: what every message is signed with (busKey of the server's secret key; replicas share it). */
-export async function openBus(db: Db, log: Logger, key: Buffer, spec = str('bus')): Promise<Bus> {
+/** spec: AIRLOCK_BUS ('' picks by the database). */
+export async function openBus(db: Db, log: Logger, key: Buffer, spec: string): Promise<Bus> {
   await checkBusSpec(spec, !!db.pg);
   const kind = spec || (db.kind === 'postgres' ? 'postgres' : 'local');
   if (kind === 'local') return new LocalBus();

@@ -3,7 +3,6 @@
 // bus_payloads in the same statement as its NOTIFY and fetched by the receivers, in order.
 import pg from 'pg';
 import { RemoteBus } from './remote.js';
-import { num } from '../config.js';
 import { retryDelay } from '../backoff.js';
 import type { Logger } from '../log.js';
 
@@ -15,6 +14,9 @@ export interface PgConn {
 const NOTIFY_LIMIT = 7900;
 /** How long close() waits for NOTIFYs in flight (the last wake signals of a drain). */
 const SETTLE_MS = 2000;
+/** Reconnects from 100 ms doubling to 5 s: quick after a blip, gentle on a database that is down. */
+const RECONNECT_MIN_MS = 100;
+const RECONNECT_MAX_MS = 5_000;
 
 export class PgBus extends RemoteBus {
   override readonly kind = 'postgres' as const;
@@ -184,7 +186,7 @@ export class PgBus extends RemoteBus {
       try {
         await this.connect();
       } catch {
-        await new Promise((r) => setTimeout(r, retryDelay(n, num('busReconnectMinMs'), num('busReconnectMaxMs'))));
+        await new Promise((r) => setTimeout(r, retryDelay(n, RECONNECT_MIN_MS, RECONNECT_MAX_MS)));
         return attempt(n + 1);
       }
       this.reconnecting = false;

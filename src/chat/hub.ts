@@ -1,9 +1,8 @@
 // Per-chat event logs in memory and their subscribers. A subscriber asks for events after a seq
 // and gets the gap filled (durable events from the database, drafts from memory) before live
 // events, with each seq delivered once.
-import type { Bus } from '../bus/bus.js';
+import { type Bus, REPLICA_ANSWER_MS } from '../bus/bus.js';
 import type { Db } from '../store/db.js';
-import { num } from '../config.js';
 import { type StreamEvent, TURN_ENDS, epochOf, isDraft } from './types.js';
 import { type MessageColumns, ev, publishedMessage } from './store.js';
 
@@ -18,6 +17,11 @@ export interface Sink {
 
 /** Stored events a replay reads and sends at a time: a long chat's history goes out in pages, each its own frame, and one subscriber holds one page. */
 export const REPLAY_PAGE = 200;
+
+/** Events a chat's log keeps in memory for catch-up: a reconnect further back reads the database. */
+const LOG_EVENTS = 50_000;
+/** A chat log with no subscriber and no event for this long is dropped. */
+const LOG_IDLE_MS = 120_000;
 
 type StoredRow = { seq: number; type: string; data: Record<string, unknown>; message: MessageColumns | null };
 
@@ -61,8 +65,8 @@ export class StreamHub {
   private logs = new Map<string, ChatLog>();
   private unsub: () => void;
   private janitor: NodeJS.Timeout;
-  private maxEvents = num('streamLogEvents');
-  private idleMs = num('streamIdleMs');
+  private maxEvents = LOG_EVENTS;
+  private idleMs = LOG_IDLE_MS;
   private unsubs: (() => void)[] = [];
   private replies = new Map<string, (events: StreamEvent[]) => void>();
   private reqs = 0;
@@ -119,7 +123,7 @@ export class StreamHub {
     try {
       return await new Promise<StreamEvent[]>((resolve) => {
         this.replies.set(req, resolve);
-        timer = setTimeout(() => resolve([]), num('replayTimeoutMs'));
+        timer = setTimeout(() => resolve([]), REPLICA_ANSWER_MS);
         this.bus.publish('replay', { req, chat_id: chatId, after, worker_id: owner, to: this.bus.replicaId } satisfies ReplayRequest);
       });
     } finally {

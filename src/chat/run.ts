@@ -3,7 +3,7 @@
 // background, in order, fenced by (worker_id, epoch).
 import type { Bus } from '../bus/bus.js';
 import type { Db, Queryable } from '../store/db.js';
-import { num } from '../config.js';
+import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { Providers } from './providers/index.js';
 import { ProviderError, type LlmEvent, type ToolSpec } from './providers/types.js';
@@ -43,7 +43,20 @@ export interface RunDeps {
   log: Logger;
   /** Called after the chat is released (title generation etc.). */
   onFinished?: (chatId: string, status: ChatStatus) => void;
+  /** A turn's bounds: steps, a built-in tool's run time, a client's time to answer its tool calls. */
+  limits: Pick<Config, 'maxSteps' | 'toolTimeoutMs' | 'actionTimeoutMs'>;
+  /** Retries of a transient provider error (429, 5xx, a reset): how many, and the backoff's first and largest delay. */
+  llmRetry: LlmRetry;
 }
+
+export interface LlmRetry {
+  max: number;
+  baseMs: number;
+  maxMs: number;
+}
+
+/** 4 retries from 0.5 s doubling to at most 15 s: a provider's overload usually passes within that. */
+export const LLM_RETRY: LlmRetry = { max: 4, baseMs: 500, maxMs: 15_000 };
 
 type StopReason = 'interrupt' | 'cancel' | null;
 
@@ -56,7 +69,6 @@ export class ChatRun {
   private persistError: unknown = null;
   private stop: StopReason = null;
   private current = new AbortController();
-  private maxSteps = num('maxSteps');
 
   /** The current turn's history: what is stored, plus the steps of this turn. */
   private history: Message[] = [];
@@ -263,7 +275,7 @@ export class ChatRun {
     const clientNames = new Set(clientTools.map((t) => t.name));
     const tools = toolSpecs(this.deps.tools, clientTools);
     const done = (status: ChatStatus, messages: Message[] = [], actions?: PendingAction[]): TurnOutcome => ({ status, messages, events: [], actions });
-    for (let step = 0; step < this.maxSteps; step++) {
+    for (let step = 0; step < this.deps.limits.maxSteps; step++) {
       if (this.stop) return done('waiting');
       const result = await this.step(resolved.provider, resolved.model, history, tools);
       if (this.cancelled) throw new LostOwnership();
@@ -293,7 +305,7 @@ export class ChatRun {
       if (this.stop) return done('waiting', stepMsgs);
       this.background(stepMsgs);
     }
-    return this.fail(`the turn stopped after ${this.maxSteps} steps (AIRLOCK_MAX_STEPS)`, 'max_steps');
+    return this.fail(`the turn stopped after ${this.deps.limits.maxSteps} steps (AIRLOCK_MAX_STEPS)`, 'max_steps');
   }
 
   private fail(error: string, code: string): TurnOutcome {
@@ -311,7 +323,7 @@ export class ChatRun {
     history: Message[],
     tools: ToolSpec[],
   ): Promise<{ kind: 'ok'; message: Message } | { kind: 'failed'; error: string; code: string }> {
-    const maxRetries = num('llmMaxRetries');
+    const maxRetries = this.deps.llmRetry.max;
     for (let attempt = 0; ; attempt++) {
       const draft = newId();
       const parts: Part[] = [];
@@ -344,7 +356,7 @@ export class ChatRun {
         } else if (this.persistError) {
           throw this.persistError;
         } else if (err instanceof ProviderError && err.retryable && attempt < maxRetries) {
-          const delay = backoff(attempt, err.retryAfterMs);
+          const delay = backoff(this.deps.llmRetry, attempt, err.retryAfterMs);
           this.emit('retry', { draft, attempt: attempt + 1, max_retries: maxRetries, delay_ms: delay, error: err.message, status_code: err.status ?? null });
           await sleep(delay, this.current.signal);
           if (this.stop) return { kind: 'ok', message: this.assistant([], '', '', null, true) };
@@ -370,7 +382,7 @@ export class ChatRun {
 
   /** Runs built-in tools in parallel; each result is streamed as soon as it is ready. */
   private async runTools(calls: Extract<Part, { type: 'tool_call' }>[]): Promise<Extract<Part, { type: 'tool_result' }>[]> {
-    const timeout = num('toolTimeoutMs');
+    const timeout = this.deps.limits.toolTimeoutMs;
     const signal = this.current.signal;
     return Promise.all(
       calls.map(async (c) => {
@@ -415,7 +427,7 @@ export class ChatRun {
           status: outcome.status,
           error: outcome.error ?? null,
           actions: outcome.actions ?? null,
-          actionTimeoutMs: num('actionTimeoutMs'),
+          actionTimeoutMs: this.deps.limits.actionTimeoutMs,
           events: releaseEvents,
         });
         // The connection broke after an earlier attempt committed: the chat is no longer ours
@@ -472,9 +484,9 @@ interface TurnOutcome {
   unpublished?: Message[];
 }
 
-export function backoff(attempt: number, retryAfter?: number): number {
-  const base = num('llmRetryBaseMs');
-  const max = num('llmRetryMaxMs');
+export function backoff(retry: LlmRetry, attempt: number, retryAfter?: number): number {
+  const base = retry.baseMs;
+  const max = retry.maxMs;
   const exp = Math.min(max, base * 2 ** attempt);
   const jittered = exp / 2 + Math.random() * (exp / 2);
   return Math.round(Math.min(max, Math.max(jittered, retryAfter ?? 0)));

@@ -4,24 +4,35 @@
 import crypto from 'node:crypto';
 import type { Bus } from '../bus/bus.js';
 import type { Db } from '../store/db.js';
-import { num } from '../config.js';
+import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { Providers } from './providers/index.js';
-import { ChatRun } from './run.js';
+import { ChatRun, LLM_RETRY, type LlmRetry } from './run.js';
 import { ToolBox } from './tools/index.js';
 import type { ChatRow, ClaimedChat } from './store.js';
 import { HistoryCache } from './history-cache.js';
 import { type ChatStatus, type Message, type StreamEvent, EPOCH_SPAN, epochOf } from './types.js';
 import { metrics } from '../metrics.js';
 
+/** The settings a worker reads. */
+export type RunnerConfig = Pick<Config, 'chatConcurrency' | 'leaseMs' | 'drainMs' | 'maxSteps' | 'toolTimeoutMs' | 'actionTimeoutMs'>;
+
+/** The safety-net timer: finds chats whose lease expired unseen or whose wake signal was lost.
+ * Work is found on wake signals; this only bounds how long a lost one can delay a chat. */
+export const SWEEP_MS = 5_000;
+
+/** Changes to the settings' behaviour for one worker (the tests, `airlock server --sweep-ms/--no-wake`). */
 export interface RunnerOptions {
   workerId?: string;
   concurrency?: number;
   leaseMs?: number;
+  /** Default: a third of the lease, so that two renewals can fail before it expires. */
   heartbeatMs?: number;
   sweepMs?: number;
   /** false: ignore wake signals and rely on the sweep timer (the polling baseline). */
   wake?: boolean;
+  /** Retries of a transient provider error (default LLM_RETRY). */
+  llmRetry?: LlmRetry;
   onFinished?: (chatId: string, status: ChatStatus) => void;
   /** The tools turns may run (default: the built-ins). */
   tools?: ToolBox;
@@ -56,12 +67,13 @@ export class Runner {
     private bus: Bus,
     private providers: Providers,
     private log: Logger,
+    private config: RunnerConfig,
     private opts: RunnerOptions = {},
   ) {
     this.workerId = opts.workerId ?? `w-${crypto.randomUUID()}`;
-    this.concurrency = opts.concurrency ?? num('chatConcurrency');
-    this.leaseMs = opts.leaseMs ?? num('leaseMs');
-    this.wakeEnabled = opts.wake ?? num('wake') !== 0;
+    this.concurrency = opts.concurrency ?? config.chatConcurrency;
+    this.leaseMs = opts.leaseMs ?? config.leaseMs;
+    this.wakeEnabled = opts.wake ?? true;
     this.tools = opts.tools ?? new ToolBox();
   }
 
@@ -81,13 +93,13 @@ export class Runner {
       setInterval(() => {
         void this.heartbeat();
         void this.armExpiryTimer();
-      }, this.opts.heartbeatMs ?? num('heartbeatMs')),
+      }, this.opts.heartbeatMs ?? Math.max(100, Math.floor(this.leaseMs / 3))),
     );
     this.timers.push(
       setInterval(() => {
         this.kick();
         this.opts.onSweep?.().catch((err) => this.log.warn({ err }, 'sweep failed'));
-      }, this.opts.sweepMs ?? num('sweepMs')),
+      }, this.opts.sweepMs ?? SWEEP_MS),
     );
     this.kick();
   }
@@ -183,6 +195,8 @@ export class Runner {
         workerId: this.workerId,
         log: this.log,
         onFinished: this.opts.onFinished,
+        limits: this.config,
+        llmRetry: this.opts.llmRetry ?? LLM_RETRY,
       },
       row,
     );
@@ -254,7 +268,7 @@ export class Runner {
    * then are handed back: their leases are expired at once and a wake signal sent, so another
    * replica resumes them now rather than after the lease.
    */
-  async stop(graceMs = num('drainMs')): Promise<void> {
+  async stop(graceMs = this.config.drainMs): Promise<void> {
     this.stopped = true;
     for (const t of this.timers) clearInterval(t);
     clearTimeout(this.expiryTimer);

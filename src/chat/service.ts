@@ -2,7 +2,7 @@
 // published and the workers woken only after the commit.
 import type { Bus } from '../bus/bus.js';
 import type { Db, Queryable } from '../store/db.js';
-import { num } from '../config.js';
+import type { Config } from '../config.js';
 import { metrics } from '../metrics.js';
 import { ApiError, conflict, notFound, badRequest, tooMany } from '../errors.js';
 import { GroupCommit } from '../store/group-commit.js';
@@ -68,7 +68,8 @@ export class ChatService {
     private db: Db,
     private bus: Bus,
     private providers: Providers,
-    private tools: ToolBox = new ToolBox(),
+    private tools: ToolBox,
+    private limits: Pick<Config, 'maxQueue' | 'leaseMs' | 'userRunningTurns' | 'userChatsPerMinute'>,
   ) {
     this.idleSends = new GroupCommit((items) => this.sendToIdleBatch(items), {
       max: 64,
@@ -111,8 +112,8 @@ export class ChatService {
     validateClientTools(input.tools ?? [], this.tools);
     const fx: Effects = { events: [] };
     const chat = await this.db.tx(async (q) => {
-      await checkNewChat(q, userId);
-      if (input.message !== undefined) await checkTurnSlot(q, userId);
+      await checkNewChat(q, userId, this.limits.userChatsPerMinute);
+      if (input.message !== undefined) await checkTurnSlot(q, userId, this.limits.userRunningTurns);
       const title = input.title ?? (input.message ? fallbackTitle(input.message) : '');
       const rows = await q.query<ChatRow>(
         `INSERT INTO chats (owner_id, title, title_source, model, system_prompt, client_tools)
@@ -193,7 +194,7 @@ export class ChatService {
       const queued = await loadQueue(q, chat.id);
       const busyNow = chat.status === 'running' || chat.status === 'requires_action';
       if (busyNow) {
-        if (queued.length >= num('maxQueue')) throw conflict(`the queue is full (${num('maxQueue')} messages)`, 'queue_full');
+        if (queued.length >= this.limits.maxQueue) throw conflict(`the queue is full (${this.limits.maxQueue} messages)`, 'queue_full');
         const item = await enqueue(q, chat.id, content);
         fx.events.push(ev(chat.id, undefined, 'queue', { queue: [...queued, item] }));
         if (busy === 'interrupt' && chat.status === 'running') {
@@ -204,7 +205,7 @@ export class ChatService {
       }
       // Idle (or pending, or after an error): older queued messages go first, and this one
       // joins the end of the queue (the caller is told it is queued).
-      if (chat.status !== 'pending') await checkTurnSlot(q, userId);
+      if (chat.status !== 'pending') await checkTurnSlot(q, userId, this.limits.userRunningTurns);
       const seq = await reserveSeqs(q, chat.id);
       let n = 0;
       const msgs: Message[] = [];
@@ -254,7 +255,7 @@ export class ChatService {
         msgId: msg.id,
         parts: JSON.stringify(msg.parts),
         claimer,
-        leaseMs: runner?.leaseMs ?? num('leaseMs'),
+        leaseMs: runner?.leaseMs ?? this.limits.leaseMs,
       });
     } catch (err) {
       unclaimed();
@@ -317,7 +318,7 @@ export class ChatService {
         items.map((s) => s.claimer),
         items.map((s) => s.leaseMs),
         this.providers.unservablePrefixes() ?? [],
-        num('userRunningTurns'),
+        this.limits.userRunningTurns,
       ],
     );
     // msg_id and parts are the statement's own (the caller has the message): the claimed row
@@ -338,7 +339,7 @@ export class ChatService {
       const target = rows[0];
       if (!target) throw notFound('message');
       if (target.role !== 'user') throw badRequest('only user messages can be edited', 'not_user_message');
-      if (chat.status !== 'pending' && chat.status !== 'running') await checkTurnSlot(q, userId);
+      if (chat.status !== 'pending' && chat.status !== 'running') await checkTurnSlot(q, userId, this.limits.userRunningTurns);
       await q.query('UPDATE chat_messages SET deleted = true WHERE chat_id = $1 AND seq >= $2', [chat.id, target.seq]);
       await q.query('DELETE FROM chat_queue WHERE chat_id = $1', [chat.id]);
       const seq = await reserveSeqs(q, chat.id);
@@ -541,18 +542,16 @@ export function validateClientTools(tools: unknown[], toolbox: ToolBox): asserts
 
 export { ApiError };
 
-/** Refuses a new turn to a user who has AIRLOCK_USER_RUNNING_TURNS running or waiting (one user must not take every worker slot). */
-async function checkTurnSlot(q: Queryable, userId: string): Promise<void> {
-  const limit = num('userRunningTurns');
+/** Refuses a new turn to a user who has `limit` (AIRLOCK_USER_RUNNING_TURNS) running or waiting (one user must not take every worker slot). */
+async function checkTurnSlot(q: Queryable, userId: string, limit: number): Promise<void> {
   const rows = await q.query<{ n: number }>(`SELECT count(*)::int AS n FROM chats WHERE owner_id = $1 AND status IN ('pending', 'running')`, [userId]);
   if (Number(rows[0]!.n) >= limit) {
     throw tooMany(`you have ${limit} turns running or waiting (the limit per user); send again when one has finished`, 'too_many_turns');
   }
 }
 
-/** Refuses a new chat to a user who created AIRLOCK_USER_CHATS_PER_MINUTE in the last minute. */
-async function checkNewChat(q: Queryable, userId: string): Promise<void> {
-  const limit = num('userChatsPerMinute');
+/** Refuses a new chat to a user who created `limit` (AIRLOCK_USER_CHATS_PER_MINUTE) in the last minute. */
+async function checkNewChat(q: Queryable, userId: string, limit: number): Promise<void> {
   const rows = await q.query<{ n: number }>(`SELECT count(*)::int AS n FROM chats WHERE owner_id = $1 AND created_at > now() - interval '1 minute'`, [userId]);
   if (Number(rows[0]!.n) >= limit) throw tooMany(`you created ${limit} chats in the last minute (the limit per user); try again shortly`, 'too_many_chats');
 }

@@ -2,7 +2,6 @@
 // the chat's stream (resumed if the stream drops), and Ctrl-C handling for it.
 import { type ApiClient, ApiClientError } from '../client/api.js';
 import { type Message, type Part, type StreamEvent, TURN_ENDS } from '../chat/types.js';
-import { num } from '../config.js';
 import { CliError } from './config.js';
 
 /** Streams one turn to the terminal and returns the exit code (0 ok, 1 error, 130 interrupted). */
@@ -13,6 +12,8 @@ export class TurnRunner {
   constructor(
     private api: ApiClient,
     private out: Printer,
+    /** How long a stream that dropped is reopened before the command gives up (AIRLOCK_STREAM_RECONNECT_MS). */
+    private reconnectForMs: number,
   ) {}
 
   /** Ctrl-C from the keyboard: the first interrupts the turn, the second stops following it. */
@@ -184,7 +185,7 @@ export class TurnRunner {
       };
       const retry = (err: Error) => {
         const waited = Date.now() - lostSince;
-        if (waited > num('streamReconnectMs')) return fail(new CliError(`lost the chat's stream and could not reconnect for ${Math.round(waited / 1000)} s: ${err.message}`));
+        if (waited > this.reconnectForMs) return fail(new CliError(`lost the chat's stream and could not reconnect for ${Math.round(waited / 1000)} s: ${err.message}`));
         setTimeout(connect, Math.min(RECONNECT_MAX_DELAY_MS, 100 + waited / 4));
       };
       connect();

@@ -1,10 +1,10 @@
 // `airlock chat`: new chats, send, live streaming output (Ctrl-C interrupts the turn), list, show.
 import { parseArgs } from 'node:util';
 import { ApiClient } from '../client/api.js';
-import { num } from '../config.js';
 import { CliError, resolveClient } from './config.js';
 import { interactive } from './chat-interactive.js';
 import { Printer, TurnRunner } from './chat-turn.js';
+import { loadConfig } from '../config.js';
 
 const HELP = `Usage:
   airlock chat [MESSAGE]              new chat; with MESSAGE, ask once and print the reply,
@@ -52,7 +52,7 @@ export async function chatCommand(argv: string[]): Promise<number> {
     return 0;
   }
   const { server, token } = resolveClient(values);
-  const api = new ApiClient(server, token, num('requestTimeoutMs'));
+  const api = new ApiClient(server, token);
   const [sub, ...args] = positionals;
   // Streamed to a terminal; a pipe or a file gets only what each reply committed to.
   const out = new Printer(Boolean(values.reasoning), process.stdout, process.stderr, Boolean(values.live || process.stdout.isTTY));
@@ -86,7 +86,7 @@ export async function chatCommand(argv: string[]): Promise<number> {
   const message = positionals.join(' ');
   let chatId = values.chat;
   const existing = chatId ? await api.get(`/api/chats/${encodeURIComponent(chatId)}`) : null; // fail fast on an unknown id
-  const session = new TurnRunner(api, out);
+  const session = new TurnRunner(api, out, loadConfig().streamReconnectMs);
   /** Sends `text` to the chat, or starts a new chat with it (and says which); prints the reply. */
   const ask = async (text: string): Promise<number> => {
     if (chatId) return session.send(chatId, text);

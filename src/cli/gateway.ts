@@ -3,8 +3,8 @@ import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ApiClient } from '../client/api.js';
 import { CliError, resolveClient, serverUrl } from './config.js';
-import { num } from '../config.js';
 import { createLogger } from '../log.js';
+import { loadConfig } from '../config.js';
 import { shellUser } from '../gateway/shell-user.js';
 
 const HELP = `Usage:
@@ -53,7 +53,7 @@ export async function gatewayCommand(argv: string[]): Promise<number> {
   const [sub, arg] = positionals;
   if (!sub) return runGateway(values);
   const { server, token } = resolveClient(values);
-  const api = new ApiClient(server, token, num('requestTimeoutMs'));
+  const api = new ApiClient(server, token);
   if (sub === 'create') {
     if (!arg) throw new CliError('usage: airlock gateway create NAME [--group G]', 2);
     const out = await api.post('/api/gateways', { name: arg, ...(values.group ? { group: values.group } : {}) });
@@ -147,8 +147,9 @@ async function runGateway(flags: RunFlags): Promise<number> {
   }
   const { GatewayDaemon } = await import('../gateway/daemon.js');
   const log = createLogger('gateway');
-  (await import('../tube/transport.js')).reportCallbackErrors((err) => log.warn({ err }, 'error in a WebRTC callback'));
-  const gw = new GatewayDaemon({ server: serverUrl(server), token, log, shellAs, relayOrigins });
+  const { reportCallbackErrors, directPath } = await import('../tube/transport.js');
+  reportCallbackErrors((err) => log.warn({ err }, 'error in a WebRTC callback'));
+  const gw = new GatewayDaemon({ server: serverUrl(server), token, log, shellAs, relayOrigins, direct: directPath(loadConfig()) });
   gw.start();
   return new Promise((resolve) => {
     const stop = () => {

@@ -4,7 +4,9 @@ import net from 'node:net';
 import { Duplex } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { CliError, resolveClient } from './config.js';
-import { openTube, closePeers, LaunchError } from '../launch/connect.js';
+import { openTube, closePeers, LaunchError, LAUNCH_ATTEMPTS } from '../launch/connect.js';
+import { loadConfig } from '../config.js';
+import { directPath } from '../tube/transport.js';
 import { ClientSession, TargetFailure } from '../launch/session.js';
 import { Timing } from '../launch/timing.js';
 import { F, size } from '../tube/frame.js';
@@ -23,11 +25,14 @@ Options:
   --port N           local port for tcp (default: a free one, printed)
   --bind ADDR        local address for tcp (default 127.0.0.1)
   --exec CMD         ssh/shell: run CMD, stream its output, exit with its status
+  --attempts N       tries while the gateway is offline or a try times out, with backoff
+                     (default ${LAUNCH_ATTEMPTS}, about 2 s in all; 1: fail at once)
   --timing-json FILE write the connect checkpoints as JSON
   --server URL, --token T   override the CLI config (see airlock login)
 
 Environment: AIRLOCK_CONNECT_TIMING=1 prints named checkpoints to stderr; AIRLOCK_WEBRTC=0
-uses the relay only; see \`airlock env\` for every timeout and retry setting.
+uses the relay only; AIRLOCK_ICE_SERVERS and AIRLOCK_ICE_BIND_ADDRESS (see \`airlock env\`)
+shape the direct path.
 
 Exit status: the remote command's status for ssh/shell; 1 the session failed; 2 usage;
 3 unknown resource or no grant; 4 no gateway online / timed out after retries;
@@ -41,6 +46,7 @@ export async function launchCommand(argv: string[]): Promise<number> {
       port: { type: 'string' },
       bind: { type: 'string' },
       exec: { type: 'string' },
+      attempts: { type: 'string' },
       'timing-json': { type: 'string' },
       server: { type: 'string' },
       token: { type: 'string' },
@@ -55,6 +61,9 @@ export async function launchCommand(argv: string[]): Promise<number> {
   if (!resource || positionals.length > 1) throw new CliError('usage: airlock launch <resource> [--port N] [--exec CMD]; see --help', 2);
   const port = values.port !== undefined ? Number(values.port) : 0;
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new CliError('--port must be a port number (0-65535)', 2);
+  const attempts = values.attempts !== undefined ? Number(values.attempts) : LAUNCH_ATTEMPTS;
+  if (!Number.isInteger(attempts) || attempts < 1 || attempts > 100) throw new CliError('--attempts must be a whole number from 1 to 100', 2);
+  const direct = directPath(loadConfig());
   const timing = new Timing();
   const { server, token } = resolveClient(values);
   // Every way out waits for the WebRTC peers to close: exiting mid-teardown can hang the process.
@@ -69,7 +78,7 @@ export async function launchCommand(argv: string[]): Promise<number> {
   listener?.catch(() => {});
   let open;
   try {
-    open = await openTube({ server, token, resource }, timing);
+    open = await openTube({ server, token, resource, direct, attempts }, timing);
   } catch (err) {
     (await listener?.catch(() => null))?.close();
     if (err instanceof LaunchError) {

@@ -63,8 +63,8 @@ async function main(argv: string[]): Promise<number> {
     case 'token':
       return (await import('./users.js')).usersCommand(cmd, rest);
     case 'env': {
-      const { knobTable } = await import('../config.js');
-      console.log(knobTable());
+      const { settingsTable } = await import('../config.js');
+      console.log(settingsTable());
       return 0;
     }
     default:

@@ -3,7 +3,6 @@ import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ApiClient } from '../client/api.js';
 import { CliError, resolveClient } from './config.js';
-import { num } from '../config.js';
 
 const RESOURCE_HELP = `Usage:
   airlock resource list                      resources you may launch (admins: all)
@@ -49,7 +48,7 @@ export async function resourceCommand(cmd: 'resource' | 'session', argv: string[
     return values.help ? 0 : 2;
   }
   const { server, token } = resolveClient(values);
-  const api = new ApiClient(server, token, num('requestTimeoutMs'));
+  const api = new ApiClient(server, token);
   const [sub, name, user] = positionals;
   const enc = encodeURIComponent;
   if (cmd === 'session') {

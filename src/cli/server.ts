@@ -3,11 +3,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { createSecureContext } from 'node:tls';
-import { checkNumbers, num, str } from '../config.js';
+import { loadConfig, settings, type Config } from '../config.js';
 import { checkBusSpec } from '../bus/open.js';
 import { CliError, configPath, readConfig, writeConfig } from './config.js';
 
-const HELP = `Usage: airlock server [options]
+const d = (name: keyof typeof settings) => String(settings[name].default);
+
+const help = (sweepMs: number) => `Usage: airlock server [options]
 
 Runs the Airlock control plane: HTTP API, chat stream WebSockets and chat workers.
 With no database URL it uses the embedded database in --data-dir (one process per folder), which
@@ -15,20 +17,25 @@ keeps itself vacuumed and loses nothing when the process is killed, but cannot f
 or power cut may lose its last commits. Use PostgreSQL where that matters.
 
 Options:
-  --port N              listen port (AIRLOCK_PORT, default ${num('port')})
-  --host ADDR           listen address (AIRLOCK_HOST, default ${str('host')})
-  --data-dir DIR        embedded database folder (AIRLOCK_DATA_DIR, default ${str('dataDir')})
+  --port N              listen port (AIRLOCK_PORT, default ${d('port')})
+  --host ADDR           listen address (AIRLOCK_HOST, default ${d('host')})
+  --data-dir DIR        embedded database folder (AIRLOCK_DATA_DIR, default ${d('dataDir')})
   --database-url URL    PostgreSQL instead of the embedded database (DATABASE_URL)
-  --concurrency N       chat turns run at once; 0 = API-only replica (AIRLOCK_CHAT_CONCURRENCY, default ${num('chatConcurrency')})
+  --concurrency N       chat turns run at once; 0 = API-only replica (AIRLOCK_CHAT_CONCURRENCY, default ${d('chatConcurrency')})
   --bus SPEC            replica bus: local, postgres or nats://host:4222 (AIRLOCK_BUS; default postgres
                         with --database-url, else local)
   --lease-ms N          chat lease: a replica that dies loses its chats to the others after this
-                        (AIRLOCK_LEASE_MS, default ${num('leaseMs')}; heartbeat AIRLOCK_HEARTBEAT_MS, default ${num('heartbeatMs')})
+                        (AIRLOCK_LEASE_MS, default ${d('leaseMs')}; renewed every third of it)
   --tls-cert FILE       serve HTTPS/WSS with this PEM certificate (AIRLOCK_TLS_CERT)
   --tls-key FILE        ... and this PEM private key (AIRLOCK_TLS_KEY)
   --public-url URL      this replica's own address as gateways reach it, for the relay path when
                         replicas sit behind a balancer (AIRLOCK_PUBLIC_URL, default the listen address)
   -h, --help            this help
+
+For tests and comparisons:
+  --sweep-ms N          the safety-net timer that finds chats a wake signal missed (default ${sweepMs})
+  --no-wake             ignore wake signals: find work on that timer only (the polling baseline
+                        that \`npm run bench:chat\` compares with)
 
 Replicas: run several servers on one PostgreSQL (same --database-url and AIRLOCK_SECRET_KEY); they
 share work and streams over the bus. SIGTERM drains: not ready, running turns finish (AIRLOCK_DRAIN_MS)
@@ -53,30 +60,24 @@ export async function serverCommand(argv: string[]): Promise<number> {
       'tls-cert': { type: 'string' },
       'tls-key': { type: 'string' },
       'public-url': { type: 'string' },
+      'sweep-ms': { type: 'string' },
+      'no-wake': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
     },
   });
   if (values.help) {
-    console.log(HELP);
+    console.log(help((await import('../chat/runner.js')).SWEEP_MS));
     return 0;
   }
-  const port = values.port !== undefined ? Number(values.port) : num('port');
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new CliError(`--port must be 0-65535, got ${values.port}`, 2);
-  const concurrency = values.concurrency !== undefined ? Number(values.concurrency) : undefined;
-  if (concurrency !== undefined && (!Number.isInteger(concurrency) || concurrency < 0)) throw new CliError('--concurrency must be a non-negative integer', 2);
-  if (values.bus !== undefined) process.env.AIRLOCK_BUS = values.bus;
-  if (values['public-url'] !== undefined) {
-    if (!/^https?:\/\/[^/]+/.test(values['public-url'])) throw new CliError('--public-url must be an http:// or https:// URL', 2);
-    process.env.AIRLOCK_PUBLIC_URL = values['public-url'];
-  }
-  if (values['lease-ms'] !== undefined) {
-    const lease = Number(values['lease-ms']);
-    if (!Number.isInteger(lease) || lease < 500) throw new CliError('--lease-ms must be an integer of at least 500', 2);
-    process.env.AIRLOCK_LEASE_MS = String(lease);
-    if (!process.env.AIRLOCK_HEARTBEAT_MS) process.env.AIRLOCK_HEARTBEAT_MS = String(Math.max(100, Math.floor(lease / 3)));
-  }
-  const certFile = values['tls-cert'] ?? (str('tlsCert') || undefined);
-  const keyFile = values['tls-key'] ?? (str('tlsKey') || undefined);
+  // Setting mistakes stop the start here, not after the database opened (seconds, and a data folder made).
+  const config: Config = { ...loadConfig(), ...flagSettings(values) };
+  const runner = {
+    concurrency: config.chatConcurrency,
+    ...(values['sweep-ms'] !== undefined && { sweepMs: wholeNumber('--sweep-ms', values['sweep-ms'], 100) }),
+    ...(values['no-wake'] && { wake: false }),
+  };
+  const certFile = config.tlsCert || undefined;
+  const keyFile = config.tlsKey || undefined;
   if (!!certFile !== !!keyFile) throw new CliError('TLS needs both --tls-cert and --tls-key', 2);
   let tls: { cert: Buffer; key: Buffer } | undefined;
   if (certFile && keyFile) {
@@ -91,12 +92,11 @@ export async function serverCommand(argv: string[]): Promise<number> {
       throw new CliError(`invalid TLS certificate or key: ${(err as Error).message}`);
     }
   }
-  const host = values.host ?? str('host');
-  const dataDir = path.resolve(values['data-dir'] ?? str('dataDir'));
+  const { port, host } = config;
+  if (!Number.isInteger(port) || port > 65535) throw new CliError(`the port must be 0-65535, got ${port}`, 2);
+  const dataDir = path.resolve(config.dataDir);
   const url = values['database-url'] ?? process.env.DATABASE_URL;
-  // Setting mistakes stop the start here, not after the database opened (seconds, and a data folder made).
-  checkNumbers();
-  await checkBusSpec(str('bus'), !!url);
+  await checkBusSpec(config.bus, !!url);
 
   const [{ openDb, embeddedDbDir }, { DataDirLockedError }, { startServer }, { providersFromEnv }, { createLogger }] = await Promise.all([
     import('../store/db.js'),
@@ -117,7 +117,7 @@ export async function serverCommand(argv: string[]): Promise<number> {
   }
   let db;
   try {
-    db = await openDb(url ? { url } : { dataDir, log });
+    db = await openDb(url ? { url, prepared: config.dbPrepared } : { dataDir, log });
   } catch (err) {
     if (err instanceof DataDirLockedError) throw new CliError(err.message);
     throw new CliError(`cannot open the database${url ? ` at ${redact(url)}` : ` in ${dataDir}`}: ${(err as Error).message}`);
@@ -125,7 +125,7 @@ export async function serverCommand(argv: string[]): Promise<number> {
   let server;
   try {
     const { SecretBox } = await import('../access/secretbox.js');
-    server = await startServer({ db, providers, port, host, log, runner: { concurrency }, tls, secrets: SecretBox.load(dataDir) });
+    server = await startServer({ db, config, providers, port, host, log, runner, tls, secrets: SecretBox.load(dataDir, config.secretKey) });
   } catch (err) {
     await db.close();
     if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') throw new CliError(`port ${port} on ${host} is in use; pass --port`);
@@ -174,7 +174,7 @@ export async function serverCommand(argv: string[]): Promise<number> {
   // Turns are finished or handed back by the drain; a shutdown step that never ends must not keep
   // the process (and its port, its lock) alive forever.
   let stage = 'draining and closing the server';
-  const limitMs = num('drainMs') + num('shutdownGraceMs');
+  const limitMs = config.drainMs + config.shutdownGraceMs;
   setTimeout(() => {
     process.stderr.write(`shutdown did not finish in ${limitMs} ms (stuck ${stage}); exiting\n`);
     process.exit(1);
@@ -183,6 +183,35 @@ export async function serverCommand(argv: string[]): Promise<number> {
   stage = 'closing the database';
   await db.close();
   return 0;
+}
+
+type Flags = Partial<Record<'port' | 'host' | 'data-dir' | 'concurrency' | 'bus' | 'lease-ms' | 'tls-cert' | 'tls-key' | 'public-url', string>>;
+
+/** What the flags change of the settings (a flag wins over its AIRLOCK_* variable). */
+function flagSettings(f: Flags): Partial<Config> {
+  const out: { -readonly [K in keyof Config]?: Config[K] } = {};
+  if (f.port !== undefined) {
+    out.port = wholeNumber('--port', f.port, 0);
+    if (out.port > 65535) throw new CliError(`--port must be 0-65535, got ${f.port}`, 2);
+  }
+  if (f.host !== undefined) out.host = f.host;
+  if (f['data-dir'] !== undefined) out.dataDir = f['data-dir'];
+  if (f.concurrency !== undefined) out.chatConcurrency = wholeNumber('--concurrency', f.concurrency, 0);
+  if (f.bus !== undefined) out.bus = f.bus;
+  if (f['lease-ms'] !== undefined) out.leaseMs = wholeNumber('--lease-ms', f['lease-ms'], 500);
+  if (f['tls-cert'] !== undefined) out.tlsCert = f['tls-cert'];
+  if (f['tls-key'] !== undefined) out.tlsKey = f['tls-key'];
+  if (f['public-url'] !== undefined) {
+    if (!/^https?:\/\/[^/]+/.test(f['public-url'])) throw new CliError('--public-url must be an http:// or https:// URL', 2);
+    out.publicUrl = f['public-url'];
+  }
+  return out;
+}
+
+function wholeNumber(flag: string, raw: string, min: number): number {
+  const n = Number(raw);
+  if (!/^\d+$/.test(raw) || !Number.isSafeInteger(n) || n < min) throw new CliError(`${flag} must be a whole number of at least ${min}, got ${JSON.stringify(raw)}`, 2);
+  return n;
 }
 
 const isLoopback = (host: string) => host === 'localhost' || host === '::1' || /^127\./.test(host);

@@ -2,7 +2,6 @@
 import { parseArgs } from 'node:util';
 import { ApiClient } from '../client/api.js';
 import { CliError, resolveClient } from './config.js';
-import { num } from '../config.js';
 
 export async function usersCommand(cmd: 'user' | 'token', argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -34,7 +33,7 @@ export async function usersCommand(cmd: 'user' | 'token', argv: string[]): Promi
     return values.help ? 0 : 2;
   }
   const { server, token } = resolveClient(values);
-  const api = new ApiClient(server, token, num('requestTimeoutMs'));
+  const api = new ApiClient(server, token);
   const [sub, arg] = positionals;
   if (cmd === 'user' && sub === 'create') {
     if (!arg) throw new CliError('airlock user create NAME', 2);

@@ -22,11 +22,14 @@ interface RawResponse {
   text: string;
 }
 
+/** A request with no full answer in this long fails: longer than any of the API's own waits. */
+const REQUEST_TIMEOUT_MS = 30_000;
+
 export class ApiClient {
   constructor(
     readonly baseUrl: string,
     readonly token: string,
-    private timeoutMs = 30_000,
+    private timeoutMs = REQUEST_TIMEOUT_MS,
   ) {}
 
   async request<T = any>(method: string, path: string, body?: unknown): Promise<T> {

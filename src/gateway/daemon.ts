@@ -3,12 +3,16 @@
 import WebSocket from 'ws';
 import type { Logger } from '../log.js';
 import { retryDelay } from '../backoff.js';
-import { num } from '../config.js';
 import { parseJson, readUpgradeError, wsBase } from '../client/wire.js';
 import { heartbeat } from '../ws-heartbeat.js';
 import { GatewaySession, type SessionOffer } from './session.js';
 import type { ShellUser } from './shell-user.js';
+import type { IceOptions } from '../tube/transport.js';
 import { CloseCode } from '../codes.js';
+
+/** Reconnects from 100 ms doubling to 5 s: back at once after a server restart, gentle on one that is down. */
+const RECONNECT_MIN_MS = 100;
+const RECONNECT_MAX_MS = 5_000;
 
 export interface GatewayOptions {
   server: string;
@@ -16,6 +20,8 @@ export interface GatewayOptions {
   log: Logger;
   /** The account shell sessions run as; null: this gateway refuses shell resources. */
   shellAs: ShellUser | null;
+  /** The direct path's settings; null: relay only. */
+  direct: IceOptions | null;
   /** Origins besides --server's that relay sockets may be opened to (other server replicas). */
   relayOrigins?: string[];
 }
@@ -101,7 +107,7 @@ export class GatewayDaemon {
     if (this.stopped || this.timer) return;
     this.ws?.removeAllListeners('close');
     this.ws?.terminate();
-    const delay = retryDelay(this.attempt++, num('gatewayReconnectMinMs'), num('gatewayReconnectMaxMs'));
+    const delay = retryDelay(this.attempt++, RECONNECT_MIN_MS, RECONNECT_MAX_MS);
     this.opts.log.info({ why, retry_in_ms: Math.round(delay) }, 'cannot reach the server');
     this.timer = setTimeout(() => {
       this.timer = null;
@@ -156,7 +162,7 @@ export class GatewayDaemon {
           this.send({ type: 'ended', session: msg.session, error: why, reason: why });
           return;
         }
-        const s = new GatewaySession(msg as SessionOffer, relayBase, this.opts.token, this.send, this.opts.log, () => this.sessions.delete(s.id), this.opts.shellAs);
+        const s = new GatewaySession(msg as SessionOffer, relayBase, this.opts.token, this.send, this.opts.log, () => this.sessions.delete(s.id), this.opts.shellAs, this.opts.direct);
         this.sessions.set(s.id, s);
         this.opts.log.info({ session: s.id, user: msg.user, resource: msg.resource?.name }, 'session');
         s.start();

@@ -4,11 +4,10 @@ import WebSocket from 'ws';
 import type { DataChannel } from 'node-datachannel';
 import type { Credential } from '../access/store.js';
 import type { Logger } from '../log.js';
-import { num } from '../config.js';
 import { F, i32, type OpenRequest } from '../tube/frame.js';
 import { Tube } from '../tube/tube.js';
 import { TubeConn } from '../tube/conn.js';
-import { DataChannelTransport, WsTransport, guard, webrtcEnabled, whenOpen } from '../tube/transport.js';
+import { DataChannelTransport, WsTransport, guard, whenOpen, type IceOptions } from '../tube/transport.js';
 import { Peer, type Signal } from '../tube/peer.js';
 import { heartbeat } from '../ws-heartbeat.js';
 import { connectTarget, TargetError, type Target, type TargetSpec } from './connectors.js';
@@ -16,6 +15,10 @@ import type { ShellUser } from './shell-user.js';
 
 /** Connections one session may have open at once (each may hold up to a window of bytes). */
 const MAX_CONNS = 1024;
+
+/** Time to connect (and, for ssh, log in) to a target: a host that is down fails the open in
+ * this long rather than TCP's minutes. */
+const TARGET_CONNECT_TIMEOUT_MS = 10_000;
 
 export interface SessionOffer {
   session: string;
@@ -43,6 +46,8 @@ export class GatewaySession {
     private log: Logger,
     private onEnd: () => void,
     private shellAs: ShellUser | null,
+    /** null: the direct path is off, offers are left unanswered and the relay carries the session. */
+    private direct: IceOptions | null,
   ) {
     this.id = offer.session;
     this.tube.on('frame', (f) => this.frame(f.type, f.conn, f.payload));
@@ -74,10 +79,11 @@ export class GatewaySession {
   signal(msg: Signal): void {
     if (this.ended) return;
     if (msg.type === 'offer') {
-      if (!webrtcEnabled() || this.peer) return;
+      if (!this.direct || this.peer) return;
       this.peer = new Peer(
         `gw-${this.id}`,
         (s) => this.control({ ...s, session: this.id }),
+        this.direct,
         (what) => this.log.debug({ session: this.id, webrtc: what }, 'webrtc state'),
       );
       this.peer.pc.onDataChannel(
@@ -117,7 +123,7 @@ export class GatewaySession {
     conn.onFinish = () => this.conns.delete(id);
     try {
       const reader = this.offer.resource.kind === 'tcp' ? conn.socketReader() : undefined;
-      const target = await connectTarget(this.offer.resource, this.offer.credential, req, num('targetConnectTimeoutMs'), this.shellAs, reader);
+      const target = await connectTarget(this.offer.resource, this.offer.credential, req, TARGET_CONNECT_TIMEOUT_MS, this.shellAs, reader);
       entry.target = target;
       this.tube.send(F.OPENED, id);
       target.onExit?.((code) => {

@@ -4,9 +4,8 @@
 import WebSocket from 'ws';
 import type { DataChannel } from 'node-datachannel';
 import { retryDelay } from '../backoff.js';
-import { num } from '../config.js';
 import { Tube } from '../tube/tube.js';
-import { DataChannelTransport, WsTransport, guard, webrtcEnabled } from '../tube/transport.js';
+import { DataChannelTransport, WsTransport, guard, type IceOptions } from '../tube/transport.js';
 import type { Peer } from '../tube/peer.js';
 import type { Timing } from './timing.js';
 import { parseJson, readUpgradeError, wsBase } from '../client/wire.js';
@@ -17,7 +16,20 @@ export interface LaunchTarget {
   server: string;
   token: string;
   resource: string;
+  /** The direct path's settings; null: relay only. */
+  direct: IceOptions | null;
+  /** Tries in all when a try fails for a reason that may pass (gateway offline, timeout, 502-504). */
+  attempts: number;
 }
+
+/** Default tries: with the backoff below they span ~2 s, a gateway's reconnect after a blip. */
+export const LAUNCH_ATTEMPTS = 4;
+/** Retries wait from 250 ms doubling to 3 s. */
+const RETRY_BASE_MS = 250;
+const RETRY_MAX_MS = 3_000;
+/** One try's time to bring a path up: signalling and the relay take milliseconds, so this is only
+ * reached when something on the way hangs. */
+const ATTEMPT_TIMEOUT_MS = 10_000;
 
 export interface OpenTube {
   tube: Tube;
@@ -49,7 +61,7 @@ export async function closePeers(): Promise<void> {
 }
 
 export async function openTube(t: LaunchTarget, timing: Timing): Promise<OpenTube> {
-  const attempts = Math.max(1, num('launchAttempts'));
+  const attempts = Math.max(1, t.attempts);
   for (let i = 1; ; i++) {
     try {
       return await attempt(t, timing, i);
@@ -57,7 +69,7 @@ export async function openTube(t: LaunchTarget, timing: Timing): Promise<OpenTub
       const e = err instanceof LaunchError ? err : new LaunchError((err as Error).message, 'failed', true);
       timing.mark('attempt_failed', `${i}/${attempts} ${e.code}: ${e.message}`);
       if (!e.transient || i >= attempts) throw e;
-      const delay = retryDelay(i - 1, num('launchRetryBaseMs'), num('launchRetryMaxMs'));
+      const delay = retryDelay(i - 1, RETRY_BASE_MS, RETRY_MAX_MS);
       await new Promise((r) => setTimeout(r, delay));
     }
   }
@@ -81,7 +93,7 @@ function attempt(t: LaunchTarget, timing: Timing, n: number): Promise<OpenTube> 
       if (msg.type === 'offer') timing.mark('offer_sent');
     };
     const send = (msg: unknown) => (ws.readyState === WebSocket.OPEN ? write(msg) : outbox.push(msg));
-    const timer = setTimeout(() => fail(new LaunchError(`no path to the gateway within ${num('launchTimeoutMs')} ms`, 'timeout', true)), num('launchTimeoutMs'));
+    const timer = setTimeout(() => fail(new LaunchError(`no path to the gateway within ${ATTEMPT_TIMEOUT_MS} ms`, 'timeout', true)), ATTEMPT_TIMEOUT_MS);
 
     const closeAll = () => {
       clearTimeout(timer);
@@ -159,7 +171,8 @@ function attempt(t: LaunchTarget, timing: Timing, n: number): Promise<OpenTube> 
       }
     });
 
-    if (webrtcEnabled()) {
+    const ice = t.direct;
+    if (ice) {
       // After this turn of the event loop: the signalling connection is on its way first.
       setImmediate(() => {
         void loadPeer().then(({ Peer }) => {
@@ -170,6 +183,7 @@ function attempt(t: LaunchTarget, timing: Timing, n: number): Promise<OpenTube> 
               if (s.type === 'offer') timing.mark('offer_created');
               send(s);
             },
+            ice,
             (what) => {
               if (what === 'peer failed') timing.mark('direct_failed', 'WebRTC could not connect; the relay carries the session');
               if (process.env.AIRLOCK_DEBUG_WEBRTC) process.stderr.write(`[webrtc client] ${what}\n`);

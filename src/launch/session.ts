@@ -1,6 +1,5 @@
 // The client side of a session's connections: opens them in the tube and routes frames to them.
 import type { Duplex } from 'node:stream';
-import { num } from '../config.js';
 import { F, type OpenRequest } from '../tube/frame.js';
 import { TubeConn } from '../tube/conn.js';
 import type { OpenTube } from './connect.js';

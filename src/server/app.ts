@@ -7,7 +7,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import type { Bus } from '../bus/bus.js';
 import { openBus } from '../bus/open.js';
 import { metrics } from '../metrics.js';
-import { num } from '../config.js';
+import { loadConfig, type Config } from '../config.js';
 import { ApiError, forbidden, tooMany, unauthorized } from '../errors.js';
 import { TOKEN_INVALID, announceRevoked, onRevoked, authenticate, bearerToken, bootstrapAdmin, validTokens, type User } from '../auth/tokens.js';
 import type { Db } from '../store/db.js';
@@ -20,7 +20,7 @@ import { Providers, type ProvidersConfig } from '../chat/providers/index.js';
 import { generateTitle } from '../chat/title.js';
 import { ev } from '../chat/store.js';
 import { Router, Reply, clientErrorReply, errorBody, readJsonBody, sendJson } from './http.js';
-import { ChatStreamSocket } from './chat-stream.js';
+import { ChatStreamSocket, type StreamLimits } from './chat-stream.js';
 import { wsBase } from '../client/wire.js';
 import { chatRoutes } from './routes/chats.js';
 import { authRoutes } from './routes/auth.js';
@@ -29,18 +29,23 @@ import { accessRoutes } from './routes/access.js';
 import { SecretBox } from '../access/secretbox.js';
 import { SignalRouter, announceGatewayDeleted, announceSessionEnd } from '../access/signal.js';
 import { forgetOnlineGateways, forgetReplica, registerReplica, resealLegacyCredentials } from '../access/store.js';
-import { str } from '../config.js';
 import { heartbeat } from '../ws-heartbeat.js';
 import { CloseCode } from '../codes.js';
 
 /** Chat streams: a client that stops answering is cut within two of these. */
 const STREAM_HEARTBEAT_MS = 30_000;
 
+/** Largest frame a chat stream's client may send: the stream is one-way, so nothing it sends is
+ * read, and nothing large need be taken in to find that out. */
+export const MAX_CLIENT_FRAME_BYTES = 65_536;
+
 /** What the bus's MAC key is derived for (replicas with the same AIRLOCK_SECRET_KEY derive the same one). */
 export const BUS_KEY_PURPOSE = 'airlock bus v1';
 
 export interface ServerOptions {
   db: Db;
+  /** The settings (default: read from the environment now). */
+  config?: Config;
   bus?: Bus;
   providers: ProvidersConfig;
   port?: number;
@@ -54,6 +59,8 @@ export interface ServerOptions {
   secrets?: SecretBox;
   /** Serve HTTPS/WSS with this PEM certificate and key. */
   tls?: { cert: string | Buffer; key: string | Buffer };
+  /** Chat stream sockets' bounds (default STREAM_LIMITS). */
+  streamLimits?: StreamLimits;
 }
 
 export interface AirlockServer {
@@ -84,23 +91,24 @@ function metricsTokenMatches(token: string | null): boolean {
 
 export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
   const { db } = opts;
+  const config = opts.config ?? loadConfig();
   const log = opts.log ?? silentLogger();
-  const secrets = opts.secrets ?? SecretBox.load(str('dataDir'));
-  const bus = opts.bus ?? (await openBus(db, log, secrets.deriveKey(BUS_KEY_PURPOSE)));
-  const providers = new Providers(opts.providers);
+  const secrets = opts.secrets ?? SecretBox.load(config.dataDir, config.secretKey);
+  const bus = opts.bus ?? (await openBus(db, log, secrets.deriveKey(BUS_KEY_PURPOSE), config.bus));
+  const providers = new Providers(opts.providers, config.llmTimeoutMs);
   const tools = ToolBox.withExtra(opts.tools);
-  const service = new ChatService(db, bus, providers, tools);
+  const service = new ChatService(db, bus, providers, tools, config);
   const adminToken = await bootstrapAdmin(db).catch(() => null);
   // The embedded database has one server (its lock file): no gateway is connected to it yet.
   if (db.kind === 'pglite') await forgetOnlineGateways(db);
   const resealed = await resealLegacyCredentials(db, secrets, log);
   if (resealed) log.info({ resources: resealed }, 'sealed credentials again, each bound to its resource');
-  const titles = opts.titles ?? num('titles') !== 0;
+  const titles = opts.titles ?? config.titles;
 
   const runner =
-    opts.runner === false || (opts.runner?.concurrency ?? num('chatConcurrency')) === 0
+    opts.runner === false || (opts.runner?.concurrency ?? config.chatConcurrency) === 0
       ? null
-      : new Runner(db, bus, providers, log, {
+      : new Runner(db, bus, providers, log, config, {
           tools,
           ...opts.runner,
           onSweep: () => service.expireActions(),
@@ -117,16 +125,16 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
 
   const router = new Router();
   authRoutes(router, db, (what) => announceRevoked(bus, what));
-  chatRoutes(router, service);
+  chatRoutes(router, service, config.maxMessageChars);
   accessRoutes(router, db, secrets, {
     gatewayDeleted: (id) => announceGatewayDeleted(bus, id),
     sessionEnded: (id, reason) => announceSessionEnd(bus, id, reason),
   });
 
-  const maxBody = num('maxBodyBytes');
-  const userStreams = num('userStreams');
+  const maxBody = config.maxBodyBytes;
+  const userStreams = config.userStreams;
   // Tokens seen recently skip the database; never longer than the token has left to live.
-  const authCacheMs = num('authCacheMs');
+  const authCacheMs = config.authCacheMs;
   const authCache = new Map<string, { user: User; until: number }>();
   /** Chat stream sockets, each with the user (and token) it was opened by. */
   const sockets = new Map<WebSocket, User>();
@@ -239,8 +247,8 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
   server.keepAliveTimeout = 65_000;
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => clientErrorReply(err, socket));
 
-  const signal = new SignalRouter(db, secrets, log, { user: auth, recheckIfStale }, bus);
-  const wss = new WebSocketServer({ noServer: true, maxPayload: num('wsMaxFrameBytes') });
+  const signal = new SignalRouter(db, secrets, log, { user: auth, recheckIfStale }, bus, config.userSessions);
+  const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_CLIENT_FRAME_BYTES });
   server.on('upgrade', async (req, socket, head) => {
     const reject = (err: unknown) => {
       const { status, body } = errorBody(err);
@@ -276,7 +284,7 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
     sockets.set(ws, user);
     recheckIfStale(user, () => ws.close(CloseCode.unauthorized, TOKEN_INVALID));
     metrics.activeStreams.inc();
-    const stream = new ChatStreamSocket(ws, after);
+    const stream = new ChatStreamSocket(ws, after, opts.streamLimits);
     let unsubscribe: (() => void) | null = null;
     const stopHeartbeat = heartbeat(ws, STREAM_HEARTBEAT_MS);
     stream.onClose = () => {
@@ -308,7 +316,7 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
   // Replicas on a shared bus register where gateways reach them (the relay across replicas).
   const registered = bus.kind !== 'local';
   if (registered) {
-    const publicWsUrl = wsBase(str('publicUrl') || listenUrl);
+    const publicWsUrl = wsBase(config.publicUrl || listenUrl);
     await registerReplica(db, bus.replicaId, publicWsUrl);
     refresh = setInterval(() => void registerReplica(db, bus.replicaId, publicWsUrl).catch(() => {}), 3600_000).unref();
   }

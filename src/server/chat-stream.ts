@@ -2,12 +2,22 @@
 // bounds what it holds for a slow client, and tells a client that falls behind to resync
 // (then closes) instead of stalling the producer or skipping events.
 import type { WebSocket } from 'ws';
-import { num } from '../config.js';
 import type { Sink } from '../chat/hub.js';
 import type { StreamEvent } from '../chat/types.js';
 import { CloseCode } from '../codes.js';
 
 export const RESYNC_CLOSE_CODE = CloseCode.resync;
+
+/** How far one socket may fall behind before it is told to resync: what it holds unsent, and how
+ * long it may accept nothing (the same timeout bounds how long the resync notice may wait). */
+export interface StreamLimits {
+  queueBytes: number;
+  writeTimeoutMs: number;
+}
+
+/** 4 MiB (seconds of the fastest model's output) and 10 s: a client held up longer catches up
+ * from the database instead, and the server holds no more for it. */
+export const STREAM_LIMITS: StreamLimits = { queueBytes: 4 * 1024 * 1024, writeTimeoutMs: 10_000 };
 
 export class ChatStreamSocket implements Sink {
   private pending: StreamEvent[] = [];
@@ -17,8 +27,8 @@ export class ChatStreamSocket implements Sink {
   private lastSent: Promise<void> = Promise.resolve();
   private lastProgress = Date.now();
   private watchdog: NodeJS.Timeout | null = null;
-  private maxBytes = num('wsQueueBytes');
-  private writeTimeoutMs = num('wsWriteTimeoutMs');
+  private maxBytes: number;
+  private writeTimeoutMs: number;
   lastSeq = 0;
   onClose: (() => void) | null = null;
 
@@ -26,7 +36,10 @@ export class ChatStreamSocket implements Sink {
   constructor(
     private ws: WebSocket,
     private after = 0,
+    limits: StreamLimits = STREAM_LIMITS,
   ) {
+    this.maxBytes = limits.queueBytes;
+    this.writeTimeoutMs = limits.writeTimeoutMs;
     ws.on('close', () => this.shutdown());
     ws.on('error', () => this.shutdown());
   }

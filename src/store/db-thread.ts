@@ -5,7 +5,7 @@
 import type { Worker } from 'node:worker_threads';
 import { startWorker } from '../worker-thread.js';
 import type { Queryable, Row } from './db.js';
-import type { UpkeepNotice } from './pglite-upkeep.js';
+import type { UpkeepNotice, UpkeepRounds } from './pglite-upkeep.js';
 
 /** What the embedded database's thread opens. */
 export interface PgliteInit {
@@ -13,6 +13,8 @@ export interface PgliteInit {
   dataDir?: string;
   /** Age (in transactions) of a template database's frozen horizon at which a start freezes it; tests lower it. */
   templateFreezeAge?: number;
+  /** How often upkeep runs (default UPKEEP_ROUNDS). */
+  upkeep?: UpkeepRounds;
 }
 
 /** Each thread's entry file (beside this one) and what it is given. */

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { migrate } from './migrations.js';
 import { acquireDataDirLock } from './lockfile.js';
 import { makePrivateDir } from './private-dir.js';
-import { num } from '../config.js';
+import type { UpkeepRounds } from './pglite-upkeep.js';
 import type { Logger } from '../log.js';
 
 export type Row = Record<string, any>;
@@ -33,13 +33,17 @@ export interface OpenDbOptions {
   log?: Pick<Logger, 'debug' | 'warn'>;
   /** Embedded only (tests): the age of a template database at which a start freezes it (pglite-upkeep.ts). */
   templateFreezeAge?: number;
+  /** Embedded only (tests): how often upkeep runs (default UPKEEP_ROUNDS). */
+  upkeep?: UpkeepRounds;
+  /** PostgreSQL: prepare each statement once per connection (AIRLOCK_DB_PREPARED; default true). */
+  prepared?: boolean;
 }
 
 /** Where the embedded database keeps its files inside a data folder. */
 export const embeddedDbDir = (dataDir: string) => path.join(dataDir, 'pgdata');
 
 export async function openDb(opts: OpenDbOptions): Promise<Db> {
-  const db = opts.url ? await openPostgres(opts.url, opts.schema) : await openPglite(opts);
+  const db = opts.url ? await openPostgres(opts.url, opts.schema, opts.prepared ?? true) : await openPglite(opts);
   try {
     await migrate(db);
   } catch (err) {
@@ -64,7 +68,7 @@ async function openPglite(opts: OpenDbOptions): Promise<Db> {
   try {
     thread = await DbThread.start(
       'pglite-worker',
-      { dataDir: dir ? embeddedDbDir(dir) : undefined, templateFreezeAge: opts.templateFreezeAge },
+      { dataDir: dir ? embeddedDbDir(dir) : undefined, templateFreezeAge: opts.templateFreezeAge, upkeep: opts.upkeep },
       log && (({ level, msg, ...fields }) => log[level](fields, msg)),
     );
   } catch (err) {
@@ -89,10 +93,10 @@ async function openPglite(opts: OpenDbOptions): Promise<Db> {
   };
 }
 
-async function openPostgres(url: string, schema?: string): Promise<Db> {
+async function openPostgres(url: string, schema: string | undefined, prepared: boolean): Promise<Db> {
   if (schema && !/^[a-z_][a-z0-9_]*$/.test(schema)) throw new Error(`invalid schema name ${schema}`);
   const { openPgPool } = await import('./pg-pool.js');
-  const pool = await openPgPool(url, schema, num('dbPrepared') !== 0);
+  const pool = await openPgPool(url, schema, prepared);
   return {
     kind: 'postgres',
     pg: { connectionString: url, options: schema ? `-c search_path=${schema}` : undefined },

@@ -9,16 +9,12 @@ import path from 'node:path';
 import { createRequire } from 'node:module';
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
-import { str } from '../config.js';
 
 const gzip = promisify(zlib.gzip);
 const gunzip = promisify(zlib.gunzip);
 
-/** The cache folder from AIRLOCK_DB_INIT_CACHE ('off': none). */
-export function initdbCacheDir(env: NodeJS.ProcessEnv = process.env): string | undefined {
-  const v = str('dbInitCache', env);
-  if (v === 'off') return undefined;
-  if (v) return path.resolve(v);
+/** The cache folder: airlock in the user's cache folder ($XDG_CACHE_HOME, else ~/.cache). */
+export function initdbCacheDir(env: NodeJS.ProcessEnv = process.env): string {
   return path.join(env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'airlock');
 }
 

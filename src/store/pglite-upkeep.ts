@@ -78,6 +78,17 @@ export async function freezeOldTemplates(
   return current;
 }
 
+/** When upkeep runs: every `statements` statements (when none waits), starting with a checkpoint
+ * once `walBytes` of write-ahead log were written since the last. */
+export interface UpkeepRounds {
+  statements: number;
+  walBytes: number;
+}
+
+/** Every 2,000 statements: a few seconds of a busy server, so the statistics follow a table that
+ * grows; a checkpoint per 256 MB of log bounds the log on disk and the replay after a crash. */
+export const UPKEEP_ROUNDS: UpkeepRounds = { statements: 2_000, walBytes: 256 * 2 ** 20 };
+
 export class Upkeep {
   private statements = 0;
   private steps: Step[] = [];

@@ -9,8 +9,7 @@ import type { ThreadReply, ThreadRequest, PgliteInit } from './db-thread.js';
 import { errorFields } from './db-thread.js';
 import { PreparedStatements } from './pglite-prepared.js';
 import { initdbCacheDir, initdbCacheFile, isNewDatabase, readInitdbCache, saveInitdbCache } from './pglite-initdb-cache.js';
-import { Upkeep, freezeOldTemplates, type UpkeepNotice } from './pglite-upkeep.js';
-import { num } from '../config.js';
+import { Upkeep, UPKEEP_ROUNDS, freezeOldTemplates, type UpkeepNotice } from './pglite-upkeep.js';
 
 const port = parentPort!;
 const init = workerData as PgliteInit;
@@ -36,7 +35,8 @@ async function main() {
 
   // Statements and transactions received and not yet answered: upkeep runs only when none are.
   let open = 0;
-  const upkeep = new Upkeep(pg, num('dbUpkeepStatements'), num('dbCheckpointWalMb') * 2 ** 20, notify);
+  const rounds = init.upkeep ?? UPKEEP_ROUNDS;
+  const upkeep = new Upkeep(pg, rounds.statements, rounds.walBytes, notify);
   const ended = () => {
     open--;
     upkeep.statementEnded(() => open === 0);
@@ -121,27 +121,22 @@ const CACHE_CLOSE_WAIT_MS = 3_000;
  */
 async function openNew(open: (database?: string, loadDataDir?: Blob) => Promise<PGlite>, notify: (n: UpkeepNotice) => void): Promise<PGlite | undefined> {
   if (!isNewDatabase(init.dataDir)) return undefined;
-  const dir = initdbCacheDir();
-  const file = dir && initdbCacheFile(dir);
-  if (file) {
-    try {
-      const tarball = await readInitdbCache(file);
-      if (tarball) return await open(undefined, tarball);
-    } catch (err) {
-      notify({ level: 'warn', msg: `the cached initialized database ${file} did not load (${(err as Error).message}); running initdb instead and caching it again` });
-      fs.rmSync(file, { force: true });
-      // What the load extracted holds no data yet: initdb starts from an empty folder.
-      if (init.dataDir) fs.rmSync(init.dataDir, { recursive: true, force: true });
-    }
+  const file = initdbCacheFile(initdbCacheDir());
+  try {
+    const tarball = await readInitdbCache(file);
+    if (tarball) return await open(undefined, tarball);
+  } catch (err) {
+    notify({ level: 'warn', msg: `the cached initialized database ${file} did not load (${(err as Error).message}); running initdb instead and caching it again` });
+    fs.rmSync(file, { force: true });
+    // What the load extracted holds no data yet: initdb starts from an empty folder.
+    if (init.dataDir) fs.rmSync(init.dataDir, { recursive: true, force: true });
   }
   const pg = await open();
-  if (file) {
-    // Taken before the migrations (this thread answers no statement yet); compressed and written meanwhile.
-    caching = pg
-      .dumpDataDir('none')
-      .then((t) => saveInitdbCache(file, t))
-      .catch((err) => notify({ level: 'debug', msg: 'could not cache the initialized database', file, err: (err as Error).message }));
-  }
+  // Taken before the migrations (this thread answers no statement yet); compressed and written meanwhile.
+  caching = pg
+    .dumpDataDir('none')
+    .then((t) => saveInitdbCache(file, t))
+    .catch((err) => notify({ level: 'debug', msg: 'could not cache the initialized database', file, err: (err as Error).message }));
   return pg;
 }
 

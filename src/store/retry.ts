@@ -1,7 +1,6 @@
 // Statements that failed because the connection broke (a restarted or failed-over PostgreSQL, a
 // terminated backend, a reset): a new connection from the pool may well succeed. Callers retry
 // only statements that are safe to run again (see fencedCommit).
-import { num } from '../config.js';
 import { retryDelay } from '../backoff.js';
 
 export function isConnectionError(err: unknown): boolean {
@@ -22,16 +21,22 @@ export function isStalePlanError(err: unknown): boolean {
   return e?.code === '0A000' && typeof e.message === 'string' && /cached plan must not change result type/.test(e.message);
 }
 
-/** Runs fn again on connection errors, with backoff, up to AIRLOCK_DB_RETRIES times. */
+/** 5 retries from 50 ms doubling to 2 s (~3 s in all): a failover or a restarted PostgreSQL is
+ * usually back within that; a longer outage fails the step, which the lease then recovers. */
+const DB_RETRIES = 5;
+const DB_RETRY_BASE_MS = 50;
+const DB_RETRY_MAX_MS = 2_000;
+
+/** Runs fn again on connection errors, with backoff, up to DB_RETRIES times. */
 export async function retryOnConnectionError<T>(fn: (attempt: number) => Promise<T>, onRetry?: (err: unknown, attempt: number) => void): Promise<T> {
-  const retries = num('dbRetries');
+  const retries = DB_RETRIES;
   for (let attempt = 0; ; attempt++) {
     try {
       return await fn(attempt);
     } catch (err) {
       if (attempt >= retries || !isConnectionError(err)) throw err;
       onRetry?.(err, attempt + 1);
-      await new Promise((r) => setTimeout(r, retryDelay(attempt, num('dbRetryBaseMs'), 2_000)));
+      await new Promise((r) => setTimeout(r, retryDelay(attempt, DB_RETRY_BASE_MS, DB_RETRY_MAX_MS)));
     }
   }
 }

@@ -1,15 +1,9 @@
 // WebRTC peer set-up shared by the client and the gateway (node-datachannel).
 import { PeerConnection, type DescriptionType, type RtcConfig } from 'node-datachannel';
-import { str } from '../config.js';
-import { guard } from './transport.js';
+import { guard, type IceOptions } from './transport.js';
 
-export function rtcConfig(): RtcConfig {
-  const iceServers = str('iceServers')
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean);
-  const bind = str('iceBindAddress');
-  return { iceServers, ...(bind ? { bindAddress: bind } : {}), maxMessageSize: 262_144 };
+function rtcConfig(ice: IceOptions): RtcConfig {
+  return { iceServers: ice.servers, ...(ice.bindAddress ? { bindAddress: ice.bindAddress } : {}), maxMessageSize: 262_144 };
 }
 
 export interface Signal {
@@ -42,9 +36,10 @@ export class Peer {
   constructor(
     name: string,
     signal: (s: Signal) => void,
+    ice: IceOptions,
     private onState?: (what: string) => void,
   ) {
-    this.pc = new PeerConnection(name, rtcConfig());
+    this.pc = new PeerConnection(name, rtcConfig(ice));
     live.add(this);
     this.pc.onStateChange(
       guard((st: string) => {

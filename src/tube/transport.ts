@@ -1,14 +1,30 @@
 // A path that carries tube frames: the WebRTC data channel (direct) or a WebSocket through the
 // control plane (relay). Both are message based and expose how many bytes wait to be sent.
 import type { WebSocket } from 'ws';
-import { num } from '../config.js';
 import type { DataChannel } from 'node-datachannel';
+import type { Config } from '../config.js';
 import { CloseCode } from '../codes.js';
 
 export type PathKind = 'direct' | 'relay';
 
-/** Whether the direct (WebRTC) path is tried at all (AIRLOCK_WEBRTC=0: relay only). */
-export const webrtcEnabled = () => num('webrtc') !== 0;
+/** Where a peer looks for a path: STUN/TURN servers, and the one address to gather host candidates on ('' any). */
+export interface IceOptions {
+  servers: string[];
+  bindAddress: string;
+}
+
+/** A direct path between peers on this machine only (the tests and benchmarks). */
+export const LOOPBACK_ICE: IceOptions = { servers: [], bindAddress: '127.0.0.1' };
+
+/** The direct path's settings, or null when it is turned off (AIRLOCK_WEBRTC=0: relay only). */
+export function directPath(c: Pick<Config, 'webrtc' | 'iceServers' | 'iceBindAddress'>): IceOptions | null {
+  if (!c.webrtc) return null;
+  const servers = c.iceServers
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  return { servers, bindAddress: c.iceBindAddress };
+}
 
 export interface Transport {
   readonly kind: PathKind;

@@ -33,7 +33,8 @@ export interface Replica {
 }
 
 /** A fresh schema; replicas get `DATABASE_URL` with its search_path, one shared secret key. */
-export async function cluster(env: NodeJS.ProcessEnv): Promise<Cluster> {
+/** args: flags every replica's `airlock server` gets (a start's own come after them). */
+export async function cluster(env: NodeJS.ProcessEnv, args: string[] = []): Promise<Cluster> {
   const schema = `r_${crypto.randomBytes(5).toString('hex')}`;
   const admin = new pg.Client({ connectionString: PG_URL });
   await admin.connect();
@@ -50,9 +51,9 @@ export async function cluster(env: NodeJS.ProcessEnv): Promise<Cluster> {
     env,
     token: '',
     replicas: [],
-    async start(extra = {}, args = []) {
+    async start(extra = {}, own = []) {
       const i = c.replicas.length;
-      const run = runCli(['server', '--port', '0', '--database-url', c.url, ...args], {
+      const run = runCli(['server', '--port', '0', '--database-url', c.url, ...args, ...own], {
         AIRLOCK_DATA_DIR: path.join(dir, `r${i}`),
         AIRLOCK_SECRET_KEY: c.secretKey,
         AIRLOCK_TITLES: '0',

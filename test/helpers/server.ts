@@ -8,6 +8,7 @@ import { ApiClient } from '../../src/client/api.js';
 import { SecretBox } from '../../src/access/secretbox.js';
 import type { StreamEvent } from '../../src/chat/types.js';
 import type { ProvidersConfig } from '../../src/chat/providers/index.js';
+import { loadConfig, type Config } from '../../src/config.js';
 
 /** A random credential key: a server started in a test never writes one into the working folder. */
 export const testSecrets = () => SecretBox.fromKey(crypto.randomBytes(32).toString('hex'));
@@ -50,11 +51,14 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
-export async function startTestServer(providers: ProvidersConfig, opts: Partial<ServerOptions> & { db?: Db } = {}): Promise<TestServer> {
+/** settings: changes to the environment's settings for this server only. */
+export async function startTestServer(providers: ProvidersConfig, opts: Partial<ServerOptions> & { db?: Db; settings?: Partial<Config> } = {}): Promise<TestServer> {
   const own = opts.db ? null : await openTestDb();
   const db = opts.db ?? own!.db;
   const secrets = opts.secrets ?? testSecrets();
-  const server = await startServer({ db, providers, titles: false, secrets, ...opts });
+  const { settings, ...rest } = opts;
+  const config = { ...loadConfig(), ...settings };
+  const server = await startServer({ db, providers, titles: false, secrets, config, ...rest });
   let token = server.adminToken;
   if (!token) {
     // The database was shared with an earlier server: mint a token for the existing admin.

@@ -7,11 +7,11 @@ import crypto from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
 import type { DataChannel } from 'node-datachannel';
+import { LOOPBACK_ICE } from '../../src/tube/transport.js';
 import { Peer } from '../../src/tube/peer.js';
 import { F, encode, u32, i32 } from '../../src/tube/frame.js';
 import { wsBase } from '../../src/client/wire.js';
 
-process.env.AIRLOCK_ICE_BIND_ADDRESS = '127.0.0.1';
 
 type PathKind = 'relay' | 'direct';
 
@@ -134,7 +134,7 @@ async function attackGateway(frames: Buffer[], endsSession: boolean): Promise<{ 
     ws.once('unexpected-response', () => j(new Error('launch refused')));
   });
   if (opts.path === 'direct') {
-    peer = new Peer('fuzz', (s) => ws.send(JSON.stringify(s)));
+    peer = new Peer('fuzz', (s) => ws.send(JSON.stringify(s)), LOOPBACK_ICE);
     peers.push(peer);
     const dc: DataChannel = peer.pc.createDataChannel('tube');
     dc.onMessage((m) => typeof m !== 'string' && watchFrames(errors, Buffer.from(m as Buffer)));
@@ -189,7 +189,7 @@ async function attackClients(cases: [string, Buffer[]][]): Promise<void> {
       }
     }
     if (msg.type === 'offer' && opts.path === 'direct') {
-      const peer = new Peer('fuzz-gw', (s) => ctl.send(JSON.stringify({ ...s, session: msg.session })));
+      const peer = new Peer('fuzz-gw', (s) => ctl.send(JSON.stringify({ ...s, session: msg.session })), LOOPBACK_ICE);
       peers.push(peer);
       peersBySession.set(msg.session, peer);
       peer.pc.onDataChannel((dc: DataChannel) => {

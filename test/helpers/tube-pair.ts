@@ -4,11 +4,10 @@
 import type { DataChannel } from 'node-datachannel';
 import { Peer } from '../../src/tube/peer.js';
 import { Tube } from '../../src/tube/tube.js';
-import { DataChannelTransport, whenOpen } from '../../src/tube/transport.js';
+import { DataChannelTransport, whenOpen, LOOPBACK_ICE } from '../../src/tube/transport.js';
 import { F } from '../../src/tube/frame.js';
 import { within } from './within.js';
 
-process.env.AIRLOCK_ICE_BIND_ADDRESS = '127.0.0.1';
 
 const peers: Peer[] = [];
 
@@ -20,8 +19,8 @@ const peers: Peer[] = [];
 async function tubePair(attempt = 1): Promise<[Tube, Tube]> {
   let a: Peer, b: Peer;
   // Signals go across on a later turn of the event loop, as they would through the server.
-  a = new Peer('a', (s) => setImmediate(() => b.remote(s)));
-  b = new Peer('b', (s) => setImmediate(() => a.remote(s)));
+  a = new Peer('a', (s) => setImmediate(() => b.remote(s)), LOOPBACK_ICE);
+  b = new Peer('b', (s) => setImmediate(() => a.remote(s)), LOOPBACK_ICE);
   peers.push(a, b);
   const ta = new Tube();
   const tb = new Tube();

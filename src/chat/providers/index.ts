@@ -1,7 +1,6 @@
 // Which LLM providers are configured, and which one serves a chat's model.
 import fs from 'node:fs';
 import { ApiError } from '../../errors.js';
-import { num } from '../../config.js';
 import type { Provider } from './types.js';
 
 export interface ProviderSettings {
@@ -49,10 +48,11 @@ export function providersFromEnv(env: NodeJS.ProcessEnv = process.env): Provider
 export class Providers {
   private cache = new Map<ProviderName, Provider>();
 
-  /** Read when the server starts (a bad value stops it there), not when a provider is first used. */
-  private timeoutMs = num('llmTimeoutMs');
-
-  constructor(readonly config: ProvidersConfig) {}
+  constructor(
+    readonly config: ProvidersConfig,
+    /** A request with no byte for this long fails (AIRLOCK_LLM_TIMEOUT_MS). */
+    private timeoutMs: number,
+  ) {}
 
   get configured(): ProviderName[] {
     return PROVIDER_NAMES.filter((n) => this.config[n]);

@@ -1,5 +1,4 @@
 // Chat REST endpoints. Ids of other users' chats answer 404, exactly like unknown ids.
-import { num } from '../../config.js';
 import { notFound } from '../../errors.js';
 import type { ChatService } from '../../chat/service.js';
 import { Reply, type Router } from '../http.js';
@@ -11,8 +10,8 @@ const chatId = (params: Record<string, string>) => {
   return id;
 };
 
-export function chatRoutes(router: Router, chats: ChatService): void {
-  const maxChars = num('maxMessageChars');
+/** maxChars: the longest message or system prompt accepted (AIRLOCK_MAX_MESSAGE_CHARS). */
+export function chatRoutes(router: Router, chats: ChatService, maxChars: number): void {
 
   router.add('POST', '/api/chats', async ({ user, body }) => {
     const b = v.object(await body(), ['title', 'model', 'system_prompt', 'message', 'tools']);
