@@ -1,6 +1,7 @@
-// The storage layer's failure paths: statement errors keep PostgreSQL's fields, a failed
-// transaction leaves nothing behind, a closed database says so. Runs on the embedded database
-// (its own thread) and, with AIRLOCK_TEST_DATABASE_URL, on PostgreSQL.
+// Storage conformance: one set of cases run against each database the server can use, the
+// embedded one (PGlite on its own thread) and, with AIRLOCK_TEST_DATABASE_URL, PostgreSQL:
+// statement errors keep PostgreSQL's fields, a failed transaction leaves nothing behind, a closed
+// database says so, values come back as the same JavaScript types. Then each one's own cases.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { within } from './helpers/within.js';
@@ -8,47 +9,206 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { PG_URL, openTestDb } from './helpers/server.js';
+import { PG_URL, openTestDb as openDbOf } from './helpers/server.js';
 import { openDb } from '../src/store/db.js';
 import { isConnectionError } from '../src/store/retry.js';
 import { ToolBox, builtinTools } from '../src/chat/tools/index.js';
 
-test('statement errors carry their PostgreSQL code; a failed transaction rolls back', async () => {
-  const { db, drop } = await openTestDb();
-  try {
-    await assert.rejects(db.query('SELECT * FROM no_such_table'), (err: any) => err.code === '42P01' && /no_such_table/.test(err.message));
-    await db.query('CREATE TABLE store_t (a int PRIMARY KEY)');
-    await assert.rejects(
-      db.tx(async (q) => {
-        await q.query('INSERT INTO store_t VALUES (1)');
-        await q.query('INSERT INTO store_t VALUES (1)'); // duplicate key
-      }),
-      (err: any) => err.code === '23505',
-    );
-    await assert.rejects(
-      db.tx(async (q) => {
-        await q.query('INSERT INTO store_t VALUES (2)');
-        throw new Error('changed my mind');
-      }),
-      /changed my mind/,
-    );
-    assert.deepEqual(await db.query('SELECT a FROM store_t'), []);
-    assert.deepEqual(await db.tx((q) => q.query('INSERT INTO store_t VALUES (3) RETURNING a')), [{ a: 3 }]);
-  } finally {
-    await drop();
-  }
-});
+const kinds: ('pglite' | 'postgres')[] = ['pglite', ...(PG_URL ? (['postgres'] as const) : [])];
 
-test('a query after close is refused with a clear error', async () => {
-  const { db, drop } = await openTestDb();
-  await drop();
-  const closed = db.kind === 'postgres' ? /the PostgreSQL connection pool is closed/ : /embedded database thread exited/;
-  await assert.rejects(db.query('SELECT 1'), closed);
-  await assert.rejects(db.tx((q) => q.query('SELECT 1')), closed);
-});
+for (const kind of kinds) {
+  const openTestDb = () => openDbOf(kind);
+
+  test(`${kind}: statement errors carry their PostgreSQL code; a failed transaction rolls back`, async () => {
+    const { db, drop } = await openTestDb();
+    try {
+      await assert.rejects(db.query('SELECT * FROM no_such_table'), (err: any) => err.code === '42P01' && /no_such_table/.test(err.message));
+      await db.query('CREATE TABLE store_t (a int PRIMARY KEY)');
+      await assert.rejects(
+        db.tx(async (q) => {
+          await q.query('INSERT INTO store_t VALUES (1)');
+          await q.query('INSERT INTO store_t VALUES (1)'); // duplicate key
+        }),
+        (err: any) => err.code === '23505',
+      );
+      await assert.rejects(
+        db.tx(async (q) => {
+          await q.query('INSERT INTO store_t VALUES (2)');
+          throw new Error('changed my mind');
+        }),
+        /changed my mind/,
+      );
+      assert.deepEqual(await db.query('SELECT a FROM store_t'), []);
+      assert.deepEqual(await db.tx((q) => q.query('INSERT INTO store_t VALUES (3) RETURNING a')), [{ a: 3 }]);
+    } finally {
+      await drop();
+    }
+  });
+
+  test(`${kind}: a query after close is refused with a clear error`, async () => {
+    const { db, drop } = await openTestDb();
+    await drop();
+    const closed = db.kind === 'postgres' ? /the PostgreSQL connection pool is closed/ : /embedded database thread exited/;
+    await assert.rejects(db.query('SELECT 1'), closed);
+    await assert.rejects(db.tx((q) => q.query('SELECT 1')), closed);
+  });
+
+  test(`${kind}: parameters round-trip exactly (the embedded database runs them as prepared statements with literals)`, async () => {
+    const { db, drop } = await openTestDb();
+    try {
+      const nasty = [`it's`, `''; DROP TABLE users; --`, 'back\\slash \\\' mixed', '"quoted"', 'ünïcødé ✓ 🚀', '$1 $$ $tag$', 'line\nbreak\ttab', ''];
+      const sql = 'SELECT $1::text AS t, $2::text[] AS a, $3::jsonb AS j, $4::bigint AS n, $5::boolean AS b, $6::text AS z, $7::uuid[] AS u';
+      const uuids = ['6f1c1c9e-8a3b-4d5e-9f00-123456789abc'];
+      for (const s of nasty) {
+        const json = { s, nested: [s, null, 1.5] };
+        for (let i = 0; i < 2; i++) {
+          // The first run prepares the statement, the second runs the prepared one.
+          const [row] = await db.query<any>(sql, [s, [s, null, 'x'], JSON.stringify(json), 2 ** 40, false, null, uuids]);
+          assert.equal(row.t, s);
+          assert.deepEqual(row.a, [s, null, 'x']);
+          assert.deepEqual(row.j, json);
+          assert.equal(Number(row.n), 2 ** 40);
+          assert.equal(row.b, false);
+          assert.equal(row.z, null);
+          assert.deepEqual(row.u, uuids);
+        }
+      }
+      // Statements that cannot be prepared (several in one text, DDL) still run.
+      assert.deepEqual(await db.query('SELECT $1 AS x', ['a']), [{ x: 'a' }]);
+      await db.query('CREATE TABLE store_p (a text)');
+      await db.query('INSERT INTO store_p VALUES ($1)', ['x']);
+      // Errors keep their codes on the prepared path too.
+      await assert.rejects(db.query('SELECT $1::uuid AS u', ['not-a-uuid']), (err: any) => err.code === '22P02');
+      await assert.rejects(db.query('SELECT $1::uuid AS u', ['not-a-uuid']), (err: any) => err.code === '22P02');
+    } finally {
+      await drop();
+    }
+  });
+
+  test(`${kind}: a table that changes under a prepared statement: the statement still runs`, async () => {
+    const { db, drop } = await openTestDb();
+    try {
+      await db.query('CREATE TABLE store_s (a int)');
+      await db.query('INSERT INTO store_s VALUES (1)');
+      const q = 'SELECT * FROM store_s WHERE a = $1';
+      for (let i = 0; i < 3; i++) assert.deepEqual(await db.query(q, [1]), [{ a: 1 }]);
+      await db.query('ALTER TABLE store_s ADD COLUMN b text');
+      // Every pooled connection that prepared it runs it again.
+      for (let i = 0; i < 25; i++) assert.deepEqual(await db.query(q, [1]), [{ a: 1, b: null }]);
+    } finally {
+      await drop();
+    }
+  });
+
+  test(`${kind}: a statement first seen outside a transaction while it was open, then inside it, does not wait for itself (the connection was held for good)`, async () => {
+    const { db, drop } = await openTestDb();
+    try {
+      await db.query('CREATE TABLE prep_race (id int PRIMARY KEY, v text)');
+      await db.query(`INSERT INTO prep_race VALUES (1, 'one')`);
+      const sql = 'SELECT v FROM prep_race WHERE id = $1';
+      let outside: Promise<unknown[]> | undefined;
+      const inside = await within(
+        db.tx(async (q) => {
+          // Sent while the transaction holds the connection: on the embedded database its PREPARE
+          // queues behind the transaction.
+          outside = db.query(sql, [1]);
+          return q.query(sql, [1]);
+        }),
+        'the transaction never finished: its statement waited on a PREPARE queued behind it',
+        20_000,
+      );
+      assert.deepEqual(inside, [{ v: 'one' }]);
+      assert.deepEqual(await outside, [{ v: 'one' }]);
+    } finally {
+      await drop();
+    }
+  });
+
+  test(`${kind}: step commits that share a statement keep their own fences: a stale one stores nothing, the others commit and release`, async () => {
+    const { db, drop } = await openTestDb();
+    try {
+      const { createUser } = await import('../src/auth/tokens.js');
+      const { fencedCommit, userMessage } = await import('../src/chat/store.js');
+      const owner = await createUser(db, `fence-${Date.now()}`, false);
+      const ids: string[] = [];
+      for (let i = 0; i < 4; i++) {
+        const [row] = await db.query<{ id: string }>(
+          `INSERT INTO chats (owner_id, model, status, worker_id, epoch) VALUES ($1, 'm', 'running', 'w1', 3) RETURNING id`,
+          [owner.id],
+        );
+        ids.push(row!.id);
+      }
+      await db.query(`INSERT INTO chat_queue (chat_id, content) VALUES ($1, 'queued')`, [ids[3]]);
+      const release = (status: string) => ({ status, error: null, actions: null, actionTimeoutMs: 1000, events: [] });
+      const msg = (i: number) => ({ ...userMessage(`reply ${i}`, 3 * 1_000_000 + 10 + i), role: 'assistant' as const });
+      // Issued together: the first runs alone, the other three share the next statement.
+      const results = await Promise.all([
+        fencedCommit(db, { chatId: ids[0]!, workerId: 'w1', epoch: 3 }, [msg(0)]),
+        fencedCommit(db, { chatId: ids[1]!, workerId: 'w1', epoch: 2 }, [msg(1)], [], release('waiting')), // stale epoch
+        fencedCommit(db, { chatId: ids[2]!, workerId: 'w1', epoch: 3 }, [msg(2)], [], release('error')),
+        fencedCommit(db, { chatId: ids[3]!, workerId: 'w1', epoch: 3 }, [msg(3)], [], release('waiting')), // queue not empty
+      ]);
+      assert.deepEqual(results, [
+        { fenced: true, released: false },
+        { fenced: false, released: false },
+        { fenced: true, released: true },
+        { fenced: true, released: false },
+      ]);
+      const chats = await db.query<{ id: string; status: string; worker_id: string | null; n: number }>(
+        `SELECT c.id, c.status, c.worker_id, (SELECT count(*) FROM chat_messages m WHERE m.chat_id = c.id)::int AS n FROM chats c WHERE c.id = ANY($1::uuid[])`,
+        [ids],
+      );
+      const byId = new Map(chats.map((c) => [c.id, c]));
+      assert.deepEqual(ids.map((id) => [byId.get(id)!.status, byId.get(id)!.worker_id, byId.get(id)!.n]), [
+        ['running', 'w1', 1],
+        ['running', 'w1', 0],
+        ['error', null, 1],
+        ['running', 'w1', 1],
+      ]);
+    } finally {
+      await drop();
+    }
+  });
+
+  test(`${kind}: values come back as the same JavaScript types (bigint and count as numbers, jsonb parsed, timestamps as Dates, uuids as strings)`, async () => {
+    const { db, drop } = await openTestDb();
+    try {
+      const [row] = await db.query<any>(
+        `SELECT 9007199254740991::bigint AS big, count(*) AS n, '{"a":[1,null]}'::jsonb AS j, now() AS at, gen_random_uuid() AS id, 1.5::float8 AS f, NULL::text AS z FROM (SELECT 1) x`,
+      );
+      assert.deepEqual(
+        Object.fromEntries(Object.entries(row).map(([k, v]) => [k, v instanceof Date ? 'Date' : v === null ? 'null' : typeof v])),
+        { big: 'number', n: 'number', j: 'object', at: 'Date', id: 'string', f: 'number', z: 'null' },
+      );
+      assert.equal(row.big, 9007199254740991);
+      assert.deepEqual(row.j, { a: [1, null] });
+    } finally {
+      await drop();
+    }
+  });
+
+  test(`${kind}: FOR UPDATE SKIP LOCKED hands each row to exactly one of several concurrent claimers`, async () => {
+    const { db, drop } = await openTestDb();
+    try {
+      await db.query('CREATE TABLE store_claim (id int PRIMARY KEY, owner text)');
+      await db.query('INSERT INTO store_claim SELECT g, NULL FROM generate_series(1, 20) g');
+      const claim = (who: string) =>
+        db.tx((q) =>
+          q.query<{ id: number }>(
+            `UPDATE store_claim SET owner = $1 WHERE id IN (SELECT id FROM store_claim WHERE owner IS NULL ORDER BY id LIMIT 5 FOR UPDATE SKIP LOCKED) RETURNING id`,
+            [who],
+          ),
+        );
+      const got = (await Promise.all([claim('a'), claim('b'), claim('c'), claim('d'), claim('e')])).flat().map((r) => r.id);
+      assert.deepEqual([...got].sort((x, y) => x - y), Array.from({ length: 20 }, (_, i) => i + 1), 'every row claimed once');
+    } finally {
+      await drop();
+    }
+  });
+}
 
 test('PostgreSQL: a transaction whose connection is killed fails as a connection error (callers retry those) and the next statements run on new connections', { skip: PG_URL ? false : 'needs PostgreSQL (npm run test:pg)' }, async () => {
-  const { db, drop } = await openTestDb();
+  const { db, drop } = await openDbOf('postgres');
   try {
     await db.query('CREATE TABLE store_k (a int)');
     await assert.rejects(
@@ -70,123 +230,6 @@ test('PostgreSQL: a transaction whose connection is killed fails as a connection
 
 test('tools with the same name are refused', () => {
   assert.throws(() => ToolBox.withExtra([{ ...builtinTools[0]!, idempotent: false }]), /two tools have the same name "current_time"/);
-});
-
-test('parameters round-trip exactly (the embedded database runs them as prepared statements with literals)', async () => {
-  const { db, drop } = await openTestDb();
-  try {
-    const nasty = [`it's`, `''; DROP TABLE users; --`, 'back\\slash \\\' mixed', '"quoted"', 'ünïcødé ✓ 🚀', '$1 $$ $tag$', 'line\nbreak\ttab', ''];
-    const sql = 'SELECT $1::text AS t, $2::text[] AS a, $3::jsonb AS j, $4::bigint AS n, $5::boolean AS b, $6::text AS z, $7::uuid[] AS u';
-    const uuids = ['6f1c1c9e-8a3b-4d5e-9f00-123456789abc'];
-    for (const s of nasty) {
-      const json = { s, nested: [s, null, 1.5] };
-      for (let i = 0; i < 2; i++) {
-        // The first run prepares the statement, the second runs the prepared one.
-        const [row] = await db.query<any>(sql, [s, [s, null, 'x'], JSON.stringify(json), 2 ** 40, false, null, uuids]);
-        assert.equal(row.t, s);
-        assert.deepEqual(row.a, [s, null, 'x']);
-        assert.deepEqual(row.j, json);
-        assert.equal(Number(row.n), 2 ** 40);
-        assert.equal(row.b, false);
-        assert.equal(row.z, null);
-        assert.deepEqual(row.u, uuids);
-      }
-    }
-    // Statements that cannot be prepared (several in one text, DDL) still run.
-    assert.deepEqual(await db.query('SELECT $1 AS x', ['a']), [{ x: 'a' }]);
-    await db.query('CREATE TABLE store_p (a text)');
-    await db.query('INSERT INTO store_p VALUES ($1)', ['x']);
-    // Errors keep their codes on the prepared path too.
-    await assert.rejects(db.query('SELECT $1::uuid AS u', ['not-a-uuid']), (err: any) => err.code === '22P02');
-    await assert.rejects(db.query('SELECT $1::uuid AS u', ['not-a-uuid']), (err: any) => err.code === '22P02');
-  } finally {
-    await drop();
-  }
-});
-
-test('a table that changes under a prepared statement: the statement still runs', async () => {
-  const { db, drop } = await openTestDb();
-  try {
-    await db.query('CREATE TABLE store_s (a int)');
-    await db.query('INSERT INTO store_s VALUES (1)');
-    const q = 'SELECT * FROM store_s WHERE a = $1';
-    for (let i = 0; i < 3; i++) assert.deepEqual(await db.query(q, [1]), [{ a: 1 }]);
-    await db.query('ALTER TABLE store_s ADD COLUMN b text');
-    // Every pooled connection that prepared it runs it again.
-    for (let i = 0; i < 25; i++) assert.deepEqual(await db.query(q, [1]), [{ a: 1, b: null }]);
-  } finally {
-    await drop();
-  }
-});
-
-test('a statement first seen outside a transaction while it was open, then inside it, does not wait for itself (the connection was held for good)', async () => {
-  const { db, drop } = await openTestDb();
-  try {
-    await db.query('CREATE TABLE prep_race (id int PRIMARY KEY, v text)');
-    await db.query(`INSERT INTO prep_race VALUES (1, 'one')`);
-    const sql = 'SELECT v FROM prep_race WHERE id = $1';
-    let outside: Promise<unknown[]> | undefined;
-    const inside = await within(
-      db.tx(async (q) => {
-        // Sent while the transaction holds the connection: on the embedded database its PREPARE
-        // queues behind the transaction.
-        outside = db.query(sql, [1]);
-        return q.query(sql, [1]);
-      }),
-      'the transaction never finished: its statement waited on a PREPARE queued behind it',
-      20_000,
-    );
-    assert.deepEqual(inside, [{ v: 'one' }]);
-    assert.deepEqual(await outside, [{ v: 'one' }]);
-  } finally {
-    await drop();
-  }
-});
-
-test('step commits that share a statement keep their own fences: a stale one stores nothing, the others commit and release', async () => {
-  const { db, drop } = await openTestDb();
-  try {
-    const { createUser } = await import('../src/auth/tokens.js');
-    const { fencedCommit, userMessage } = await import('../src/chat/store.js');
-    const owner = await createUser(db, `fence-${Date.now()}`, false);
-    const ids: string[] = [];
-    for (let i = 0; i < 4; i++) {
-      const [row] = await db.query<{ id: string }>(
-        `INSERT INTO chats (owner_id, model, status, worker_id, epoch) VALUES ($1, 'm', 'running', 'w1', 3) RETURNING id`,
-        [owner.id],
-      );
-      ids.push(row!.id);
-    }
-    await db.query(`INSERT INTO chat_queue (chat_id, content) VALUES ($1, 'queued')`, [ids[3]]);
-    const release = (status: string) => ({ status, error: null, actions: null, actionTimeoutMs: 1000, events: [] });
-    const msg = (i: number) => ({ ...userMessage(`reply ${i}`, 3 * 1_000_000 + 10 + i), role: 'assistant' as const });
-    // Issued together: the first runs alone, the other three share the next statement.
-    const results = await Promise.all([
-      fencedCommit(db, { chatId: ids[0]!, workerId: 'w1', epoch: 3 }, [msg(0)]),
-      fencedCommit(db, { chatId: ids[1]!, workerId: 'w1', epoch: 2 }, [msg(1)], [], release('waiting')), // stale epoch
-      fencedCommit(db, { chatId: ids[2]!, workerId: 'w1', epoch: 3 }, [msg(2)], [], release('error')),
-      fencedCommit(db, { chatId: ids[3]!, workerId: 'w1', epoch: 3 }, [msg(3)], [], release('waiting')), // queue not empty
-    ]);
-    assert.deepEqual(results, [
-      { fenced: true, released: false },
-      { fenced: false, released: false },
-      { fenced: true, released: true },
-      { fenced: true, released: false },
-    ]);
-    const chats = await db.query<{ id: string; status: string; worker_id: string | null; n: number }>(
-      `SELECT c.id, c.status, c.worker_id, (SELECT count(*) FROM chat_messages m WHERE m.chat_id = c.id)::int AS n FROM chats c WHERE c.id = ANY($1::uuid[])`,
-      [ids],
-    );
-    const byId = new Map(chats.map((c) => [c.id, c]));
-    assert.deepEqual(ids.map((id) => [byId.get(id)!.status, byId.get(id)!.worker_id, byId.get(id)!.n]), [
-      ['running', 'w1', 1],
-      ['running', 'w1', 0],
-      ['error', null, 1],
-      ['running', 'w1', 1],
-    ]);
-  } finally {
-    await drop();
-  }
 });
 
 test('the embedded database keeps itself up: a table that grew is analyzed (its prepared plans follow) and vacuumed, the log checkpointed, when no statement waits', async () => {

@@ -25,8 +25,9 @@ export async function waitUntil(cond: () => boolean | Promise<boolean>, what = c
 export const PG_URL = process.env.AIRLOCK_TEST_DATABASE_URL;
 export const backend = PG_URL ? 'postgres' : 'pglite';
 
-export async function openTestDb(): Promise<{ db: Db; drop: () => Promise<void> }> {
-  if (!PG_URL) {
+/** A fresh database: embedded in memory, or a schema of its own on PostgreSQL (default: the suite's backend). */
+export async function openTestDb(kind: 'pglite' | 'postgres' = backend): Promise<{ db: Db; drop: () => Promise<void> }> {
+  if (kind === 'pglite' || !PG_URL) {
     const db = await openDb({ memory: true });
     return { db, drop: () => db.close() };
   }
