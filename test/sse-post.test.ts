@@ -7,9 +7,8 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { PassThrough } from 'node:stream';
-import { ChunkQueue, MAX_QUEUED, ssePost, type SseEvent } from '../src/chat/providers/sse-post.js';
+import { ChunkQueue, MAX_QUEUED, decodedCall, ssePost, type SseEvent } from '../src/chat/providers/sse-post.js';
 import { ProviderError, mergeEvents, type LlmEvent } from '../src/chat/providers/types.js';
-import { directCall } from '../src/chat/providers/provider-io.js';
 import { OpenAIDecoder } from '../src/chat/providers/openai.js';
 
 const jsonBody = (v: unknown) => Buffer.from(JSON.stringify(v));
@@ -223,15 +222,15 @@ test('calls reuse one connection', async () => {
 
 /** An OpenAI stream event of one text delta. */
 const oa = (text: string) => `data: ${JSON.stringify({ choices: [{ index: 0, delta: { content: text } }] })}\n\n`;
-async function events(it: AsyncIterable<LlmEvent[]>): Promise<LlmEvent[]> {
+async function events(it: AsyncIterable<LlmEvent>): Promise<LlmEvent[]> {
   const out: LlmEvent[] = [];
-  for await (const batch of it) out.push(...batch);
+  for await (const e of it) out.push(e);
   return out;
 }
 const texts = (evs: LlmEvent[]) => evs.flatMap((e) => (e.type === 'text' ? [e.text] : []));
 
 // A whole call, decoded.
-const paths = [['on the event loop', (o: ReturnType<typeof opts>) => directCall(new OpenAIDecoder(), url, jsonBody({}), o)]] as const;
+const paths = [['on the event loop', (o: ReturnType<typeof opts>) => decodedCall(new OpenAIDecoder(), url, jsonBody({}), o)]] as const;
 for (const [where, call] of paths) {
   test(`a call's events, an error status, an error inside the stream after some text (${where})`, async () => {
     handler = (_req, res) => res.writeHead(200, { 'content-type': 'text/event-stream' }).end(oa('a') + oa('b') + 'data: [DONE]\n\n');
@@ -245,7 +244,7 @@ for (const [where, call] of paths) {
     const got: LlmEvent[] = [];
     await assert.rejects(
       (async () => {
-        for await (const batch of call(opts())) got.push(...batch);
+        for await (const e of call(opts())) got.push(e);
       })(),
       (err: any) => err instanceof ProviderError && err.retryable && /stream failed: overloaded/.test(err.message),
     );
@@ -293,9 +292,9 @@ for (const [where, call] of paths) {
       written();
     };
     const got: LlmEvent[] = [];
-    for await (const batch of call(opts())) {
-      if (!got.length) await allWritten; // the first batch waits until the provider has written everything
-      got.push(...batch);
+    for await (const e of call(opts())) {
+      if (!got.length) await allWritten; // the first event waits until the provider has written everything
+      got.push(e);
     }
     assert.equal(texts(got).join(''), Array.from({ length: n }, (_, i) => `${i} `).join(''));
     handler = (_req, res) => res.writeHead(200, { 'content-type': 'text/event-stream' }).end(oa('ok'));

@@ -128,7 +128,8 @@ for (const kind of kinds) {
     const { db, drop } = await openTestDb();
     try {
       const { createUser } = await import('../src/auth/tokens.js');
-      const { fencedCommit, userMessage } = await import('../src/chat/store.js');
+      const { fencedCommit } = await import('../src/chat/sql/commitSteps.js');
+      const { userMessage } = await import('../src/chat/types.js');
       const owner = await createUser(db, `fence-${Date.now()}`, false);
       const ids: string[] = [];
       for (let i = 0; i < 4; i++) {

@@ -113,6 +113,24 @@ export async function deleteResource(db: Db, name: string, reason: string): Prom
   });
 }
 
+/** The users a resource is granted to. */
+export async function listGrants(q: Queryable, resourceId: string): Promise<unknown[]> {
+  return q.query(
+    'SELECT u.id, u.name, g.created_at FROM grants g JOIN users u ON u.id = g.user_id WHERE g.resource_id = $1 ORDER BY u.name',
+    [resourceId],
+  );
+}
+
+/** Grants a resource to a user by name (again: nothing changes); false when there is no such user. */
+export async function grant(q: Queryable, resourceId: string, userName: string): Promise<boolean> {
+  const rows = await q.query(
+    `INSERT INTO grants (user_id, resource_id) SELECT id, $2 FROM users WHERE name = $1
+     ON CONFLICT DO NOTHING RETURNING 1`,
+    [userName, resourceId],
+  );
+  return rows.length > 0 || (await q.query('SELECT 1 FROM users WHERE name = $1', [userName])).length > 0;
+}
+
 /**
  * Revokes a user's grant and ends the sessions of that user on that resource (unless the user is
  * an admin, who may use every resource anyway); returns their ids, or null when there was no grant.
@@ -148,6 +166,21 @@ export async function createGateway(q: Queryable, name: string, group: string): 
     [name, group, hashToken(token)],
   );
   return { gateway: rows[0]!, token };
+}
+
+export async function gatewayExists(q: Queryable, name: string): Promise<boolean> {
+  return (await q.query('SELECT 1 FROM gateways WHERE name = $1', [name])).length > 0;
+}
+
+/** Deletes a gateway, closing its open sessions first (the delete sets their gateway to NULL); returns its id, or null. */
+export async function deleteGateway(db: Db, name: string): Promise<string | null> {
+  return db.tx(async (q) => {
+    const gw = await q.query<{ id: string }>('SELECT id FROM gateways WHERE name = $1 FOR UPDATE', [name]);
+    if (!gw.length) return null;
+    await closeGatewaySessions(q, gw[0]!.id, 'the gateway was deleted');
+    await q.query('DELETE FROM gateways WHERE id = $1', [gw[0]!.id]);
+    return gw[0]!.id;
+  });
 }
 
 export async function gatewayForToken(q: Queryable, token: string): Promise<Gateway | null> {
@@ -278,6 +311,18 @@ export async function closeLostSessions(q: Queryable, gatewayId: string, live: s
  * Ends an open session now, `error` saying who ended it: a session of `viewer` (any, for an
  * admin). True when it was open; false when it had ended; null when there is no such session.
  */
+/** The audit trail, newest first: an admin sees everyone's sessions, a user its own; `open` filters on running (true) or ended (false). */
+export async function listSessions(q: Queryable, viewer: { id: string; is_admin: boolean }, limit: number, open: boolean | null): Promise<unknown[]> {
+  return q.query(
+    `SELECT s.id, u.name AS user, s.resource_name AS resource, gw.name AS gateway, s.path, s.started_at, s.ended_at,
+            s.bytes_up, s.bytes_down, s.exit_status, s.error
+     FROM launch_sessions s JOIN users u ON u.id = s.user_id LEFT JOIN gateways gw ON gw.id = s.gateway_id
+     WHERE ($1 OR s.user_id = $2) AND ($4::boolean IS NULL OR (s.ended_at IS NULL) = $4::boolean)
+     ORDER BY s.started_at DESC LIMIT $3`,
+    [viewer.is_admin, viewer.id, limit, open],
+  );
+}
+
 export async function endSessionNow(q: Queryable, id: string, viewer: { id: string; is_admin: boolean }, error: string): Promise<boolean | null> {
   const rows = await q.query<{ open: boolean }>(
     `WITH mine AS (SELECT id, ended_at IS NULL AS open FROM launch_sessions WHERE id = $1 AND ($2 OR user_id = $3)),

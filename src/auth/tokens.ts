@@ -37,6 +37,37 @@ export async function createUser(q: Queryable, name: string, isAdmin: boolean): 
   return rows[0]!;
 }
 
+/** Every user, for an admin's list. */
+export async function listUsers(q: Queryable): Promise<unknown[]> {
+  return q.query('SELECT id, name, is_admin, created_at, disabled_at FROM users ORDER BY created_at');
+}
+
+export async function userExists(q: Queryable, name: string): Promise<boolean> {
+  return (await q.query('SELECT 1 FROM users WHERE name = $1', [name])).length > 0;
+}
+
+/**
+ * Disables a user (its tokens stop working; chats, grants and audit trail stay) or enables it
+ * again; returns the user, or null when there is none of that name.
+ */
+export async function setUserDisabled(q: Queryable, name: string, disabled: boolean): Promise<{ id: string } | null> {
+  const rows = await q.query<{ id: string }>(
+    `UPDATE users SET disabled_at = CASE WHEN $2::boolean THEN coalesce(disabled_at, now()) END WHERE name = $1
+     RETURNING id, name, is_admin, created_at, disabled_at`,
+    [name, disabled],
+  );
+  return rows[0] ?? null;
+}
+
+/** The user's live tokens (never their secrets); `current` marks the one asking. */
+export async function listTokens(q: Queryable, userId: string, currentTokenId: string | null): Promise<unknown[]> {
+  return q.query(
+    `SELECT id, name, prefix, created_at, expires_at, id = $2 AS current FROM api_tokens
+     WHERE user_id = $1 AND (expires_at IS NULL OR expires_at > now()) ORDER BY created_at`,
+    [userId, currentTokenId],
+  );
+}
+
 /**
  * A new token of the user. With `parent` (the token it is minted with) it expires no later than
  * the parent (whatever was asked) and is revoked with it.

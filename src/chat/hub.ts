@@ -3,8 +3,10 @@
 // events, with each seq delivered once.
 import { type Bus, REPLICA_ANSWER_MS } from '../bus/bus.js';
 import type { Db } from '../store/db.js';
-import { type StreamEvent, TURN_ENDS, epochOf, isDraft } from './types.js';
-import { type MessageColumns, ev, publishedMessage } from './store.js';
+import { type StreamEvent, TURN_ENDS, epochOf, ev, isDraft } from './types.js';
+import { runningWorker } from './sql/chats.js';
+import { type StoredRow, readEvents } from './sql/events.js';
+import { publishedMessage } from './sql/messages.js';
 
 export interface Sink {
   /** Hands events to the subscriber; must not block. */
@@ -23,7 +25,6 @@ const LOG_EVENTS = 50_000;
 /** A chat log with no subscriber and no event for this long is dropped. */
 const LOG_IDLE_MS = 120_000;
 
-type StoredRow = { seq: number; type: string; data: Record<string, unknown>; message: MessageColumns | null };
 
 export interface ReplayRequest {
   req: string;
@@ -115,8 +116,7 @@ export class StreamHub {
    */
   private async fetchFromOwner(chatId: string, after: number): Promise<StreamEvent[]> {
     if (this.bus.kind === 'local') return [];
-    const rows = await this.db.query<{ worker_id: string | null }>(`SELECT worker_id FROM chats WHERE id = $1 AND status = 'running'`, [chatId]);
-    const owner = rows[0]?.worker_id;
+    const owner = await runningWorker(this.db, chatId);
     if (!owner || owner === this.localWorkerId()) return [];
     const req = `${this.bus.replicaId}:${++this.reqs}`;
     let timer: NodeJS.Timeout | undefined;
@@ -220,7 +220,7 @@ export class StreamHub {
       let sent = after;
       let stored: StoredRow[];
       for (;;) {
-        const page = await this.readStored(chatId, sent, REPLAY_PAGE);
+        const page = await readEvents(this.db, chatId, sent, REPLAY_PAGE);
         const last = page.length ? Number(page[page.length - 1]!.seq) : sent;
         if (page.length === REPLAY_PAGE && last < memoryFrom) {
           for (const r of page) noteReplayed(Number(r.seq));
@@ -229,7 +229,7 @@ export class StreamHub {
           await sink.drained?.();
           continue;
         }
-        stored = page.length === REPLAY_PAGE ? [...page, ...(await this.readStored(chatId, last))] : page;
+        stored = page.length === REPLAY_PAGE ? [...page, ...(await readEvents(this.db, chatId, last))] : page;
         break;
       }
       const bySeq = new Map<number, StreamEvent>();
@@ -260,19 +260,6 @@ export class StreamHub {
       throw err;
     }
     return unsubscribe;
-  }
-
-  /** Stored events after a seq, in order, at most `limit`; a message event with its message (stored as a reference, see publishedMessage). */
-  private readStored(chatId: string, after: number, limit?: number): Promise<StoredRow[]> {
-    return this.db.query<StoredRow>(
-      `SELECT e.seq, e.type, e.data,
-              CASE WHEN m.id IS NOT NULL THEN json_build_object('id', m.id, 'seq', m.seq, 'role', m.role, 'parts', m.parts,
-                'interrupted', m.interrupted, 'model', m.model, 'usage', m.usage) END AS message
-       FROM chat_events e
-       LEFT JOIN chat_messages m ON e.type = 'message' AND m.chat_id = e.chat_id AND m.id = (e.data->>'message_id')::uuid
-       WHERE e.chat_id = $1 AND e.seq > $2 ORDER BY e.seq LIMIT $3`,
-      [chatId, after, limit ?? null],
-    );
   }
 
   private sweep(): void {

@@ -2,7 +2,7 @@
 // more work, streaming every event as it happens and persisting each completed step in the
 // background, in order, fenced by (worker_id, epoch).
 import type { Bus } from '../bus/bus.js';
-import type { Db, Queryable } from '../store/db.js';
+import type { Db } from '../store/db.js';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { Providers } from './providers/index.js';
@@ -10,22 +10,15 @@ import { ProviderError, type LlmEvent, type ToolSpec } from './providers/types.j
 import { type ToolBox, toolSpecs } from './tools/index.js';
 import { type HistoryCache, isCurrent } from './history-cache.js';
 import { metrics } from '../metrics.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { retryDelay } from '../backoff.js';
 import { retryOnConnectionError } from '../store/retry.js';
-import {
-  type ClaimedChat,
-  ev,
-  eventStored,
-  fencedCommit,
-  insertMessages,
-  loadMessages,
-  loadMessagesAfter,
-  loadQueue,
-  newId,
-  popQueueHead,
-  storeEvents,
-  userMessage,
-} from './store.js';
-import { type ChatStatus, type Message, type Part, type PendingAction, type StreamEvent, type Usage, seqOf, EPOCH_SPAN } from './types.js';
+import type { ClaimedChat } from './sql/claimChats.js';
+import { fencedCommit } from './sql/commitSteps.js';
+import { eventStored } from './sql/events.js';
+import { lastMessageSeq, loadMessages, loadMessagesAfter } from './sql/messages.js';
+import { promoteQueued } from './state.js';
+import { type ChatStatus, type Message, type Part, type PendingAction, type StreamEvent, type Usage, EPOCH_SPAN, ev, newId, seqOf } from './types.js';
 
 export class LostOwnership extends Error {
   constructor() {
@@ -214,25 +207,14 @@ export class ChatRun {
     await this.commitNow(msgs);
   }
 
-  private async fence(q: Queryable): Promise<void> {
-    const rows = await q.query(
-      `SELECT 1 FROM chats WHERE id = $1 AND worker_id = $2 AND epoch = $3 AND status = 'running' FOR UPDATE`,
-      [this.chatId, this.deps.workerId, this.epoch],
-    );
-    if (!rows[0]) throw new LostOwnership();
-  }
-
   async run(): Promise<void> {
     // The acquiring statement stored this chat's `running` status as event 1 of the new epoch.
     this.n = 1;
     this.publish(ev(this.chatId, seqOf(this.epoch, 1), 'status', { status: 'running' }));
     if (this.chat.prev_status === 'running') {
       // The previous owner died mid-turn: drop whatever it streamed after the last stored message.
-      const rows = await this.deps.db.query<{ seq: number | null }>(
-        'SELECT max(seq) AS seq FROM chat_messages WHERE chat_id = $1 AND NOT deleted',
-        [this.chatId],
-      );
-      this.background([], [this.emit('history_truncated', { after_seq: Number(rows[0]?.seq ?? 0), reason: 'worker_lost' })]);
+      const after = await lastMessageSeq(this.deps.db, this.chatId);
+      this.background([], [this.emit('history_truncated', { after_seq: after, reason: 'worker_lost' })]);
     }
     try {
       if (this.chat.prev_status === 'running') await this.settleInterruptedTools();
@@ -356,9 +338,10 @@ export class ChatRun {
         } else if (this.persistError) {
           throw this.persistError;
         } else if (err instanceof ProviderError && err.retryable && attempt < maxRetries) {
-          const delay = backoff(this.deps.llmRetry, attempt, err.retryAfterMs);
+          const { baseMs, maxMs } = this.deps.llmRetry;
+          const delay = Math.round(Math.min(maxMs, Math.max(retryDelay(attempt, baseMs, maxMs), err.retryAfterMs ?? 0)));
           this.emit('retry', { draft, attempt: attempt + 1, max_retries: maxRetries, delay_ms: delay, error: err.message, status_code: err.status ?? null });
-          await sleep(delay, this.current.signal);
+          await sleep(delay, undefined, { signal: this.current.signal }).catch(() => {}); // an interrupt ends the wait
           if (this.stop) return { kind: 'ok', message: this.assistant([], '', '', null, true) };
           continue;
         } else {
@@ -453,17 +436,8 @@ export class ChatRun {
     }
     // Not released: the queue has messages. Promote the head and keep the lease.
     this.publishCommitted(messageEvents);
-    const next = await this.deps.db.tx(async (q) => {
-      await this.fence(q);
-      const content = await popQueueHead(q, this.chatId);
-      if (content === null) return null;
-      const msg = userMessage(content, this.nextSeq());
-      await insertMessages(q, this.chatId, [msg]);
-      await q.query('UPDATE chats SET interrupt_requested = false, updated_at = now() WHERE id = $1', [this.chatId]);
-      const events = [ev(this.chatId, msg.seq, 'message', { message: msg })];
-      await storeEvents(q, events);
-      return { events, queue: await loadQueue(q, this.chatId) };
-    });
+    const next = await this.deps.db.tx((q) => promoteQueued(q, this.fenceKey, () => this.nextSeq()));
+    if (next === 'lost') throw new LostOwnership();
     if (!next) return this.finishTurn({ ...outcome, messages: [], events: [], unpublished: [] }); // the queue emptied meanwhile
     this.stop = null;
     this.publishCommitted(next.events);
@@ -482,28 +456,6 @@ interface TurnOutcome {
   events: StreamEvent[];
   /** Messages of `messages` whose events are published once the statement ending the turn stored them. */
   unpublished?: Message[];
-}
-
-export function backoff(retry: LlmRetry, attempt: number, retryAfter?: number): number {
-  const base = retry.baseMs;
-  const max = retry.maxMs;
-  const exp = Math.min(max, base * 2 ** attempt);
-  const jittered = exp / 2 + Math.random() * (exp / 2);
-  return Math.round(Math.min(max, Math.max(jittered, retryAfter ?? 0)));
-}
-
-/** Waits ms, or less when the signal aborts (an interrupt during a retry back-off). */
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    if (signal.aborted) return resolve();
-    const done = () => {
-      clearTimeout(t);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const t = setTimeout(done, ms);
-    signal.addEventListener('abort', done, { once: true });
-  });
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number, signal: AbortSignal, name: string): Promise<T> {

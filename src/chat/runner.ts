@@ -9,9 +9,9 @@ import type { Logger } from '../log.js';
 import type { Providers } from './providers/index.js';
 import { ChatRun, LLM_RETRY, type LlmRetry } from './run.js';
 import { ToolBox } from './tools/index.js';
-import type { ChatRow, ClaimedChat } from './store.js';
+import { type ClaimedChat, claimChats, expireLeases, nextForeignExpiry, renewLeases } from './sql/claimChats.js';
 import { HistoryCache } from './history-cache.js';
-import { type ChatStatus, type Message, type StreamEvent, EPOCH_SPAN, epochOf } from './types.js';
+import type { ChatStatus } from './types.js';
 import { metrics } from '../metrics.js';
 
 /** The settings a worker reads. */
@@ -131,21 +131,9 @@ export class Runner {
       const free = this.concurrency - this.active.size - this.reserved;
       if (free <= 0) this.mayHaveMore = true;
       if (free <= 0 || this.stopped) return;
-      let rows: (ChatRow & { prev_status: string; waited_ms: number })[];
+      let rows: (ClaimedChat & { waited_ms: number })[];
       try {
-        rows = await this.db.query(
-          `WITH p AS (SELECT id, status AS prev_status, updated_at AS prev_updated_at FROM chats
-                      WHERE NOT archived AND (status = 'pending' OR (status = 'running' AND lease_until < now()))
-                      ORDER BY updated_at FOR UPDATE SKIP LOCKED LIMIT $2),
-                c AS (UPDATE chats SET status = 'running', worker_id = $1, lease_until = now() + $3 * interval '1 millisecond',
-                        epoch = chats.epoch + 1, updated_at = now()
-                      FROM p WHERE chats.id = p.id
-                      RETURNING chats.*, p.prev_status, (extract(epoch FROM now() - p.prev_updated_at) * 1000)::float8 AS waited_ms),
-                e AS (INSERT INTO chat_events (chat_id, seq, type, data)
-                      SELECT id, epoch * ${EPOCH_SPAN} + 1, 'status', '{"status":"running"}'::jsonb FROM c)
-           SELECT * FROM c`,
-          [this.workerId, free, this.leaseMs],
-        );
+        rows = await claimChats(this.db, this.workerId, free, this.leaseMs);
       } catch (err) {
         this.mayHaveMore = true;
         if (!this.stopped) this.log.error({ err }, 'acquire failed');
@@ -224,12 +212,7 @@ export class Runner {
     // released, not running): cancelling that one stopped the new turn silently until a sweep.
     const runs = [...this.active.entries()];
     try {
-      const rows = await this.db.query<{ id: string; interrupt_requested: boolean }>(
-        `UPDATE chats SET lease_until = now() + $3 * interval '1 millisecond'
-         WHERE id = ANY($1::uuid[]) AND worker_id = $2 AND status = 'running' RETURNING id, interrupt_requested`,
-        [runs.map(([id]) => id), this.workerId, this.leaseMs],
-      );
-      const alive = new Map(rows.map((r) => [r.id, r.interrupt_requested]));
+      const alive = await renewLeases(this.db, this.workerId, runs.map(([id]) => id), this.leaseMs);
       for (const [id, run] of runs) {
         if (this.active.get(id) !== run || run.finishing) continue;
         if (!alive.has(id)) run.cancel();
@@ -248,14 +231,9 @@ export class Runner {
   private async armExpiryTimer(): Promise<void> {
     if (this.stopped || this.active.size >= this.concurrency) return;
     try {
-      const rows = await this.db.query<{ ms: number | null }>(
-        `SELECT (extract(epoch FROM min(lease_until) - now()) * 1000)::float8 AS ms FROM chats
-         WHERE status = 'running' AND NOT archived AND worker_id IS DISTINCT FROM $1`,
-        [this.workerId],
-      );
-      const ms = rows[0]?.ms;
+      const ms = await nextForeignExpiry(this.db, this.workerId);
       clearTimeout(this.expiryTimer);
-      if (ms === null || ms === undefined || this.stopped) return;
+      if (ms === null || this.stopped) return;
       this.expiryTimer = setTimeout(() => this.kick(), Math.max(0, ms) + 20);
       this.expiryTimer.unref();
     } catch {
@@ -287,19 +265,13 @@ export class Runner {
 
   /** Expires this worker's leases on these chats and wakes the other replicas, which resume them now. */
   private async handBack(ids: string[]): Promise<void> {
-    const handed = await this.db
-      .query<{ id: string }>(
-        `UPDATE chats SET lease_until = now() - interval '1 millisecond'
-         WHERE id = ANY($1::uuid[]) AND worker_id = $2 AND status = 'running' RETURNING id`,
-        [ids, this.workerId],
-      )
-      .catch((err) => {
-        this.log.warn({ err }, 'could not hand back running chats; their leases will expire');
-        return [];
-      });
+    const handed = await expireLeases(this.db, this.workerId, ids).catch((err) => {
+      this.log.warn({ err }, 'could not hand back running chats; their leases will expire');
+      return [] as string[];
+    });
     if (handed.length) {
       this.log.info({ chats: handed.length }, 'handed running chats back to the other replicas');
-      this.bus.publish('wake', { chat_id: handed[0]!.id });
+      this.bus.publish('wake', { chat_id: handed[0]! });
     }
   }
 

@@ -3,15 +3,15 @@ import type { Bus } from '../bus/bus.js';
 import type { Db } from '../store/db.js';
 import type { Logger } from '../log.js';
 import type { Providers } from './providers/index.js';
-import { chatOut, type ChatRow, ev, loadMessages } from './store.js';
-import { textOf } from './types.js';
+import { chatOut, setGeneratedTitle, untitledChat } from './sql/chats.js';
+import { loadMessages } from './sql/messages.js';
+import { ev, textOf } from './types.js';
 
 export const TITLE_PROMPT =
   'Write a title of at most 8 words for the conversation below. Reply with the title only: plain text, no quotes, no final period.';
 
 export async function generateTitle(db: Db, bus: Bus, providers: Providers, log: Logger, chatId: string): Promise<void> {
-  const rows = await db.query<ChatRow>("SELECT * FROM chats WHERE id = $1 AND title_source = 'fallback'", [chatId]);
-  const chat = rows[0];
+  const chat = await untitledChat(db, chatId);
   if (!chat) return;
   const messages = (await loadMessages(db, chatId)).filter((m) => m.role !== 'tool');
   const firstUser = messages.find((m) => m.role === 'user');
@@ -33,13 +33,10 @@ export async function generateTitle(db: Db, bus: Bus, providers: Providers, log:
   }
   title = title.replace(/\s+/g, ' ').trim().replace(/^["'“]+|["'”.]+$/g, '').slice(0, 80);
   if (!title) return;
-  const updated = await db.query<ChatRow>(
-    "UPDATE chats SET title = $2, title_source = 'generated' WHERE id = $1 AND title_source = 'fallback' RETURNING *",
-    [chatId, title],
-  );
-  if (!updated[0]) return;
-  bus.publish('events', ev(chatId, undefined, 'chat', { chat: chatOut(updated[0]) }));
+  const updated = await setGeneratedTitle(db, chatId, title);
+  if (!updated) return;
+  bus.publish('events', ev(chatId, undefined, 'chat', { chat: chatOut(updated) }));
   // This update held the row lock for a moment; a wake consumed meanwhile could have skipped it.
-  if (updated[0].status === 'pending') bus.publish('wake', { chat_id: chatId });
+  if (updated.status === 'pending') bus.publish('wake', { chat_id: chatId });
   log.debug({ chat_id: chatId, title }, 'title generated');
 }

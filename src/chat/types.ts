@@ -1,4 +1,5 @@
 // Chat data model and the stream's event vocabulary.
+import crypto from 'node:crypto';
 
 export type ChatStatus = 'waiting' | 'pending' | 'running' | 'requires_action' | 'error';
 
@@ -67,6 +68,8 @@ export interface StreamEvent {
 // newer owner always sort after those of an older one.
 export const EPOCH_SPAN = 2 ** 21;
 export const seqOf = (epoch: number, n: number) => epoch * EPOCH_SPAN + n;
+/** The same formula in SQL, for statements that number events themselves. */
+export const seqSql = (epoch: string, n: number) => `(${epoch}) * ${EPOCH_SPAN} + ${n}`;
 export const epochOf = (seq: number) => Math.floor(seq / EPOCH_SPAN);
 
 export const isDurable = (t: string): t is DurableType => (DURABLE_TYPES as readonly string[]).includes(t);
@@ -78,3 +81,12 @@ export function textOf(parts: Part[]): string {
     .map((p) => p.text)
     .join('');
 }
+
+export const newId = () => crypto.randomUUID();
+
+export function userMessage(content: string, seq: number, id: string = newId()): Message {
+  return { id, seq, role: 'user', parts: [{ type: 'text', text: content }] };
+}
+
+export const ev = (chat_id: string, seq: number | undefined, type: StreamEvent['type'], data: Record<string, unknown> = {}): StreamEvent =>
+  seq === undefined ? { chat_id, type, ...data } : { chat_id, seq, type, ...data };

@@ -18,7 +18,7 @@ import { Runner, type RunnerOptions } from '../chat/runner.js';
 import { ToolBox, type Tool } from '../chat/tools/index.js';
 import { Providers, type ProvidersConfig } from '../chat/providers/index.js';
 import { generateTitle } from '../chat/title.js';
-import { ev } from '../chat/store.js';
+import { ev } from '../chat/types.js';
 import { Router, Reply, clientErrorReply, errorBody, readJsonBody, sendJson } from './http.js';
 import { ChatStreamSocket, type StreamLimits } from './chat-stream.js';
 import { wsBase } from '../client/wire.js';

@@ -110,7 +110,7 @@ const scenarios: Record<string, () => Promise<unknown>> = {
     let sent = 0;
     let maxWaiting = 0;
     while (sent < total) {
-      if (a.congested) await new Promise<void>((resolve) => a.once('drain', () => resolve()));
+      while (a.congested) await new Promise<void>((resolve) => a.once('drain', () => resolve()));
       const buf = Buffer.alloc(frame);
       for (let i = 0; i < frame; i += 4096) buf.writeUInt32BE((sent + i) >>> 12, i);
       a.send(F.DATA, 3, buf);

@@ -1,8 +1,7 @@
 // Anthropic messages API, streamed.
 import type { Message } from '../types.js';
 import { type LlmEvent, type LlmRequest, type Provider, type StreamDecoder, ProviderError, appendDelta, parseArgs } from './types.js';
-import { type SseEvent, eventJson, jsonBodyWithMessages, perMessageJson } from './sse-post.js';
-import { decodedCall } from './provider-io.js';
+import { type SseEvent, decodedCall, eventJson, jsonBodyWithMessages, perMessageJson } from './sse-post.js';
 
 const API_VERSION = '2023-06-01';
 

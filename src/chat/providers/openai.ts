@@ -2,8 +2,7 @@
 import type { Message } from '../types.js';
 import { textOf } from '../types.js';
 import { type LlmEvent, type LlmRequest, type Provider, type StreamDecoder, ProviderError, appendDelta, parseArgs } from './types.js';
-import { type SseEvent, eventJson, jsonBodyWithMessages, perMessageJson } from './sse-post.js';
-import { decodedCall } from './provider-io.js';
+import { type SseEvent, decodedCall, eventJson, jsonBodyWithMessages, perMessageJson } from './sse-post.js';
 
 export interface OpenAIConfig {
   baseUrl?: string;

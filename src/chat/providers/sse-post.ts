@@ -6,8 +6,7 @@
 import http from 'node:http';
 import type { Readable } from 'node:stream';
 import { keepAliveRequest } from '../../keep-alive.js';
-import { ProviderError, retryAfterMs, retryableStatus } from './types.js';
-import { WakeQueue } from './wake-queue.js';
+import { type LlmEvent, type StreamDecoder, ProviderError, retryAfterMs, retryableStatus } from './types.js';
 
 export interface SseEvent {
   /** The `event:` field, or '' when the server sent none (OpenAI sends none). */
@@ -148,6 +147,19 @@ export async function* ssePost(url: string, payload: Buffer, opts: SsePostOption
   }
 }
 
+/** A whole call's events: POSTs the body and decodes the stream, a read's events together (what was decoded before an error still streams). */
+export async function* decodedCall(decoder: StreamDecoder, url: string, payload: Buffer, opts: SsePostOptions): AsyncGenerator<LlmEvent> {
+  for await (const batch of ssePost(url, payload, opts)) {
+    const out: LlmEvent[] = [];
+    try {
+      decoder.read(batch, out);
+    } finally {
+      yield* out;
+    }
+  }
+  yield* decoder.end();
+}
+
 /** An event's data as JSON; a provider that sends anything else is failing (retryably). */
 export function eventJson(data: string): any {
   try {
@@ -178,35 +190,65 @@ function parseBlockAt(buf: string, start: number, end: number): SseEvent | null 
  * MAX_QUEUED chunks (the response is paused meanwhile).
  */
 export class ChunkQueue {
-  private queue: WakeQueue<string>;
+  private items: string[] = [];
+  private head = 0;
+  private ended = false;
+  private error: unknown = null;
+  private wake: (() => void) | null = null;
 
-  constructor(res: Readable) {
-    this.queue = new WakeQueue(() => {
-      if (res.isPaused() && !this.queue.done) res.resume();
-    });
+  constructor(private res: Readable) {
     res.on('data', (c: string) => {
-      this.queue.push(c);
+      this.items.push(c);
+      this.notify();
       if (this.held >= MAX_QUEUED) res.pause();
     });
-    res.on('end', () => this.queue.end());
-    res.on('error', (err) => this.queue.end(err));
+    res.on('end', () => this.end());
+    res.on('error', (err) => this.end(err));
     // Closed without an end: the caller finds the response incomplete.
-    res.on('close', () => this.queue.end());
+    res.on('close', () => this.end());
   }
 
   /** Chunks received and not yet taken. */
   get held(): number {
-    return this.queue.held;
+    return this.items.length - this.head;
   }
 
   /** The next queued chunk, or undefined when none is queued (then await next()). */
   shift(): string | undefined {
-    return this.queue.shift();
+    if (this.head === this.items.length) return undefined;
+    const item = this.items[this.head++]!;
+    if (this.head === this.items.length) {
+      this.items.length = 0;
+      this.head = 0;
+      if (this.res.isPaused() && !this.ended) this.res.resume();
+    }
+    return item;
   }
 
-  /** The next chunk once one arrives; null at the end; throws the response's error. */
-  next(): Promise<string | null> {
-    return this.queue.next();
+  /** The next chunk once one arrives; null at the end; throws the response's error once the chunks before it are taken. */
+  async next(): Promise<string | null> {
+    for (;;) {
+      const item = this.shift();
+      if (item !== undefined) return item;
+      if (this.ended) {
+        if (this.error) throw this.error;
+        return null;
+      }
+      await new Promise<void>((resolve) => (this.wake = resolve));
+    }
+  }
+
+  private end(err: unknown = null): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.error = err;
+    this.notify();
+  }
+
+  private notify(): void {
+    const w = this.wake;
+    this.wake = null;
+    w?.();
   }
 }
 export const MAX_QUEUED = 64;

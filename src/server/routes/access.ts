@@ -86,11 +86,7 @@ export function accessRoutes(router: Router, db: Db, secrets: SecretBox, effects
     requireAdmin(user);
     const r = await store.findResource(db, params.name!);
     if (!r) throw notFound(`resource "${params.name}"`);
-    const users = await db.query(
-      'SELECT u.id, u.name, g.created_at FROM grants g JOIN users u ON u.id = g.user_id WHERE g.resource_id = $1 ORDER BY u.name',
-      [r.id],
-    );
-    return { grants: users };
+    return { grants: await store.listGrants(db, r.id) };
   });
 
   router.add('POST', '/api/resources/:name/grants', async ({ user, params, body }) => {
@@ -99,9 +95,7 @@ export function accessRoutes(router: Router, db: Db, secrets: SecretBox, effects
     const userName = v.reqStr(b, 'user', { max: 64 });
     const r = await store.findResource(db, params.name!);
     if (!r) throw notFound(`resource "${params.name}"`);
-    const u = await db.query<{ id: string }>('SELECT id FROM users WHERE name = $1', [userName]);
-    if (!u.length) throw notFound(`user "${userName}"`);
-    await db.query('INSERT INTO grants (user_id, resource_id) VALUES ($1, $2) ON CONFLICT DO NOTHING', [u[0]!.id, r.id]);
+    if (!(await store.grant(db, r.id, userName))) throw notFound(`user "${userName}"`);
     return new Reply(201, { grant: { user: userName, resource: r.name } });
   });
 
@@ -124,23 +118,15 @@ export function accessRoutes(router: Router, db: Db, secrets: SecretBox, effects
     const b = v.object(await body(), ['name', 'group']);
     const n = name(b, 'name');
     const group = b.group === undefined ? n : name(b, 'group');
-    const exists = await db.query('SELECT 1 FROM gateways WHERE name = $1', [n]);
-    if (exists.length) throw conflict(`a gateway named "${n}" exists`, 'gateway_exists');
+    if (await store.gatewayExists(db, n)) throw conflict(`a gateway named "${n}" exists`, 'gateway_exists');
     return new Reply(201, await store.createGateway(db, n, group));
   });
 
   router.add('DELETE', '/api/gateways/:name', async ({ user, params }) => {
     requireAdmin(user);
-    // Its open sessions are closed first: the delete sets their gateway to NULL.
-    const rows = await db.tx(async (q) => {
-      const gw = await q.query<{ id: string }>('SELECT id FROM gateways WHERE name = $1 FOR UPDATE', [params.name]);
-      if (!gw.length) return gw;
-      await store.closeGatewaySessions(q, gw[0]!.id, 'the gateway was deleted');
-      await q.query('DELETE FROM gateways WHERE id = $1', [gw[0]!.id]);
-      return gw;
-    });
-    if (!rows.length) throw notFound(`gateway "${params.name}"`);
-    effects.gatewayDeleted(rows[0]!.id);
+    const id = await store.deleteGateway(db, params.name!);
+    if (!id) throw notFound(`gateway "${params.name}"`);
+    effects.gatewayDeleted(id);
     return { deleted: true };
   });
 
@@ -151,15 +137,7 @@ export function accessRoutes(router: Router, db: Db, secrets: SecretBox, effects
     // ?open=true: only the sessions still running (the ones `DELETE` can end); false: only ended ones.
     const open = query.get('open');
     if (open !== null && open !== 'true' && open !== 'false') throw v.badRequestFor('open', 'true or false');
-    const rows = await db.query(
-      `SELECT s.id, u.name AS user, s.resource_name AS resource, gw.name AS gateway, s.path, s.started_at, s.ended_at,
-              s.bytes_up, s.bytes_down, s.exit_status, s.error
-       FROM launch_sessions s JOIN users u ON u.id = s.user_id LEFT JOIN gateways gw ON gw.id = s.gateway_id
-       WHERE ($1 OR s.user_id = $2) AND ($4::boolean IS NULL OR (s.ended_at IS NULL) = $4::boolean)
-       ORDER BY s.started_at DESC LIMIT $3`,
-      [user.is_admin, user.id, limit, open === null ? null : open === 'true'],
-    );
-    return { sessions: rows };
+    return { sessions: await store.listSessions(db, user, limit, open === null ? null : open === 'true') };
   });
 
   // Ends an open session at once: an admin any, a user its own (a session left open on another

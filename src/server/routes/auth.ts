@@ -1,6 +1,6 @@
 // Who am I, users (admin) and API tokens.
 import type { Db } from '../../store/db.js';
-import { createUser, issueToken, revokeToken, type Revocation, type User } from '../../auth/tokens.js';
+import { createUser, issueToken, listTokens, listUsers, revokeToken, setUserDisabled, userExists, type Revocation, type User } from '../../auth/tokens.js';
 import { conflict, forbidden, notFound } from '../../errors.js';
 import { Reply, type Router } from '../http.js';
 import * as v from '../validate.js';
@@ -15,7 +15,7 @@ export function authRoutes(router: Router, db: Db, onRevoked: (what: Revocation)
 
   router.add('GET', '/api/users', async ({ user }) => {
     requireAdmin(user);
-    return { users: await db.query('SELECT id, name, is_admin, created_at, disabled_at FROM users ORDER BY created_at') };
+    return { users: await listUsers(db) };
   });
 
   // Disabling a user ends its access at once, on every replica: its tokens stop working and its
@@ -25,14 +25,10 @@ export function authRoutes(router: Router, db: Db, onRevoked: (what: Revocation)
     router.add('POST', `/api/users/:name/${action}`, async ({ user, params }) => {
       requireAdmin(user);
       if (disable && params.name === user.name) throw conflict('you cannot disable yourself', 'self_disable');
-      const rows = await db.query<{ id: string }>(
-        `UPDATE users SET disabled_at = CASE WHEN $2::boolean THEN coalesce(disabled_at, now()) END WHERE name = $1
-         RETURNING id, name, is_admin, created_at, disabled_at`,
-        [params.name, disable],
-      );
-      if (!rows.length) throw notFound(`user "${params.name}"`);
-      if (disable) onRevoked({ user_id: rows[0]!.id });
-      return { user: rows[0] };
+      const changed = await setUserDisabled(db, params.name!, disable);
+      if (!changed) throw notFound(`user "${params.name}"`);
+      if (disable) onRevoked({ user_id: changed.id });
+      return { user: changed };
     });
   }
 
@@ -42,8 +38,7 @@ export function authRoutes(router: Router, db: Db, onRevoked: (what: Revocation)
     const name = v.reqStr(b, 'name', { max: 64 });
     if (!/^[a-zA-Z0-9_.@-]+$/.test(name)) throw conflict('a user name may hold letters, digits and _ . @ - only', 'invalid_name');
     const admin = v.bool(b, 'admin') ?? false;
-    const exists = await db.query('SELECT 1 FROM users WHERE name = $1', [name]);
-    if (exists.length) throw conflict(`a user named "${name}" exists`, 'user_exists');
+    if (await userExists(db, name)) throw conflict(`a user named "${name}" exists`, 'user_exists');
     const created = await createUser(db, name, admin);
     const token = await issueToken(db, created.id, 'initial');
     return new Reply(201, { user: created, token: token.token });
@@ -58,11 +53,7 @@ export function authRoutes(router: Router, db: Db, onRevoked: (what: Revocation)
   });
 
   router.add('GET', '/api/tokens', async ({ user }) => ({
-    tokens: await db.query(
-      `SELECT id, name, prefix, created_at, expires_at, id = $2 AS current FROM api_tokens
-       WHERE user_id = $1 AND (expires_at IS NULL OR expires_at > now()) ORDER BY created_at`,
-      [user.id, user.token_id ?? null],
-    ),
+    tokens: await listTokens(db, user.id, user.token_id ?? null),
   }));
 
   // Your own tokens; an admin may revoke anyone's. Another user's token answers 404 like an unknown id.
