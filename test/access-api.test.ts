@@ -59,8 +59,13 @@ test('only admins manage; users see only granted resources; others read as not f
   await fails(u.post('/api/resources/shared/grants', { user: 'carol' }), 403);
   await fails(t.admin.post('/api/resources/shared/grants', { user: 'nobody' }), 404);
   await fails(t.admin.post('/api/resources/nothing/grants', { user: 'carol' }), 404);
-  await t.admin.post('/api/resources/shared/grants', { user: 'carol' });
+  assert.equal((await t.admin.post('/api/resources/shared/grants', { user: 'carol' })).grant.agent, 'ask');
   assert.deepEqual((await u.get('/api/resources')).resources.map((r: any) => r.name), ['shared']);
+  // The agent setting: granting again changes it (and only it); a bad value is a 400 that names the choices.
+  await fails(t.admin.post('/api/resources/shared/grants', { user: 'carol', agent: 'sometimes' }), 400, 'invalid_field');
+  assert.equal((await t.admin.post('/api/resources/shared/grants', { user: 'carol', agent: 'allow' })).grant.agent, 'allow');
+  assert.equal((await t.admin.post('/api/resources/shared/grants', { user: 'carol' })).grant.agent, 'allow');
+  assert.deepEqual((await t.admin.get('/api/resources/shared/grants')).grants.map((g: any) => [g.name, g.agent]), [['carol', 'allow']]);
   const missing = await fails(u.get('/api/resources/nothing'), 404);
   const denied = await fails(u.get('/api/resources/private'), 404);
   assert.equal(denied.message.replace('private', 'X'), missing.message.replace('nothing', 'X'));

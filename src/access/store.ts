@@ -113,22 +113,29 @@ export async function deleteResource(db: Db, name: string, reason: string): Prom
   });
 }
 
-/** The users a resource is granted to. */
+export const AGENT_MODES = ['deny', 'ask', 'allow'] as const;
+/** What a chat's agent may do with a granted resource: nothing, ask a person first, or act. */
+export type AgentMode = (typeof AGENT_MODES)[number];
+
+/** The users a resource is granted to, with what their agents may do. */
 export async function listGrants(q: Queryable, resourceId: string): Promise<unknown[]> {
   return q.query(
-    'SELECT u.id, u.name, g.created_at FROM grants g JOIN users u ON u.id = g.user_id WHERE g.resource_id = $1 ORDER BY u.name',
+    'SELECT u.id, u.name, g.agent, g.created_at FROM grants g JOIN users u ON u.id = g.user_id WHERE g.resource_id = $1 ORDER BY u.name',
     [resourceId],
   );
 }
 
-/** Grants a resource to a user by name (again: nothing changes); false when there is no such user. */
-export async function grant(q: Queryable, resourceId: string, userName: string): Promise<boolean> {
-  const rows = await q.query(
-    `INSERT INTO grants (user_id, resource_id) SELECT id, $2 FROM users WHERE name = $1
-     ON CONFLICT DO NOTHING RETURNING 1`,
-    [userName, resourceId],
+/**
+ * Grants a resource to a user by name; granting again changes only the agent setting, when one is
+ * given. Returns the grant's agent setting, or null when there is no such user.
+ */
+export async function grant(q: Queryable, resourceId: string, userName: string, agent?: AgentMode): Promise<AgentMode | null> {
+  const rows = await q.query<{ agent: AgentMode }>(
+    `INSERT INTO grants (user_id, resource_id, agent) SELECT id, $2, COALESCE($3, 'ask') FROM users WHERE name = $1
+     ON CONFLICT (user_id, resource_id) DO UPDATE SET agent = COALESCE($3, grants.agent) RETURNING agent`,
+    [userName, resourceId, agent ?? null],
   );
-  return rows.length > 0 || (await q.query('SELECT 1 FROM users WHERE name = $1', [userName])).length > 0;
+  return rows[0]?.agent ?? null;
 }
 
 /**

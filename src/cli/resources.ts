@@ -11,7 +11,10 @@ const RESOURCE_HELP = `Usage:
         (admin) ssh resources need a credential; it is encrypted at rest and only ever
         sent to the gateway serving a session
   airlock resource delete NAME               (admin) its open sessions end at once
-  airlock resource grant NAME USER           (admin) let USER launch NAME
+  airlock resource grant NAME USER [--agent deny|ask|allow]
+                                             (admin) let USER launch NAME; --agent: what USER's
+                                             chat agent may do with it (default ask: a person
+                                             approves each call; again with --agent to change it)
   airlock resource revoke NAME USER          (admin) USER's open sessions of NAME end at once
   airlock resource grants NAME               (admin)`;
 
@@ -39,6 +42,7 @@ export async function resourceCommand(cmd: 'resource' | 'session', argv: string[
       server: { type: 'string' },
       token: { type: 'string' },
       json: { type: 'boolean' },
+      agent: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -111,11 +115,14 @@ export async function resourceCommand(cmd: 'resource' | 'session', argv: string[
       await api.delete(`/api/resources/${enc(name)}`);
       console.log(`Deleted resource ${name}.`);
       return 0;
-    case 'grant':
-      if (!name || !user) throw new CliError('usage: airlock resource grant NAME USER', 2);
-      await api.post(`/api/resources/${enc(name)}/grants`, { user });
-      console.log(`${user} may now launch ${name}.`);
+    case 'grant': {
+      if (!name || !user) throw new CliError('usage: airlock resource grant NAME USER [--agent deny|ask|allow]', 2);
+      if (values.agent !== undefined && !['deny', 'ask', 'allow'].includes(values.agent)) throw new CliError('--agent takes deny, ask or allow', 2);
+      const { grant } = await api.post(`/api/resources/${enc(name)}/grants`, { user, ...(values.agent ? { agent: values.agent } : {}) });
+      const what = { deny: 'may not use it', ask: 'asks before each call', allow: 'may use it without asking' }[grant.agent as 'deny' | 'ask' | 'allow'];
+      console.log(`${user} may now launch ${name}; ${user}'s chat agent ${what}.`);
       return 0;
+    }
     case 'revoke':
       if (!name || !user) throw new CliError('usage: airlock resource revoke NAME USER', 2);
       await api.delete(`/api/resources/${enc(name)}/grants/${enc(user)}`);
@@ -126,7 +133,7 @@ export async function resourceCommand(cmd: 'resource' | 'session', argv: string[
       const { grants } = await api.get(`/api/resources/${enc(name)}/grants`);
       if (values.json) console.log(JSON.stringify(grants));
       else if (!grants.length) console.log(`No one has a grant of ${name} yet (admins may launch every resource).`);
-      else for (const g of grants) console.log(g.name);
+      else for (const g of grants) console.log(`${g.name}\tagent: ${g.agent}`);
       return 0;
     }
   }

@@ -156,6 +156,10 @@ export const migrations: string[] = [
   CREATE INDEX chats_owner_created ON chats (owner_id, created_at);
   CREATE INDEX launch_sessions_user_open ON launch_sessions (user_id) WHERE ended_at IS NULL;
   `,
+  // What a chat's agent may do with a granted resource: nothing, ask a person first, or act.
+  `
+  ALTER TABLE grants ADD COLUMN agent text NOT NULL DEFAULT 'ask' CHECK (agent IN ('deny', 'ask', 'allow'));
+  `,
 ];
 
 export async function migrate(db: Db): Promise<void> {

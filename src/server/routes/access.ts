@@ -91,12 +91,14 @@ export function accessRoutes(router: Router, db: Db, secrets: SecretBox, effects
 
   router.add('POST', '/api/resources/:name/grants', async ({ user, params, body }) => {
     requireAdmin(user);
-    const b = v.object(await body(), ['user']);
+    const b = v.object(await body(), ['user', 'agent']);
     const userName = v.reqStr(b, 'user', { max: 64 });
+    const agentMode = v.oneOf(b, 'agent', store.AGENT_MODES);
     const r = await store.findResource(db, params.name!);
     if (!r) throw notFound(`resource "${params.name}"`);
-    if (!(await store.grant(db, r.id, userName))) throw notFound(`user "${userName}"`);
-    return new Reply(201, { grant: { user: userName, resource: r.name } });
+    const agent = await store.grant(db, r.id, userName, agentMode);
+    if (!agent) throw notFound(`user "${userName}"`);
+    return new Reply(201, { grant: { user: userName, resource: r.name, agent } });
   });
 
   router.add('DELETE', '/api/resources/:name/grants/:user', async ({ user, params }) => {
