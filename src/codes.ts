@@ -22,6 +22,7 @@ export const ERROR_STATUS = {
   archived: 409,
   queue_full: 409,
   not_requires_action: 409,
+  already_decided: 409,
   user_exists: 409,
   resource_exists: 409,
   gateway_exists: 409,

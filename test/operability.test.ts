@@ -124,10 +124,10 @@ test('airlock server --tls-cert/--tls-key serves HTTPS; option mistakes exit non
   }
 });
 
-test('a shutdown that cannot finish in AIRLOCK_SHUTDOWN_GRACE_MS exits 1 and says where it was stuck', async () => {
+test('a shutdown that cannot finish in its grace (--shutdown-grace-ms) exits 1 and says where it was stuck', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-stuck-'));
-  const env = { AIRLOCK_CLI_CONFIG: path.join(dir, 'cli.json'), AIRLOCK_DRAIN_MS: '0', AIRLOCK_SHUTDOWN_GRACE_MS: '300' };
-  const srv = runCli(['server', '--port', '0', '--data-dir', path.join(dir, 'data')], env);
+  const env = { AIRLOCK_CLI_CONFIG: path.join(dir, 'cli.json'), AIRLOCK_DRAIN_MS: '0' };
+  const srv = runCli(['server', '--port', '0', '--data-dir', path.join(dir, 'data'), '--shutdown-grace-ms', '300'], env);
   let s: net.Socket | undefined;
   try {
     const [, url] = await srv.waitErr(/listening on (http:\/\/\S+)/);

@@ -374,7 +374,7 @@ export class SignalRouter {
     const gatewayName = link?.gateway.name ?? remote!.name;
     let id: string;
     try {
-      id = await store.startSession(this.db, { user_id: user.id, resource, gateway_id: gatewayId });
+      id = await store.startSession(this.db, { user_id: user.id, resource, gateway_id: gatewayId, token_id: user.token_id });
     } catch (err) {
       this.log.error({ err }, 'session start failed');
       return client.close(CloseCode.internal, 'internal error');

@@ -35,6 +35,7 @@ export interface Gateway {
 const GATEWAY_TOKEN_PREFIX = 'algw_';
 
 const RESOURCE_COLS = `id, name, kind, target, gateway, credential_enc IS NOT NULL AS has_credential`;
+const AGENT_RESOURCE_COLS = `r.id, r.name, r.kind, r.target, r.gateway, r.credential_enc IS NOT NULL AS has_credential`;
 
 export async function listResources(q: Queryable, user: { id: string; is_admin: boolean }): Promise<Resource[]> {
   if (user.is_admin) return q.query<Resource>(`SELECT ${RESOURCE_COLS} FROM resources ORDER BY name`);
@@ -56,6 +57,40 @@ export async function launchableResource(
     [name, user.is_admin, user.id],
   );
   return rows[0] ?? null;
+}
+
+/**
+ * A resource a chat's agent may use for its owner, with the grant's agent setting (an admin's
+ * resources without a grant: ask). Null for an unknown resource, one the owner may not launch, and
+ * one whose grant says deny: the agent cannot tell these apart.
+ */
+export async function agentResource(
+  q: Queryable,
+  ownerId: string,
+  name: string,
+): Promise<(Resource & { agent: 'ask' | 'allow' }) | null> {
+  const rows = await q.query<Resource & { agent: 'deny' | 'ask' | 'allow' | null; is_admin: boolean }>(
+    `SELECT ${AGENT_RESOURCE_COLS}, g.agent, u.is_admin FROM resources r JOIN users u ON u.id = $1
+     LEFT JOIN grants g ON g.resource_id = r.id AND g.user_id = u.id
+     WHERE r.name = $2 AND (g.user_id IS NOT NULL OR u.is_admin) AND u.disabled_at IS NULL`,
+    [ownerId, name],
+  );
+  const r = rows[0];
+  if (!r || r.agent === 'deny') return null;
+  const { is_admin: _admin, agent, ...resource } = r;
+  return { ...resource, agent: agent ?? 'ask' };
+}
+
+/** The resources a chat's agent may use for its owner (not those whose grant says deny). */
+export async function agentResources(q: Queryable, ownerId: string): Promise<(Resource & { agent: 'ask' | 'allow' })[]> {
+  const rows = await q.query<Resource & { agent: 'ask' | 'allow' | null }>(
+    `SELECT ${AGENT_RESOURCE_COLS}, g.agent FROM resources r JOIN users u ON u.id = $1
+     LEFT JOIN grants g ON g.resource_id = r.id AND g.user_id = u.id
+     WHERE (g.user_id IS NOT NULL OR u.is_admin) AND u.disabled_at IS NULL AND g.agent IS DISTINCT FROM 'deny'
+     ORDER BY r.name`,
+    [ownerId],
+  );
+  return rows.map((r) => ({ ...r, agent: r.agent ?? 'ask' }));
 }
 
 export async function findResource(q: Queryable, name: string): Promise<Resource | null> {
@@ -269,10 +304,12 @@ export async function remoteGateway(q: Queryable, group: string, notReplica: str
   return rows[0] ?? null;
 }
 
-export async function startSession(q: Queryable, s: { user_id: string; resource: Resource; gateway_id: string }): Promise<string> {
+/** A session's audit row; one opened with a chat agent's token names the chat (provenance comes from the token, never the client). */
+export async function startSession(q: Queryable, s: { user_id: string; resource: Resource; gateway_id: string; token_id?: string }): Promise<string> {
   const rows = await q.query<{ id: string }>(
-    `INSERT INTO launch_sessions (user_id, resource_id, resource_name, gateway_id) VALUES ($1, $2, $3, $4) RETURNING id`,
-    [s.user_id, s.resource.id, s.resource.name, s.gateway_id],
+    `INSERT INTO launch_sessions (user_id, resource_id, resource_name, gateway_id, chat_id)
+     VALUES ($1, $2, $3, $4, (SELECT chat_id FROM api_tokens WHERE id = $5::uuid)) RETURNING id`,
+    [s.user_id, s.resource.id, s.resource.name, s.gateway_id, s.token_id ?? null],
   );
   return rows[0]!.id;
 }
@@ -322,7 +359,7 @@ export async function closeLostSessions(q: Queryable, gatewayId: string, live: s
 export async function listSessions(q: Queryable, viewer: { id: string; is_admin: boolean }, limit: number, open: boolean | null): Promise<unknown[]> {
   return q.query(
     `SELECT s.id, u.name AS user, s.resource_name AS resource, gw.name AS gateway, s.path, s.started_at, s.ended_at,
-            s.bytes_up, s.bytes_down, s.exit_status, s.error
+            s.bytes_up, s.bytes_down, s.exit_status, s.error, s.chat_id
      FROM launch_sessions s JOIN users u ON u.id = s.user_id LEFT JOIN gateways gw ON gw.id = s.gateway_id
      WHERE ($1 OR s.user_id = $2) AND ($4::boolean IS NULL OR (s.ended_at IS NULL) = $4::boolean)
      ORDER BY s.started_at DESC LIMIT $3`,

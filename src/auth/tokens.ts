@@ -78,17 +78,18 @@ export async function issueToken(
   name = '',
   expiresInSeconds?: number,
   parent?: string,
+  chatId?: string,
 ): Promise<{ id: string; token: string; expires_at: string | null }> {
   const token = newTokenSecret();
   const rows = await q.query<{ id: string; expires_at: Date | null }>(
-    `INSERT INTO api_tokens (user_id, name, token_hash, prefix, expires_at, parent_id)
+    `INSERT INTO api_tokens (user_id, name, token_hash, prefix, expires_at, parent_id, chat_id)
      SELECT $1, $2, $3, $4,
             CASE WHEN $5::int IS NULL THEN p.expires_at
                  ELSE LEAST(now() + make_interval(secs => $5::int), p.expires_at) END,
-            $6::uuid
+            $6::uuid, $7::uuid
      FROM (SELECT (SELECT expires_at FROM api_tokens WHERE id = $6::uuid) AS expires_at) p
      RETURNING id, expires_at`,
-    [userId, name, hashToken(token), token.slice(0, 10), expiresInSeconds ?? null, parent ?? null],
+    [userId, name, hashToken(token), token.slice(0, 10), expiresInSeconds ?? null, parent ?? null, chatId ?? null],
   );
   return { id: rows[0]!.id, token, expires_at: rows[0]!.expires_at ? new Date(rows[0]!.expires_at).toISOString() : null };
 }

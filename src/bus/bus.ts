@@ -22,6 +22,8 @@ export interface TopicMap {
   replay_reply: { req: string; to: string; events: StreamEvent[] };
   /** Launch signalling across replicas, gateway deletions, session ends, gateway probes. */
   signal: BusSignal;
+  /** A person decided a chat agent's call: the replica running the turn reads the decision. */
+  approval: { chat_id: string; tool_call_id: string };
   /** A token revoked, or a user disabled. */
   auth: { revoked: string } | { disabled_user: string };
 }

@@ -7,7 +7,7 @@ import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { Providers } from './providers/index.js';
 import { ProviderError, type LlmEvent, type ToolSpec } from './providers/types.js';
-import { type ToolBox, toolSpecs } from './tools/index.js';
+import { type ToolBox, type ToolContext, toolSpecs } from './tools/index.js';
 import { type HistoryCache, isCurrent } from './history-cache.js';
 import { metrics } from '../metrics.js';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -37,7 +37,7 @@ export interface RunDeps {
   /** Called after the chat is released (title generation etc.). */
   onFinished?: (chatId: string, status: ChatStatus) => void;
   /** A turn's bounds: steps, a built-in tool's run time, a client's time to answer its tool calls. */
-  limits: Pick<Config, 'maxSteps' | 'toolTimeoutMs' | 'actionTimeoutMs'>;
+  limits: Pick<Config, 'maxSteps' | 'actionTimeoutMs'>;
   /** Retries of a transient provider error (429, 5xx, a reset): how many, and the backoff's first and largest delay. */
   llmRetry: LlmRetry;
 }
@@ -50,6 +50,9 @@ export interface LlmRetry {
 
 /** 4 retries from 0.5 s doubling to at most 15 s: a provider's overload usually passes within that. */
 export const LLM_RETRY: LlmRetry = { max: 4, baseMs: 500, maxMs: 15_000 };
+
+/** A tool's run time unless it sets its own (`maxRunMs`): the built-ins take milliseconds. */
+const TOOL_TIMEOUT_MS = 30_000;
 
 type StopReason = 'interrupt' | 'cancel' | null;
 
@@ -365,7 +368,6 @@ export class ChatRun {
 
   /** Runs built-in tools in parallel; each result is streamed as soon as it is ready. */
   private async runTools(calls: Extract<Part, { type: 'tool_call' }>[]): Promise<Extract<Part, { type: 'tool_result' }>[]> {
-    const timeout = this.deps.limits.toolTimeoutMs;
     const signal = this.current.signal;
     return Promise.all(
       calls.map(async (c) => {
@@ -377,7 +379,14 @@ export class ChatRun {
           isError = true;
         } else {
           try {
-            output = await withTimeout(tool.run(c.args, signal), timeout, signal, c.name);
+            const ctx: ToolContext = {
+              chatId: this.chatId,
+              ownerId: this.chat.owner_id,
+              toolCallId: c.id,
+              output: (text) => void this.emit('tool_output', { tool_call_id: c.id, text }),
+              event: (type, data) => this.background([], [this.emit(type, data)]),
+            };
+            output = await withTimeout(tool.run(c.args, signal, ctx), tool.maxRunMs ?? TOOL_TIMEOUT_MS, signal, c.name);
           } catch (err) {
             output = (err as Error).message;
             isError = true;

@@ -15,7 +15,7 @@ import type { ChatStatus } from './types.js';
 import { metrics } from '../metrics.js';
 
 /** The settings a worker reads. */
-export type RunnerConfig = Pick<Config, 'chatConcurrency' | 'leaseMs' | 'drainMs' | 'maxSteps' | 'toolTimeoutMs' | 'actionTimeoutMs'>;
+export type RunnerConfig = Pick<Config, 'chatConcurrency' | 'leaseMs' | 'drainMs' | 'maxSteps' | 'actionTimeoutMs'>;
 
 /** The safety-net timer: finds chats whose lease expired unseen or whose wake signal was lost.
  * Work is found on wake signals; this only bounds how long a lost one can delay a chat. */

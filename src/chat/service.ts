@@ -13,6 +13,7 @@ import { loadMessages } from './sql/messages.js';
 import { type QueuedMessage, loadQueue } from './sql/queue.js';
 import { SendStatement } from './sql/sendMessage.js';
 import * as state from './state.js';
+import { waitingApprovals } from '../agent/approvals.js';
 import { type Effects, type Transition, needTurnSlot, turnLimitError } from './state.js';
 import { type ClientTool, type Message, ev, newId } from './types.js';
 
@@ -113,8 +114,15 @@ export class ChatService {
   async get(userId: string, chatId: string) {
     const chat = await readChat(this.db, chatId, userId);
     if (!chat) throw notFound('chat');
-    const [messages, queue, last_seq] = await Promise.all([loadMessages(this.db, chatId), loadQueue(this.db, chatId), lastEventSeq(this.db, chatId)]);
-    return chatOut(chat, { messages, queue, last_seq });
+    const [messages, queue, last_seq, approvals] = await Promise.all([
+      loadMessages(this.db, chatId),
+      loadQueue(this.db, chatId),
+      lastEventSeq(this.db, chatId),
+      waitingApprovals(this.db, chatId),
+    ]);
+    // A running turn whose agent waits for a person says so.
+    const status = chat.status === 'running' && approvals.length ? 'requires_approval' : chat.status;
+    return chatOut(chat, { messages, queue, last_seq, approvals, status });
   }
 
   /** Owner check without a lock (used by the stream endpoint). */

@@ -49,8 +49,8 @@ export interface PendingAction {
  * (text being generated) live in memory and are superseded by the `message` event of their step.
  * Unsequenced types (queue, chat, caught_up, resync, deleted) describe current state.
  */
-export const DURABLE_TYPES = ['status', 'message', 'error', 'history_truncated', 'action_required'] as const;
-export const DRAFT_TYPES = ['delta', 'tool_call', 'tool_result', 'retry'] as const;
+export const DURABLE_TYPES = ['status', 'message', 'error', 'history_truncated', 'action_required', 'approval_required', 'approval_decided'] as const;
+export const DRAFT_TYPES = ['delta', 'tool_call', 'tool_output', 'tool_result', 'retry'] as const;
 export type DurableType = (typeof DURABLE_TYPES)[number];
 export type DraftType = (typeof DRAFT_TYPES)[number];
 export type EventType = DurableType | DraftType | 'queue' | 'chat' | 'caught_up' | 'resync' | 'deleted';

@@ -225,7 +225,7 @@ export class Printer {
     switch (e.type) {
       case 'delta':
         if (e.kind === 'reasoning') {
-          if (this.reasoning) this.stderr.write(`\x1b[2m${e.text}\x1b[0m`);
+          if (this.reasoning) this.stderr.write(String(e.text));
           return;
         }
         // Kept when not printed too: a reply that starts over is noticed on stderr either way.
@@ -234,6 +234,10 @@ export class Printer {
         return;
       case 'tool_call':
         return this.call((e.call as Extract<Part, { type: 'tool_call' }>));
+      case 'tool_output':
+        // A running command's output, as it prints it (on stderr, like the call and its result).
+        if (!this.shownResults.has(e.tool_call_id as string)) this.stderr.write(String(e.text));
+        return;
       case 'tool_result':
         return this.result(e.result as Extract<Part, { type: 'tool_result' }>);
       case 'retry':

@@ -70,7 +70,7 @@ export async function resourceCommand(cmd: 'resource' | 'session', argv: string[
       for (const s of sessions) {
         const dur = s.ended_at ? `${((Date.parse(s.ended_at) - Date.parse(s.started_at)) / 1000).toFixed(1)}s` : 'open';
         console.log(
-          `${s.id}  ${s.started_at}  ${s.user.padEnd(12)} ${s.resource.padEnd(16)} via ${String(s.gateway ?? '-').padEnd(12)} ${String(s.path ?? '-').padEnd(6)} ${dur.padStart(7)}  ↑${s.bytes_up} ↓${s.bytes_down}${s.exit_status !== null ? `  exit ${s.exit_status}` : ''}${s.error ? `  error: ${s.error}` : ''}`,
+          `${s.id}  ${s.started_at}  ${(s.chat_id ? `${s.user} agent (chat ${s.chat_id})` : s.user).padEnd(12)} ${s.resource.padEnd(16)} via ${String(s.gateway ?? '-').padEnd(12)} ${String(s.path ?? '-').padEnd(6)} ${dur.padStart(7)}  ↑${s.bytes_up} ↓${s.bytes_down}${s.exit_status !== null ? `  exit ${s.exit_status}` : ''}${s.error ? `  error: ${s.error}` : ''}`,
         );
       }
     }

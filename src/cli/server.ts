@@ -9,6 +9,9 @@ import { CliError, configPath, readConfig, writeConfig } from './config.js';
 
 const d = (name: keyof typeof settings) => String(settings[name].default);
 
+/** After the drain, the rest of a shutdown (sockets, bus, database) gets this long; then the process exits 1. */
+const SHUTDOWN_GRACE_MS = 10_000;
+
 const help = (sweepMs: number) => `Usage: airlock server [options]
 
 Runs the Airlock control plane: HTTP API, chat stream WebSockets and chat workers.
@@ -36,6 +39,8 @@ For tests and comparisons:
   --sweep-ms N          the safety-net timer that finds chats a wake signal missed (default ${sweepMs})
   --no-wake             ignore wake signals: find work on that timer only (the polling baseline
                         that \`npm run bench:chat\` compares with)
+  --shutdown-grace-ms N time the rest of a shutdown gets after the drain before the process
+                        exits 1 (default ${SHUTDOWN_GRACE_MS})
 
 Replicas: run several servers on one PostgreSQL (same --database-url and AIRLOCK_SECRET_KEY); they
 share work and streams over the bus. SIGTERM drains: not ready, running turns finish (AIRLOCK_DRAIN_MS)
@@ -62,6 +67,7 @@ export async function serverCommand(argv: string[]): Promise<number> {
       'public-url': { type: 'string' },
       'sweep-ms': { type: 'string' },
       'no-wake': { type: 'boolean' },
+      'shutdown-grace-ms': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -174,7 +180,8 @@ export async function serverCommand(argv: string[]): Promise<number> {
   // Turns are finished or handed back by the drain; a shutdown step that never ends must not keep
   // the process (and its port, its lock) alive forever.
   let stage = 'draining and closing the server';
-  const limitMs = config.drainMs + config.shutdownGraceMs;
+  const graceMs = values['shutdown-grace-ms'] !== undefined ? wholeNumber('--shutdown-grace-ms', values['shutdown-grace-ms'], 0) : SHUTDOWN_GRACE_MS;
+  const limitMs = config.drainMs + graceMs;
   setTimeout(() => {
     process.stderr.write(`shutdown did not finish in ${limitMs} ms (stuck ${stage}); exiting\n`);
     process.exit(1);

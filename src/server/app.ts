@@ -16,6 +16,9 @@ import { StreamHub } from '../chat/hub.js';
 import { ChatService } from '../chat/service.js';
 import { Runner, type RunnerOptions } from '../chat/runner.js';
 import { ToolBox, type Tool } from '../chat/tools/index.js';
+import { AgentSessions } from '../agent/sessions.js';
+import { agentTools } from '../agent/tools.js';
+import { Approvals } from '../agent/approvals.js';
 import { Providers, type ProvidersConfig } from '../chat/providers/index.js';
 import { generateTitle } from '../chat/title.js';
 import { ev } from '../chat/types.js';
@@ -23,6 +26,7 @@ import { Router, Reply, clientErrorReply, errorBody, readJsonBody, sendJson } fr
 import { ChatStreamSocket, type StreamLimits } from './chat-stream.js';
 import { wsBase } from '../client/wire.js';
 import { chatRoutes } from './routes/chats.js';
+import { approvalRoutes } from './routes/approvals.js';
 import { authRoutes } from './routes/auth.js';
 import { isUuid } from './validate.js';
 import { accessRoutes } from './routes/access.js';
@@ -96,7 +100,18 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
   const secrets = opts.secrets ?? SecretBox.load(config.dataDir, config.secretKey);
   const bus = opts.bus ?? (await openBus(db, log, secrets.deriveKey(BUS_KEY_PURPOSE), config.bus));
   const providers = new Providers(opts.providers, config.llmTimeoutMs);
-  const tools = ToolBox.withExtra(opts.tools);
+  let listenUrl = '';
+  const agentSessions = new AgentSessions(db, () => listenUrl, log);
+  const approvals = new Approvals(db, bus, config.approvalTimeoutMs);
+  const tools = ToolBox.withExtra([
+    ...agentTools({
+      db,
+      sessions: agentSessions,
+      outputBytes: config.agentOutputBytes,
+      approvals,
+    }),
+    ...(opts.tools ?? []),
+  ]);
   const service = new ChatService(db, bus, providers, tools, config);
   const adminToken = await bootstrapAdmin(db).catch(() => null);
   // The embedded database has one server (its lock file): no gateway is connected to it yet.
@@ -126,6 +141,7 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
   const router = new Router();
   authRoutes(router, db, (what) => announceRevoked(bus, what));
   chatRoutes(router, service, config.maxMessageChars);
+  approvalRoutes(router, db, approvals);
   accessRoutes(router, db, secrets, {
     gatewayDeleted: (id) => announceGatewayDeleted(bus, id),
     sessionEnded: (id, reason) => announceSessionEnd(bus, id, reason),
@@ -312,7 +328,7 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
   let refresh: NodeJS.Timeout | undefined;
   const host = opts.host && opts.host !== '0.0.0.0' && opts.host !== '::' ? opts.host : '127.0.0.1';
   const scheme = opts.tls ? 'https' : 'http';
-  const listenUrl = `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  listenUrl = `${scheme}://${host.includes(':') ? `[${host}]` : host}:${port}`;
   // Replicas on a shared bus register where gateways reach them (the relay across replicas).
   const registered = bus.kind !== 'local';
   if (registered) {
@@ -327,6 +343,7 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
       draining = true;
       listenerClosed = new Promise((r) => server.close(() => r())); // no new connections; requests in flight finish
       await runner?.stop();
+      await agentSessions.closeAll();
       // Clients resume with ?after= on another replica; gateways reconnect (to another one behind a balancer).
       for (const ws of sockets.keys()) ws.close(CloseCode.restarting, 'server restarting; reconnect');
       signal.close(CloseCode.restarting);

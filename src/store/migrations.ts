@@ -160,6 +160,41 @@ export const migrations: string[] = [
   `
   ALTER TABLE grants ADD COLUMN agent text NOT NULL DEFAULT 'ask' CHECK (agent IN ('deny', 'ask', 'allow'));
   `,
+  // A token a chat's agent acts with names its chat, and the sessions it opens say so. No foreign
+  // key: the audit trail outlives the chat.
+  `
+  ALTER TABLE api_tokens ADD COLUMN chat_id uuid;
+  ALTER TABLE launch_sessions ADD COLUMN chat_id uuid;
+  `,
+  // A chat agent's calls that wait for a person, and every decision (who, when, where); a rule
+  // approves a tool on a resource for the rest of a chat.
+  `
+  CREATE TABLE chat_approvals (
+    chat_id uuid NOT NULL REFERENCES chats(id) ON DELETE CASCADE,
+    tool_call_id text NOT NULL,
+    owner_id uuid NOT NULL,
+    tool text NOT NULL,
+    resource text NOT NULL,
+    args jsonb NOT NULL,
+    requested_at timestamptz NOT NULL DEFAULT now(),
+    deadline timestamptz NOT NULL,
+    decision text CHECK (decision IN ('approve', 'approve_chat', 'deny', 'timeout', 'cancelled')),
+    decided_by text,
+    decided_at timestamptz,
+    decided_on text,
+    reason text,
+    PRIMARY KEY (chat_id, tool_call_id)
+  );
+  CREATE INDEX chat_approvals_waiting ON chat_approvals (owner_id) WHERE decision IS NULL;
+  CREATE TABLE chat_approval_rules (
+    chat_id uuid NOT NULL REFERENCES chats(id) ON DELETE CASCADE,
+    tool text NOT NULL,
+    resource text NOT NULL,
+    approved_by text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (chat_id, tool, resource)
+  );
+  `,
 ];
 
 export async function migrate(db: Db): Promise<void> {

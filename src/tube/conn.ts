@@ -101,20 +101,27 @@ export class TubeConn {
         if (this.holdIfBlocked()) stream.pause();
       });
     }
-    stream.on('end', () => {
+    // The local side ends when the stream and every extra output (a process's stderr, which can
+    // still hold data when its stdout ends) have ended.
+    const endLocal = () => {
+      if (this.ended.local || this.finished) return;
       this.ended.local = true;
       this.tube.send(F.END, this.id);
-      this.maybeFinish();
-    });
+    };
+    stream.on('end', () =>
+      this.afterExtras(() => {
+        endLocal();
+        this.maybeFinish();
+      }),
+    );
     stream.on('error', (err) => this.fail(err.message));
     // A stream that is gone cannot take more bytes either: the connection is over.
-    stream.on('close', () => {
-      if (!this.ended.local && !this.finished) {
-        this.ended.local = true;
-        this.tube.send(F.END, this.id);
-      }
-      this.finish();
-    });
+    stream.on('close', () =>
+      this.afterExtras(() => {
+        endLocal();
+        this.finish();
+      }),
+    );
   }
 
   /** Handles a frame for this connection; returns false for types the owner must handle. */
@@ -179,6 +186,15 @@ export class TubeConn {
     for (const x of this.extras) x.resume();
   }
 
+  /** Extra outputs not ended yet, and what waits for them. */
+  private extrasOpen = 0;
+  private whenExtrasEnd: (() => void)[] = [];
+
+  private afterExtras(fn: () => void): void {
+    if (this.extrasOpen === 0) fn();
+    else this.whenExtrasEnd.push(fn);
+  }
+
   private maybeFinish(): void {
     if (this.ended.local && this.ended.remote) this.finish();
   }
@@ -186,6 +202,15 @@ export class TubeConn {
   /** A second output that shares this connection (a process's stderr): under the same credit. */
   attachExtra(source: Readable): void {
     this.extras.push(source);
+    this.extrasOpen++;
+    let done = false;
+    const ended = () => {
+      if (done) return;
+      done = true;
+      if (--this.extrasOpen === 0) for (const fn of this.whenExtrasEnd.splice(0)) fn();
+    };
+    source.once('end', ended);
+    source.once('close', ended);
     source.on('data', (chunk: Buffer) => {
       if (this.finished) return;
       this.sendData(chunk);

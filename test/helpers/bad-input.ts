@@ -63,6 +63,8 @@ function cases(f: Fixtures, other: boolean): Record<string, { params: Record<str
     'POST /api/chats/:id/interrupt': { params: { id: chat } },
     'DELETE /api/chats/:id/queue/:qid': { params: { id: chat, qid: '1' } },
     'POST /api/chats/:id/tool-results': { params: { id: chat }, body: { results: [{ tool_call_id: 'x', output: 'y' }] } },
+    'POST /api/chats/:id/approvals': { params: { id: chat }, body: { tool_call_id: 'x', decision: 'deny' } },
+    'GET /api/approvals': { params: {} },
     'GET /api/resources': { params: {} },
     'GET /api/resources/:name': { params: { name: f.resource } },
     'POST /api/resources': { params: {}, body: { name: 'sweep-res', kind: 'tcp', target: '127.0.0.1:9', gateway: f.gateway }, adminOnly: true },

@@ -5,9 +5,23 @@ import type { ClientTool } from '../types.js';
 import { calculator } from './calculator.js';
 import { currentTime } from './time.js';
 
+/** What a tool knows of the call it serves. */
+export interface ToolContext {
+  chatId: string;
+  /** The chat's owner: a tool acts as this user, never as more. */
+  ownerId: string;
+  toolCallId: string;
+  /** Streams output to the chat while the tool runs (a `tool_output` event). */
+  output(text: string): void;
+  /** Publishes and stores an event of the call (an approval asked for or decided, a status). */
+  event(type: 'approval_required' | 'approval_decided' | 'status', data: Record<string, unknown>): void;
+}
+
 export interface Tool extends ToolSpec {
   idempotent: boolean;
-  run(args: any, signal: AbortSignal): Promise<string>;
+  /** A tool's own limit on its run time (default: 30 s); it honours `signal` within it. */
+  maxRunMs?: number;
+  run(args: any, signal: AbortSignal, ctx: ToolContext): Promise<string>;
 }
 
 export class ToolError extends Error {}

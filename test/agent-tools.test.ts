@@ -1,0 +1,253 @@
+// The chat agent on infrastructure: list_resources and run_command through a real gateway, on a
+// shell resource and a real sshd, as the chat's owner and never as more.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startFakeLlm, gate, type FakeLlm, type Reply } from './helpers/fake-llm.js';
+import { startTestServer, StreamRecorder, providerConfig, type TestServer } from './helpers/server.js';
+import { GatewayProcess, killChildren, noShellUser, shellGatewayArgs, startSshd, haveSshd, waitGatewayOnline, type Sshd } from './helpers/launch.js';
+import type { ApiClient } from '../src/client/api.js';
+
+let llm: FakeLlm;
+let t: TestServer;
+let gw: GatewayProcess;
+let sshd: Sshd | null = null;
+const noSshd = !haveSshd() && !process.env.CI ? 'needs root and openssh-server (/usr/sbin/sshd); .ci/run installs it' : false;
+
+before(async () => {
+  llm = await startFakeLlm('openai');
+  t = await startTestServer(providerConfig(llm), { settings: { agentOutputBytes: 2000, approvalTimeoutMs: 4000 } });
+  const { token } = await t.admin.post('/api/gateways', { name: 'agents' });
+  gw = new GatewayProcess(t.url, token, { AIRLOCK_WEBRTC: '0' }, noShellUser ? [] : shellGatewayArgs());
+  gw.start();
+  await waitGatewayOnline(t, 'agents');
+  for (const name of ['sh-allow', 'sh-ask', 'sh-deny', 'sh-ungranted']) await t.admin.post('/api/resources', { name, kind: 'shell', gateway: 'agents' });
+  await t.admin.post('/api/resources', { name: 'db', kind: 'tcp', target: '127.0.0.1:9', gateway: 'agents' });
+  if (!noSshd) {
+    sshd = await startSshd();
+    await t.admin.post('/api/resources', { name: 'box', kind: 'ssh', target: `127.0.0.1:${sshd.port}`, gateway: 'agents', credential: { username: sshd.user, password: sshd.password } });
+  }
+});
+
+after(async () => {
+  killChildren();
+  await gw.kill();
+  await sshd?.stop();
+  await t.close();
+  await llm.close();
+});
+
+async function agentUser(): Promise<{ u: ApiClient; name: string }> {
+  const name = `ops-${Math.random().toString(36).slice(2, 8)}`;
+  const u = await t.user(name);
+  for (const [resource, agent] of [['sh-allow', 'allow'], ['sh-ask', 'ask'], ['sh-deny', 'deny'], ['db', 'allow'], ['box', 'allow']] as const) {
+    if (resource === 'box' && noSshd) continue;
+    await t.admin.post(`/api/resources/${resource}/grants`, { user: name, agent });
+  }
+  return { u, name };
+}
+
+/** The model calls one tool, then says what it got back. */
+function callsTool(name: string, args: unknown): (req: any) => Reply {
+  let n = 0;
+  return (req) => {
+    const last = req.messages.at(-1);
+    if (last.role === 'tool') return { steps: [{ text: `got: ${last.content}` }] };
+    return { steps: [{ tool: { id: `call-${++n}`, name, args } }] };
+  };
+}
+
+async function runTurn(u: ApiClient, script: (req: any) => Reply, message = 'go') {
+  llm.script = script;
+  const chat = await u.post('/api/chats', { message });
+  const s = await StreamRecorder.open(u, chat.id);
+  await s.waitStatus('waiting');
+  const full = await u.get(`/api/chats/${chat.id}`);
+  const results = full.messages.flatMap((m: any) => m.parts.filter((p: any) => p.type === 'tool_result'));
+  s.close();
+  return { chat, s, results };
+}
+
+test('list_resources shows what the owner may use and its approval setting; denied and ungranted resources are not there', async () => {
+  const { u } = await agentUser();
+  const { results } = await runTurn(u, callsTool('list_resources', {}));
+  const listed = JSON.parse(results[0].output);
+  assert.deepEqual(
+    listed.map((r: any) => [r.name, r.kind, r.approval]),
+    [['db', 'tcp', 'allow'], ...(noSshd ? [] : [['box', 'ssh', 'allow']]), ['sh-allow', 'shell', 'allow'], ['sh-ask', 'shell', 'ask']].sort((a, b) => String(a[0]).localeCompare(String(b[0]))),
+  );
+});
+
+test('run_command on an allowed shell resource streams its output and returns the exit status; a second command reuses the session', { skip: noShellUser }, async () => {
+  const { u } = await agentUser();
+  llm.script = (() => {
+    let n = 0;
+    return (req: any) => {
+      const last = req.messages.at(-1);
+      if (last.role === 'tool' && n >= 2) return { steps: [{ text: 'done' }] };
+      n++;
+      const command = n === 1 ? 'echo hello; echo oops >&2; exit 3' : 'printf second';
+      return { steps: [{ tool: { id: `c${n}`, name: 'run_command', args: { resource: 'sh-allow', command } } }] };
+    };
+  })();
+  const chat = await u.post('/api/chats', { message: 'run things' });
+  const s = await StreamRecorder.open(u, chat.id);
+  await s.waitStatus('waiting');
+  const full = await u.get(`/api/chats/${chat.id}`);
+  const results = full.messages.flatMap((m: any) => m.parts.filter((p: any) => p.type === 'tool_result'));
+  assert.match(results[0].output, /^exit status 3 \(session [0-9a-f-]{36}\)\n/);
+  assert.match(results[0].output, /hello/);
+  assert.match(results[0].output, /oops/);
+  assert.match(results[1].output, /^exit status 0 \(session [0-9a-f-]{36}\)\nsecond$/);
+  const session = /session ([0-9a-f-]{36})/.exec(results[0].output)![1];
+  assert.equal(/session ([0-9a-f-]{36})/.exec(results[1].output)![1], session, 'the second command ran in the same session');
+  // Output streamed live, as tool_output events of its call.
+  const streamed = s.events.filter((e) => e.type === 'tool_output' && e.tool_call_id === 'c1').map((e) => e.text).join('');
+  assert.match(streamed, /hello/);
+  // The session is in the owner's audit trail, and names the chat that opened it.
+  const { sessions } = await u.get('/api/sessions');
+  const row = sessions.find((x: any) => x.id === session);
+  assert.equal(row.resource, 'sh-allow');
+  assert.equal(row.chat_id, chat.id);
+  s.close();
+});
+
+test('a denied, ungranted or unknown resource answers the same; tcp and a call that needs approval do not run', async () => {
+  const { u } = await agentUser();
+  const msg = async (resource: string) => (await runTurn(u, callsTool('run_command', { resource, command: 'id' }))).results[0];
+  const unknown = await msg('no-such-thing');
+  assert.equal(unknown.is_error, true);
+  for (const r of ['sh-deny', 'sh-ungranted']) {
+    const got = await msg(r);
+    assert.equal(got.is_error, true);
+    assert.equal(got.output.replace(r, 'X'), unknown.output.replace('no-such-thing', 'X'));
+  }
+  assert.match((await msg('db')).output, /tcp resource: run_command works on ssh and shell resources/);
+  // A call no one decides is denied at the deadline (AIRLOCK_APPROVAL_TIMEOUT_MS) and does not run.
+  const ask = await msg('sh-ask');
+  assert.equal(ask.is_error, true);
+  assert.match(ask.output, /not approved \(no one decided in time/);
+  assert.deepEqual((await u.get('/api/approvals')).approvals, []);
+  const bad = (await runTurn(u, callsTool('run_command', { resource: 'sh-allow' }))).results[0];
+  assert.match(bad.output, /"command" is required/);
+});
+
+test('output past AIRLOCK_AGENT_OUTPUT_BYTES is cut for the model with a note of how much', { skip: noShellUser }, async () => {
+  const { u } = await agentUser();
+  const { results } = await runTurn(u, callsTool('run_command', { resource: 'sh-allow', command: 'head -c 10000 /dev/zero | tr "\\0" x' }));
+  const out = results[0].output as string;
+  assert.match(out, /^exit status 0/);
+  assert.equal(out.split('\n')[1], 'x'.repeat(2000));
+  assert.match(out, /\[output cut: 8000 more bytes not shown \(the limit is 2000 bytes\)\]/);
+});
+
+test('an interrupt stops a running command and the result says so', { skip: noShellUser }, async () => {
+  const { u } = await agentUser();
+  const started = gate();
+  llm.script = (req: any) => {
+    const last = req.messages.at(-1);
+    if (last.role === 'tool') return { steps: [{ text: 'ok' }] };
+    return { steps: [{ tool: { id: 'slow', name: 'run_command', args: { resource: 'sh-allow', command: 'echo begun; sleep 30' } } }] };
+  };
+  const chat = await u.post('/api/chats', { message: 'slow' });
+  const s = await StreamRecorder.open(u, chat.id);
+  await s.waitFor((e) => e.type === 'tool_output' && /begun/.test(String(e.text)));
+  started.open();
+  const t0 = Date.now();
+  await u.post(`/api/chats/${chat.id}/interrupt`);
+  await s.waitStatus('waiting');
+  assert.ok(Date.now() - t0 < 10_000);
+  const full = await u.get(`/api/chats/${chat.id}`);
+  const result = full.messages.flatMap((m: any) => m.parts.filter((p: any) => p.type === 'tool_result'))[0];
+  assert.match(result.output, /interrupted/);
+  s.close();
+});
+
+test('run_command on an ssh resource runs through the gateway with the injected credential', { skip: noSshd }, async () => {
+  const { u } = await agentUser();
+  const { results } = await runTurn(u, callsTool('run_command', { resource: 'box', command: 'whoami' }));
+  assert.match(results[0].output, new RegExp(`^exit status 0 \\(session [0-9a-f-]{36}\\)\\n${sshd!.user}\\n$`));
+  assert.doesNotMatch(results[0].output, new RegExp(sshd!.password));
+});
+
+/** Starts a turn whose model calls run_command twice on sh-ask (the second after the first's result). */
+async function askingTurn(u: ApiClient, commands: string[]) {
+  let n = 0;
+  llm.script = (req: any) => {
+    const last = req.messages.at(-1);
+    if (last.role === 'tool' && n >= commands.length) return { steps: [{ text: 'finished' }] };
+    const command = commands[n++]!;
+    return { steps: [{ tool: { id: `ask-${n}`, name: 'run_command', args: { resource: 'sh-ask', command } } }] };
+  };
+  const chat = await u.post('/api/chats', { message: 'needs approval' });
+  return { chat, s: await StreamRecorder.open(u, chat.id) };
+}
+
+const results = async (u: ApiClient, chatId: string) =>
+  (await u.get(`/api/chats/${chatId}`)).messages.flatMap((m: any) => m.parts.filter((p: any) => p.type === 'tool_result'));
+
+test('a call on an ask resource waits for the owner: approve runs it, the decision is stored and shown; others cannot decide', { skip: noShellUser }, async () => {
+  const { u, name } = await agentUser();
+  const other = await t.user();
+  const { chat, s } = await askingTurn(u, ['echo approved-run']);
+  const req = await s.waitFor((e) => e.type === 'approval_required');
+  assert.equal(req.tool_call_id, 'ask-1');
+  assert.equal(req.resource, 'sh-ask');
+  assert.deepEqual(req.args, { resource: 'sh-ask', command: 'echo approved-run', timeout_s: 60 });
+  const shown = await u.get(`/api/chats/${chat.id}`);
+  assert.equal(shown.status, 'requires_approval');
+  assert.deepEqual(shown.approvals.map((a: any) => a.tool_call_id), ['ask-1']);
+  assert.deepEqual((await u.get('/api/approvals')).approvals.map((a: any) => [a.chat_id, a.tool_call_id]), [[chat.id, 'ask-1']]);
+  // Bad input: another user's chat reads as not found; an unknown call, a bad decision.
+  await assert.rejects(other.post(`/api/chats/${chat.id}/approvals`, { tool_call_id: 'ask-1', decision: 'approve' }), (e: any) => e.status === 404);
+  await assert.rejects(u.post(`/api/chats/${chat.id}/approvals`, { tool_call_id: 'nope', decision: 'approve' }), (e: any) => e.status === 404);
+  await assert.rejects(u.post(`/api/chats/${chat.id}/approvals`, { tool_call_id: 'ask-1', decision: 'maybe' }), (e: any) => e.status === 400 && e.code === 'invalid_field');
+  const { approval } = await u.post(`/api/chats/${chat.id}/approvals`, { tool_call_id: 'ask-1', decision: 'approve' });
+  assert.equal(approval.decision, 'approve');
+  assert.equal(approval.decided_by, name);
+  await assert.rejects(u.post(`/api/chats/${chat.id}/approvals`, { tool_call_id: 'ask-1', decision: 'deny' }), (e: any) => e.status === 409 && e.code === 'already_decided');
+  await s.waitStatus('waiting');
+  const decided = s.events.find((e) => e.type === 'approval_decided')!;
+  assert.equal(decided.approved, true);
+  assert.equal(decided.by, name);
+  assert.match((await results(u, chat.id))[0].output, /^exit status 0 \(session [0-9a-f-]{36}\)\napproved-run\n$/);
+  // The stored events replay the approval to a client that comes later.
+  const late = await StreamRecorder.open(u, chat.id, 0);
+  await late.waitFor((e) => e.type === 'caught_up');
+  assert.deepEqual(late.events.filter((e) => e.type.startsWith('approval_')).map((e) => e.type), ['approval_required', 'approval_decided']);
+  late.close();
+  s.close();
+});
+
+test('approve_chat approves the tool on the resource for the rest of the chat; deny returns the reason to the model and nothing runs', { skip: noShellUser }, async () => {
+  const { u, name } = await agentUser();
+  const first = await askingTurn(u, ['echo one', 'echo two']);
+  await first.s.waitFor((e) => e.type === 'approval_required');
+  await u.post(`/api/chats/${first.chat.id}/approvals`, { tool_call_id: 'ask-1', decision: 'approve_chat' });
+  await first.s.waitStatus('waiting');
+  assert.equal(first.s.events.filter((e) => e.type === 'approval_required').length, 1, 'the second call was not asked about');
+  const out = await results(u, first.chat.id);
+  assert.match(out[0].output, /\none\n$/);
+  assert.match(out[1].output, /\ntwo\n$/);
+  first.s.close();
+
+  const second = await askingTurn(u, ['touch /tmp/airlock-denied-marker']);
+  await second.s.waitFor((e) => e.type === 'approval_required');
+  await u.post(`/api/chats/${second.chat.id}/approvals`, { tool_call_id: 'ask-1', decision: 'deny', reason: 'not on a Friday' });
+  await second.s.waitStatus('waiting');
+  const denied = (await results(u, second.chat.id))[0];
+  assert.equal(denied.is_error, true);
+  assert.match(denied.output, new RegExp(`not approved \\(denied by ${name}: not on a Friday\\); it did not run`));
+  second.s.close();
+});
+
+test('an interrupt while a call waits for approval cancels it and ends the turn', { skip: noShellUser }, async () => {
+  const { u } = await agentUser();
+  const { chat, s } = await askingTurn(u, ['echo never']);
+  await s.waitFor((e) => e.type === 'approval_required');
+  await u.post(`/api/chats/${chat.id}/interrupt`);
+  await s.waitStatus('waiting');
+  assert.match((await results(u, chat.id))[0].output, /interrupted/);
+  assert.deepEqual((await u.get('/api/approvals')).approvals, []);
+  await assert.rejects(u.post(`/api/chats/${chat.id}/approvals`, { tool_call_id: 'ask-1', decision: 'approve' }), (e: any) => e.status === 409);
+  s.close();
+});
