@@ -4,7 +4,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startFakeLlm, gate, type FakeLlm, type Reply } from './helpers/fake-llm.js';
 import { startTestServer, StreamRecorder, providerConfig, type TestServer } from './helpers/server.js';
-import { GatewayProcess, killChildren, noShellUser, shellGatewayArgs, startSshd, haveSshd, waitGatewayOnline, type Sshd } from './helpers/launch.js';
+import { GatewayProcess, killChildren, noShellUser, runCli, shellGatewayArgs, startSshd, haveSshd, waitGatewayOnline, type Sshd } from './helpers/launch.js';
 import type { ApiClient } from '../src/client/api.js';
 
 let llm: FakeLlm;
@@ -250,4 +250,33 @@ test('an interrupt while a call waits for approval cancels it and ends the turn'
   assert.deepEqual((await u.get('/api/approvals')).approvals, []);
   await assert.rejects(u.post(`/api/chats/${chat.id}/approvals`, { tool_call_id: 'ask-1', decision: 'approve' }), (e: any) => e.status === 409);
   s.close();
+});
+
+test('airlock chat says what waits for approval and how to decide; airlock approvals lists and approves it; the command output streams to the chat', { skip: noShellUser }, async () => {
+  const { u } = await agentUser();
+  const env = { AIRLOCK_SERVER: t.url, AIRLOCK_TOKEN: u.token };
+  let n = 0;
+  llm.script = (req: any) => {
+    const last = req.messages.at(-1);
+    if (last.role === 'tool') return { steps: [{ text: `the command said: ${last.content.split('\n')[1]}` }] };
+    return { steps: [{ tool: { id: `cli-${++n}`, name: 'run_command', args: { resource: 'sh-ask', command: 'echo from-the-gateway' } } }] };
+  };
+  const chat = runCli(['chat', 'please run it'], env);
+  const [, chatId, call] = await chat.waitErr(/airlock approvals approve (\S+) (\S+)/);
+  const list = runCli(['approvals'], env);
+  assert.equal(await list.exited(), 0);
+  assert.match(list.stdout, new RegExp(`${chatId} ${call}  run on sh-ask: echo from-the-gateway`));
+  const approve = runCli(['approvals', 'approve', chatId!, call!], env);
+  assert.equal(await approve.exited(), 0);
+  assert.match(approve.stdout, /Approved cli-1\./);
+  assert.equal(await chat.exited(), 0);
+  assert.match(chat.stdout, /the command said: from-the-gateway/);
+  assert.match(chat.stderr, /\[approved by /);
+  assert.match(chat.stderr, /from-the-gateway/); // streamed as the command printed it
+  const again = runCli(['approvals', 'deny', chatId!, call!], env);
+  assert.equal(await again.exited(), 1);
+  assert.match(again.stderr, /already decided/);
+  assert.doesNotMatch(again.stderr, /at .*\.js/);
+  const usage = runCli(['approvals', 'approve'], env);
+  assert.equal(await usage.exited(), 2);
 });

@@ -269,6 +269,20 @@ export class Printer {
         return;
       case 'message':
         return this.committed(e.message as Message);
+      case 'approval_required': {
+        this.endLine();
+        const args = e.args as { command?: string };
+        const what = e.tool === 'run_command' ? `run \`${args.command}\` on ${e.resource}` : `${e.tool} on ${e.resource}`;
+        this.stderr.write(
+          `[the agent wants to ${what}; it waits for your decision: airlock approvals approve ${e.chat_id} ${e.tool_call_id} ` +
+            `(--for-chat: for the rest of this chat), or airlock approvals deny ${e.chat_id} ${e.tool_call_id} --reason …]\n`,
+        );
+        return;
+      }
+      case 'approval_decided':
+        this.endLine();
+        this.stderr.write(`[${e.approved ? `approved by ${e.by}` : `not approved: ${e.by}${e.reason ? `: ${e.reason}` : ''}`}]\n`);
+        return;
       case 'action_required':
         this.endLine();
         this.stderr.write(`[the model called client-side tools: ${(e.calls as { name: string }[]).map((c) => c.name).join(', ')}; answer with POST /api/chats/${e.chat_id}/tool-results]\n`);

@@ -16,6 +16,7 @@ Commands:
   gateway          run a gateway next to your targets; or create/list/delete gateways (admin)
   resource         resources and grants: list, create, delete, grant, revoke (admin)
   session          the session audit trail: list, end
+  approvals        the calls your chats' agents wait to make: list, approve, deny
   user             manage users (admin): create, list, disable, enable
   token            your API tokens: create, list, revoke
   env              list every AIRLOCK_* setting with its default
@@ -59,6 +60,8 @@ async function main(argv: string[]): Promise<number> {
     case 'resource':
     case 'session':
       return (await import('./resources.js')).resourceCommand(cmd, rest);
+    case 'approvals':
+      return (await import('./approvals.js')).approvalsCommand(rest);
     case 'user':
     case 'token':
       return (await import('./users.js')).usersCommand(cmd, rest);
