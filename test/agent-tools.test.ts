@@ -2,6 +2,7 @@
 // shell resource and a real sshd, as the chat's owner and never as more.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import { startFakeLlm, gate, type FakeLlm, type Reply } from './helpers/fake-llm.js';
 import { startTestServer, StreamRecorder, providerConfig, type TestServer } from './helpers/server.js';
 import { GatewayProcess, killChildren, noShellUser, runCli, shellGatewayArgs, startSshd, haveSshd, waitGatewayOnline, type Sshd } from './helpers/launch.js';
@@ -143,10 +144,12 @@ test('output past AIRLOCK_AGENT_OUTPUT_BYTES is cut for the model with a note of
 test('an interrupt stops a running command and the result says so', { skip: noShellUser }, async () => {
   const { u } = await agentUser();
   const started = gate();
+  const marker = `/tmp/airlock-agent-marker-${process.pid}`;
+  fs.rmSync(marker, { force: true });
   llm.script = (req: any) => {
     const last = req.messages.at(-1);
     if (last.role === 'tool') return { steps: [{ text: 'ok' }] };
-    return { steps: [{ tool: { id: 'slow', name: 'run_command', args: { resource: 'sh-allow', command: 'echo begun; sleep 30' } } }] };
+    return { steps: [{ tool: { id: 'slow', name: 'run_command', args: { resource: 'sh-allow', command: `echo begun; sleep 3; echo late > ${marker}` } } }] };
   };
   const chat = await u.post('/api/chats', { message: 'slow' });
   const s = await StreamRecorder.open(u, chat.id);
@@ -159,6 +162,9 @@ test('an interrupt stops a running command and the result says so', { skip: noSh
   const full = await u.get(`/api/chats/${chat.id}`);
   const result = full.messages.flatMap((m: any) => m.parts.filter((p: any) => p.type === 'tool_result'))[0];
   assert.match(result.output, /interrupted/);
+  // The command was stopped on the gateway, not left to run.
+  await new Promise((r) => setTimeout(r, 3500));
+  assert.equal(fs.existsSync(marker), false, 'the interrupted command went on running');
   s.close();
 });
 

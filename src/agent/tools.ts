@@ -142,7 +142,7 @@ async function runOn(session: ClientSession, sessionId: string, command: string,
   let stopped: string | null = null;
   const stop = (why: string) => {
     stopped ??= why;
-    c.conn.destroy(why);
+    c.conn.fail(why);
   };
   const timer = setTimeout(() => stop(`timed out after ${timeoutS} s`), timeoutS * 1000);
   const onAbort = () => stop('the turn was interrupted');

@@ -23,6 +23,8 @@ export interface Target {
   resize?(cols: number, rows: number): void;
   /** Called once with the exit status of the remote process (ssh, shell). */
   onExit?(cb: (code: number) => void): void;
+  /** Stops the process now (its connection ended before it exited: an interrupt, a session end). */
+  kill?(): void;
 }
 
 /** A failure the user should read as is (bad credential, refused connection). */
@@ -32,6 +34,15 @@ export class TargetError extends Error {
     readonly code: 'auth_failed' | 'unreachable' | 'failed',
   ) {
     super(message);
+  }
+}
+
+function killGroup(pid: number | undefined): void {
+  if (!pid) return;
+  try {
+    process.kill(-pid, 'SIGKILL');
+  } catch {
+    /* already gone */
   }
 }
 
@@ -59,13 +70,15 @@ export async function connectTarget(
   timeoutMs: number,
   shellAs: ShellUser | null,
   reader?: net.OnReadOpts,
+  /** An ssh resource's login shared by the session's connections. */
+  sshLogin?: SshLogin,
 ): Promise<Target> {
   switch (spec.kind) {
     case 'tcp':
       return { stream: await dialTcp(spec.target, timeoutMs, reader) };
     case 'ssh':
       if (!cred) throw new TargetError(`resource "${spec.name}" has no credential`, 'failed');
-      return sshSession(spec.target, cred, req, timeoutMs);
+      return sshLogin ? sshSession(sshLogin, false, req) : sshSession(new SshLogin(spec.target, cred, timeoutMs), true, req);
     case 'shell':
       if (!shellAs) throw new TargetError(`this gateway does not serve shell resources (its operator can start it with --allow-shell --shell-user USER)`, 'failed');
       return req.pty ? ptyShell(req, shellAs) : pipedShell(req, shellAs);
@@ -92,7 +105,38 @@ function dialTcp(target: string, timeoutMs: number, onread?: net.OnReadOpts): Pr
   });
 }
 
-async function sshSession(target: string, cred: Credential, req: OpenRequest, timeoutMs: number): Promise<Target> {
+/**
+ * One SSH login that a session's connections share: the first connection logs in, the next ones
+ * open channels on it (a chat agent's second command costs a channel, not a handshake and a
+ * login). It is forgotten when the connection closes, and ended with the session.
+ */
+export class SshLogin {
+  private client: Promise<SshClient> | null = null;
+
+  constructor(
+    private target: string,
+    private cred: Credential,
+    private timeoutMs: number,
+  ) {}
+
+  get(): Promise<SshClient> {
+    if (this.client) return this.client;
+    const p = sshConnect(this.target, this.cred, this.timeoutMs);
+    this.client = p;
+    const forget = () => {
+      if (this.client === p) this.client = null;
+    };
+    p.then((c) => c.once('close', forget), forget);
+    return p;
+  }
+
+  end(): void {
+    void this.client?.then((c) => c.end(), () => {});
+    this.client = null;
+  }
+}
+
+async function sshConnect(target: string, cred: Credential, timeoutMs: number): Promise<SshClient> {
   const { host, port } = splitHostPort(target);
   const client = new SshClient();
   await new Promise<void>((resolve, reject) => {
@@ -116,6 +160,12 @@ async function sshSession(target: string, cred: Credential, req: OpenRequest, ti
     });
   });
   client.on('error', () => {});
+  return client;
+}
+
+/** A channel (a command, or a shell) on the login; without a shared login, one of its own that ends with the channel. */
+async function sshSession(login: SshLogin, own: boolean, req: OpenRequest): Promise<Target> {
+  const client = await login.get();
   const pty = req.pty ? { term: req.pty.term, cols: req.pty.cols, rows: req.pty.rows } : undefined;
   // A quick command's exit status can arrive in the same read as the channel confirmation, before
   // our caller gets the channel: record it from the first moment.
@@ -133,15 +183,23 @@ async function sshSession(target: string, cred: Credential, req: OpenRequest, ti
     if (req.exec !== undefined) client.exec(req.exec, pty ? { pty } : {}, done);
     else client.shell(pty ?? { term: 'dumb' }, done);
   }).catch((err) => {
-    client.end();
+    if (own) login.end();
     throw err;
   });
-  channel.on('close', () => client.end());
+  if (own) channel.on('close', () => login.end());
   return {
     stream: channel,
     stderr: channel.stderr,
     resize: (cols, rows) => channel.setWindow(rows, cols, 0, 0),
     onExit: (cb) => (exited !== null ? cb(exited) : exitCbs.push(cb)),
+    kill: () => {
+      try {
+        channel.signal('KILL');
+      } catch {
+        /* the channel is gone */
+      }
+      channel.close();
+    },
   };
 }
 
@@ -196,6 +254,7 @@ function pipedShell(req: OpenRequest, u: ShellUser): Target {
     uid: u.uid,
     gid: u.gid,
     stdio: ['pipe', 'pipe', 'pipe'],
+    detached: true, // its own process group: a kill reaches what the shell started too
   });
   const stream = Duplex.from({ readable: child.stdout, writable: child.stdin });
   child.on('error', () => stream.destroy());
@@ -203,5 +262,6 @@ function pipedShell(req: OpenRequest, u: ShellUser): Target {
     stream,
     stderr: child.stderr,
     onExit: (cb) => child.once('exit', (code, signal) => cb(exitStatus(code, signal))),
+    kill: () => killGroup(child.pid),
   };
 }

@@ -10,7 +10,7 @@ import { TubeConn } from '../tube/conn.js';
 import { DataChannelTransport, WsTransport, guard, whenOpen, type IceOptions } from '../tube/transport.js';
 import { Peer, type Signal } from '../tube/peer.js';
 import { heartbeat } from '../ws-heartbeat.js';
-import { connectTarget, TargetError, type Target, type TargetSpec } from './connectors.js';
+import { SshLogin, connectTarget, TargetError, type Target, type TargetSpec } from './connectors.js';
 import type { ShellUser } from './shell-user.js';
 
 /** Connections one session may have open at once (each may hold up to a window of bytes). */
@@ -31,12 +31,14 @@ export class GatewaySession {
   readonly id: string;
   private tube = new Tube();
   private peer: Peer | null = null;
-  private conns = new Map<number, { conn: TubeConn; target: Target | null }>();
+  private conns = new Map<number, { conn: TubeConn; target: Target | null; exited?: boolean }>();
   private exitStatus: number | null = null;
   private error: string | null = null;
   /** The path reported for the audit trail: 'direct' once it was used, else the relay once it was up. */
   private usedPath: 'direct' | 'relay' | null = null;
   private ended = false;
+  /** An ssh resource's login, shared by this session's connections. */
+  private sshLogin: SshLogin | null = null;
 
   constructor(
     private offer: SessionOffer,
@@ -118,15 +120,23 @@ export class GatewaySession {
       return this.tube.send(F.ERROR, id, `bad open request: ${(err as Error).message}`);
     }
     const conn = new TubeConn(this.tube, id);
-    const entry: { conn: TubeConn; target: Target | null } = { conn, target: null };
+    const entry: { conn: TubeConn; target: Target | null; exited?: boolean } = { conn, target: null };
     this.conns.set(id, entry);
-    conn.onFinish = () => this.conns.delete(id);
+    conn.onFinish = (err) => {
+      this.conns.delete(id);
+      // Cut before its process exited (the client went, an interrupt, the session ended): stop it.
+      if (err && !entry.exited) entry.target?.kill?.();
+    };
     try {
       const reader = this.offer.resource.kind === 'tcp' ? conn.socketReader() : undefined;
-      const target = await connectTarget(this.offer.resource, this.offer.credential, req, TARGET_CONNECT_TIMEOUT_MS, this.shellAs, reader);
+      if (this.offer.resource.kind === 'ssh' && this.offer.credential && !this.sshLogin) {
+        this.sshLogin = new SshLogin(this.offer.resource.target, this.offer.credential, TARGET_CONNECT_TIMEOUT_MS);
+      }
+      const target = await connectTarget(this.offer.resource, this.offer.credential, req, TARGET_CONNECT_TIMEOUT_MS, this.shellAs, reader, this.sshLogin ?? undefined);
       entry.target = target;
       this.tube.send(F.OPENED, id);
       target.onExit?.((code) => {
+        entry.exited = true;
         this.exitStatus = code;
         this.tube.send(F.EXIT, id, i32(code));
       });
@@ -145,6 +155,7 @@ export class GatewaySession {
     this.ended = true;
     for (const { conn } of this.conns.values()) conn.destroy(reason);
     this.conns.clear();
+    this.sshLogin?.end();
     this.tube.close(reason);
     this.peer?.close();
     this.control({
