@@ -12,9 +12,9 @@ import path from 'node:path';
 import { spawn, execFileSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { ApiClient } from '../src/client/api.js';
-import { BIN, GatewayProcess, childEnv, freePort, haveSshd, startSshd } from '../test/helpers/launch.js';
+import { GatewayProcess, haveSshd, startSshd } from '../test/helpers/launch.js';
 import { startFakeLlm } from '../test/helpers/fake-llm.js';
-import { BENCH_USER_LIMITS, pct, r2 } from './common.js';
+import { pct, r2, serverProcess } from './common.js';
 
 const { values } = parseArgs({ options: { quick: { type: 'boolean' }, calls: { type: 'string' }, chats: { type: 'string' } } });
 /** Calls in one chat (the first is cold), and chats (each gives one cold call). */
@@ -28,27 +28,8 @@ const now = () => performance.timeOrigin + performance.now();
 // --- set-up -----------------------------------------------------------------------------------
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-bench-agent-'));
 const llm = await startFakeLlm('openai');
-const port = await freePort();
-const server = spawn(process.execPath, [BIN, 'server', '--data-dir', path.join(dir, 'data'), '--port', String(port)], {
-  env: childEnv({ AIRLOCK_LOG_LEVEL: 'warn', AIRLOCK_TITLES: '0', AIRLOCK_OPENAI_BASE_URL: llm.baseUrl, AIRLOCK_OPENAI_API_KEY: 'bench', ...BENCH_USER_LIMITS }),
-  stdio: ['ignore', 'ignore', 'pipe'],
-});
-await new Promise<void>((resolve, reject) => {
-  let err = '';
-  server.stderr!.on('data', (d) => {
-    err += d;
-    if (/listening on/.test(err)) resolve();
-  });
-  server.once('exit', () => reject(new Error(`server exited: ${err}`)));
-});
-const url = `http://127.0.0.1:${port}`;
-const tokenFile = path.join(dir, 'data', 'admin-token');
-const readToken = () => (fs.existsSync(tokenFile) ? fs.readFileSync(tokenFile, 'utf8').trim() : '');
-for (let i = 0; !/^al_/.test(readToken()); i++) {
-  if (i > 500) throw new Error('the server wrote no admin token');
-  await new Promise((r) => setTimeout(r, 10));
-}
-const admin = new ApiClient(url, readToken());
+const { proc: server, url, token: adminToken } = await serverProcess(dir, { AIRLOCK_TITLES: '0', AIRLOCK_OPENAI_BASE_URL: llm.baseUrl, AIRLOCK_OPENAI_API_KEY: 'bench' });
+const admin = new ApiClient(url, adminToken);
 const { token: gwToken } = await admin.post('/api/gateways', { name: 'bench' });
 const gw = new GatewayProcess(url, gwToken, { AIRLOCK_WEBRTC: '0' });
 gw.start();

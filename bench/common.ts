@@ -345,3 +345,32 @@ export function histogramQuantile(buckets: [number, number][], q: number, since:
   }
   return prevLe;
 }
+
+/**
+ * An `airlock server` process on a fresh data folder in `dir`, on a free port; resolves once it
+ * listens and has written its admin token.
+ */
+export async function serverProcess(dir: string, env: NodeJS.ProcessEnv): Promise<{ proc: ChildProcess; url: string; token: string }> {
+  const { BIN, childEnv, freePort } = await import('../test/helpers/launch.js');
+  const port = await freePort();
+  const proc = spawn(process.execPath, [BIN, 'server', '--data-dir', path.join(dir, 'data'), '--port', String(port)], {
+    env: childEnv({ AIRLOCK_LOG_LEVEL: 'warn', ...BENCH_USER_LIMITS, ...env }),
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  await new Promise<void>((resolve, reject) => {
+    let err = '';
+    proc.stderr!.on('data', (d) => {
+      err += d;
+      if (/listening on/.test(err)) resolve();
+    });
+    proc.once('exit', () => reject(new Error(`server exited: ${err}`)));
+  });
+  const tokenFile = path.join(dir, 'data', 'admin-token');
+  const readToken = () => (fs.existsSync(tokenFile) ? fs.readFileSync(tokenFile, 'utf8').trim() : '');
+  // The file can exist a moment before its content does.
+  for (let i = 0; !/^al_/.test(readToken()); i++) {
+    if (i > 500) throw new Error('the server wrote no admin token');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return { proc, url: `http://127.0.0.1:${port}`, token: readToken() };
+}

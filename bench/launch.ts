@@ -16,7 +16,7 @@ import { LOW_WATER, LOOPBACK_ICE } from '../src/tube/transport.js';
 import { HIGH_WATER } from '../src/tube/tube.js';
 import { ApiClient } from '../src/client/api.js';
 import { BIN, GatewayProcess, bulkServer, childEnv, freePort, haveSshd, startSshd } from '../test/helpers/launch.js';
-import { BENCH_USER_LIMITS } from './common.js';
+import { serverProcess } from './common.js';
 
 const { values } = parseArgs({ options: { quick: { type: 'boolean' }, launches: { type: 'string' }, mib: { type: 'string' }, 'pg-seconds': { type: 'string' }, only: { type: 'string' } } });
 const launches = Number(values.launches ?? 20);
@@ -41,28 +41,7 @@ class Done extends Error {}
 
 // --- set-up -----------------------------------------------------------------------------------
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'airlock-bench-launch-'));
-const port = await freePort();
-const server = spawn(process.execPath, [BIN, 'server', '--data-dir', path.join(dir, 'data'), '--port', String(port)], {
-  env: childEnv({ AIRLOCK_LOG_LEVEL: 'warn', ...BENCH_USER_LIMITS }),
-  stdio: ['ignore', 'ignore', 'pipe'],
-});
-await new Promise<void>((resolve, reject) => {
-  let err = '';
-  server.stderr!.on('data', (d) => {
-    err += d;
-    if (/listening on/.test(err)) resolve();
-  });
-  server.once('exit', () => reject(new Error(`server exited: ${err}`)));
-});
-const url = `http://127.0.0.1:${port}`;
-const tokenFile = path.join(dir, 'data', 'admin-token');
-const readToken = () => (fs.existsSync(tokenFile) ? fs.readFileSync(tokenFile, 'utf8').trim() : '');
-// The file can exist a moment before its content does.
-for (let i = 0; !/^al_/.test(readToken()); i++) {
-  if (i > 500) throw new Error('the server wrote no admin token');
-  await new Promise((r) => setTimeout(r, 10));
-}
-const token = readToken();
+const { proc: server, url, token } = await serverProcess(dir, {});
 const api = new ApiClient(url, token);
 const { token: gwToken } = await api.post('/api/gateways', { name: 'bench' });
 const gw = new GatewayProcess(url, gwToken);
