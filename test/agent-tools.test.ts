@@ -57,11 +57,41 @@ function callsTool(name: string, args: unknown): (req: any) => Reply {
   };
 }
 
+/**
+ * Follows a chat's stream until its turn ends, as a client should: a stream closed with `resync`
+ * (the client fell behind a reply of many MiB) is opened again after the last seq it saw.
+ */
+async function turnEnded(u: ApiClient, chatId: string): Promise<void> {
+  let after = 0;
+  for (;;) {
+    let socket: { close(): void } | null = null;
+    const ended = await new Promise<boolean>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`chat ${chatId}: no end of turn in 120 s`)), 120_000);
+      void u
+        .openStream(chatId, after, (events) => {
+          for (const e of events) {
+            if (e.seq !== undefined) after = Math.max(after, e.seq);
+            if (e.type === 'status' && (e.status === 'waiting' || e.status === 'error')) {
+              clearTimeout(timer);
+              resolve(true);
+            }
+          }
+        })
+        .then((ws) => {
+          socket = ws;
+          ws.once('close', () => (clearTimeout(timer), resolve(false)));
+        }, reject);
+    });
+    (socket as { close(): void } | null)?.close();
+    if (ended) return;
+  }
+}
+
 async function runTurn(u: ApiClient, script: (req: any) => Reply, message = 'go') {
   llm.script = script;
   const chat = await u.post('/api/chats', { message });
   const s = await StreamRecorder.open(u, chat.id);
-  await s.waitStatus('waiting');
+  await turnEnded(u, chat.id);
   const full = await u.get(`/api/chats/${chat.id}`);
   const results = full.messages.flatMap((m: any) => m.parts.filter((p: any) => p.type === 'tool_result'));
   s.close();
@@ -286,3 +316,49 @@ test('airlock chat says what waits for approval and how to decide; airlock appro
   const usage = runCli(['approvals', 'approve'], env);
   assert.equal(await usage.exited(), 2);
 });
+
+/** The model makes these calls one per step, then stops. */
+function callsInTurn(calls: { name: string; args: unknown }[]): (req: any) => Reply {
+  return (req) => {
+    const done = req.messages.filter((m: any) => m.role === 'tool').length;
+    if (done >= calls.length) return { steps: [{ text: 'done' }] };
+    return { steps: [{ tool: { id: `f${done + 1}`, ...calls[done]! } }] };
+  };
+}
+
+for (const resource of ['sh-allow', 'box']) {
+  test(`write_file and read_file on ${resource}: text with a mode, binary as base64, a 10 MiB file whole, a cut read, a missing file`, { skip: resource === 'box' ? noSshd : noShellUser }, async () => {
+    const { u } = await agentUser();
+    const crypto = await import('node:crypto');
+    const dir = `/tmp/airlock-files-${process.pid}-${resource}`;
+    const bin = crypto.randomBytes(1024);
+    const big = crypto.randomBytes(10 << 20);
+    const { results } = await runTurn(
+      u,
+      callsInTurn([
+        { name: 'run_command', args: { resource, command: `mkdir -p ${dir}` } },
+        { name: 'write_file', args: { resource, path: `${dir}/note's.txt`, content: 'héllo\nworld\n', mode: '600' } },
+        { name: 'read_file', args: { resource, path: `${dir}/note's.txt` } },
+        { name: 'run_command', args: { resource, command: `stat -c %a ${dir}/note*` } },
+        { name: 'write_file', args: { resource, path: `${dir}/blob`, content: bin.toString('base64'), encoding: 'base64' } },
+        { name: 'read_file', args: { resource, path: `${dir}/blob` } },
+        { name: 'write_file', args: { resource, path: `${dir}/big`, content: big.toString('base64'), encoding: 'base64' } },
+        { name: 'read_file', args: { resource, path: `${dir}/big`, max_bytes: 10 << 20 } },
+        { name: 'read_file', args: { resource, path: `${dir}/big`, max_bytes: 100 } },
+        { name: 'read_file', args: { resource, path: `${dir}/nothing-here` } },
+        { name: 'run_command', args: { resource, command: `rm -rf ${dir}` } },
+      ]),
+    );
+    assert.match(results[1].output, /^wrote 13 bytes to .*note's\.txt/);
+    assert.equal(results[2].output.split('\n').slice(1).join('\n'), 'héllo\nworld\n');
+    assert.match(results[2].output, /: 13 bytes \(session/);
+    assert.match(results[3].output, /\n600\n$/);
+    assert.match(results[5].output, /1024 bytes \(session [0-9a-f-]{36}\), not UTF-8 text: base64\n/);
+    assert.equal(results[5].output.split('\n')[1], bin.toString('base64'));
+    assert.match(results[6].output, /^wrote 10485760 bytes/);
+    assert.ok(Buffer.from(results[7].output.split('\n')[1], 'base64').equals(big), 'the 10 MiB file came back whole');
+    assert.match(results[8].output, /\[file cut: 10485660 more bytes not shown \(max_bytes 100\)\]$/);
+    assert.equal(results[9].is_error, true);
+    assert.match(results[9].output, /no such file/);
+  });
+}

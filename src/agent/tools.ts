@@ -15,6 +15,10 @@ const DEFAULT_TIMEOUT_S = 60;
 const MAX_TIMEOUT_S = 3600;
 /** Output streamed to the chat beyond this is not streamed (the model's share is smaller still). */
 const STREAM_OUTPUT_BYTES = 1 << 20;
+/** The largest file read_file returns or write_file writes in one call. */
+const MAX_FILE_BYTES = 16 << 20;
+/** A command's input goes out in pieces of this size (a socket read's). */
+const INPUT_PIECE = 64 << 10;
 
 /** A person's answer to a call that needs approval. */
 export interface Decision {
@@ -61,6 +65,29 @@ export function agentTools(deps: AgentToolDeps): Tool[] {
     },
   };
 
+  /**
+   * The checks every call on a resource makes, in order: the owner may use it (else: unknown),
+   * its kind serves the tool, a person approves it where the grant says ask. Then `fn` runs in
+   * the chat's session to it.
+   */
+  async function onResource<T>(tool: string, args: Record<string, unknown>, signal: AbortSignal, ctx: ToolContext, fn: (s: ClientSession, sessionId: string) => Promise<T>): Promise<T> {
+    const resource = args.resource as string;
+    const r = await agentResource(deps.db, ctx.ownerId, resource);
+    if (!r) throw unknown(resource);
+    if (r.kind === 'tcp') throw new ToolError(`"${resource}" is a tcp resource: ${tool} works on ssh and shell resources`);
+    if (r.agent === 'ask') {
+      const d = await approve(deps.approvals, ctx, { tool, resource, args }, signal);
+      if (!d.approved) throw new ToolError(`the call was not approved (${d.by}${d.reason ? `: ${d.reason}` : ''}); it did not run`);
+    }
+    if (signal.aborted) throw new ToolError('the turn was interrupted before the call ran');
+    return deps.sessions.use(ctx.chatId, ctx.ownerId, resource, fn);
+  }
+
+  // Tools that act on a resource may change the world: never run twice unseen (a crash mid-run is
+  // reported, not repeated). Their own time limits and an approval's wait replace the built-in
+  // tools' limit.
+  const acting = { idempotent: false, maxRunMs: 2 ** 31 - 1 } as const;
+
   const runCommand: Tool = {
     name: 'run_command',
     description:
@@ -76,30 +103,99 @@ export function agentTools(deps: AgentToolDeps): Tool[] {
       required: ['resource', 'command'],
       additionalProperties: false,
     },
-    // A command may change the world: never run twice unseen (a crash mid-run is reported, not repeated).
-    idempotent: false,
-    // Its own time limit (timeout_s) and an approval's wait come on top of the built-in tools' limit.
-    maxRunMs: 2 ** 31 - 1,
+    ...acting,
     async run(args, signal, ctx) {
       const resource = requiredString(args, 'resource');
       const command = requiredString(args, 'command');
       const timeoutS = args.timeout_s ?? DEFAULT_TIMEOUT_S;
       if (!Number.isInteger(timeoutS) || timeoutS < 1 || timeoutS > MAX_TIMEOUT_S) throw new ToolError(`timeout_s must be an integer from 1 to ${MAX_TIMEOUT_S}`);
-      const r = await agentResource(deps.db, ctx.ownerId, resource);
-      if (!r) throw unknown(resource);
-      if (r.kind === 'tcp') throw new ToolError(`"${resource}" is a tcp resource: run_command works on ssh and shell resources`);
-      if (r.agent === 'ask') {
-        const d = await approve(deps.approvals, ctx, { tool: 'run_command', resource, args: { resource, command, timeout_s: timeoutS } }, signal);
-        if (!d.approved) throw new ToolError(`the call was not approved (${d.by}${d.reason ? `: ${d.reason}` : ''}); it did not run`);
-      }
-      if (signal.aborted) throw new ToolError('the turn was interrupted before the command ran');
-      return deps.sessions.use(ctx.chatId, ctx.ownerId, resource, (session, sessionId) =>
-        runOn(session, sessionId, command, timeoutS, signal, ctx, deps.outputBytes),
-      );
+      return onResource('run_command', { resource, command, timeout_s: timeoutS }, signal, ctx, async (session, sessionId) => {
+        const r = await execOn(session, command, null, timeoutS, signal, deps.outputBytes, (text) => ctx.output(text));
+        const text = new StringDecoder('utf8').end(r.kept);
+        const note = r.cutBytes ? `\n[output cut: ${r.cutBytes} more bytes not shown (the limit is ${deps.outputBytes} bytes)]` : '';
+        return `${r.status} (session ${sessionId})\n${text}${note}`;
+      });
     },
   };
-  return [listResources, runCommand];
+
+  const readFile: Tool = {
+    name: 'read_file',
+    description:
+      'Reads a file on an ssh or shell resource: its size, then its content as text, or as base64 when it is not UTF-8 text. At most max_bytes are returned (the rest is cut, with a note).',
+    parameters: {
+      type: 'object',
+      properties: {
+        resource: { type: 'string' },
+        path: { type: 'string', description: 'the file; relative paths start in the account\'s home' },
+        max_bytes: { type: 'integer', minimum: 1, maximum: MAX_FILE_BYTES, description: `bytes to return at most (default ${deps.outputBytes})` },
+      },
+      required: ['resource', 'path'],
+      additionalProperties: false,
+    },
+    ...acting,
+    async run(args, signal, ctx) {
+      const resource = requiredString(args, 'resource');
+      const path = requiredString(args, 'path');
+      const max = args.max_bytes ?? deps.outputBytes;
+      if (!Number.isInteger(max) || max < 1 || max > MAX_FILE_BYTES) throw new ToolError(`max_bytes must be an integer from 1 to ${MAX_FILE_BYTES}`);
+      return onResource('read_file', { resource, path, max_bytes: max }, signal, ctx, async (session, sessionId) => {
+        // The size on the first line, then the content: one round trip, and a missing file says why.
+        const r = await execOn(session, `f=${shellQuote(path)}; [ -f "$f" ] || { echo "no such file: $f" >&2; exit 2; }; wc -c < "$f" && cat -- "$f"`, null, DEFAULT_TIMEOUT_S, signal, max + 32, null);
+        const nl = r.kept.indexOf(10);
+        if (r.code !== 0 || nl < 0) throw new ToolError(`could not read ${path} (${r.status}): ${r.kept.toString('utf8').trim().slice(0, 500)}`);
+        const size = Number(r.kept.subarray(0, nl).toString().trim());
+        const body = r.kept.subarray(nl + 1, nl + 1 + max);
+        const cut = size > body.length ? `\n[file cut: ${size - body.length} more bytes not shown (max_bytes ${max})]` : '';
+        const text = body.toString('utf8');
+        const isText = Buffer.from(text, 'utf8').equals(body);
+        return `${path}: ${size} bytes (session ${sessionId})${isText ? '' : ', not UTF-8 text: base64'}\n${isText ? text : body.toString('base64')}${cut}`;
+      });
+    },
+  };
+
+  const writeFile: Tool = {
+    name: 'write_file',
+    description: 'Writes a file on an ssh or shell resource (creates or replaces it). content is text, or base64 with encoding "base64"; mode is an octal string such as "644".',
+    parameters: {
+      type: 'object',
+      properties: {
+        resource: { type: 'string' },
+        path: { type: 'string' },
+        content: { type: 'string' },
+        encoding: { type: 'string', enum: ['utf8', 'base64'] },
+        mode: { type: 'string', pattern: '^[0-7]{3,4}$' },
+      },
+      required: ['resource', 'path', 'content'],
+      additionalProperties: false,
+    },
+    ...acting,
+    async run(args, signal, ctx) {
+      const resource = requiredString(args, 'resource');
+      const path = requiredString(args, 'path');
+      if (typeof args.content !== 'string') throw new ToolError('"content" is required (a string)');
+      const encoding = args.encoding ?? 'utf8';
+      if (encoding !== 'utf8' && encoding !== 'base64') throw new ToolError('"encoding" must be utf8 or base64');
+      const mode = args.mode;
+      if (mode !== undefined && (typeof mode !== 'string' || !/^[0-7]{3,4}$/.test(mode))) throw new ToolError('"mode" must be an octal string such as "644"');
+      const bytes = Buffer.from(args.content, encoding);
+      if (bytes.length > MAX_FILE_BYTES) throw new ToolError(`the content is ${bytes.length} bytes; at most ${MAX_FILE_BYTES} can be written at once`);
+      // What a person approving the call sees: the target, the size, and the start of the content.
+      const preview = args.content.length > 2000 ? `${args.content.slice(0, 2000)}…` : args.content;
+      const shown = { resource, path, bytes: bytes.length, encoding, content: preview, ...(mode ? { mode } : {}) };
+      return onResource('write_file', shown, signal, ctx, async (session, sessionId) => {
+        const q = shellQuote(path);
+        const r = await execOn(session, `cat > ${q}${mode ? ` && chmod ${mode} ${q}` : ''}`, bytes, DEFAULT_TIMEOUT_S, signal, 4096, null);
+        if (r.code !== 0) throw new ToolError(`could not write ${path} (${r.status}): ${r.kept.toString('utf8').trim().slice(0, 500)}`);
+        return `wrote ${bytes.length} bytes to ${path} (session ${sessionId})`;
+      });
+    },
+  };
+
+  return [listResources, runCommand, readFile, writeFile];
 }
+
+/** A string as one word for a POSIX shell. */
+const shellQuote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 
 function requiredString(args: unknown, key: string): string {
   const v = (args as Record<string, unknown> | null)?.[key];
@@ -107,38 +203,53 @@ function requiredString(args: unknown, key: string): string {
   return v;
 }
 
-/** Runs one command as a new connection of the session; resolves with the tool's result text. */
-async function runOn(session: ClientSession, sessionId: string, command: string, timeoutS: number, signal: AbortSignal, ctx: ToolContext, outputBytes: number): Promise<string> {
-  const decoder = new StringDecoder('utf8');
-  let kept = '';
+interface ExecResult {
+  /** "exit status N", or "stopped: why". */
+  status: string;
+  code: number | null;
+  /** The output's first bytes, up to the limit. */
+  kept: Buffer;
+  cutBytes: number;
+}
+
+/**
+ * Runs one command as a new connection of the session, with `input` as its stdin (none: end of
+ * file at once). Keeps the first `keepBytes` of its output; `stream` gets it all as it arrives (up
+ * to STREAM_OUTPUT_BYTES). A timeout or an abort cuts the connection, which stops the process on
+ * the gateway.
+ */
+async function execOn(session: ClientSession, command: string, input: Buffer | null, timeoutS: number, signal: AbortSignal, keepBytes: number, stream: ((text: string) => void) | null): Promise<ExecResult> {
+  const kept: Buffer[] = [];
   let keptBytes = 0;
   let cutBytes = 0;
   let streamed = 0;
   const take = (chunk: Buffer) => {
-    const room = outputBytes - keptBytes;
-    if (room > 0) {
-      const part = chunk.length <= room ? chunk : chunk.subarray(0, room);
-      kept += decoder.write(part);
-      keptBytes += part.length;
-    }
-    cutBytes += Math.max(0, chunk.length - Math.max(room, 0));
-    if (streamed < STREAM_OUTPUT_BYTES) {
+    const room = Math.max(0, keepBytes - keptBytes);
+    if (room) kept.push(chunk.subarray(0, room));
+    keptBytes += Math.min(room, chunk.length);
+    cutBytes += Math.max(0, chunk.length - room);
+    if (stream && streamed < STREAM_OUTPUT_BYTES) {
       const text = chunk.subarray(0, STREAM_OUTPUT_BYTES - streamed).toString('utf8');
       streamed += chunk.length;
-      ctx.output(streamed >= STREAM_OUTPUT_BYTES ? `${text}\n[output past ${STREAM_OUTPUT_BYTES} bytes is not streamed]\n` : text);
+      stream(streamed >= STREAM_OUTPUT_BYTES ? `${text}\n[output past ${STREAM_OUTPUT_BYTES} bytes is not streamed]\n` : text);
     }
   };
-  const stream = new Duplex({
-    read() {},
+  // The input goes out a piece per read: the connection pauses the stream when the receiver's
+  // window is used up, and a piece never overshoots it by more than one read.
+  let at = 0;
+  const duplex = new Duplex({
+    read() {
+      if (!input || at >= input.length) return void this.push(null);
+      this.push(input.subarray(at, (at += INPUT_PIECE)));
+    },
     write(chunk: Buffer, _enc, cb) {
       take(chunk);
       cb();
     },
     final: (cb) => cb(),
   });
-  stream.push(null); // no input: the command reads end-of-file
-  const flushed = new Promise<void>((resolve) => stream.once('finish', resolve).once('close', resolve));
-  const c = session.connect(stream, { exec: command }, { expectExit: true });
+  const flushed = new Promise<void>((resolve) => duplex.once('finish', resolve).once('close', resolve));
+  const c = session.connect(duplex, { exec: command }, { expectExit: true });
   let stopped: string | null = null;
   const stop = (why: string) => {
     stopped ??= why;
@@ -147,19 +258,15 @@ async function runOn(session: ClientSession, sessionId: string, command: string,
   const timer = setTimeout(() => stop(`timed out after ${timeoutS} s`), timeoutS * 1000);
   const onAbort = () => stop('the turn was interrupted');
   signal.addEventListener('abort', onAbort, { once: true });
-  let status: string;
   try {
     const code = await Promise.race([c.exit, c.cut.then((why) => Promise.reject(new Error(why)))]);
     await Promise.race([flushed, new Promise((r) => setTimeout(r, 1000))]);
-    status = `exit status ${code}`;
+    return { status: `exit status ${code}`, code, kept: Buffer.concat(kept), cutBytes };
   } catch (err) {
     if (err instanceof TargetFailure) throw new ToolError(`could not run on the resource: ${err.message}`);
-    status = `stopped: ${stopped ?? (err as Error).message}`;
+    return { status: `stopped: ${stopped ?? (err as Error).message}`, code: null, kept: Buffer.concat(kept), cutBytes };
   } finally {
     clearTimeout(timer);
     signal.removeEventListener('abort', onAbort);
   }
-  kept += decoder.end();
-  const note = cutBytes ? `\n[output cut: ${cutBytes} more bytes not shown (the limit is ${outputBytes} bytes)]` : '';
-  return `${status} (session ${sessionId})\n${kept}${note}`;
 }

@@ -116,6 +116,10 @@ export async function startFakeLlm(kind: 'openai' | 'anthropic', script: Script 
   return fake;
 }
 
+/** A tool call's argument fragments: a few characters, as real servers send them; arguments of
+ * many MiB (a file a test writes) in 64 KiB pieces, which no real model would send anyway. */
+const fragment = (args: string) => (args.length > 1 << 20 ? 1 << 16 : 7);
+
 function errorBody(kind: string, status: number) {
   const message = status === 429 ? 'Rate limit reached' : status >= 500 ? 'The server had an error' : 'Invalid request';
   return kind === 'openai'
@@ -145,8 +149,8 @@ function openaiWriter(res: http.ServerResponse, model: string): Writer {
         const index = toolIndex++;
         send({ ...base, choices: [{ index: 0, delta: { tool_calls: [{ index, id: s.tool.id, type: 'function', function: { name: s.tool.name, arguments: '' } }] }, finish_reason: null }] });
         // Arguments arrive in fragments, as real servers send them.
-        for (let i = 0; i < args.length; i += 7) {
-          send({ ...base, choices: [{ index: 0, delta: { tool_calls: [{ index, function: { arguments: args.slice(i, i + 7) } }] }, finish_reason: null }] });
+        for (let i = 0; i < args.length; i += fragment(args)) {
+          send({ ...base, choices: [{ index: 0, delta: { tool_calls: [{ index, function: { arguments: args.slice(i, i + fragment(args)) } }] }, finish_reason: null }] });
         }
       }
     },
@@ -192,7 +196,7 @@ function anthropicWriter(res: http.ServerResponse, model: string): Writer {
         stop = 'tool_use';
         send('content_block_start', { index, content_block: { type: 'tool_use', id: s.tool.id, name: s.tool.name, input: {} } });
         const args = typeof s.tool.args === 'string' ? s.tool.args : JSON.stringify(s.tool.args);
-        for (let i = 0; i < args.length; i += 7) send('content_block_delta', { index, delta: { type: 'input_json_delta', partial_json: args.slice(i, i + 7) } });
+        for (let i = 0; i < args.length; i += fragment(args)) send('content_block_delta', { index, delta: { type: 'input_json_delta', partial_json: args.slice(i, i + fragment(args)) } });
         send('content_block_stop', { index });
       }
     },

@@ -117,11 +117,24 @@ export async function* ssePost(url: string, payload: Buffer, opts: SsePostOption
     }
     res.setEncoding('utf8');
     const chunks = new ChunkQueue(res);
-    let buf = '';
+    // The text after the last complete event, as the chunks it came in: an event of many MiB (a
+    // large tool call) is joined and scanned once when its end arrives, not once per chunk.
+    let pending: string[] = [];
+    let cr = '';
     try {
       for (let chunk: string | null; (chunk = chunks.shift() ?? (await chunks.next())) !== null; ) {
-        buf = buf ? buf + chunk : chunk;
-        if (buf.includes('\r')) buf = normalizeNewlines(buf);
+        let c = cr ? cr + chunk : chunk;
+        cr = '';
+        if (c.includes('\r')) {
+          c = normalizeNewlines(c);
+          if (c.endsWith('\r')) [c, cr] = [c.slice(0, -1), '\r']; // half of a CRLF, maybe
+        }
+        const prev = pending.length ? pending[pending.length - 1]! : '';
+        if (!c.includes('\n\n') && !(prev.endsWith('\n') && c.startsWith('\n'))) {
+          if (c) pending.push(c);
+          continue;
+        }
+        const buf = pending.length ? pending.join('') + c : c;
         let end: number;
         let start = 0;
         const batch: SseEvent[] = [];
@@ -130,12 +143,13 @@ export async function* ssePost(url: string, payload: Buffer, opts: SsePostOption
           if (ev) batch.push(ev);
           start = end + 2;
         }
-        if (start) buf = buf.slice(start);
+        pending = start < buf.length ? [buf.slice(start)] : [];
         if (batch.length) yield batch;
       }
     } catch (err) {
       throw failure(err);
     }
+    const buf = pending.join('') + cr;
     if (!res.complete) throw failure(new Error('the connection closed mid-stream'));
     finished = true;
     const last = parseBlock(buf);
@@ -169,7 +183,7 @@ export function eventJson(data: string): any {
   }
 }
 
-/** CRLF or CR line ends as LF; a trailing CR waits for the next chunk (it may be half of a CRLF). */
+/** CRLF or CR line ends as LF; a trailing CR is kept (it may be half of a CRLF: the caller holds it for the next chunk). */
 function normalizeNewlines(s: string): string {
   const tail = s.endsWith('\r') ? '\r' : '';
   return s.slice(0, s.length - tail.length).replace(/\r\n?/g, '\n') + tail;
