@@ -362,3 +362,43 @@ for (const resource of ['sh-allow', 'box']) {
     assert.match(results[9].output, /no such file/);
   });
 }
+
+for (const how of ['the session is ended', 'the grant is revoked', 'the user is disabled'] as const) {
+  test(`a running command stops when ${how}, and the result says why`, { skip: noShellUser }, async () => {
+    const { u, name } = await agentUser();
+    llm.script = (req: any) => {
+      const last = req.messages.at(-1);
+      if (last.role === 'tool') return { steps: [{ text: 'ok' }] };
+      return { steps: [{ tool: { id: 'long', name: 'run_command', args: { resource: 'sh-allow', command: 'echo started; sleep 30' } } }] };
+    };
+    const chat = await u.post('/api/chats', { message: 'long' });
+    const s = await StreamRecorder.open(u, chat.id);
+    await s.waitFor((e) => e.type === 'tool_output' && /started/.test(String(e.text)));
+    const t0 = Date.now();
+    if (how === 'the session is ended') {
+      const { sessions } = await u.get('/api/sessions?open=true');
+      await u.delete(`/api/sessions/${sessions.find((x: any) => x.chat_id === chat.id).id}`);
+    } else if (how === 'the grant is revoked') await t.admin.delete(`/api/resources/sh-allow/grants/${name}`);
+    else await t.admin.post(`/api/users/${name}/disable`);
+    const why = { 'the session is ended': /ended it/, 'the grant is revoked': /grant .* was revoked/, 'the user is disabled': /no longer valid|disabled/ }[how];
+    if (how === 'the user is disabled') {
+      // The owner's streams close too; the stored result says why the command stopped.
+      const result = await (async () => {
+        for (;;) {
+          const [row] = await t.db.query<{ parts: any }>(`SELECT parts FROM chat_messages WHERE chat_id = $1 AND role = 'tool'`, [chat.id]);
+          if (row) return row.parts[0];
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      })();
+      assert.match(result.output, /^stopped: /);
+      assert.match(result.output, why);
+    } else {
+      await s.waitStatus('waiting');
+      const result = (await results(u, chat.id))[0];
+      assert.match(result.output, /^stopped: /);
+      assert.match(result.output, why);
+    }
+    assert.ok(Date.now() - t0 < 10_000, 'stopped at once');
+    s.close();
+  });
+}
