@@ -402,3 +402,33 @@ for (const how of ['the session is ended', 'the grant is revoked', 'the user is 
     s.close();
   });
 }
+
+test('airlock chat on a terminal asks about a call that waits, and a key decides it: [a]lways approves the rest of the chat', { skip: noShellUser }, async () => {
+  const pty = await import('@lydell/node-pty');
+  const { BIN, childEnv } = await import('./helpers/launch.js');
+  const { u } = await agentUser();
+  let n = 0;
+  llm.script = (req: any) => {
+    const last = req.messages.at(-1);
+    if (last.role === 'tool' && n >= 2) return { steps: [{ text: 'all done' }] };
+    n++;
+    return { steps: [{ tool: { id: `tty-${n}`, name: 'run_command', args: { resource: 'sh-ask', command: `echo key-${n}` } } }] };
+  };
+  const term = pty.spawn(process.execPath, [BIN, 'chat', 'two calls please'], { name: 'xterm', cols: 150, rows: 40, env: childEnv({ AIRLOCK_SERVER: t.url, AIRLOCK_TOKEN: u.token }) as Record<string, string> });
+  let screen = '';
+  term.onData((d) => (screen += d.replace(/\x1b\[[0-9;]*[A-Za-z]/g, '')));
+  const exited = new Promise<number>((r) => term.onExit(({ exitCode }) => r(exitCode)));
+  const waitScreen = async (re: RegExp) => {
+    for (let i = 0; !re.test(screen); i++) {
+      if (i > 3000) throw new Error(`no ${re} on the terminal:\n${screen}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  };
+  await waitScreen(/approve\? \[y\]es \/ \[a\]lways in this chat \/ \[n\]o/);
+  term.write('a'); // this call, and the same tool on the same resource for the rest of the chat
+  await waitScreen(/all done/);
+  assert.equal(await exited, 0);
+  assert.match(screen, /key-1/);
+  assert.match(screen, /key-2/);
+  assert.equal(screen.match(/approve\? \[y\]es/g)!.length, 1, 'the second call was approved by the rule, not asked about');
+});

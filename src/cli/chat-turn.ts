@@ -207,6 +207,8 @@ export class Printer {
   /** Tool calls and results printed from drafts (by call id). */
   private shownCalls = new Set<string>();
   private shownResults = new Set<string>();
+  /** Asks about calls that wait for approval at the terminal (else they are described). */
+  approvals: { ask(e: StreamEvent): void; settled(toolCallId: string): void } | null = null;
 
   /**
    * live: print the reply's text as it streams (a terminal). A reply can start over (a provider
@@ -271,6 +273,7 @@ export class Printer {
         return this.committed(e.message as Message);
       case 'approval_required': {
         this.endLine();
+        if (this.approvals) return this.approvals.ask(e);
         const args = e.args as { command?: string };
         const what = e.tool === 'run_command' ? `run \`${args.command}\` on ${e.resource}` : `${e.tool} on ${e.resource}`;
         this.stderr.write(
@@ -280,6 +283,7 @@ export class Printer {
         return;
       }
       case 'approval_decided':
+        this.approvals?.settled(e.tool_call_id as string);
         this.endLine();
         this.stderr.write(`[${e.approved ? `approved by ${e.by}` : `not approved: ${e.by}${e.reason ? `: ${e.reason}` : ''}`}]\n`);
         return;

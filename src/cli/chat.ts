@@ -1,6 +1,7 @@
 // `airlock chat`: new chats, send, live streaming output (Ctrl-C interrupts the turn), list, show.
 import { parseArgs } from 'node:util';
 import { ApiClient } from '../client/api.js';
+import { ApprovalPrompt } from './approval-prompt.js';
 import { CliError, resolveClient } from './config.js';
 import { interactive } from './chat-interactive.js';
 import { Printer, TurnRunner } from './chat-turn.js';
@@ -95,7 +96,11 @@ export async function chatCommand(argv: string[]): Promise<number> {
     process.stderr.write(`chat ${chatId}\n`);
     return session.follow(chatId, 0);
   };
-  if (message) return ask(message);
+  if (message) {
+    // On a terminal, a call that waits for approval is asked about here (stdin is free then).
+    if (process.stdin.isTTY && process.stderr.isTTY) out.approvals = new ApprovalPrompt(api);
+    return ask(message);
+  }
   if (!process.stdin.isTTY) {
     const piped = (await readAll(process.stdin)).trim();
     if (!piped) throw new CliError('nothing to send: give a MESSAGE or pipe one in', 2);
