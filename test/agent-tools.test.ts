@@ -132,8 +132,9 @@ test('run_command on an allowed shell resource streams its output and returns th
   const session = /session ([0-9a-f-]{36})/.exec(results[0].output)![1];
   assert.equal(/session ([0-9a-f-]{36})/.exec(results[1].output)![1], session, 'the second command ran in the same session');
   // Output streamed live, as tool_output events of its call.
-  const streamed = s.events.filter((e) => e.type === 'tool_output' && e.tool_call_id === 'c1').map((e) => e.text).join('');
-  assert.match(streamed, /hello/);
+  const streamed = (from: string) => s.events.filter((e) => e.type === 'tool_output' && e.tool_call_id === 'c1' && e.stream === from).map((e) => e.text).join('');
+  assert.equal(streamed('stdout'), 'hello\n');
+  assert.equal(streamed('stderr'), 'oops\n');
   // The session is in the owner's audit trail, and names the chat that opened it.
   const { sessions } = await u.get('/api/sessions');
   const row = sessions.find((x: any) => x.id === session);

@@ -112,8 +112,9 @@ test('ssh: an interactive terminal with the injected credential: typing, resize,
 test('ssh --exec runs one command, streams its output and exits with its status', { skip: noSshd }, async () => {
   const run = runCli(['launch', 'box', '--exec', 'echo out-$((2+3)); echo err-line >&2; exit 3'], env, '');
   assert.equal(await run.exited(), 3);
-  assert.match(run.stdout, /out-5/);
-  assert.match(run.stdout + run.stderr, /err-line/);
+  // The remote stderr stays apart: on our stderr, not in stdout.
+  assert.equal(run.stdout, 'out-5\n');
+  assert.match(run.stderr, /err-line/);
   const ok = runCli(['launch', 'box', '--exec', 'cat'], env, 'piped input\n');
   assert.equal(await ok.exited(), 0);
   assert.equal(ok.stdout, 'piped input\n');
@@ -131,9 +132,10 @@ test('shell: a PTY on the gateway host, and --exec', { skip: noShellUser }, asyn
   await s.waitScreen(/^shell-42\s*\n\/dev\/pts\/\d+/m);
   s.type('exit 4\r');
   assert.equal(await s.exit, 4);
-  const run = runCli(['launch', 'gw-shell', '--exec', 'echo hi; exit 2'], env, '');
+  const run = runCli(['launch', 'gw-shell', '--exec', 'echo hi; echo shell-err >&2; exit 2'], env, '');
   assert.equal(await run.exited(), 2);
   assert.equal(run.stdout, 'hi\n');
+  assert.match(run.stderr, /shell-err/);
 });
 
 test('no grant reads exactly like an unknown resource; a grant opens it', { skip: noShellUser }, async () => {

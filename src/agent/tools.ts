@@ -1,7 +1,7 @@
 // The tools a chat's agent gets for its owner's resources: list_resources and run_command. The
 // agent acts as the chat's owner and never as more: a resource the owner may not launch, or whose
 // grant says `deny`, answers exactly as an unknown one; `ask` waits for a person's decision.
-import { Duplex } from 'node:stream';
+import { Duplex, Writable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
 import type { Db } from '../store/db.js';
 import { agentResource, agentResources } from '../access/store.js';
@@ -91,7 +91,7 @@ export function agentTools(deps: AgentToolDeps): Tool[] {
   const runCommand: Tool = {
     name: 'run_command',
     description:
-      'Runs a shell command on an ssh or shell resource (see list_resources) and returns its exit status and output (stdout and stderr together). ' +
+      'Runs a shell command on an ssh or shell resource (see list_resources) and returns its exit status and output (stdout and stderr together, as they came). ' +
       'Output beyond a limit is cut, with a note saying how much. A person may have to approve the call first.',
     parameters: {
       type: 'object',
@@ -110,7 +110,7 @@ export function agentTools(deps: AgentToolDeps): Tool[] {
       const timeoutS = args.timeout_s ?? DEFAULT_TIMEOUT_S;
       if (!Number.isInteger(timeoutS) || timeoutS < 1 || timeoutS > MAX_TIMEOUT_S) throw new ToolError(`timeout_s must be an integer from 1 to ${MAX_TIMEOUT_S}`);
       return onResource('run_command', { resource, command, timeout_s: timeoutS }, signal, ctx, async (session, sessionId) => {
-        const r = await execOn(session, command, null, timeoutS, signal, deps.outputBytes, (text) => ctx.output(text));
+        const r = await execOn(session, command, null, timeoutS, signal, deps.outputBytes, (text, from) => ctx.output(text, from));
         const text = new StringDecoder('utf8').end(r.kept);
         const note = r.cutBytes ? `\n[output cut: ${r.cutBytes} more bytes not shown (the limit is ${deps.outputBytes} bytes)]` : '';
         return `${r.status} (session ${sessionId})\n${text}${note}`;
@@ -218,12 +218,14 @@ interface ExecResult {
  * to STREAM_OUTPUT_BYTES). A timeout or an abort cuts the connection, which stops the process on
  * the gateway.
  */
-async function execOn(session: ClientSession, command: string, input: Buffer | null, timeoutS: number, signal: AbortSignal, keepBytes: number, stream: ((text: string) => void) | null): Promise<ExecResult> {
+async function execOn(session: ClientSession, command: string, input: Buffer | null, timeoutS: number, signal: AbortSignal, keepBytes: number, stream: ((text: string, from: 'stdout' | 'stderr') => void) | null): Promise<ExecResult> {
   const kept: Buffer[] = [];
   let keptBytes = 0;
   let cutBytes = 0;
   let streamed = 0;
-  const take = (chunk: Buffer) => {
+  // Both outputs are kept in the order they came (the model reads them together, as a terminal
+  // shows them) and streamed each marked with its name.
+  const take = (chunk: Buffer, from: 'stdout' | 'stderr') => {
     const room = Math.max(0, keepBytes - keptBytes);
     if (room) kept.push(chunk.subarray(0, room));
     keptBytes += Math.min(room, chunk.length);
@@ -231,9 +233,15 @@ async function execOn(session: ClientSession, command: string, input: Buffer | n
     if (stream && streamed < STREAM_OUTPUT_BYTES) {
       const text = chunk.subarray(0, STREAM_OUTPUT_BYTES - streamed).toString('utf8');
       streamed += chunk.length;
-      stream(streamed >= STREAM_OUTPUT_BYTES ? `${text}\n[output past ${STREAM_OUTPUT_BYTES} bytes is not streamed]\n` : text);
+      stream(streamed >= STREAM_OUTPUT_BYTES ? `${text}\n[output past ${STREAM_OUTPUT_BYTES} bytes is not streamed]\n` : text, from);
     }
   };
+  const stderr = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      take(chunk, 'stderr');
+      cb();
+    },
+  });
   // The input goes out a piece per read: the connection pauses the stream when the receiver's
   // window is used up, and a piece never overshoots it by more than one read.
   let at = 0;
@@ -243,13 +251,13 @@ async function execOn(session: ClientSession, command: string, input: Buffer | n
       this.push(input.subarray(at, (at += INPUT_PIECE)));
     },
     write(chunk: Buffer, _enc, cb) {
-      take(chunk);
+      take(chunk, 'stdout');
       cb();
     },
     final: (cb) => cb(),
   });
   const flushed = new Promise<void>((resolve) => duplex.once('finish', resolve).once('close', resolve));
-  const c = session.connect(duplex, { exec: command }, { expectExit: true });
+  const c = session.connect(duplex, { exec: command }, { expectExit: true, stderr });
   let stopped: string | null = null;
   const stop = (why: string) => {
     stopped ??= why;

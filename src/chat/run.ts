@@ -383,7 +383,7 @@ export class ChatRun {
               chatId: this.chatId,
               ownerId: this.chat.owner_id,
               toolCallId: c.id,
-              output: (text) => void this.emit('tool_output', { tool_call_id: c.id, text }),
+              output: (text, stream = 'stdout') => void this.emit('tool_output', { tool_call_id: c.id, stream, text }),
               event: (type, data) => this.background([], [this.emit(type, data)]),
             };
             output = await withTimeout(tool.run(c.args, signal, ctx), tool.maxRunMs ?? TOOL_TIMEOUT_MS, signal, c.name);

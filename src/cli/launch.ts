@@ -180,7 +180,8 @@ async function terminal(session: ClientSession, exec: string | undefined, timing
   const c = session.connect(
     stream,
     interactive ? { pty: { cols: stdout.columns, rows: stdout.rows, term: process.env.TERM || 'xterm-256color' }, ...(exec !== undefined ? { exec } : {}) } : exec !== undefined ? { exec } : {},
-    { expectExit: true },
+    // Without a terminal the remote stderr stays apart, on ours (a terminal mixes the two anyway).
+    { expectExit: true, ...(interactive ? {} : { stderr: process.stderr }) },
   );
   if (interactive) stdout.on('resize', onResize);
   try {

@@ -140,7 +140,7 @@ export class GatewaySession {
         this.exitStatus = code;
         this.tube.send(F.EXIT, id, i32(code));
       });
-      if (target.stderr) conn.attachExtra(target.stderr);
+      if (target.stderr) conn.attachExtra(target.stderr, req.stderr ? F.STDERR : F.DATA);
       conn.attach(target.stream);
     } catch (err) {
       const msg = err instanceof TargetError ? err.message : `target failed: ${(err as Error).message}`;
@@ -184,5 +184,6 @@ function parseOpen(payload: Buffer): OpenRequest {
     if (typeof o.exec !== 'string') throw new Error('exec must be a string');
     req.exec = o.exec;
   }
+  if (o.stderr === true) req.stderr = true;
   return req;
 }

@@ -1,5 +1,5 @@
 // The client side of a session's connections: opens them in the tube and routes frames to them.
-import type { Duplex } from 'node:stream';
+import type { Duplex, Writable } from 'node:stream';
 import { F, type OpenRequest } from '../tube/frame.js';
 import { TubeConn } from '../tube/conn.js';
 import type { OpenTube } from './connect.js';
@@ -37,7 +37,7 @@ export class ClientSession {
         c.opened.reject(err);
         c.exit.reject(err);
       }
-      if (f.type === F.DATA && this.onFirstByte) {
+      if ((f.type === F.DATA || f.type === F.STDERR) && this.onFirstByte) {
         this.onFirstByte();
         this.onFirstByte = null;
       }
@@ -55,10 +55,17 @@ export class ClientSession {
     });
   }
 
-  /** Opens a connection to the target and starts moving `stream`'s bytes through it. */
-  connect(stream: Duplex, req: OpenRequest = {}, opts: { expectExit?: boolean } = {}): ClientConn {
+  /**
+   * Opens a connection to the target and starts moving `stream`'s bytes through it. With
+   * `opts.stderr`, the remote process's stderr goes there (else it comes mixed into `stream`).
+   */
+  connect(stream: Duplex, req: OpenRequest = {}, opts: { expectExit?: boolean; stderr?: Writable } = {}): ClientConn {
     const id = this.next++;
     const conn = new TubeConn(this.open.tube, id);
+    if (opts.stderr) {
+      conn.stderrSink = opts.stderr;
+      req = { ...req, stderr: true };
+    }
     const entry = { conn, opened: deferred<void>(), exit: deferred<number>() };
     const cut = deferred<string>();
     this.conns.set(id, entry);

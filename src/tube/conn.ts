@@ -4,7 +4,7 @@
 // enforces it too: a peer that sends past its credit (a modified client, a rogue gateway) has the
 // connection closed, so what one connection holds is bounded whatever the other side does.
 import { Socket, type OnReadOpts } from 'node:net';
-import type { Duplex, Readable } from 'node:stream';
+import type { Duplex, Readable, Writable } from 'node:stream';
 import { F, MAX_REASON_BYTES, u32 } from './frame.js';
 import type { Tube } from './tube.js';
 
@@ -127,12 +127,17 @@ export class TubeConn {
   /** Handles a frame for this connection; returns false for types the owner must handle. */
   handle(type: number, payload: Buffer): boolean {
     switch (type) {
-      case F.DATA: {
+      case F.DATA:
+      case F.STDERR: {
         const n = payload.length;
         if (this.finished) return true;
         this.held += n;
         if (this.held > WINDOW + OVERSHOOT) {
           this.fail(`flow control: the other side sent ${this.held} bytes past what was written out (window ${WINDOW})`);
+          return true;
+        }
+        if (type === F.STDERR && this.stderrSink) {
+          this.stderrSink.write(payload, () => this.ack(n));
           return true;
         }
         if (!this.stream) {
@@ -199,8 +204,11 @@ export class TubeConn {
     if (this.ended.local && this.ended.remote) this.finish();
   }
 
-  /** A second output that shares this connection (a process's stderr): under the same credit. */
-  attachExtra(source: Readable): void {
+  /** Where STDERR frames go (the client asked for stderr apart); without it they join the stream. */
+  stderrSink: Writable | null = null;
+
+  /** A second output that shares this connection (a process's stderr): under the same credit, as `type` frames. */
+  attachExtra(source: Readable, type: typeof F.DATA | typeof F.STDERR = F.DATA): void {
     this.extras.push(source);
     this.extrasOpen++;
     let done = false;
@@ -213,16 +221,16 @@ export class TubeConn {
     source.once('close', ended);
     source.on('data', (chunk: Buffer) => {
       if (this.finished) return;
-      this.sendData(chunk);
+      this.sendData(chunk, type);
       if (this.holdIfBlocked()) source.pause();
     });
   }
 
-  private sendData(chunk: Buffer): void {
+  private sendData(chunk: Buffer, type: typeof F.DATA | typeof F.STDERR = F.DATA): void {
     for (let i = 0; i < chunk.length; i += MAX_CHUNK) {
       const piece = chunk.subarray(i, i + MAX_CHUNK);
       this.credit -= piece.length;
-      this.tube.send(F.DATA, this.id, piece);
+      this.tube.send(type, this.id, piece);
     }
   }
 

@@ -24,6 +24,9 @@ export const F = {
   BYE: 11,
   /** Connection 0: several frames as one message; payload: [u32 length][frame] repeated. */
   BATCH: 12,
+  /** Gateway → client: bytes of the process's stderr, under the same window as DATA; sent only
+   * to a connection whose OPEN asked for it (`stderr: true`), else stderr comes as DATA. */
+  STDERR: 13,
 } as const;
 
 export type FrameType = (typeof F)[keyof typeof F];
@@ -39,6 +42,8 @@ export interface OpenRequest {
   pty?: { cols: number; rows: number; term: string };
   /** Run this command instead of an interactive shell. */
   exec?: string;
+  /** Send the process's stderr as STDERR frames (else it is mixed into DATA). */
+  stderr?: boolean;
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -69,6 +74,7 @@ const SHAPES: Record<number, { conn: boolean; min: number; max: number }> = {
   [F.OPEN]: { conn: true, min: 0, max: MAX_OPEN_BYTES },
   [F.OPENED]: { conn: true, min: 0, max: 0 },
   [F.DATA]: { conn: true, min: 0, max: Infinity },
+  [F.STDERR]: { conn: true, min: 0, max: Infinity },
   [F.END]: { conn: true, min: 0, max: 0 },
   [F.ERROR]: { conn: true, min: 0, max: MAX_REASON_BYTES },
   [F.WINDOW]: { conn: true, min: 4, max: 4 },

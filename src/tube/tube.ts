@@ -122,7 +122,7 @@ export class Tube extends EventEmitter<TubeEvents> {
    * mayBorrow: the buffer is the caller's again once this returns (sent now, never kept).
    */
   private sendFrame(buf: Buffer, mayBorrow = false): void {
-    if (buf[0] === F.DATA) this.bytesSent += buf.length - 5;
+    if (buf[0] === F.DATA || buf[0] === F.STDERR) this.bytesSent += buf.length - 5;
     if (!this.sendPath) {
       this.early.push(mayBorrow ? Buffer.from(buf) : buf);
       this.earlyBytes += buf.length;
@@ -180,7 +180,7 @@ export class Tube extends EventEmitter<TubeEvents> {
       this.recvActive = kind === 'relay' ? 'direct' : 'relay';
       return this.release(this.recvActive);
     }
-    if (f.type === F.DATA) this.bytesReceived += f.payload.length;
+    if (f.type === F.DATA || f.type === F.STDERR) this.bytesReceived += f.payload.length;
     this.emit('frame', f);
   }
 

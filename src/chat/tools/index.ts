@@ -11,8 +11,8 @@ export interface ToolContext {
   /** The chat's owner: a tool acts as this user, never as more. */
   ownerId: string;
   toolCallId: string;
-  /** Streams output to the chat while the tool runs (a `tool_output` event). */
-  output(text: string): void;
+  /** Streams output to the chat while the tool runs (a `tool_output` event, marked with its stream). */
+  output(text: string, stream?: 'stdout' | 'stderr'): void;
   /** Publishes and stores an event of the call (an approval asked for or decided, a status). */
   event(type: 'approval_required' | 'approval_decided' | 'status', data: Record<string, unknown>): void;
 }
