@@ -101,7 +101,9 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
   const bus = opts.bus ?? (await openBus(db, log, secrets.deriveKey(BUS_KEY_PURPOSE), config.bus));
   const providers = new Providers(opts.providers, config.llmTimeoutMs);
   let listenUrl = '';
-  const agentSessions = new AgentSessions(db, () => listenUrl, log);
+  // The agent's sessions go through this replica's own launch endpoint: its public URL when set (a
+  // name its TLS certificate is for), else its listener.
+  const agentSessions = new AgentSessions(db, () => config.publicUrl || listenUrl, log);
   const approvals = new Approvals(db, bus, config.approvalTimeoutMs);
   const tools = ToolBox.withExtra([
     ...agentTools({
