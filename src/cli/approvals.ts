@@ -1,7 +1,7 @@
 // `airlock approvals`: the chat agents' calls that wait for your decision, and deciding them.
 import { parseArgs } from 'node:util';
 import { ApiClient } from '../client/api.js';
-import { CliError, resolveClient } from './config.js';
+import { CLIENT_OPTIONS, CliError, resolveClient } from './config.js';
 
 const HELP = `Usage:
   airlock approvals [--json]                 the calls your chats' agents wait to make, oldest first
@@ -18,12 +18,10 @@ export async function approvalsCommand(argv: string[]): Promise<number> {
     args: argv,
     allowPositionals: true,
     options: {
+      ...CLIENT_OPTIONS,
       'for-chat': { type: 'boolean' },
       reason: { type: 'string' },
       json: { type: 'boolean' },
-      server: { type: 'string' },
-      token: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
     },
   });
   if (values.help) {

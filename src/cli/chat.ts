@@ -2,7 +2,7 @@
 import { parseArgs } from 'node:util';
 import { ApiClient } from '../client/api.js';
 import { ApprovalPrompt } from './approval-prompt.js';
-import { CliError, resolveClient } from './config.js';
+import { CLIENT_OPTIONS, CliError, resolveClient } from './config.js';
 import { interactive } from './chat-interactive.js';
 import { Printer, TurnRunner } from './chat-turn.js';
 import { loadConfig } from '../config.js';
@@ -36,6 +36,7 @@ export async function chatCommand(argv: string[]): Promise<number> {
     args: argv,
     allowPositionals: true,
     options: {
+      ...CLIENT_OPTIONS,
       chat: { type: 'string' },
       model: { type: 'string' },
       system: { type: 'string' },
@@ -43,9 +44,6 @@ export async function chatCommand(argv: string[]): Promise<number> {
       reasoning: { type: 'boolean' },
       live: { type: 'boolean' },
       json: { type: 'boolean' },
-      server: { type: 'string' },
-      token: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
     },
   });
   if (values.help) {

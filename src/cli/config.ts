@@ -43,6 +43,13 @@ export function serverUrl(s: string): string {
   return s.replace(/\/+$/, '');
 }
 
+/** The options every command that talks to a server takes (resolveClient reads the first two). */
+export const CLIENT_OPTIONS = {
+  server: { type: 'string' },
+  token: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
 export function resolveClient(flags: { server?: string; token?: string }): { server: string; token: string } {
   const file = readConfig();
   const server = serverUrl(flags.server || process.env.AIRLOCK_SERVER || file.server || 'http://127.0.0.1:7070');

@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ApiClient } from '../client/api.js';
-import { CliError, resolveClient, serverUrl } from './config.js';
+import { CLIENT_OPTIONS, CliError, resolveClient, serverUrl } from './config.js';
 import { createLogger } from '../log.js';
 import { loadConfig } from '../config.js';
 import { shellUser } from '../gateway/shell-user.js';
@@ -35,15 +35,13 @@ export async function gatewayCommand(argv: string[]): Promise<number> {
     args: argv,
     allowPositionals: true,
     options: {
-      server: { type: 'string' },
-      token: { type: 'string' },
+      ...CLIENT_OPTIONS,
       'token-file': { type: 'string' },
       'allow-shell': { type: 'boolean' },
       'shell-user': { type: 'string' },
       'relay-origin': { type: 'string', multiple: true },
       group: { type: 'string' },
       json: { type: 'boolean' },
-      help: { type: 'boolean', short: 'h' },
     },
   });
   if (values.help) {

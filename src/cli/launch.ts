@@ -3,7 +3,7 @@
 import net from 'node:net';
 import { Duplex } from 'node:stream';
 import { parseArgs } from 'node:util';
-import { CliError, resolveClient } from './config.js';
+import { CLIENT_OPTIONS, CliError, resolveClient } from './config.js';
 import { openTube, closePeers, LaunchError, LAUNCH_ATTEMPTS } from '../launch/connect.js';
 import { loadConfig } from '../config.js';
 import { directPath } from '../tube/transport.js';
@@ -43,14 +43,12 @@ export async function launchCommand(argv: string[]): Promise<number> {
     args: argv,
     allowPositionals: true,
     options: {
+      ...CLIENT_OPTIONS,
       port: { type: 'string' },
       bind: { type: 'string' },
       exec: { type: 'string' },
       attempts: { type: 'string' },
       'timing-json': { type: 'string' },
-      server: { type: 'string' },
-      token: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
     },
   });
   if (values.help) {

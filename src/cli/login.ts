@@ -1,12 +1,12 @@
 // `airlock login`: checks the token against the server, then saves both for later commands.
 import { parseArgs } from 'node:util';
 import { ApiClient } from '../client/api.js';
-import { CliError, configPath, readConfig, serverUrl, writeConfig } from './config.js';
+import { CLIENT_OPTIONS, CliError, configPath, readConfig, serverUrl, writeConfig } from './config.js';
 
 export async function loginCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
-    options: { server: { type: 'string' }, token: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    options: CLIENT_OPTIONS,
   });
   if (values.help) {
     console.log('Usage: airlock login --server URL --token TOKEN\n\nChecks the token and saves both in ' + configPath() + '.\nAIRLOCK_TOKEN can stand in for --token.');

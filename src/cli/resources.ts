@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ApiClient } from '../client/api.js';
-import { CliError, resolveClient } from './config.js';
+import { CLIENT_OPTIONS, CliError, resolveClient } from './config.js';
 
 const RESOURCE_HELP = `Usage:
   airlock resource list                      resources you may launch (admins: all)
@@ -30,6 +30,7 @@ export async function resourceCommand(cmd: 'resource' | 'session', argv: string[
     args: argv,
     allowPositionals: true,
     options: {
+      ...CLIENT_OPTIONS,
       kind: { type: 'string' },
       target: { type: 'string' },
       gateway: { type: 'string' },
@@ -39,11 +40,8 @@ export async function resourceCommand(cmd: 'resource' | 'session', argv: string[
       'passphrase-env': { type: 'string' },
       limit: { type: 'string' },
       open: { type: 'boolean' },
-      server: { type: 'string' },
-      token: { type: 'string' },
       json: { type: 'boolean' },
       agent: { type: 'string' },
-      help: { type: 'boolean', short: 'h' },
     },
   });
   const help = cmd === 'resource' ? RESOURCE_HELP : SESSION_HELP;

@@ -1,20 +1,18 @@
 // `airlock user create|list|disable|enable` (admin) and `airlock token create|list|revoke`.
 import { parseArgs } from 'node:util';
 import { ApiClient } from '../client/api.js';
-import { CliError, resolveClient } from './config.js';
+import { CLIENT_OPTIONS, CliError, resolveClient } from './config.js';
 
 export async function usersCommand(cmd: 'user' | 'token', argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
     options: {
+      ...CLIENT_OPTIONS,
       admin: { type: 'boolean' },
       name: { type: 'string' },
       'expires-in': { type: 'string' },
-      server: { type: 'string' },
-      token: { type: 'string' },
       json: { type: 'boolean' },
-      help: { type: 'boolean', short: 'h' },
     },
   });
   if (values.help || !positionals.length) {
