@@ -161,6 +161,10 @@ test('a denied, ungranted or unknown resource answers the same; tcp and a call t
   assert.deepEqual((await u.get('/api/approvals')).approvals, []);
   const bad = (await runTurn(u, callsTool('run_command', { resource: 'sh-allow' }))).results[0];
   assert.match(bad.output, /"command" is required/);
+  const badTimeout = (await runTurn(u, callsTool('run_command', { resource: 'sh-allow', command: 'id', timeout_s: 0 }))).results[0];
+  assert.match(badTimeout.output, /timeout_s must be an integer from 1 to 3600/);
+  const badMax = (await runTurn(u, callsTool('read_file', { resource: 'sh-allow', path: 'x', max_bytes: 'lots' }))).results[0];
+  assert.match(badMax.output, /max_bytes must be an integer from 1 to 16777216/);
 });
 
 test('output past AIRLOCK_AGENT_OUTPUT_BYTES is cut for the model with a note of how much', { skip: noShellUser }, async () => {

@@ -107,8 +107,7 @@ export function agentTools(deps: AgentToolDeps): Tool[] {
     async run(args, signal, ctx) {
       const resource = requiredString(args, 'resource');
       const command = requiredString(args, 'command');
-      const timeoutS = args.timeout_s ?? DEFAULT_TIMEOUT_S;
-      if (!Number.isInteger(timeoutS) || timeoutS < 1 || timeoutS > MAX_TIMEOUT_S) throw new ToolError(`timeout_s must be an integer from 1 to ${MAX_TIMEOUT_S}`);
+      const timeoutS = optionalInt(args, 'timeout_s', DEFAULT_TIMEOUT_S, MAX_TIMEOUT_S);
       return onResource('run_command', { resource, command, timeout_s: timeoutS }, signal, ctx, async (session, sessionId) => {
         const r = await execOn(session, command, null, timeoutS, signal, deps.outputBytes, (text, from) => ctx.output(text, from));
         const text = new StringDecoder('utf8').end(r.kept);
@@ -136,8 +135,7 @@ export function agentTools(deps: AgentToolDeps): Tool[] {
     async run(args, signal, ctx) {
       const resource = requiredString(args, 'resource');
       const path = requiredString(args, 'path');
-      const max = args.max_bytes ?? deps.outputBytes;
-      if (!Number.isInteger(max) || max < 1 || max > MAX_FILE_BYTES) throw new ToolError(`max_bytes must be an integer from 1 to ${MAX_FILE_BYTES}`);
+      const max = optionalInt(args, 'max_bytes', deps.outputBytes, MAX_FILE_BYTES);
       return onResource('read_file', { resource, path, max_bytes: max }, signal, ctx, async (session, sessionId) => {
         // The size on the first line, then the content: one round trip, and a missing file says why.
         const r = await execOn(session, `f=${shellQuote(path)}; [ -f "$f" ] || { echo "no such file: $f" >&2; exit 2; }; wc -c < "$f" && cat -- "$f"`, null, DEFAULT_TIMEOUT_S, signal, max + 32, null);
@@ -192,6 +190,13 @@ export function agentTools(deps: AgentToolDeps): Tool[] {
   };
 
   return [listResources, runCommand, readFile, writeFile];
+}
+
+/** An optional integer argument from 1 to max; absent: the default. */
+function optionalInt(args: Record<string, unknown>, key: string, def: number, max: number): number {
+  const v = args[key] ?? def;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > max) throw new ToolError(`${key} must be an integer from 1 to ${max}`);
+  return v;
 }
 
 /** A string as one word for a POSIX shell. */

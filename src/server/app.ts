@@ -346,6 +346,7 @@ export async function startServer(opts: ServerOptions): Promise<AirlockServer> {
       listenerClosed = new Promise((r) => server.close(() => r())); // no new connections; requests in flight finish
       await runner?.stop();
       await agentSessions.closeAll();
+      approvals.close();
       // Clients resume with ?after= on another replica; gateways reconnect (to another one behind a balancer).
       for (const ws of sockets.keys()) ws.close(CloseCode.restarting, 'server restarting; reconnect');
       signal.close(CloseCode.restarting);
